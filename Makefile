@@ -1,0 +1,66 @@
+# Noisy EHR Bench. The two commands: `make bench METHOD=miracl` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+METHOD ?=
+TRACK ?= quick
+TASKS ?=
+NOISE ?=
+SEEDS ?=
+RESULTS ?= results
+DEVICE ?= auto
+JOBS ?= 0
+IMAGE ?= noisy-ehr-bench:latest
+MIMIC_DIR ?= $(CURDIR)/data
+
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: setup bench table test clean docker-build docker-bench help
+
+help:
+	@echo "make bench METHOD=bce [TRACK=quick TASKS=.. NOISE=.. SEEDS=.. JOBS=..]   run a method's grid, print the table"
+	@echo "make test                                                               run the test suite"
+	@echo "make table [TRACK=quick]                                                print the tables from results/"
+	@echo "make setup | clean | docker-build | docker-bench METHOD=..."
+
+setup: $(STAMP)
+
+# torch first and pinned, so that pip takes the pinned CPU build rather than a multi-GB CUDA one.
+$(STAMP): pyproject.toml requirements.txt requirements-test.txt
+	@test -n "$(PYTHON)" || { echo "error: no python3.11 or python3 on PATH" >&2; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$$(grep -E '^torch==' requirements.txt)"
+	$(BIN)/python -m pip install -q -e '.[test]'
+	@touch $@
+
+bench: setup
+	$(BIN)/ehrbench bench --method "$(METHOD)" --track "$(TRACK)" --results "$(RESULTS)" --device "$(DEVICE)" --jobs "$(JOBS)" \
+	  $(if $(TASKS),--tasks "$(TASKS)") $(if $(NOISE),--noise "$(NOISE)") $(if $(SEEDS),--seeds "$(SEEDS)")
+
+table: setup
+	$(BIN)/ehrbench table --track "$(TRACK)" --results "$(RESULTS)"
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+# Keeps results/: run records are the expensive part.
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .benchmarks
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+docker-build:
+	docker build -t $(IMAGE) .
+
+# GPUs, a shared-memory size for PyTorch, results written with the caller's uid, real data read-only.
+docker-bench:
+	mkdir -p $(RESULTS)
+	docker run --rm --gpus all --shm-size=8g --user "$$(id -u):$$(id -g)" \
+	  -v "$(abspath $(RESULTS))":/work/results \
+	  -v "$(MIMIC_DIR)":/data:ro \
+	  $(IMAGE) bench --method "$(METHOD)" --track "$(TRACK)" --results /work/results --device "$(DEVICE)" \
+	  $(if $(TASKS),--tasks "$(TASKS)") $(if $(NOISE),--noise "$(NOISE)") $(if $(SEEDS),--seeds "$(SEEDS)")

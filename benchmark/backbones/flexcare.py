@@ -1,0 +1,241 @@
+"""FlexCare (Xu et al., KDD 2024) on the two modalities of this benchmark: time series and notes.
+
+Written from the spec (reference/miracl_flexcare.md §10), not from the authors' code. With the chest
+X-ray absent, FlexCare's seven fusion tokens reduce to three: the multimodal token MM (both
+modalities; in a two-modality model it is also the only pairwise token), EHR-CLS and NOTE-CLS.
+Sequence: ``[task | MM | EHR-CLS ehr_1..ehr_T | NOTE-CLS tok_1..tok_n]``.
+
+Named switch ``structural_mask``:
+  "additive" (default, reproduces the reference, B9): the cross-modal mask is a float 0/1 matrix that
+    PyTorch *adds* to the attention logits, so "blocked" pairs get a +1 bias and nothing is blocked;
+    only padding removes keys.
+  "blocking": the mask the reference intended — task sees all, MM sees the modality tokens, each
+    modality block sees only itself.
+The model returns logits (not probabilities) and, as ``aux``, its own regularisers
+``0.5 * L_ortho + L_moe``, which every loss is added to.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+STRUCTURAL_MASKS = ("additive", "blocking")
+TASK_INDEX = {"phenotyping": 2, "diagnosis": 5}  # FlexCare's task-embedding rows
+MAX_POSITIONS = 600
+
+
+@dataclass
+class Batch:
+    """One batch of inputs, already on the device. Length 0 means the modality is missing."""
+
+    ehr: torch.Tensor  # [B, T, 76]
+    ehr_len: torch.Tensor  # [B] long
+    note: torch.Tensor  # [B, n, note_dim] frozen encoder token embeddings
+    note_len: torch.Tensor  # [B] long
+    patient_id: torch.Tensor  # [B] long
+
+
+@dataclass
+class ModelOutput:
+    logits: torch.Tensor  # [B, C]
+    aux: torch.Tensor  # scalar: the backbone's own regularisers, already weighted
+    extras: dict = field(default_factory=dict)  # e.g. per-modality summary tokens
+
+
+class EncoderLayer(nn.Module):
+    """Post-norm transformer layer (as ``nn.TransformerEncoderLayer``: ReLU, dropout 0.1) on SDPA."""
+
+    def __init__(self, d: int, heads: int, ff: int, dropout: float = 0.1):
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.qkv = nn.Linear(d, 3 * d)
+        self.proj = nn.Linear(d, d)
+        self.ff1, self.ff2 = nn.Linear(d, ff), nn.Linear(ff, d)
+        self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b, s, d = x.shape
+        q, k, v = self.qkv(x).view(b, s, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
+        )
+        x = self.norm1(x + self.drop(self.proj(a.transpose(1, 2).reshape(b, s, d))))
+        return self.norm2(x + self.drop(self.ff2(self.drop(F.relu(self.ff1(x))))))
+
+
+class NoisyTopKMoE(nn.Module):
+    """Shazeer et al.'s noisily gated top-k mixture, gate conditioned on the task token.
+
+    Computed densely (all experts on all tokens, then gated): the same function as sparse dispatch,
+    and faster for the few hundred tokens per batch FlexCare routes.
+    """
+
+    def __init__(self, d: int, experts: int, k: int):
+        super().__init__()
+        self.k = k
+        self.w_gate = nn.Parameter(torch.zeros(d, experts))
+        self.w_task = nn.Parameter(torch.zeros(d, experts))
+        self.w_noise = nn.Parameter(torch.zeros(d, experts))
+        self.w1 = nn.Parameter(torch.empty(experts, d, d))
+        self.b1 = nn.Parameter(torch.zeros(experts, d))
+        self.w2 = nn.Parameter(torch.empty(experts, d, d))
+        self.b2 = nn.Parameter(torch.zeros(experts, d))
+        for w in (self.w1, self.w2):  # nn.Linear's default init, per expert
+            for e in range(experts):
+                nn.init.kaiming_uniform_(w[e], a=5**0.5)
+
+    def forward(self, x: torch.Tensor, q: torch.Tensor, avail: torch.Tensor):
+        """x, q: [T, d] tokens and their task token; avail: [T] bool. Returns (out, balance loss)."""
+        clean = x @ self.w_gate + q @ self.w_task
+        experts = clean.shape[-1]
+        if self.training:
+            std = F.softplus(x @ self.w_noise) + 0.01
+            logits = clean + torch.randn_like(clean) * std
+        else:
+            logits = clean
+        top = logits.topk(min(self.k + 1, experts), dim=-1)
+        gates = torch.zeros_like(logits).scatter(
+            -1, top.indices[:, : self.k], torch.softmax(top.values[:, : self.k], dim=-1)
+        )
+        gates = gates * avail.unsqueeze(-1)
+        h = F.relu(torch.einsum("td,edh->teh", x, self.w1) + self.b1)
+        out = (gates.unsqueeze(-1) * (torch.einsum("teh,ehd->ted", h, self.w2) + self.b2)).sum(1)
+        if self.training and self.k < experts:
+            # Smooth probability of each expert being in the top k under resampled noise.
+            normal = torch.distributions.Normal(0.0, 1.0)
+            in_top = logits > top.values[:, self.k : self.k + 1]
+            p_in = normal.cdf((clean - top.values[:, self.k : self.k + 1]) / std)
+            p_out = normal.cdf((clean - top.values[:, self.k - 1 : self.k]) / std)
+            load = (torch.where(in_top, p_in, p_out) * avail.unsqueeze(-1)).sum(0)
+        else:
+            load = (gates > 0).float().sum(0)
+        loss = 0.01 * (_cv_squared(gates.sum(0)) + _cv_squared(load))
+        return out * avail.unsqueeze(-1), loss
+
+
+def _cv_squared(v: torch.Tensor) -> torch.Tensor:
+    if v.numel() <= 1:
+        return v.new_zeros(())
+    return v.var() / (v.mean() ** 2 + 1e-10)
+
+
+class FlexCare(nn.Module):
+    def __init__(
+        self,
+        num_labels: int,
+        task: str = "phenotyping",
+        ehr_dim: int = 76,
+        note_dim: int = 768,
+        hidden: int = 128,
+        layers: int = 4,
+        heads: int = 2,
+        ff: int = 512,
+        experts: int = 10,
+        top_k: int = 2,
+        dropout: float = 0.1,
+        temperature: float = 0.2,
+        ortho_weight: float = 0.5,
+        structural_mask: str = "additive",
+    ):
+        super().__init__()
+        if structural_mask not in STRUCTURAL_MASKS:
+            raise ValueError(f"structural_mask must be one of {STRUCTURAL_MASKS}, got {structural_mask!r}")
+        d = hidden
+        self.task_index = TASK_INDEX[task]
+        self.structural_mask, self.temperature, self.ortho_weight = structural_mask, temperature, ortho_weight
+        self.task_embed = nn.Embedding(40, d)
+        self.ehr_proj = nn.Linear(ehr_dim, d)
+        self.note_proj = nn.Linear(note_dim, d)
+        # Zero-initialised learnable tokens and positions, as in the reference.
+        self.mm_cls = nn.Parameter(torch.zeros(1, 1, d))
+        self.ehr_cls = nn.Parameter(torch.zeros(1, 1, d))
+        self.note_cls = nn.Parameter(torch.zeros(1, 1, d))
+        self.ehr_pos = nn.Parameter(torch.zeros(1, MAX_POSITIONS, d))
+        self.note_pos = nn.Parameter(torch.zeros(1, MAX_POSITIONS, d))
+        self.layers = nn.ModuleList(EncoderLayer(d, heads, ff, dropout) for _ in range(layers))
+        self.moe = NoisyTopKMoE(d, experts, top_k)
+        self.pool_w = nn.Linear(2 * d, d, bias=False)
+        self.pool_v = nn.Linear(d, 1, bias=False)
+        self.pool_norm = nn.LayerNorm(d)
+        self.head = nn.Linear(2 * d, num_labels)
+
+    def _attention_mask(self, t_ehr: int, t_note: int, pad: torch.Tensor) -> torch.Tensor:
+        """Float [B, 1, S, S] mask added to the attention logits: structure + key padding."""
+        s = 2 + (1 + t_ehr) + (1 + t_note)
+        blocks = torch.zeros(s, dtype=torch.long, device=pad.device)  # 0 task, 1 MM, 2 EHR, 3 note
+        blocks[1], blocks[2 : 3 + t_ehr], blocks[3 + t_ehr :] = 1, 2, 3
+        qb, kb = blocks.unsqueeze(1), blocks.unsqueeze(0)
+        allowed = (qb == 0) | (qb == kb) | ((qb == 1) & (kb >= 2))
+        allowed |= torch.eye(s, dtype=torch.bool, device=pad.device)
+        if self.structural_mask == "additive":
+            struct = (~allowed).float()  # the reference's +1 "blocked" bias
+        else:
+            struct = torch.zeros(s, s, device=pad.device).masked_fill(~allowed, float("-inf"))
+        eye = torch.eye(s, dtype=torch.bool, device=pad.device)
+        # A padded query still sees itself, so no row is empty (its output is never read).
+        key_pad = pad.unsqueeze(1) & ~eye  # [B, S, S]
+        return (struct + torch.zeros_like(key_pad, dtype=torch.float).masked_fill(key_pad, float("-inf"))).unsqueeze(1)
+
+    def forward(self, batch: Batch) -> ModelOutput:
+        b, t_ehr, _ = batch.ehr.shape
+        t_note = batch.note.shape[1]
+        has_ehr, has_note = batch.ehr_len > 0, batch.note_len > 0
+        task = self.task_embed.weight[self.task_index].expand(b, 1, -1)
+        ehr = torch.cat([self.ehr_cls.expand(b, -1, -1), self.ehr_proj(batch.ehr)], 1)
+        ehr = ehr + torch.cat([torch.zeros_like(self.ehr_cls), self.ehr_pos[:, :t_ehr]], 1)
+        note = torch.cat([self.note_cls.expand(b, -1, -1), self.note_proj(batch.note)], 1)
+        note = note + torch.cat([torch.zeros_like(self.note_cls), self.note_pos[:, :t_note]], 1)
+        x = torch.cat([task, self.mm_cls.expand(b, -1, -1), ehr, note], 1)
+
+        pos_e = torch.arange(1 + t_ehr, device=x.device)
+        pos_n = torch.arange(1 + t_note, device=x.device)
+        pad = torch.cat(
+            [
+                torch.zeros(b, 2, dtype=torch.bool, device=x.device),
+                (pos_e > batch.ehr_len.unsqueeze(1)) | ~has_ehr.unsqueeze(1),
+                (pos_n > batch.note_len.unsqueeze(1)) | ~has_note.unsqueeze(1),
+            ],
+            1,
+        )
+        mask = self._attention_mask(t_ehr, t_note, pad).to(x.dtype)
+        for layer in self.layers:
+            x = layer(x, mask)
+
+        q = x[:, 0]
+        tokens = torch.stack([x[:, 1], x[:, 2], x[:, 3 + t_ehr]], 1)  # MM, EHR-CLS, NOTE-CLS
+        avail = torch.stack([has_ehr & has_note, has_ehr, has_note], 1)
+        ortho = _decorrelation_loss(tokens)
+        k = tokens.shape[1]
+        fused, moe_loss = self.moe(
+            tokens.reshape(b * k, -1), q.repeat_interleave(k, 0), avail.reshape(-1)
+        )
+        fused = fused.view(b, k, -1)
+        score = self.pool_v(torch.tanh(self.pool_w(torch.cat([q.unsqueeze(1).expand_as(fused), fused], -1))))
+        score = score.squeeze(-1).masked_fill(~avail, -1e7) / self.temperature
+        h = (torch.softmax(score, -1).unsqueeze(-1) * fused).sum(1)
+        z = torch.cat([q, self.pool_norm(h)], -1)
+        return ModelOutput(
+            logits=self.head(z),
+            aux=self.ortho_weight * ortho + moe_loss,
+            extras={"ehr_cls": tokens[:, 1], "note_cls": tokens[:, 2], "has_ehr": has_ehr, "has_note": has_note},
+        )
+
+
+def _decorrelation_loss(tokens: torch.Tensor) -> torch.Tensor:
+    """Mean squared off-diagonal covariance between the fusion tokens of each sample (§10.6).
+
+    The denominator is B * (k-1)^2, as the reference's B * 6 * 6 for its seven tokens.
+    """
+    b, k, d = tokens.shape
+    centred = tokens - tokens.mean(-1, keepdim=True)
+    cov = centred @ centred.transpose(1, 2) / (d - 1)
+    off = cov - torch.diag_embed(torch.diagonal(cov, dim1=1, dim2=2))
+    return (off**2).sum() / (b * (k - 1) ** 2)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

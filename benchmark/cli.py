@@ -1,0 +1,165 @@
+"""``ehrbench``: run a method's grid, print tables, list methods and tracks.
+
+Every user error is one line on stderr (``ehrbench: error: ...``) naming the thing and the valid
+choices, with exit status 2; failed runs give exit status 1 once the grid is through.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from .errors import BenchError, UsageError
+from .noise import NOISE_SEED_POLICIES
+from .protocol import NOISE_SETTINGS, SEEDS, TRACKS
+from .records import RecordStore
+
+
+def _csv(text: str | None) -> list[str] | None:
+    items = [t.strip() for t in (text or "").replace(" ", ",").split(",") if t.strip()]
+    return items or None
+
+
+def _seeds(text: str | None) -> list[int] | None:
+    items = _csv(text)
+    if items is None:
+        return None
+    try:
+        return [int(s) for s in items]
+    except ValueError:
+        raise UsageError(f"--seeds: expected comma-separated integers (e.g. 30,40,100), got '{text}'") from None
+
+
+def _duration(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+def cmd_bench(args) -> int:
+    from .runner import default_jobs, execute, plan
+
+    grid = plan(args.method, args.track, _csv(args.tasks), _csv(args.noise), _seeds(args.seeds), args.noise_seed)
+    store = RecordStore(args.results)
+    todo = []
+    for spec in grid.specs:
+        status, detail = store.status(spec)
+        if status == "corrupt":
+            moved = store.quarantine(spec)
+            print(f"warning: {detail}; moved to {moved} and the run will be redone", file=sys.stderr)
+        if status != "done":
+            todo.append(spec)
+    jobs = args.jobs or default_jobs(args.device)
+    jobs = min(jobs, max(1, len(todo)))
+    n = len(grid.specs)
+    print(f"{grid.method.name} on track '{grid.track.name}': {n} runs, {n - len(todo)} already done, "
+          f"{len(todo)} to run ({jobs} worker{'s' if jobs > 1 else ''}, device {args.device})", flush=True)
+
+    start, finished = time.perf_counter(), []
+
+    def report(spec: dict, record: dict) -> None:
+        finished.append(record)
+        elapsed = time.perf_counter() - start
+        eta = elapsed / len(finished) * (len(todo) - len(finished))
+        outcome = (f"mAP {record['metrics']['final']['map']:.4f}" if record["status"] == "done"
+                   else f"FAILED: {record['failure']}")
+        print(f"[{len(finished):>{len(str(len(todo)))}}/{len(todo)}] {spec['method']['name']} {spec['task']} "
+              f"{spec['noise']['name']:<10} seed {spec['seed']:<3} {outcome}  ({_duration(record['timings']['total'])}; "
+              f"elapsed {_duration(elapsed)}, ETA {_duration(eta)})", flush=True)
+
+    try:
+        execute(todo, args.results, args.device, jobs, report)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: {len(finished)} finished runs are kept in {args.results}/; rerun the same "
+              f"command to do the remaining {len(todo) - len(finished)}", file=sys.stderr)
+        return 130
+    print()
+    tasks = {s["task"] for s in grid.specs}
+    print(_table(store, grid.track.name, tasks, args.format))
+    failed = [r for r in finished if r["status"] == "failed"]
+    if failed:
+        print(f"{len(failed)} run(s) failed; their records under {args.results}/ say why", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _table(store: RecordStore, track: str, tasks: set[str] | None, fmt: str) -> str:
+    from .report import render
+
+    records = []
+    for path, record, error in store.scan(track):
+        if error:
+            print(f"warning: skipping {error}", file=sys.stderr)
+        elif tasks is None or record["spec"]["task"] in tasks:
+            records.append(record)
+    return render(records, fmt)
+
+
+def cmd_table(args) -> int:
+    from .protocol import get_track
+
+    get_track(args.track)
+    print(_table(RecordStore(args.results), args.track, set(_csv(args.tasks)) if args.tasks else None, args.format))
+    return 0
+
+
+def cmd_methods(args) -> int:
+    from .registry import PLANNED, available_methods, get_method
+
+    for name in available_methods():
+        m = get_method(name).manifest
+        print(f"{name:<10} {m['display_name']} (v{m['version']}, {m['license']})")
+    missing = [p for p in PLANNED if p not in available_methods()]
+    if missing:
+        print(f"planned, not available yet: {', '.join(missing)}")
+    return 0
+
+
+def cmd_tracks(args) -> int:
+    for t in TRACKS.values():
+        state = "" if t.available else f"  [not available yet: {t.unavailable_reason}]"
+        tasks = ", ".join(x.name for x in t.tasks) or "-"
+        print(f"{t.name:<6} tasks: {tasks}{state}\n       {t.description}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ehrbench", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("bench", help="run a method over a track's grid (skips finished runs) and print the table")
+    b.add_argument("--method", "-m", default="", help="a folder name under methods/ (see `ehrbench methods`)")
+    b.add_argument("--track", default="quick", help=f"one of {', '.join(TRACKS)} (default quick)")
+    b.add_argument("--tasks", help="comma-separated task names of the track (default: all)")
+    b.add_argument("--noise", help=f"comma-separated noise settings (default: the paper's ten: {', '.join(n.name for n in NOISE_SETTINGS)})")
+    b.add_argument("--seeds", help=f"comma-separated seeds (default {','.join(map(str, SEEDS))})")
+    b.add_argument("--noise-seed", default="reference", choices=NOISE_SEED_POLICIES,
+                   help="'reference': seed 123 for every run (the paper); 'per-seed': the run seed")
+    b.add_argument("--results", default="results", help="folder of run records (default results/)")
+    b.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    b.add_argument("--jobs", type=int, default=0, help="worker processes (default: one per CPU core on CPU, 1 on GPU)")
+    b.add_argument("--format", default="simple", help="table format (tabulate's: simple, github, latex, ...)")
+    b.set_defaults(func=cmd_bench)
+
+    t = sub.add_parser("table", help="print the result tables of a track from its run records")
+    t.add_argument("--track", default="quick")
+    t.add_argument("--tasks")
+    t.add_argument("--results", default="results")
+    t.add_argument("--format", default="simple")
+    t.set_defaults(func=cmd_table)
+
+    sub.add_parser("methods", help="list the methods").set_defaults(func=cmd_methods)
+    sub.add_parser("tracks", help="list the tracks and their tasks").set_defaults(func=cmd_tracks)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except BenchError as e:
+        print(f"ehrbench: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

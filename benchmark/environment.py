@@ -1,0 +1,65 @@
+"""Provenance of a run: harness version, git state, hardware and software versions."""
+from __future__ import annotations
+
+import functools
+import platform
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import sklearn
+import torch
+
+from . import __version__
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@functools.cache
+def git_state() -> dict:
+    """{'sha': ..., 'dirty': bool} of the checkout the harness runs from, or nulls outside git."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, check=True).stdout.strip()
+
+    try:
+        return {"sha": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    except (OSError, subprocess.CalledProcessError):
+        return {"sha": None, "dirty": None}
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def describe(device: torch.device) -> dict:
+    env = {
+        "harness_version": __version__,
+        "git": git_state(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "sklearn": sklearn.__version__,
+        "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "torch_threads": torch.get_num_threads(),
+        "device": device.type,
+        "gpu": None,
+        "cuda": torch.version.cuda,
+    }
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        env["gpu"] = props.name
+        env["gpu_memory_bytes"] = props.total_memory
+        env["cudnn"] = torch.backends.cudnn.version()
+    return env
+
+
+def hardware_class(env: dict) -> str:
+    """What compute times may be compared across: the GPU model, else the CPU model."""
+    return env.get("gpu") or f"CPU: {env.get('cpu')}"

@@ -1,0 +1,29 @@
+"""Errors a user can act on. The CLI prints them as one line, without a traceback."""
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class BenchError(Exception):
+    """Base class of every error the CLI reports as a single line."""
+
+
+class UsageError(BenchError):
+    """Bad input from the user: an unknown name, a malformed value, a missing file."""
+
+
+class RecordError(BenchError):
+    """A run record that cannot be read or does not match the schema."""
+
+
+class RunFailed(BenchError):
+    """A run that cannot produce a trustworthy number (NaN loss, ...). Recorded as failed."""
+
+
+def choices_hint(name: str, valid: Iterable[str]) -> str:
+    """'; did you mean 'x'? valid choices: a, b, c' for an unknown ``name``."""
+    valid = sorted(valid)
+    close = difflib.get_close_matches(name, valid, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return f"{hint}; valid choices: {', '.join(valid) if valid else '(none)'}"

@@ -1,0 +1,95 @@
+"""The method interface: what a submission under ``methods/<name>/`` implements.
+
+A method owns its model, its loss and its label-correction hooks. The harness owns everything that
+must be identical for every method: data, noise, optimiser (Adam), learning-rate schedule, epochs,
+batch size, evaluation and timing. A method only ever sees noisy training labels: never clean
+training labels, never test data.
+
+The smallest method is plain BCE on FlexCare (``methods/bce/method.py``)::
+
+    class BCE(Method):
+        def loss(self, logits, targets, index, epoch):
+            return F.binary_cross_entropy_with_logits(logits, targets)
+
+Per batch the trainer computes ``task_weight * (method.loss(...) + model_output.aux)``: the
+backbone's own regularisers keep their weight whatever the loss, so every loss must reduce by mean.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .backbones.flexcare import FlexCare
+from .protocol import BackboneSize
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """What a method may know about the task: shapes and names, never labels."""
+
+    name: str
+    kind: str  # "phenotyping" | "diagnosis"
+    num_labels: int
+    n_train: int
+    ehr_dim: int
+    note_dim: int
+    label_names: tuple[str, ...]
+    backbone: BackboneSize
+
+
+@dataclass
+class EpochView:
+    """Handed to ``Method.end_epoch`` after each epoch's training pass.
+
+    ``train_logits[i]`` are the logits of training sample ``i`` from its forward pass in this epoch
+    (training mode, as the reference records them); present only if ``Method.wants_train_logits``.
+    ``noisy_labels`` are the observed training labels: the only training labels a method sees.
+    """
+
+    epoch: int
+    epochs: int
+    noisy_labels: torch.Tensor  # [N, C] float, on the device
+    train_logits: torch.Tensor | None  # [N, C] float32, on the device
+
+
+class Method:
+    """Base class of a submission. Override ``loss``; the rest has working defaults."""
+
+    #: Ask the trainer to keep every training sample's logits of the current epoch.
+    wants_train_logits: bool = False
+
+    def __init__(self, task: TaskInfo, hparams: dict):
+        self.task = task
+        self.hparams = dict(hparams)
+
+    def build_model(self) -> nn.Module:
+        """The model: ``model(batch) -> ModelOutput``. Default: FlexCare at the track's size."""
+        size = self.task.backbone
+        return FlexCare(
+            num_labels=self.task.num_labels,
+            task=self.task.kind,
+            ehr_dim=self.task.ehr_dim,
+            note_dim=self.task.note_dim,
+            hidden=size.hidden,
+            layers=size.layers,
+            heads=size.heads,
+            ff=size.ff,
+            experts=size.experts,
+            top_k=size.top_k,
+            structural_mask=self.hparams.get("structural_mask", "additive"),
+        )
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor, index: torch.Tensor, epoch: int) -> torch.Tensor:
+        """Scalar loss of a batch: ``logits`` [B, C], noisy ``targets`` [B, C] in {0, 1},
+        ``index`` [B] the samples' rows in the training set, ``epoch`` 1-based. Reduce by mean."""
+        raise NotImplementedError(f"{type(self).__name__} must implement loss(logits, targets, index, epoch)")
+
+    def weight_decay(self, epoch: int) -> float:
+        """Adam's (coupled L2) weight decay during ``epoch``; the harness applies it. Default 0."""
+        return 0.0
+
+    def end_epoch(self, view: EpochView) -> dict | None:
+        """Label selection / correction after an epoch. Returned numbers go into the record."""
+        return None

@@ -1,0 +1,259 @@
+"""The benchmark protocol as data: noise settings, seeds, the training budget, tracks and tasks.
+
+Everything that must be identical for every method lives here, as rows in tables rather than
+branches in code. Adding a noise setting is one line in ``NOISE_SETTINGS``.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, field
+
+from .errors import UsageError, choices_hint
+
+SEEDS: tuple[int, ...] = (30, 40, 100)
+# The reference draws every noisy label matrix with this seed, whatever the run seed (spec §2).
+REFERENCE_NOISE_SEED = 123
+
+
+@dataclass(frozen=True)
+class NoiseSetting:
+    """Class-conditional flips of training labels, in percent.
+
+    ``rho_plus`` = P(1 -> 0) (false negatives), ``rho_minus`` = P(0 -> 1) (false positives).
+    ``family == "bal"`` leaves ``rho_minus`` to be derived from the training labels
+    (``balanced_rho_minus``), so that the expected 1->0 and 0->1 flips per sample are equal.
+    """
+
+    name: str
+    family: str  # "sym" | "asym" | "bal" | "clean"
+    rho_plus: float
+    rho_minus: float | None
+
+    def rates(self, num_labels: int, mean_cardinality: float) -> tuple[float, float]:
+        """(rho_plus, rho_minus) as probabilities for a label matrix of this shape."""
+        rp = self.rho_plus / 100.0
+        if self.family == "bal":
+            return rp, balanced_rho_minus(rp, num_labels, mean_cardinality)
+        return rp, self.rho_minus / 100.0
+
+    def label(self) -> str:
+        """The paper's notation, e.g. ``(20,20)`` or ``(40,r)``."""
+        rm = "r" if self.family == "bal" else _fmt(self.rho_minus)
+        return f"({_fmt(self.rho_plus)},{rm})"
+
+
+def _fmt(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+def balanced_rho_minus(rho_plus: float, num_labels: int, mean_cardinality: float) -> float:
+    """rho_minus = rho_plus * L_avg / (C - L_avg), the reference's balanced rule (spec §2).
+
+    The reference adds 1e-8 to the denominator; we keep it so that the draw is bit-identical.
+    """
+    if not 0 <= mean_cardinality < num_labels:
+        raise UsageError(
+            f"balanced noise needs 0 <= mean label cardinality < number of labels, "
+            f"got L_avg={mean_cardinality} with C={num_labels}"
+        )
+    return rho_plus * mean_cardinality / (num_labels - mean_cardinality + 1e-8)
+
+
+# The paper's ten settings, in the order of its tables: (rho_plus, rho_minus) in percent.
+NOISE_SETTINGS: tuple[NoiseSetting, ...] = (
+    NoiseSetting("sym-20", "sym", 20, 20),
+    NoiseSetting("sym-40", "sym", 40, 40),
+    NoiseSetting("asym-0-20", "asym", 0, 20),
+    NoiseSetting("asym-0-40", "asym", 0, 40),
+    NoiseSetting("asym-20-0", "asym", 20, 0),
+    NoiseSetting("asym-20-40", "asym", 20, 40),
+    NoiseSetting("asym-40-0", "asym", 40, 0),
+    NoiseSetting("asym-40-20", "asym", 40, 20),
+    NoiseSetting("bal-20", "bal", 20, None),
+    NoiseSetting("bal-40", "bal", 40, None),
+)
+# Not in the paper's grid, but accepted by name: an upper bound with the clean labels.
+EXTRA_NOISE_SETTINGS: tuple[NoiseSetting, ...] = (NoiseSetting("clean", "clean", 0, 0),)
+
+_NOISE_RE = re.compile(r"^(sym|asym|bal)-(\d+(?:\.\d+)?)(?:-(\d+(?:\.\d+)?))?$")
+NOISE_SYNTAX = "sym-R, asym-RPLUS-RMINUS or bal-RPLUS with rates in percent in [0, 100), or 'clean'"
+
+
+def parse_noise(text: str) -> NoiseSetting:
+    """A noise setting from its name: the paper's ten, 'clean', or any well-formed custom rates."""
+    s = text.strip().lower()
+    known = {n.name: n for n in NOISE_SETTINGS + EXTRA_NOISE_SETTINGS}
+    if s in known:
+        return known[s]
+    m = _NOISE_RE.match(s)
+    if not m:
+        family = s.split("-")[0]
+        if family not in {"sym", "asym", "bal"}:
+            raise UsageError(
+                f"unknown noise setting '{text}'{choices_hint(s, known)}; "
+                f"custom settings are written {NOISE_SYNTAX}"
+            )
+        raise UsageError(f"malformed noise setting '{text}': expected {NOISE_SYNTAX}")
+    family, a, b = m.group(1), float(m.group(2)), m.group(3)
+    if (family == "asym") != (b is not None):
+        raise UsageError(f"malformed noise setting '{text}': expected {NOISE_SYNTAX}")
+    for rate in (a, float(b) if b is not None else 0.0):
+        if not 0 <= rate < 100:
+            raise UsageError(f"malformed noise setting '{text}': rate {rate:g} is not in [0, 100)")
+    if family == "sym":
+        return NoiseSetting(s, family, a, a)
+    if family == "bal":
+        return NoiseSetting(s, family, a, None)
+    return NoiseSetting(s, family, a, float(b))
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The training budget every method gets; methods cannot change it."""
+
+    epochs: int = 30
+    lr: float = 1e-3
+    batch_size: int = 128
+    cosine_t_max: int = 10
+    cosine_eta_min: float = 0.0
+
+    def lr_at(self, epoch: int) -> float:
+        """Learning rate during 1-based ``epoch``: cosine annealing stepped once per epoch.
+
+        With T_max=10 over 30 epochs the rate is periodic (period 20): epoch 11 trains at 0 and
+        epoch 21 is back at the base rate, as in the reference (spec §8, B5). This closed form equals
+        PyTorch's ``CosineAnnealingLR`` recursion, which the trainer uses.
+        """
+        t = epoch - 1
+        return self.cosine_eta_min + (self.lr - self.cosine_eta_min) * (
+            1 + math.cos(math.pi * t / self.cosine_t_max)
+        ) / 2
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task of a track: what the data generator or loader must produce."""
+
+    name: str
+    kind: str  # "phenotyping" | "diagnosis"
+    source: str  # "synthetic" (generated) | "mimic3" | "mimic4" (real files, prepared by the user)
+    num_labels: int
+    n_train: int
+    n_test: int
+    # Sizes of the tensors the task materialises into.
+    ehr_hours: int
+    note_tokens: int
+    note_dim: int
+    # Share of samples without a time series / without a note.
+    missing_ehr: float = 0.0
+    missing_note: float = 0.0
+    # FlexCare's per-task loss weight (phenotyping 1.0, diagnosis 0.2).
+    task_weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class BackboneSize:
+    """FlexCare width; the paper's is d=128, 4 layers, 2 heads, FF 512, MoE 10 experts top-2."""
+
+    hidden: int = 128
+    layers: int = 4
+    heads: int = 2
+    ff: int = 512
+    experts: int = 10
+    top_k: int = 2
+
+
+@dataclass(frozen=True)
+class Track:
+    """A profile fixing the data and sizes. Results are compared only within one track."""
+
+    name: str
+    description: str
+    tasks: tuple[TaskSpec, ...]
+    budget: Budget = field(default_factory=Budget)
+    backbone: BackboneSize = field(default_factory=BackboneSize)
+    on_leaderboard: bool = True
+    available: bool = True
+    unavailable_reason: str = ""
+
+    def task(self, name: str) -> TaskSpec:
+        by_name = {t.name: t for t in self.tasks}
+        if name not in by_name:
+            raise UsageError(
+                f"unknown task '{name}' in track '{self.name}'{choices_hint(name, by_name)}"
+            )
+        return by_name[name]
+
+
+# Sized so that one method's 30-run grid fits in minutes on a 2-core CPU: 12 training steps per
+# epoch at batch 128 over 1+1+25+17 = 44 tokens, on a narrow backbone. The protocol (epochs,
+# optimiser, schedule, batch size, noise, seeds, metric) is the paper's, unchanged.
+QUICK = Track(
+    name="quick",
+    description=(
+        "Synthetic phenotyping-shaped task, shrunk to run on a laptop CPU: 1,536 training and 512 "
+        "test stays, 24 hourly steps of the 76 channels, 16 note tokens of dimension 32; FlexCare "
+        "narrowed to d=32 / 2 layers / FF 64 / 4 experts. Paper protocol otherwise unchanged."
+    ),
+    tasks=(
+        TaskSpec(
+            name="syn-phe",
+            kind="phenotyping",
+            source="synthetic",
+            num_labels=25,
+            n_train=1536,
+            n_test=512,
+            ehr_hours=24,
+            note_tokens=16,
+            note_dim=32,
+            missing_ehr=0.05,
+            missing_note=0.10,
+        ),
+    ),
+    backbone=BackboneSize(hidden=32, layers=2, heads=2, ff=64, experts=4, top_k=2),
+)
+
+# A few seconds per run: for tests and submission smoke checks, never for the leaderboard.
+SMOKE = Track(
+    name="smoke",
+    description="Tiny synthetic task and a 2-epoch budget, for tests and smoke checks only.",
+    tasks=(
+        TaskSpec("syn-phe", "phenotyping", "synthetic", 25, 96, 64, 8, 6, 16, 0.1, 0.1),
+        TaskSpec("syn-dia", "diagnosis", "synthetic", 14, 96, 64, 8, 6, 16, 0.3, 0.2, 0.2),
+    ),
+    budget=Budget(epochs=2),
+    backbone=BackboneSize(hidden=16, layers=1, heads=2, ff=32, experts=4, top_k=2),
+    on_leaderboard=False,
+)
+
+_NOT_YET = "its data layer (MIMIC-scale generator and real MIMIC loaders) is not available yet"
+FULL = Track(
+    name="full",
+    description="Synthetic tasks at MIMIC scale (59,798 / 132,576 / 41,904 stays). GPU.",
+    tasks=(),
+    available=False,
+    unavailable_reason=_NOT_YET,
+)
+PAPER = Track(
+    name="paper",
+    description="Real MIMIC-III / MIMIC-IV task files prepared by the documented pipeline. GPU.",
+    tasks=(),
+    available=False,
+    unavailable_reason=_NOT_YET,
+)
+
+TRACKS: dict[str, Track] = {t.name: t for t in (QUICK, FULL, PAPER, SMOKE)}
+
+
+def get_track(name: str) -> Track:
+    if name not in TRACKS:
+        raise UsageError(f"unknown track '{name}'{choices_hint(name, TRACKS)}")
+    track = TRACKS[name]
+    if not track.available:
+        raise UsageError(f"track '{name}' is not available yet: {track.unavailable_reason}")
+    return track
+
+
+def to_dict(obj) -> dict:
+    return asdict(obj)

@@ -1,0 +1,139 @@
+"""Run records: one JSON file per run under ``results/``, the leaderboard's only input.
+
+The run id is a hash of the full run spec (method, its version and hyper-parameters, track, task,
+noise, seed, noise-seed policy, budget, backbone size, data generator), so a finished record *is*
+the marker that a run is done: a rerun skips it, and an interrupted grid resumes losing nothing.
+Records are written atomically (temporary file, fsync, rename) and validated on write and on read.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from .errors import RecordError
+
+SCHEMA_VERSION = 1
+STATUSES = ("done", "failed")
+
+# Every top-level key of a record, with its type and meaning.
+SCHEMA: dict[str, tuple[type | tuple[type, ...], str]] = {
+    "schema_version": (int, "version of this schema; other versions are refused"),
+    "run_id": (str, "hash of `spec`; also the file name"),
+    "spec": (dict, "everything that defines the run; hashed into run_id"),
+    "status": (str, "'done' or 'failed'"),
+    "failure": ((str, type(None)), "why a failed run failed (null when done)"),
+    "metrics": (dict, "'final': last-epoch test metrics (headline 'map'); 'curve': one entry per epoch"),
+    "timings": (dict, "wall seconds per phase: data, noise, train, method_hooks, eval, total"),
+    "peak_memory_bytes": (int, "peak device memory (CUDA) or peak resident set (CPU)"),
+    "fingerprints": (dict, "'data': task tensors sha256; 'noisy_labels': the noisy matrix sha256"),
+    "noise": (dict, "rates used and realised flip rates of the training labels"),
+    "method": (dict, "method metadata: display name, code hash, parameter count"),
+    "environment": (dict, "harness version, git sha + dirty flag, hardware and software versions"),
+    "created_utc": (str, "when the record was written (ISO 8601)"),
+}
+FINAL_METRICS = ("map", "micro_f1", "macro_f1", "macro_auc", "micro_auc", "per_label_ap")
+
+
+def run_id(spec: dict) -> str:
+    canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def validate(record: object, source: str = "record") -> dict:
+    """Raise ``RecordError`` naming ``source`` and the field if ``record`` breaks the schema."""
+    if not isinstance(record, dict):
+        raise RecordError(f"{source}: expected a JSON object, got {type(record).__name__}")
+    version = record.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise RecordError(f"{source}: schema_version {version!r} is not supported (expected {SCHEMA_VERSION})")
+    for key, (typ, _) in SCHEMA.items():
+        if key not in record:
+            raise RecordError(f"{source}: missing field '{key}'")
+        if not isinstance(record[key], typ):
+            raise RecordError(f"{source}: field '{key}' has type {type(record[key]).__name__}")
+    if record["status"] not in STATUSES:
+        raise RecordError(f"{source}: field 'status' is {record['status']!r}, expected one of {STATUSES}")
+    if record["run_id"] != run_id(record["spec"]):
+        raise RecordError(f"{source}: run_id {record['run_id']} does not match the hash of its spec")
+    if record["status"] == "done":
+        final = record["metrics"].get("final")
+        if not isinstance(final, dict) or any(k not in final for k in FINAL_METRICS):
+            raise RecordError(f"{source}: a done record needs metrics.final with {', '.join(FINAL_METRICS)}")
+        if not (isinstance(final["map"], float) and math.isfinite(final["map"])):
+            raise RecordError(f"{source}: metrics.final.map must be a finite number")
+    elif not record["failure"]:
+        raise RecordError(f"{source}: a failed record needs a 'failure' reason")
+    return record
+
+
+def now_utc() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+class RecordStore:
+    """``results/<track>/<task>/<method>/<run_id>.json``."""
+
+    def __init__(self, root: str | Path = "results"):
+        self.root = Path(root)
+
+    def path(self, spec: dict) -> Path:
+        return self.root / spec["track"] / spec["task"] / spec["method"]["name"] / f"{run_id(spec)}.json"
+
+    def read(self, path: Path) -> dict:
+        try:
+            record = json.loads(path.read_text())
+        except OSError as e:
+            raise RecordError(f"{path}: cannot read ({e.strerror})") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise RecordError(f"{path}: not valid JSON ({e})") from None
+        return validate(record, str(path))
+
+    def status(self, spec: dict) -> tuple[str, str]:
+        """('done' | 'failed' | 'missing' | 'corrupt', detail) for the run of ``spec``."""
+        path = self.path(spec)
+        if not path.exists():
+            return "missing", ""
+        try:
+            record = self.read(path)
+        except RecordError as e:
+            return "corrupt", str(e)
+        return record["status"], record.get("failure") or ""
+
+    def write(self, record: dict) -> Path:
+        validate(record, f"record {record.get('run_id')}")
+        path = self.path(record["spec"])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = json.dumps(record, indent=1, sort_keys=True, allow_nan=False)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    def quarantine(self, spec: dict) -> Path:
+        """Move a corrupt record aside (kept for inspection) so the run can be redone."""
+        path = self.path(spec)
+        target = path.with_suffix(f".corrupt-{int(time.time())}")
+        os.replace(path, target)
+        return target
+
+    def scan(self, track: str | None = None) -> Iterator[tuple[Path, dict | None, str]]:
+        """Every record file: (path, record or None, error message or '')."""
+        base = self.root / track if track else self.root
+        for path in sorted(base.rglob("*.json")):
+            try:
+                yield path, self.read(path), ""
+            except RecordError as e:
+                yield path, None, str(e)

@@ -1,0 +1,187 @@
+"""A grid of runs: plan it as pure data, skip what is done, run the rest, record every outcome.
+
+A run is a pure function of its spec (DomainBed's sweep idea): ``plan`` turns the user's request
+into specs, ``run_one`` turns one spec into a record, written atomically by whichever process ran
+it. Nothing else coordinates runs, so Ctrl-C and a rerun lose nothing already finished.
+"""
+from __future__ import annotations
+
+import functools
+import multiprocessing
+import os
+import resource
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass
+
+import torch
+
+from . import environment
+from .backbones.flexcare import count_parameters
+from .data import TaskData
+from .errors import RunFailed, UsageError
+from .method import TaskInfo
+from .noise import make_noisy, noise_seed_for
+from .protocol import NoiseSetting, Track, TaskSpec, get_track, parse_noise
+from .records import SCHEMA_VERSION, RecordStore, now_utc, run_id
+from .registry import MethodEntry, get_method
+from .synthetic import GENERATOR_VERSION, generate
+from .trainer import train
+
+
+def make_spec(entry: MethodEntry, track: Track, task: TaskSpec, noise: NoiseSetting, seed: int, noise_seed_policy: str) -> dict:
+    return {
+        "method": {"name": entry.name, "version": entry.version, "hparams": entry.hparams},
+        "track": track.name,
+        "task": task.name,
+        "task_spec": asdict(task),
+        "data_generator": GENERATOR_VERSION,
+        "noise": {"name": noise.name, "family": noise.family, "rho_plus_pct": noise.rho_plus, "rho_minus_pct": noise.rho_minus},
+        "seed": seed,
+        "noise_seed_policy": noise_seed_policy,
+        "budget": asdict(track.budget),
+        "backbone": asdict(track.backbone),
+        "empty_label": "zero",
+    }
+
+
+@dataclass
+class Plan:
+    method: MethodEntry
+    track: Track
+    specs: list[dict]
+
+
+def plan(method: str, track: str, tasks: Sequence[str] | None = None, noises: Sequence[str] | None = None,
+         seeds: Sequence[int] | None = None, noise_seed_policy: str = "reference") -> Plan:
+    """Validate every name first (fail in the first second, not after an hour), then expand."""
+    trk = get_track(track)
+    entry = get_method(method)
+    task_specs = [trk.task(t) for t in tasks] if tasks else list(trk.tasks)
+    from .protocol import NOISE_SETTINGS, SEEDS
+
+    settings = [parse_noise(n) for n in noises] if noises else list(NOISE_SETTINGS)
+    seed_list = list(seeds) if seeds else list(SEEDS)
+    noise_seed_for(noise_seed_policy, 0)  # validates the policy name
+    specs = [
+        make_spec(entry, trk, task, noise, seed, noise_seed_policy)
+        for task in task_specs for noise in settings for seed in seed_list
+    ]
+    return Plan(entry, trk, specs)
+
+
+@functools.lru_cache(maxsize=4)
+def load_task(spec: TaskSpec) -> TaskData:
+    if spec.source != "synthetic":
+        raise UsageError(f"task '{spec.name}': source '{spec.source}' has no loader in this version")
+    return generate(spec)
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {name}: no CUDA device is visible")
+    return torch.device(name)
+
+
+def _peak_memory(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def run_one(spec: dict, results: str, device_name: str = "auto") -> dict:
+    """Run one spec to a record (done or failed) and write it. Returns the record."""
+    device = _device(device_name)
+    entry = get_method(spec["method"]["name"])
+    track = get_track(spec["track"])
+    task = track.task(spec["task"])
+    setting = parse_noise(spec["noise"]["name"])
+    t_start = time.perf_counter()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    data = load_task(task)
+    t_data = time.perf_counter()
+    noisy = make_noisy(data.train.labels.numpy(), setting, noise_seed_for(spec["noise_seed_policy"], spec["seed"]))
+    t_noise = time.perf_counter()
+    info = TaskInfo(task.name, task.kind, task.num_labels, len(data.train), data.train.ehr.shape[-1],
+                    data.train.note.shape[-1], tuple(data.label_names), track.backbone)
+    method = entry.load_class()(info, entry.hparams)
+    record = {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": run_id(spec),
+        "spec": spec,
+        "status": "done",
+        "failure": None,
+        "metrics": {"final": {}, "curve": []},
+        "fingerprints": {"data": data.fingerprint(), "noisy_labels": noisy.checksum},
+        "noise": noisy.summary(),
+        "method": {"display_name": entry.manifest["display_name"], "code_hash": entry.code_hash(),
+                   "parameters": count_parameters(method.build_model())},
+        "environment": environment.describe(device),
+    }
+    timings = {"data": t_data - t_start, "noise": t_noise - t_data}
+    try:
+        result = train(
+            method,
+            data.train.to(device),
+            torch.from_numpy(noisy.labels).float().to(device),
+            data.test.to(device),
+            track.budget,
+            spec["seed"],
+            task_weight=task.task_weight,
+            empty_label=spec["empty_label"],
+            on_epoch=record["metrics"]["curve"].append,
+        )
+        record["metrics"]["final"] = {k: v for k, v in result.final.items() if k not in ("method", "lr", "train_loss")}
+        timings.update(result.timings)
+    except RunFailed as e:
+        record.update(status="failed", failure=str(e))
+    except Exception as e:  # a bug in a method must not stop the grid; the record keeps the reason
+        traceback.print_exc(file=sys.stderr)
+        record.update(status="failed", failure=f"{type(e).__name__}: {e}")
+    timings["total"] = time.perf_counter() - t_start
+    record.update(timings=timings, peak_memory_bytes=_peak_memory(device), created_utc=now_utc())
+    RecordStore(results).write(record)
+    return record
+
+
+def _init_worker(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def default_jobs(device_name: str) -> int:
+    """CPU: one single-threaded worker per core (small models scale better so). GPU: one."""
+    if _device(device_name).type == "cuda":
+        return 1
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+def execute(specs: list[dict], results: str, device_name: str, jobs: int,
+            report: Callable[[dict, dict], None]) -> list[dict]:
+    """Run ``specs`` with ``jobs`` worker processes; ``report(spec, record)`` after each one."""
+    records = []
+    if jobs <= 1:
+        for spec in specs:
+            records.append(run_one(spec, results, device_name))
+            report(spec, records[-1])
+        return records
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker, initargs=(threads,)) as pool:
+        pending = {pool.submit(run_one, spec, results, device_name): spec for spec in specs}
+        try:
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    spec = pending.pop(future)
+                    records.append(future.result())
+                    report(spec, records[-1])
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+    return records
