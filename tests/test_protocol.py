@@ -1,0 +1,80 @@
+import pytest
+import torch
+
+from benchmark.errors import UsageError
+from benchmark.protocol import NOISE_SETTINGS, SEEDS, Budget, balanced_rho_minus, get_track, parse_noise
+
+
+@pytest.mark.parametrize("epoch, lr", [(1, 1e-3), (6, 5e-4), (10, 2.4471741852e-5), (11, 0.0), (21, 1e-3)])
+def test_learning_rate_follows_the_papers_cosine_schedule(epoch, lr):
+    assert Budget().lr_at(epoch) == pytest.approx(lr, abs=1e-6)
+
+
+def test_trainer_scheduler_matches_the_protocol_schedule_every_epoch():
+    budget = Budget()
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=budget.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=budget.cosine_t_max, eta_min=0)
+    for epoch in range(1, budget.epochs + 1):
+        assert opt.param_groups[0]["lr"] == pytest.approx(budget.lr_at(epoch), abs=1e-9)
+        opt.step()
+        sched.step()
+
+
+def test_budget_is_the_papers():
+    b = Budget()
+    assert (b.epochs, b.lr, b.batch_size, b.cosine_t_max, b.cosine_eta_min) == (30, 1e-3, 128, 10, 0.0)
+    assert SEEDS == (30, 40, 100)
+
+
+def test_grid_has_the_papers_ten_noise_settings_in_order():
+    pairs = [(n.family, n.rho_plus, n.rho_minus) for n in NOISE_SETTINGS]
+    assert pairs == [
+        ("sym", 20, 20), ("sym", 40, 40),
+        ("asym", 0, 20), ("asym", 0, 40), ("asym", 20, 0), ("asym", 20, 40), ("asym", 40, 0), ("asym", 40, 20),
+        ("bal", 20, None), ("bal", 40, None),
+    ]
+
+
+@pytest.mark.parametrize("c, l_avg, expected", [(25, 4.575, 0.0448), (25, 4.126, 0.0395), (14, 2.246, 0.0382)])
+def test_balanced_rho_minus_matches_paper_values(c, l_avg, expected):
+    assert balanced_rho_minus(0.2, c, l_avg) == pytest.approx(expected, abs=1e-4)
+    assert parse_noise("bal-20").rates(c, l_avg) == pytest.approx((0.2, expected), abs=1e-4)
+    assert parse_noise("bal-40").rates(c, l_avg)[1] == pytest.approx(2 * expected, abs=2e-4)
+
+
+def test_noise_names_parse_to_rates():
+    assert parse_noise("asym-20-40").rates(25, 4.0) == (0.2, 0.4)
+    assert parse_noise("SYM-40").rates(25, 4.0) == (0.4, 0.4)
+    assert parse_noise("asym-12.5-3").rates(25, 4.0) == (0.125, 0.03)
+    assert parse_noise("clean").rates(25, 4.0) == (0.0, 0.0)
+    assert parse_noise("bal-20").label() == "(20,r)"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("gauss-20", "unknown noise setting 'gauss-20'"),
+    ("asym-20", "malformed noise setting 'asym-20'"),
+    ("sym-20-30", "malformed noise setting 'sym-20-30'"),
+    ("asym-120-0", "rate 120 is not in [0, 100)"),
+    ("sym-abc", "malformed noise setting 'sym-abc'"),
+    ("bal", "malformed noise setting 'bal'"),
+    ("", "unknown noise setting ''"),
+])
+def test_bad_noise_strings_name_the_problem(text, message):
+    with pytest.raises(UsageError) as err:
+        parse_noise(text)
+    assert message in str(err.value)
+
+
+def test_unknown_track_lists_valid_choices():
+    with pytest.raises(UsageError, match="unknown track 'quik'; did you mean 'quick'\\?; valid choices: full, paper, quick, smoke"):
+        get_track("quik")
+
+
+def test_unknown_task_lists_the_tracks_tasks():
+    with pytest.raises(UsageError, match="unknown task 'phe' in track 'quick'.*valid choices: syn-phe"):
+        get_track("quick").task("phe")
+
+
+def test_tracks_without_data_say_not_available_yet():
+    with pytest.raises(UsageError, match="track 'full' is not available yet"):
+        get_track("full")

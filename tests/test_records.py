@@ -1,0 +1,89 @@
+import copy
+import json
+
+import pytest
+
+from benchmark.errors import RecordError
+from benchmark.records import SCHEMA, RecordStore, run_id, validate
+from benchmark.runner import plan, run_one
+
+
+@pytest.fixture(scope="module")
+def record(tmp_path_factory):
+    spec = plan("bce", "smoke", ["syn-phe"], ["asym-20-0"], [30]).specs[0]
+    return run_one(spec, str(tmp_path_factory.mktemp("results")), "cpu")
+
+
+def test_run_id_is_a_stable_hash_of_the_whole_spec(record):
+    spec = record["spec"]
+    assert run_id(copy.deepcopy(spec)) == record["run_id"]
+    for key, value in [("seed", 40), ("noise_seed_policy", "per-seed"), ("task", "syn-dia")]:
+        assert run_id({**spec, key: value}) != record["run_id"]
+    changed = copy.deepcopy(spec)
+    changed["method"]["hparams"]["structural_mask"] = "blocking"
+    assert run_id(changed) != record["run_id"]
+
+
+def test_a_record_carries_provenance_timings_and_the_per_epoch_curve(record):
+    assert record["status"] == "done"
+    assert set(SCHEMA) <= set(record)
+    assert len(record["metrics"]["curve"]) == record["spec"]["budget"]["epochs"]
+    assert record["metrics"]["final"]["map"] == record["metrics"]["curve"][-1]["map"]
+    assert {"data", "noise", "train", "method_hooks", "eval", "total"} <= set(record["timings"])
+    assert len(record["fingerprints"]["data"]) == 64 and len(record["fingerprints"]["noisy_labels"]) == 64
+    assert record["noise"]["rho_plus"] == 0.2 and record["noise"]["rho_minus"] == 0.0
+    assert record["noise"]["realised_rho_minus"] == 0.0
+    env = record["environment"]
+    assert {"harness_version", "git", "torch", "python", "cpu", "device"} <= set(env)
+    assert set(env["git"]) == {"sha", "dirty"}
+    assert record["method"]["parameters"] > 0
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda r: r.pop("timings"), "missing field 'timings'"),
+    (lambda r: r.update(schema_version=99), "schema_version 99 is not supported"),
+    (lambda r: r.update(status="running"), "field 'status' is 'running'"),
+    (lambda r: r["spec"].update(seed=1), "does not match the hash of its spec"),
+    (lambda r: r["metrics"]["final"].pop("map"), "needs metrics.final"),
+    (lambda r: r["metrics"]["final"].update(map=float("nan")), "must be a finite number"),
+    (lambda r: r.update(status="failed", failure=None), "needs a 'failure' reason"),
+    (lambda r: r.update(peak_memory_bytes="big"), "field 'peak_memory_bytes' has type str"),
+])
+def test_validation_names_the_broken_field(record, mutate, message):
+    broken = copy.deepcopy(record)
+    mutate(broken)
+    with pytest.raises(RecordError, match="my.json: .*" + message.replace("'", ".").split("(")[0]):
+        validate(broken, "my.json")
+
+
+def test_write_is_atomic_and_round_trips(record, tmp_path):
+    store = RecordStore(tmp_path)
+    path = store.write(record)
+    assert store.read(path) == json.loads(json.dumps(record))
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary left behind
+    assert path == tmp_path / "smoke" / "syn-phe" / "bce" / f"{record['run_id']}.json"
+
+
+def test_invalid_records_are_never_written(record, tmp_path):
+    broken = copy.deepcopy(record)
+    broken["status"] = "maybe"
+    with pytest.raises(RecordError):
+        RecordStore(tmp_path).write(broken)
+    assert not any(tmp_path.rglob("*.json"))
+
+
+def test_corrupt_and_truncated_files_are_reported_by_path_and_scanning_goes_on(record, tmp_path):
+    store = RecordStore(tmp_path)
+    good = store.write(record)
+    truncated = good.parent / "truncated.json"
+    truncated.write_text(good.read_text()[:100])
+    (good.parent / "list.json").write_text("[1, 2]")
+    results = {p.name: (r, e) for p, r, e in store.scan()}
+    assert results[good.name][0] is not None
+    assert "truncated.json: not valid JSON" in results["truncated.json"][1]
+    assert "list.json: expected a JSON object, got list" in results["list.json"][1]
+    assert store.status(record["spec"]) == ("done", "")
+    good.write_text("{")
+    assert store.status(record["spec"])[0] == "corrupt"
+    moved = store.quarantine(record["spec"])
+    assert moved.exists() and store.status(record["spec"]) == ("missing", "")

@@ -1,0 +1,119 @@
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import benchmark.trainer as trainer_module
+from benchmark.method import EpochView, Method
+from benchmark.protocol import SMOKE, Budget
+from benchmark.trainer import train
+
+from helpers import noisy_labels, smoke_task
+
+
+class Spy(Method):
+    """Records what the harness hands to a method."""
+
+    wants_train_logits = True
+
+    def __init__(self, task, hparams):
+        super().__init__(task, hparams)
+        self.seen, self.views, self.decay_epochs = [], [], []
+
+    def loss(self, logits, targets, index, epoch):
+        self.seen.append((index.clone(), targets.clone()))
+        return F.binary_cross_entropy_with_logits(logits, targets)
+
+    def weight_decay(self, epoch):
+        return 1e-5 if epoch > 1 else 0.0
+
+    def end_epoch(self, view: EpochView):
+        self.views.append(view)
+        return {"seen_rows": len(view.train_logits)}
+
+
+def run_spy(epochs=2, seed=30):
+    spec, data, info = smoke_task()
+    noisy = noisy_labels(data)
+    method = Spy(info, {})
+    result = train(method, data.train, noisy, data.test, dataclasses.replace(SMOKE.budget, epochs=epochs), seed)
+    return method, result, data, noisy
+
+
+def test_method_sees_only_noisy_training_labels():
+    method, _, data, noisy = run_spy()
+    clean = data.train.labels.float()
+    assert not torch.equal(noisy, clean)
+    for index, targets in method.seen:
+        torch.testing.assert_close(targets, noisy[index])
+    torch.testing.assert_close(method.views[-1].noisy_labels, noisy)
+    assert not any(f.name in ("labels", "train", "test") for f in dataclasses.fields(method.task))
+
+
+def test_every_training_sample_is_seen_once_per_epoch_and_its_logits_kept():
+    method, _, data, _ = run_spy()
+    n = len(data.train)
+    per_epoch = len(method.seen) // 2
+    for epoch in range(2):
+        rows = torch.cat([i for i, _ in method.seen[epoch * per_epoch:(epoch + 1) * per_epoch]])
+        assert sorted(rows.tolist()) == list(range(n))
+    assert method.views[-1].train_logits.shape == (n, 25)
+    assert torch.isfinite(method.views[-1].train_logits).all()
+
+
+def test_evaluation_uses_the_clean_test_labels(monkeypatch):
+    captured = []
+    real = trainer_module.evaluate
+    monkeypatch.setattr(trainer_module, "evaluate", lambda y, s, e: captured.append(y) or real(y, s, e))
+    _, _, data, _ = run_spy(epochs=1)
+    assert len(captured) == 1 and torch.equal(captured[0], data.test.labels)
+
+
+def test_curve_records_lr_loss_metrics_and_method_diagnostics():
+    _, result, _, _ = run_spy(epochs=3)
+    assert [row["epoch"] for row in result.curve] == [1, 2, 3]
+    assert [row["lr"] for row in result.curve] == pytest.approx([Budget().lr_at(e) for e in (1, 2, 3)])
+    assert result.curve[-1]["method"] == {"seen_rows": 96}
+    assert result.final["map"] == result.curve[-1]["map"]
+
+
+def test_weight_decay_comes_from_the_method_hook(monkeypatch):
+    spec, data, info = smoke_task()
+    seen = []
+
+    class Decay(Spy):
+        def end_epoch(self, view):
+            return None
+
+    method = Decay(info, {})
+    original = torch.optim.Adam.step
+
+    def spy_step(self, *a, **k):
+        seen.append(self.param_groups[0]["weight_decay"])
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", spy_step)
+    train(method, data.train, noisy_labels(data), data.test, dataclasses.replace(SMOKE.budget, epochs=2), 30)
+    assert set(seen[: len(seen) // 2]) == {0.0} and set(seen[len(seen) // 2:]) == {1e-5}
+
+
+def test_same_seed_gives_identical_curves_and_another_seed_does_not():
+    _, a, _, _ = run_spy(seed=30)
+    _, b, _, _ = run_spy(seed=30)
+    _, c, _, _ = run_spy(seed=40)
+    strip = lambda curve: [{k: v for k, v in row.items() if k != "method"} for row in curve]  # noqa: E731
+    assert strip(a.curve) == strip(b.curve)
+    assert strip(a.curve) != strip(c.curve)
+
+
+def test_non_finite_loss_fails_the_run_with_the_epoch():
+    spec, data, info = smoke_task()
+
+    class Explodes(Spy):
+        def loss(self, logits, targets, index, epoch):
+            return logits.sum() * float("nan") if epoch == 2 else super().loss(logits, targets, index, epoch)
+
+    from benchmark.errors import RunFailed
+    with pytest.raises(RunFailed, match="non-finite training loss .* in epoch 2"):
+        train(Explodes(info, {}), data.train, noisy_labels(data), data.test, dataclasses.replace(SMOKE.budget, epochs=3), 30)
