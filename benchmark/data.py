@@ -1,44 +1,79 @@
-"""Materialised task tensors: what every run of a task shares, fingerprinted.
+"""Task data: files on disk -> discretised series + encoded notes -> one fingerprinted tensor cache.
 
-A task materialises once into a ``TaskData`` (train and test ``Split``s of padded tensors). The
-fingerprint is a content hash of every tensor, so a record says exactly which data it ran on.
+``materialise(task)`` is the only way a run gets data. Synthetic tasks are first written to disk in
+their real layout by the generator, then read back through the same loaders as real MIMIC files, so
+the real loading code runs in every test. The result is cached once per (data, generator/loader,
+encoder) and shared by every method, seed and noise setting.
+
+Splits are ragged: every stay's discretised rows (and every note's token embeddings) are stored
+back to back with offsets, without padding; a batch is padded on the fly by index arithmetic.
 """
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, fields
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from . import generator, notes, timeseries
 from .backbones.flexcare import Batch
+from .cache import TensorCache
+from .errors import UsageError
+from .loaders import RawSplit, read_episodes, read_split
 from .protocol import TaskSpec
+
+LOADER_VERSION = "1"
+SPLITS = ("train", "test")
+_FIELDS = ("ehr", "ehr_offsets", "note", "note_offsets", "patient_id", "labels")
 
 
 @dataclass
 class Split:
-    ehr: torch.Tensor  # [N, T, 76] float32, left-aligned, zero padded
-    ehr_len: torch.Tensor  # [N] long, 0 = no time series
-    note: torch.Tensor  # [N, n, note_dim] float32 token embeddings, zero padded
-    note_len: torch.Tensor  # [N] long, 0 = no note
+    ehr: torch.Tensor  # [R + 1, 76] float32: every stay's kept hourly rows, back to back, then a zero row
+    ehr_offsets: torch.Tensor  # [N + 1] long
+    note: torch.Tensor  # [K + 1, D] float16: every note's token embeddings, then a zero row
+    note_offsets: torch.Tensor  # [N + 1] long
     patient_id: torch.Tensor  # [N] long
-    labels: torch.Tensor  # [N, C] clean labels (uint8); the harness never hands train labels to a method
+    labels: torch.Tensor  # [N, C] uint8 clean labels; the harness never hands train labels to a method
+
+    def __post_init__(self):
+        # Widths of a padded batch, fixed per split so that batching needs no host sync.
+        self.max_ehr = max(1, int((self.ehr_offsets[1:] - self.ehr_offsets[:-1]).max())) if len(self) else 1
+        self.max_note = max(1, int((self.note_offsets[1:] - self.note_offsets[:-1]).max())) if len(self) else 1
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    @property
+    def ehr_len(self) -> torch.Tensor:
+        return self.ehr_offsets[1:] - self.ehr_offsets[:-1]
+
+    @property
+    def note_len(self) -> torch.Tensor:
+        return self.note_offsets[1:] - self.note_offsets[:-1]
 
     def to(self, device) -> "Split":
         return Split(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
 
     def batch(self, idx: torch.Tensor) -> Batch:
-        """Inputs of the rows ``idx`` (a device tensor): an index, no Python objects, no sync."""
-        return Batch(
-            ehr=self.ehr[idx],
-            ehr_len=self.ehr_len[idx],
-            note=self.note[idx],
-            note_len=self.note_len[idx],
-            patient_id=self.patient_id[idx],
-        )
+        """The padded inputs of rows ``idx`` (a device tensor): gathers only, no Python objects."""
+        ehr, ehr_len = _pad(self.ehr, self.ehr_offsets, idx, self.max_ehr)
+        note, note_len = _pad(self.note, self.note_offsets, idx, self.max_note)
+        return Batch(ehr=ehr, ehr_len=ehr_len, note=note.float(), note_len=note_len, patient_id=self.patient_id[idx])
+
+
+def _pad(flat: torch.Tensor, offsets: torch.Tensor, idx: torch.Tensor, width: int):
+    start = offsets[idx]
+    length = offsets[idx + 1] - start
+    steps = torch.arange(width, device=flat.device)
+    rows = torch.where(steps < length.unsqueeze(1), start.unsqueeze(1) + steps, len(flat) - 1)
+    return flat[rows], length
 
 
 @dataclass
@@ -47,28 +82,143 @@ class TaskData:
     label_names: list[str]
     train: Split
     test: Split
-
-    def fingerprint(self) -> str:
-        h = hashlib.sha256()
-        h.update(repr(self.spec).encode())
-        h.update("\n".join(self.label_names).encode())
-        for split in (self.train, self.test):
-            for f in fields(split):
-                t = getattr(split, f.name).contiguous().cpu()
-                h.update(f"{f.name}{tuple(t.shape)}{t.dtype}".encode())
-                h.update(t.numpy().tobytes())
-        return h.hexdigest()
+    fingerprint: str  # content hash of every array, from the cache manifest
+    note_dim: int
 
     def mean_cardinality(self) -> float:
         return float(self.train.labels.float().sum(1).mean())
 
 
-def to_split(arrays: dict[str, np.ndarray]) -> Split:
-    return Split(
-        ehr=torch.from_numpy(np.ascontiguousarray(arrays["ehr"], dtype=np.float32)),
-        ehr_len=torch.from_numpy(arrays["ehr_len"].astype(np.int64)),
-        note=torch.from_numpy(np.ascontiguousarray(arrays["note"], dtype=np.float32)),
-        note_len=torch.from_numpy(arrays["note_len"].astype(np.int64)),
-        patient_id=torch.from_numpy(arrays["patient_id"].astype(np.int64)),
-        labels=torch.from_numpy(arrays["labels"].astype(np.uint8)),
-    )
+def cache_key(spec: TaskSpec, root: Path | None) -> str:
+    inputs = {
+        "spec": asdict(spec),
+        "loader": LOADER_VERSION,
+        "generator": generator.GENERATOR_VERSION if spec.source == "synthetic" else None,
+        "encoder": notes.encoder_id(spec.encoder),
+        "source": _source_fingerprint(spec, root) if spec.source != "synthetic" else None,
+    }
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+
+
+def check_source(spec: TaskSpec, root: str | Path | None = None) -> Path:
+    """The folder of a real task's files, or an error saying where it was looked for."""
+    task_dir = data_root(spec, root) / spec.task_dir
+    if not task_dir.is_dir():
+        raise UsageError(f"{task_dir}: folder not found; point --root (or EHRBENCH_DATA) at the prepared "
+                         f"{spec.layout} data (see README, 'Real MIMIC data')")
+    return task_dir
+
+
+def _source_fingerprint(spec: TaskSpec, root: Path) -> str:
+    """Real files: listfile contents plus the name, size and mtime of every episode file."""
+    h = hashlib.sha256()
+    task_dir = check_source(spec, root)
+    for path in sorted(task_dir.rglob("*listfile*.csv")):
+        h.update(path.name.encode() + path.read_bytes())
+    ehr_dir = root / "ehr"
+    if ehr_dir.is_dir():
+        for entry in sorted(os.scandir(ehr_dir), key=lambda e: e.name):
+            st = entry.stat()
+            h.update(f"{entry.name}{st.st_size}{st.st_mtime_ns}".encode())
+    return h.hexdigest()
+
+
+def data_root(spec: TaskSpec, override: str | Path | None = None) -> Path:
+    if override:
+        return Path(override)
+    return Path(os.environ.get("EHRBENCH_DATA", "data")) / spec.data_dir
+
+
+def synthetic_files(spec: TaskSpec, cache: TensorCache) -> Path:
+    """The generator's files for ``spec``, written once (to a temporary folder, then renamed)."""
+    key = hashlib.sha256(json.dumps([asdict(spec), generator.GENERATOR_VERSION]).encode()).hexdigest()[:16]
+    folder = cache.root / "files" / f"{spec.name}-{key}"
+    if (folder / ".complete").exists():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        generator.write(generator.generate(spec), spec, tmp)
+        (tmp / ".complete").write_text("")
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def series_arrays(raw: RawSplit, spec: TaskSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Discretised (not yet normalised) rows and offsets of every sample; length 0 = no series."""
+    n = len(raw.keys)
+    with_series = np.array([i for i, s in enumerate(raw.series) if s], dtype=np.int64)
+    lengths = np.zeros(n, dtype=np.int64)
+    if not len(with_series):
+        return np.zeros((0, timeseries.WIDTH), np.float32), np.zeros(n + 1, np.int64)
+    files, which = np.unique(np.array([raw.series[i] for i in with_series]), return_inverse=True)
+    table, origin = read_episodes(list(files), spec.layout)
+    per_file = np.bincount(table["file"].to_numpy(), minlength=len(files))
+    file_start = np.concatenate([[0], np.cumsum(per_file)[:-1]])
+    counts = per_file[which]  # a file shared by several samples (diagnosis) is used once per sample
+    sample_start = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rows = np.repeat(file_start[which] - sample_start, counts) + np.arange(counts.sum())
+    stay = np.repeat(np.arange(len(with_series)), counts)
+    values = {ch: table[ch].to_numpy(object)[rows] for ch in timeseries.CHANNELS}
+    sub_origin = timeseries.Origin(origin.files, origin.file_index[rows], origin.line[rows])
+    flat, offsets = timeseries.discretise(stay, table["Hours"].to_numpy()[rows], values, raw.ends[with_series],
+                                          spec.max_hours, sub_origin)
+    lengths[with_series] = np.diff(offsets)
+    return flat, np.concatenate([[0], np.cumsum(lengths)])
+
+
+def _normaliser(spec: TaskSpec, train_flat: np.ndarray) -> timeseries.Normaliser:
+    if spec.normaliser == "train":
+        return timeseries.Normaliser.fit(train_flat)
+    if spec.normaliser == "reference":
+        return timeseries.Normaliser.reference()
+    return timeseries.Normaliser.from_file(spec.normaliser)
+
+
+def build_arrays(spec: TaskSpec, root: Path, device: torch.device | None = None) -> tuple[dict, list[str], dict]:
+    names = generator.label_names(spec.kind)
+    raw = {s: read_split(root, spec.layout, spec.task_dir, s, names, spec.uncertain) for s in SPLITS}
+    series = {s: series_arrays(raw[s], spec) for s in SPLITS}
+    norm = _normaliser(spec, series["train"][0])
+    tokenizer_model = notes.load(spec.encoder, device or _encoder_device())
+    arrays = {}
+    for s in SPLITS:
+        flat, offsets = series[s]
+        note_flat, note_offsets = notes.encode(raw[s].notes, spec.encoder, spec.note_tokens, _encoder_device(),
+                                               model=tokenizer_model)
+        arrays.update({
+            f"{s}_ehr": np.concatenate([norm.transform(flat), np.zeros((1, timeseries.WIDTH), np.float32)]),
+            f"{s}_ehr_offsets": offsets,
+            f"{s}_note": np.concatenate([note_flat, np.zeros((1, note_flat.shape[1]), np.float16)]),
+            f"{s}_note_offsets": note_offsets,
+            f"{s}_patient_id": raw[s].patient_id,
+            f"{s}_labels": raw[s].labels,
+        })
+    meta = {"label_names": names, "normaliser": norm.source, "task": asdict(spec), "root": str(root),
+            "keys": {s: len(raw[s].keys) for s in SPLITS}}
+    return arrays, names, meta
+
+
+def _encoder_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def materialise(spec: TaskSpec, cache: TensorCache | None = None, root: str | Path | None = None,
+                rebuild: bool = False) -> TaskData:
+    cache = cache or TensorCache()
+    real_root = None if spec.source == "synthetic" else data_root(spec, root)
+    key = cache_key(spec, real_root)
+    hit = None if rebuild else cache.load(spec.name, key)
+    if hit is None:
+        files = synthetic_files(spec, cache) if spec.source == "synthetic" else real_root
+        arrays, _, meta = build_arrays(spec, files)
+        manifest = cache.save(spec.name, key, arrays, meta)
+        hit = cache.load(spec.name, key, verify=False)
+    arrays, manifest = hit
+    splits = {s: Split(**{f: torch.from_numpy(np.asarray(arrays[f"{s}_{f}"])) for f in _FIELDS}) for s in SPLITS}
+    return TaskData(spec=spec, label_names=manifest["label_names"], train=splits["train"], test=splits["test"],
+                    fingerprint=manifest["fingerprint"], note_dim=int(arrays["train_note"].shape[1]))

@@ -133,23 +133,26 @@ class Budget:
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """One task of a track: what the data generator or loader must produce."""
+    """One task of a track: where its data comes from and how it is materialised."""
 
     name: str
-    kind: str  # "phenotyping" | "diagnosis"
-    source: str  # "synthetic" (generated) | "mimic3" | "mimic4" (real files, prepared by the user)
+    kind: str  # "phenotyping" (25 labels) | "diagnosis" (14 CheXpert labels)
+    source: str  # "synthetic" (generated, then read back) | "real" (the user's prepared MIMIC files)
+    layout: str  # on-disk layout: "mimic4" | "mimic3-miracl" | "mimic3-benchmark" (benchmark/loaders.py)
     num_labels: int
-    n_train: int
-    n_test: int
-    # Sizes of the tensors the task materialises into.
-    ehr_hours: int
-    note_tokens: int
-    note_dim: int
-    # Share of samples without a time series / without a note.
+    # Synthetic tasks: samples over all splits, target mean labels per sample, modality missingness.
+    n_total: int = 0
+    cardinality: float = 0.0
     missing_ehr: float = 0.0
     missing_note: float = 0.0
-    # FlexCare's per-task loss weight (phenotyping 1.0, diagnosis 0.2).
-    task_weight: float = 1.0
+    max_hours: int = 512  # last hourly bins kept per stay
+    note_tokens: int = 512  # tokens kept per note (the reference truncates at 512)
+    encoder: str = "minilm"  # frozen note encoder: "minilm" (offline default), a folder or a hub name
+    normaliser: str = "train"  # "train" split statistics | "reference" (published MIMIC-III ones, B18) | a JSON file
+    uncertain: str = "negative"  # diagnosis: CheXpert uncertain -> 0 (MIRACL, B12) | "positive" (U-Ones)
+    task_dir: str = "phenotyping"  # folder of the listfiles under the data root
+    data_dir: str = ""  # real tasks: folder under $EHRBENCH_DATA (e.g. "mimic4")
+    task_weight: float = 1.0  # FlexCare's per-task loss weight (phenotyping 1.0, diagnosis 0.2)
 
 
 @dataclass(frozen=True)
@@ -186,30 +189,20 @@ class Track:
         return by_name[name]
 
 
-# Sized so that one method's 30-run grid fits in minutes on a 2-core CPU: 12 training steps per
-# epoch at batch 128 over 1+1+25+17 = 44 tokens, on a narrow backbone. The protocol (epochs,
+# Sized so that one method's 30-run grid fits in minutes on a 2-core CPU: ~13 training steps per
+# epoch at batch 128 over 1+1+25+25 = 52 tokens, on a narrow backbone. The protocol (epochs,
 # optimiser, schedule, batch size, noise, seeds, metric) is the paper's, unchanged.
 QUICK = Track(
     name="quick",
     description=(
-        "Synthetic phenotyping-shaped task, shrunk to run on a laptop CPU: 1,536 training and 512 "
-        "test stays, 24 hourly steps of the 76 channels, 16 note tokens of dimension 32; FlexCare "
-        "narrowed to d=32 / 2 layers / FF 64 / 4 experts. Paper protocol otherwise unchanged."
+        "Synthetic MIMIC-IV-like phenotyping (25 labels, L_avg 4.575), shrunk to run on a laptop CPU: "
+        "2,048 stays (patient-level split, ~1,640 train / ~410 test), the last 24 hourly bins of the "
+        "76 channels, notes cut to 24 MiniLM tokens; FlexCare narrowed to d=32 / 2 layers / FF 64 / "
+        "4 experts. Paper protocol otherwise unchanged."
     ),
     tasks=(
-        TaskSpec(
-            name="syn-phe",
-            kind="phenotyping",
-            source="synthetic",
-            num_labels=25,
-            n_train=1536,
-            n_test=512,
-            ehr_hours=24,
-            note_tokens=16,
-            note_dim=32,
-            missing_ehr=0.05,
-            missing_note=0.10,
-        ),
+        TaskSpec("syn-phe", "phenotyping", "synthetic", "mimic4", 25, n_total=2048, cardinality=4.575,
+                 missing_note=0.08, max_hours=24, note_tokens=24),
     ),
     backbone=BackboneSize(hidden=32, layers=2, heads=2, ff=64, experts=4, top_k=2),
 )
@@ -217,30 +210,41 @@ QUICK = Track(
 # A few seconds per run: for tests and submission smoke checks, never for the leaderboard.
 SMOKE = Track(
     name="smoke",
-    description="Tiny synthetic task and a 2-epoch budget, for tests and smoke checks only.",
+    description="Tiny synthetic tasks and a 2-epoch budget, for tests and smoke checks only.",
     tasks=(
-        TaskSpec("syn-phe", "phenotyping", "synthetic", 25, 96, 64, 8, 6, 16, 0.1, 0.1),
-        TaskSpec("syn-dia", "diagnosis", "synthetic", 14, 96, 64, 8, 6, 16, 0.3, 0.2, 0.2),
+        TaskSpec("syn-phe", "phenotyping", "synthetic", "mimic4", 25, n_total=160, cardinality=4.575,
+                 missing_ehr=0.1, missing_note=0.1, max_hours=8, note_tokens=8),
+        TaskSpec("syn-dia", "diagnosis", "synthetic", "mimic4", 14, n_total=160, cardinality=2.246,
+                 missing_ehr=0.5, missing_note=0.326, max_hours=8, note_tokens=8, task_dir="diagnosis",
+                 task_weight=0.2),
     ),
     budget=Budget(epochs=2),
     backbone=BackboneSize(hidden=16, layers=1, heads=2, ff=32, experts=4, top_k=2),
     on_leaderboard=False,
 )
 
-_NOT_YET = "its data layer (MIMIC-scale generator and real MIMIC loaders) is not available yet"
+# MIMIC scale (supplement Table 1): sizes, label cardinality and the diagnosis task's missingness.
 FULL = Track(
     name="full",
-    description="Synthetic tasks at MIMIC scale (59,798 / 132,576 / 41,904 stays). GPU.",
-    tasks=(),
-    available=False,
-    unavailable_reason=_NOT_YET,
+    description="Synthetic tasks at MIMIC scale (59,798 / 132,576 / 41,904 samples), paper-size FlexCare. GPU.",
+    tasks=(
+        TaskSpec("mimic4-phe", "phenotyping", "synthetic", "mimic4", 25, n_total=59_798, cardinality=4.575,
+                 missing_note=0.08),
+        TaskSpec("mimic4-dia", "diagnosis", "synthetic", "mimic4", 14, n_total=132_576, cardinality=2.246,
+                 missing_ehr=0.763, missing_note=0.326, task_dir="diagnosis", task_weight=0.2),
+        TaskSpec("mimic3-phe", "phenotyping", "synthetic", "mimic3-miracl", 25, n_total=41_904, cardinality=4.126,
+                 missing_note=0.35),
+    ),
 )
 PAPER = Track(
     name="paper",
-    description="Real MIMIC-III / MIMIC-IV task files prepared by the documented pipeline. GPU.",
-    tasks=(),
-    available=False,
-    unavailable_reason=_NOT_YET,
+    description="Your prepared MIMIC-IV / MIMIC-III task files under $EHRBENCH_DATA (or --root). GPU.",
+    tasks=(
+        TaskSpec("mimic4-phe", "phenotyping", "real", "mimic4", 25, data_dir="mimic4"),
+        TaskSpec("mimic4-dia", "diagnosis", "real", "mimic4", 14, task_dir="diagnosis", data_dir="mimic4",
+                 task_weight=0.2),
+        TaskSpec("mimic3-phe", "phenotyping", "real", "mimic3-miracl", 25, data_dir="mimic3"),
+    ),
 )
 
 TRACKS: dict[str, Track] = {t.name: t for t in (QUICK, FULL, PAPER, SMOKE)}

@@ -21,14 +21,14 @@ import torch
 
 from . import environment
 from .backbones.flexcare import count_parameters
-from .data import TaskData
+from .data import TaskData, check_source, materialise
 from .errors import RunFailed, UsageError
 from .method import TaskInfo
 from .noise import make_noisy, noise_seed_for
 from .protocol import NoiseSetting, Track, TaskSpec, get_track, parse_noise
 from .records import SCHEMA_VERSION, RecordStore, now_utc, run_id
 from .registry import MethodEntry, get_method
-from .synthetic import GENERATOR_VERSION, generate
+from .generator import GENERATOR_VERSION
 from .trainer import train
 
 
@@ -38,7 +38,7 @@ def make_spec(entry: MethodEntry, track: Track, task: TaskSpec, noise: NoiseSett
         "track": track.name,
         "task": task.name,
         "task_spec": asdict(task),
-        "data_generator": GENERATOR_VERSION,
+        "data_generator": GENERATOR_VERSION if task.source == "synthetic" else None,
         "noise": {"name": noise.name, "family": noise.family, "rho_plus_pct": noise.rho_plus, "rho_minus_pct": noise.rho_minus},
         "seed": seed,
         "noise_seed_policy": noise_seed_policy,
@@ -65,6 +65,9 @@ def plan(method: str, track: str, tasks: Sequence[str] | None = None, noises: Se
 
     settings = [parse_noise(n) for n in noises] if noises else list(NOISE_SETTINGS)
     seed_list = list(seeds) if seeds else list(SEEDS)
+    for task in task_specs:  # real data must be there before anything runs
+        if task.source != "synthetic":
+            check_source(task)
     noise_seed_for(noise_seed_policy, 0)  # validates the policy name
     specs = [
         make_spec(entry, trk, task, noise, seed, noise_seed_policy)
@@ -75,9 +78,8 @@ def plan(method: str, track: str, tasks: Sequence[str] | None = None, noises: Se
 
 @functools.lru_cache(maxsize=4)
 def load_task(spec: TaskSpec) -> TaskData:
-    if spec.source != "synthetic":
-        raise UsageError(f"task '{spec.name}': source '{spec.source}' has no loader in this version")
-    return generate(spec)
+    """Materialised once per process and task; every run of the grid shares it."""
+    return materialise(spec)
 
 
 def _device(name: str) -> torch.device:
@@ -109,7 +111,7 @@ def run_one(spec: dict, results: str, device_name: str = "auto") -> dict:
     noisy = make_noisy(data.train.labels.numpy(), setting, noise_seed_for(spec["noise_seed_policy"], spec["seed"]))
     t_noise = time.perf_counter()
     info = TaskInfo(task.name, task.kind, task.num_labels, len(data.train), data.train.ehr.shape[-1],
-                    data.train.note.shape[-1], tuple(data.label_names), track.backbone)
+                    data.note_dim, tuple(data.label_names), track.backbone)
     method = entry.load_class()(info, entry.hparams)
     record = {
         "schema_version": SCHEMA_VERSION,
@@ -118,7 +120,7 @@ def run_one(spec: dict, results: str, device_name: str = "auto") -> dict:
         "status": "done",
         "failure": None,
         "metrics": {"final": {}, "curve": []},
-        "fingerprints": {"data": data.fingerprint(), "noisy_labels": noisy.checksum},
+        "fingerprints": {"data": data.fingerprint, "noisy_labels": noisy.checksum},
         "noise": noisy.summary(),
         "method": {"display_name": entry.manifest["display_name"], "code_hash": entry.code_hash(),
                    "parameters": count_parameters(method.build_model())},

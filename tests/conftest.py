@@ -1,4 +1,8 @@
 import os
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# One tensor cache for the whole session (shared with the CLI subprocesses the tests start), never
+# the user's own.
+os.environ["EHRBENCH_CACHE"] = tempfile.mkdtemp(prefix="ehrbench-test-cache-")

@@ -25,7 +25,7 @@ def ehrbench(*args, **kw):
     (["bench", "--method", "miracl"], "method 'miracl' is not available yet"),
     (["bench", "--method", ""], "no method given (e.g. METHOD=bce); available: bce"),
     (["bench", "--method", "bce", "--track", "fast"], "unknown track 'fast'; valid choices: full, paper, quick, smoke"),
-    (["bench", "--method", "bce", "--track", "paper"], "track 'paper' is not available yet"),
+    (["bench", "--method", "bce", "--track", "paper"], "data/mimic4/phenotyping: folder not found; point --root (or EHRBENCH_DATA)"),
     (["bench", "--method", "bce", "--tasks", "mimic4-phe"], "unknown task 'mimic4-phe' in track 'quick'; valid choices: syn-phe"),
     (["bench", "--method", "bce", "--noise", "sym-20,sym20x"], "unknown noise setting 'sym20x'"),
     (["bench", "--method", "bce", "--noise", "asym-20"], "malformed noise setting 'asym-20'"),

@@ -75,6 +75,9 @@ def test_unknown_task_lists_the_tracks_tasks():
         get_track("quick").task("phe")
 
 
-def test_tracks_without_data_say_not_available_yet():
-    with pytest.raises(UsageError, match="track 'full' is not available yet"):
-        get_track("full")
+def test_full_track_has_the_papers_three_tasks_at_mimic_scale():
+    tasks = {t.name: (t.n_total, t.num_labels, t.cardinality) for t in get_track("full").tasks}
+    assert tasks == {"mimic4-phe": (59_798, 25, 4.575), "mimic4-dia": (132_576, 14, 2.246),
+                     "mimic3-phe": (41_904, 25, 4.126)}
+    dia = get_track("full").task("mimic4-dia")
+    assert (dia.missing_ehr, dia.missing_note, dia.task_weight) == (0.763, 0.326, 0.2)

@@ -71,10 +71,10 @@ def test_evaluation_uses_the_clean_test_labels(monkeypatch):
 
 
 def test_curve_records_lr_loss_metrics_and_method_diagnostics():
-    _, result, _, _ = run_spy(epochs=3)
+    _, result, data, _ = run_spy(epochs=3)
     assert [row["epoch"] for row in result.curve] == [1, 2, 3]
     assert [row["lr"] for row in result.curve] == pytest.approx([Budget().lr_at(e) for e in (1, 2, 3)])
-    assert result.curve[-1]["method"] == {"seen_rows": 96}
+    assert result.curve[-1]["method"] == {"seen_rows": len(data.train)}
     assert result.final["map"] == result.curve[-1]["map"]
 
 

@@ -1,0 +1,97 @@
+"""The tensor cache: materialised task arrays on disk, memory-mapped, with a manifest.
+
+``<cache>/tasks/<task>-<key>/`` holds one ``.npy`` per array and ``manifest.json`` (the key's inputs,
+each array's shape, dtype and sha256, and the content fingerprint = hash of those). An entry is
+written to a temporary folder and renamed into place, so a half-written entry is never seen. On load
+every array is checked against the manifest; a corrupt entry is reported, removed and rebuilt.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+CACHE_VERSION = 1
+
+
+def cache_root() -> Path:
+    env = os.environ.get("EHRBENCH_CACHE")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ehrbench"
+
+
+def sha256_array(a: np.ndarray) -> str:
+    h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
+    h.update(memoryview(np.ascontiguousarray(a)).cast("B"))
+    return h.hexdigest()
+
+
+class CacheCorrupt(Exception):
+    pass
+
+
+class TensorCache:
+    def __init__(self, root: Path | None = None):
+        self.root = Path(root) if root else cache_root()
+
+    def entry(self, name: str, key: str) -> Path:
+        return self.root / "tasks" / f"{name}-{key[:16]}"
+
+    def load(self, name: str, key: str, verify: bool = True) -> tuple[dict[str, np.ndarray], dict] | None:
+        """(arrays, manifest) of an entry, or None if absent. A corrupt entry is reported and removed."""
+        folder = self.entry(name, key)
+        if not folder.exists():
+            return None
+        try:
+            return self._read(folder, key, verify)
+        except CacheCorrupt as e:
+            print(f"warning: tensor cache {folder} is corrupt ({e}); rebuilding it", file=sys.stderr)
+            shutil.rmtree(folder, ignore_errors=True)
+            return None
+
+    def _read(self, folder: Path, key: str, verify: bool):
+        try:
+            manifest = json.loads((folder / "manifest.json").read_text())
+        except (OSError, ValueError) as e:
+            raise CacheCorrupt(f"manifest unreadable: {e}") from None
+        if manifest.get("cache_version") != CACHE_VERSION or manifest.get("key") != key:
+            raise CacheCorrupt("manifest does not match this cache version or key")
+        arrays = {}
+        for name, meta in manifest["arrays"].items():
+            try:
+                a = np.load(folder / f"{name}.npy", mmap_mode="c")
+            except (OSError, ValueError) as e:
+                raise CacheCorrupt(f"{name}.npy unreadable: {e}") from None
+            if list(a.shape) != meta["shape"] or a.dtype.str != meta["dtype"]:
+                raise CacheCorrupt(f"{name}.npy has shape {a.shape} {a.dtype.str}, manifest says {meta['shape']} {meta['dtype']}")
+            if verify and sha256_array(a) != meta["sha256"]:
+                raise CacheCorrupt(f"{name}.npy content does not match its checksum")
+            arrays[name] = a
+        return arrays, manifest
+
+    def save(self, name: str, key: str, arrays: dict[str, np.ndarray], meta: dict) -> dict:
+        folder = self.entry(name, key)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+        try:
+            sums = {}
+            for n, a in arrays.items():
+                np.save(tmp / f"{n}.npy", a)
+                sums[n] = {"shape": list(a.shape), "dtype": a.dtype.str, "sha256": sha256_array(a)}
+            fingerprint = hashlib.sha256(json.dumps([key, sums], sort_keys=True).encode()).hexdigest()
+            manifest = {"cache_version": CACHE_VERSION, "key": key, "fingerprint": fingerprint, "arrays": sums, **meta}
+            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
+            if folder.exists():
+                shutil.rmtree(folder)
+            os.replace(tmp, folder)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return manifest

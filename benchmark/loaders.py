@@ -1,0 +1,228 @@
+"""Readers of the on-disk task layouts that users of the reference pipelines already have.
+
+Layouts (``layout`` of a task):
+  "mimic4"            FlexCare/MIRACL MIMIC-IV: ``ehr/*.csv`` and ``{task}/{train,val,test}_multimodal_listfile.csv``
+                      (``subject_id, stay_id|study_id, time_series, period_length|period_len, [dicom_id],
+                      past_medical_history, <labels>``); training = train + val, as MIRACL does.
+  "mimic3-miracl"     MIRACL MIMIC-III: ``ehr/*.csv`` and ``phenotyping/{train,test}_multimodal_listfile.csv``
+                      (``patient_id, stay_id, stay, period_length, notes, <25 labels>``).
+  "mimic3-benchmark"  Harutyunyan's: ``phenotyping/{train,test}/listfile.csv`` (``stay, period_length, <25 labels>``)
+                      with the episode files beside it; no notes.
+Listfiles are parsed as real CSV (quoted fields allowed); duplicate sample keys are an error (the
+reference silently merges them). Every problem names the file, and the pipeline step that makes it.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import UsageError
+from .timeseries import CHANNELS, Origin
+
+EPISODE_HEADER = ["Hours", *CHANNELS]
+LAYOUTS = ("mimic4", "mimic3-miracl", "mimic3-benchmark")
+# Named switch for MIMIC-IV diagnosis (CheXpert) labels: 1 positive, 0 negative, -1 uncertain, blank missing.
+#   "negative" (MIRACL, default): uncertain and missing -> 0 (B12);  "positive": uncertain -> 1 (U-Ones), missing -> 0.
+UNCERTAIN_POLICIES = ("negative", "positive")
+
+_MAKER = {
+    "mimic4": "mimic4extract (create_phenotyping.py / create_diagnosis.py, then merge_multimodal_data) or `ehrbench data prepare`",
+    "mimic3-miracl": "mimic3extract (create_new_phenotyping.py, then merge_note.py) or `ehrbench data prepare`",
+    "mimic3-benchmark": "mimic3-benchmarks' create_phenotyping.py",
+}
+
+
+@dataclass
+class RawSplit:
+    """One split as read from disk, before discretisation and note encoding."""
+
+    keys: list[str]  # unique sample keys
+    patient_id: np.ndarray  # [N] int64
+    ends: np.ndarray  # [N] float64 period length in hours (the discretiser's end)
+    series: list[str | None]  # [N] episode file path, None = no time series
+    notes: list[str]  # [N] note text, '' = no note
+    labels: np.ndarray  # [N, C] uint8
+
+
+def _require(path: Path, layout: str) -> Path:
+    if not path.is_file():
+        raise UsageError(f"{path}: file not found (made by {_MAKER[layout]})")
+    return path
+
+
+def read_listfile(path: Path, layout: str, label_names: list[str], uncertain: str = "negative") -> pd.DataFrame:
+    """A listfile as a DataFrame with columns key, patient, series, end, note, and the labels."""
+    try:
+        df = pd.read_csv(_require(path, layout), dtype=str, keep_default_na=False)
+    except pd.errors.ParserError as e:
+        raise UsageError(f"{path}: malformed CSV ({str(e).strip()})") from None
+    except pd.errors.EmptyDataError:
+        raise UsageError(f"{path}: empty file (made by {_MAKER[layout]})") from None
+    cols = list(df.columns)
+
+    def pick(*names: str, required: bool = True) -> str | None:
+        for n in names:
+            if n in cols:
+                return n
+        if required:
+            raise UsageError(f"{path}: missing column {' or '.join(repr(n) for n in names)} (made by {_MAKER[layout]}); "
+                             f"header is {cols}")
+        return None
+
+    if layout == "mimic3-benchmark":
+        key, patient, series, end, note = "stay", None, "stay", pick("period_length"), None
+        pick("stay")
+    elif layout == "mimic3-miracl":
+        key, patient, series, end, note = pick("stay"), pick("patient_id"), "stay", pick("period_length"), pick("notes")
+    else:
+        key, patient, series = pick("stay_id", "study_id"), pick("subject_id"), pick("time_series")
+        end, note = pick("period_length", "period_len"), pick("past_medical_history", "notes")
+    first_label = cols.index(note if note else end) + 1
+    found = cols[first_label:]
+    if len(found) != len(label_names):
+        raise UsageError(f"{path}: {len(found)} label columns after '{cols[first_label - 1]}', expected "
+                         f"{len(label_names)}: {label_names}")
+    if found != label_names:
+        wrong = next(f for f, e in zip(found, label_names) if f != e)
+        raise UsageError(f"{path}: label column {wrong!r} where {label_names[found.index(wrong)]!r} was expected "
+                         f"(label columns must be, in order: {label_names})")
+    out = pd.DataFrame({"key": df[key].str.strip()})
+    dup = out["key"].duplicated(keep=False)
+    if dup.any():
+        rows = (np.flatnonzero(dup.to_numpy()) + 2)[:4].tolist()
+        raise UsageError(f"{path}: duplicate sample key {out['key'][dup].iloc[0]!r} (lines {rows}); keys must be unique")
+    out["patient"] = _patient_ids(df, patient, path)
+    out["series"] = df[series].str.strip()
+    out["end"] = _numbers(df[end], path, end)
+    out["note"] = df[note].fillna("").str.strip() if note else ""
+    labels = df[found].apply(lambda col: _labels(col, path, uncertain))
+    return pd.concat([out, labels], axis=1)
+
+
+def _numbers(col: pd.Series, path: Path, name: str) -> np.ndarray:
+    values = pd.to_numeric(col, errors="coerce")
+    bad = values.isna() | ~np.isfinite(values.fillna(0))
+    if bad.any():
+        line = int(np.flatnonzero(bad.to_numpy())[0]) + 2
+        raise UsageError(f"{path} line {line}: column '{name}' is {col[bad].iloc[0]!r}, expected a number of hours")
+    return values.to_numpy(np.float64)
+
+
+def _patient_ids(df: pd.DataFrame, column: str | None, path: Path) -> np.ndarray:
+    if column is None:  # Harutyunyan: the subject id starts the episode file name
+        found = df["stay"].str.extract(r"^(\d+)_episode\d+_timeseries\.csv$")[0]
+        if found.isna().any():
+            bad = df["stay"][found.isna()].iloc[0]
+            raise UsageError(f"{path}: stay {bad!r} is not named SUBJECT_episodeK_timeseries.csv")
+        return found.astype(np.int64).to_numpy()
+    ids = pd.to_numeric(df[column], errors="coerce")
+    if ids.isna().any():
+        line = int(np.flatnonzero(ids.isna().to_numpy())[0]) + 2
+        raise UsageError(f"{path} line {line}: column '{column}' is {df[column][ids.isna()].iloc[0]!r}, expected an integer id")
+    return ids.astype(np.int64).to_numpy()
+
+
+def _labels(col: pd.Series, path: Path, uncertain: str) -> pd.Series:
+    values = pd.to_numeric(col.replace("", "-2"), errors="coerce")
+    bad = values.isna() | ~values.isin([1, 0, -1, -2])
+    if bad.any():
+        line = int(np.flatnonzero(bad.to_numpy())[0]) + 2
+        raise UsageError(f"{path} line {line}: label '{col.name}' is {col[bad].iloc[0]!r}, expected 1, 0, -1 or blank")
+    positive = values == 1
+    if uncertain == "positive":
+        positive |= values == -1
+    return positive.astype(np.uint8)
+
+
+def read_split(root: Path, layout: str, task: str, split: str, label_names: list[str],
+               uncertain: str = "negative") -> RawSplit:
+    """``split`` is 'train' (MIMIC-IV: train + val) or 'test'."""
+    if layout not in LAYOUTS:
+        raise UsageError(f"unknown layout '{layout}'; valid choices: {', '.join(LAYOUTS)}")
+    if uncertain not in UNCERTAIN_POLICIES:
+        raise UsageError(f"unknown uncertain-label policy '{uncertain}'; valid choices: {', '.join(UNCERTAIN_POLICIES)}")
+    if layout == "mimic4":
+        parts = ["train", "val"] if split == "train" else ["test"]
+        frames = [read_listfile(root / task / f"{p}_multimodal_listfile.csv", layout, label_names, uncertain) for p in parts]
+        ehr_dir = root / "ehr"
+    elif layout == "mimic3-miracl":
+        frames = [read_listfile(root / task / f"{split}_multimodal_listfile.csv", layout, label_names, uncertain)]
+        ehr_dir = root / "ehr"
+    else:
+        frames = [read_listfile(root / task / split / "listfile.csv", layout, label_names, uncertain)]
+        ehr_dir = root / task / split
+    df = pd.concat(frames, ignore_index=True)
+    dup = df["key"].duplicated()
+    if dup.any():
+        raise UsageError(f"{root / task}: sample key {df['key'][dup].iloc[0]!r} is in both train and val")
+    series = [str(ehr_dir / s) if s else None for s in df["series"]]
+    return RawSplit(
+        keys=df["key"].tolist(),
+        patient_id=df["patient"].to_numpy(np.int64),
+        ends=df["end"].to_numpy(np.float64),
+        series=series,
+        notes=df["note"].tolist() if isinstance(df["note"], pd.Series) else [""] * len(df),
+        labels=df[label_names].to_numpy(np.uint8),
+    )
+
+
+_LINE_END = ord("\n")
+
+
+def read_episodes(paths: list[str], layout: str = "mimic4") -> tuple[pd.DataFrame, Origin]:
+    """Every episode file, read once, as one long table: 'file' (index into paths), 'Hours', channels.
+
+    Files are concatenated and parsed in one pass of pandas' C parser; a vectorised comma count per
+    line catches truncated or over-long rows first, so an error names the file and line.
+    """
+    chunks, rows_per_file = [], []
+    header_line = ",".join(EPISODE_HEADER)
+    for path in paths:
+        try:
+            data = Path(path).read_bytes()
+        except FileNotFoundError:
+            raise UsageError(f"{path}: episode file not found (made by {_MAKER[layout]})") from None
+        head, _, body = data.partition(b"\n")
+        if head.decode(errors="replace").strip().replace("\r", "") != header_line:
+            got = head.decode(errors="replace").strip()[:200]
+            raise UsageError(f"{path}: header is {got!r}, expected {header_line!r}" if got else f"{path}: empty file, expected a header line")
+        body = body.replace(b"\r\n", b"\n")
+        if body and not body.endswith(b"\n"):
+            body += b"\n"
+        chunks.append(body)
+        rows_per_file.append(body.count(b"\n"))
+    buf = b"".join(chunks)
+    counts = np.asarray(rows_per_file, dtype=np.int64)
+    file_index = np.repeat(np.arange(len(paths)), counts)
+    line = np.arange(len(file_index)) - np.repeat(np.concatenate([[0], np.cumsum(counts)[:-1]]), counts) + 2
+    origin = Origin([str(p) for p in paths], file_index, line)
+    arr = np.frombuffer(buf, dtype=np.uint8)
+    ends = np.flatnonzero(arr == _LINE_END)
+    commas = np.concatenate([[0], np.cumsum(arr == ord(","))[ends]])
+    per_line = np.diff(commas)
+    bad = np.flatnonzero(per_line != len(EPISODE_HEADER) - 1)
+    if len(bad):
+        raise UsageError(f"{origin.where(bad[0])}: {per_line[bad[0]] + 1} fields, expected {len(EPISODE_HEADER)} "
+                         f"(truncated or malformed row)")
+    if not len(buf):
+        table = pd.DataFrame({c: pd.Series(dtype=object) for c in EPISODE_HEADER})
+    else:
+        import io
+
+        table = pd.read_csv(io.BytesIO(buf), header=None, names=EPISODE_HEADER, dtype=str, keep_default_na=False,
+                            na_filter=False)
+    hours = pd.to_numeric(table["Hours"], errors="coerce")
+    if hours.isna().any():
+        row = int(np.flatnonzero(hours.isna().to_numpy())[0])
+        raise UsageError(f"{origin.where(row)}: Hours is {table['Hours'].iloc[row]!r}, expected a number")
+    table["Hours"] = hours.to_numpy(np.float64)
+    table.insert(0, "file", file_index)
+    return table, origin
+
+
+def stay_key_pattern() -> re.Pattern:
+    return re.compile(r"^(\d+)_episode(\d+)_timeseries\.csv$")
