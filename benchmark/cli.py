@@ -122,6 +122,34 @@ def cmd_tracks(args) -> int:
     return 0
 
 
+def _task(args):
+    from .protocol import get_track
+
+    return get_track(args.track).task(args.task)
+
+
+def cmd_data_prepare(args) -> int:
+    from .data import materialise
+
+    spec = _task(args)
+    start = time.perf_counter()
+    data = materialise(spec, root=args.root, rebuild=args.rebuild)
+    print(f"{spec.name}: {len(data.train):,} train / {len(data.test):,} test samples, note dim {data.note_dim}, "
+          f"fingerprint {data.fingerprint[:16]} ({_duration(time.perf_counter() - start)})")
+    return 0
+
+
+def cmd_data_describe(args) -> int:
+    from .cache import TensorCache
+    from .data import data_root, synthetic_files
+    from .describe import describe, render
+
+    spec = _task(args)
+    root = synthetic_files(spec, TensorCache()) if spec.source == "synthetic" else data_root(spec, args.root)
+    print(render(describe(spec, root)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ehrbench", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -146,6 +174,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--results", default="results")
     t.add_argument("--format", default="simple")
     t.set_defaults(func=cmd_table)
+
+    d = sub.add_parser("data", help="prepare or describe a task's data").add_subparsers(dest="data_command", required=True)
+    for name, func, helptext in (("prepare", cmd_data_prepare, "materialise a task into the tensor cache"),
+                                 ("describe", cmd_data_describe, "print a task's dataset statistics")):
+        c = d.add_parser(name, help=helptext)
+        c.add_argument("task", help="a task of the track (`ehrbench tracks`)")
+        c.add_argument("--track", default="quick")
+        c.add_argument("--root", help="folder of a real task's files (default $EHRBENCH_DATA/<data_dir>)")
+        if name == "prepare":
+            c.add_argument("--rebuild", action="store_true", help="rebuild the cache entry even if it is valid")
+        c.set_defaults(func=func)
 
     sub.add_parser("methods", help="list the methods").set_defaults(func=cmd_methods)
     sub.add_parser("tracks", help="list the tracks and their tasks").set_defaults(func=cmd_tracks)

@@ -30,7 +30,7 @@ import pandas as pd
 from .loaders import EPISODE_HEADER
 from .timeseries import CHANNELS
 
-GENERATOR_VERSION = "2"
+GENERATOR_VERSION = "3"
 
 # label: (prevalence, chronic?, factor loadings {factor: weight}, vital effects {signal: shift}, note terms, note sensitivity)
 FACTORS = ["cardiometabolic", "renal", "pulmonary", "hepatic", "infection", "cardiac", "respiratory", "neuro_bleed"]
@@ -151,7 +151,7 @@ def _labels(rng, table, factors: np.ndarray, target_cardinality: float, exclusiv
         return y
 
     lo, hi = 0.2, 4.0  # bisection on the prevalence scale so that the mean cardinality hits the target
-    for _ in range(30):
+    for _ in range(20):
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if draw(mid).sum(1).mean() < target_cardinality else (lo, mid)
     return draw((lo + hi) / 2)
@@ -246,21 +246,35 @@ def _gcs(rng, stay: np.ndarray, drop: np.ndarray, spelling: np.ndarray) -> dict:
             "Glascow coma scale verbal response": out["verbal"], "Glascow coma scale total": out["total"]}
 
 
-def generate(spec) -> Generated:
-    """The task in memory, exactly as ``write`` puts it on disk."""
+@dataclass
+class Cohort:
+    patient: np.ndarray  # [N] patient index, sorted
+    labels: np.ndarray  # [N, C] clean labels
+    has_ehr: np.ndarray  # [N] bool
+    has_note: np.ndarray  # [N] bool
+
+
+def cohort(spec) -> Cohort:
+    """Patients, clean labels and which modalities each sample has: the part the dataset table checks."""
     rng = _rng(spec, "labels")
     n = spec.n_total
     table = PHENOTYPES if spec.kind == "phenotyping" else DIAGNOSES
     exclusive = PHENOTYPE_EXCLUSIVE if spec.kind == "phenotyping" else []
     patient = _assign_patients(rng, n)
-    n_patients = patient.max() + 1
-    chronic = rng.normal(size=(n_patients, CHRONIC_FACTORS))[patient]
+    chronic = rng.normal(size=(patient.max() + 1, CHRONIC_FACTORS))[patient]
     acute = rng.normal(size=(n, len(FACTORS) - CHRONIC_FACTORS)) * 0.9 + chronic[:, :1] * 0.3
     y = _labels(rng, table, np.concatenate([chronic, acute], 1), spec.cardinality, exclusive)
-
     rng = _rng(spec, "modalities")
-    has_ehr = rng.random(n) >= spec.missing_ehr
-    has_note = rng.random(n) >= spec.missing_note
+    return Cohort(patient, y, rng.random(n) >= spec.missing_ehr, rng.random(n) >= spec.missing_note)
+
+
+def generate(spec) -> Generated:
+    """The task in memory, exactly as ``write`` puts it on disk."""
+    c = cohort(spec)
+    patient, y, has_ehr, has_note = c.patient, c.labels, c.has_ehr, c.has_note
+    n, n_patients = spec.n_total, patient.max() + 1
+    table = PHENOTYPES if spec.kind == "phenotyping" else DIAGNOSES
+    rng = _rng(spec, "notes")
     notes = [_note(rng, y[i], table) if has_note[i] else "" for i in range(n)]
 
     # Diagnosis samples are chest X-ray studies: those with a time series share their ICU stay's file

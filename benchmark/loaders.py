@@ -77,7 +77,8 @@ def read_listfile(path: Path, layout: str, label_names: list[str], uncertain: st
         key, patient, series, end, note = "stay", None, "stay", pick("period_length"), None
         pick("stay")
     elif layout == "mimic3-miracl":
-        key, patient, series, end, note = pick("stay"), pick("patient_id"), "stay", pick("period_length"), pick("notes")
+        key, patient, series = pick("stay_id"), pick("patient_id"), pick("stay")
+        end, note = pick("period_length"), pick("notes")
     else:
         key, patient, series = pick("stay_id", "study_id"), pick("subject_id"), pick("time_series")
         end, note = pick("period_length", "period_len"), pick("past_medical_history", "notes")

@@ -47,6 +47,15 @@ def encoder_id(name: str) -> str:
     return h.hexdigest()[:16]
 
 
+def load_tokenizer(name: str):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(resolve(name))
+    except (OSError, ValueError) as e:
+        raise UsageError(f"cannot load the tokenizer of note encoder '{name}': {str(e).splitlines()[0]}") from None
+
+
 def load(name: str, device: torch.device):
     from transformers import AutoModel, AutoTokenizer
 

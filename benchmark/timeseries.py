@@ -77,7 +77,7 @@ def parse_channel(channel: str, raw: np.ndarray, origin: Origin | None, rows: np
         if len(bad):
             where = origin.where(rows[bad[0]]) if origin else f"row {rows[bad[0]]}"
             raise UsageError(
-                f"{where}: unknown value {raw[bad[0]]!r} for categorical channel '{channel}'; "
+                f"{where}: unknown value {str(raw[bad[0]])!r} for categorical channel '{channel}'; "
                 f"expected one of {POSSIBLE_VALUES[channel]}"
             )
         return codes
@@ -85,7 +85,7 @@ def parse_channel(channel: str, raw: np.ndarray, origin: Origin | None, rows: np
     bad = np.flatnonzero(~np.isfinite(values))
     if len(bad):
         where = origin.where(rows[bad[0]]) if origin else f"row {rows[bad[0]]}"
-        raise UsageError(f"{where}: value {raw[bad[0]]!r} of channel '{channel}' is not a finite number")
+        raise UsageError(f"{where}: value {str(raw[bad[0]])!r} of channel '{channel}' is not a finite number")
     return values
 
 
@@ -129,13 +129,15 @@ def discretise(
         key = (stay[present].astype(np.int64) << 32) | ev_bin[present]
         order = np.argsort(key, kind="stable")
         key, parsed = key[order], parsed[order]
-        last = np.append(key[1:] != key[:-1], True)  # the last value in a bin wins
+        last = np.append(key[1:] != key[:-1], True)[: len(key)]  # the last value in a bin wins
         key, parsed = key[last], parsed[last]
-        idx = np.searchsorted(key, pos_key, side="right") - 1
-        found = idx >= 0
-        found[found] = (key[idx[found]] >> 32) == pos_stay[found]
-        val = np.where(found, parsed[np.maximum(idx, 0)] if len(key) else 0.0, _normal_code(channel))
-        out[:, MASK_BEGIN + c] = found & (key[np.maximum(idx, 0)] == pos_key if len(key) else False)
+        val = np.full(len(out), _normal_code(channel))
+        if len(key):
+            idx = np.searchsorted(key, pos_key, side="right") - 1
+            found = idx >= 0
+            found[found] = (key[idx[found]] >> 32) == pos_stay[found]
+            val = np.where(found, parsed[np.maximum(idx, 0)], val)
+            out[:, MASK_BEGIN + c] = found & (key[np.maximum(idx, 0)] == pos_key)
         if IS_CATEGORICAL[channel]:
             out[np.arange(len(out)), BEGIN[channel] + val.astype(np.int64)] = 1.0
         else:

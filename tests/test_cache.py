@@ -1,0 +1,87 @@
+import dataclasses
+
+import numpy as np
+import pytest
+
+import benchmark.data as data_module
+from benchmark import generator
+from benchmark.cache import TensorCache
+from benchmark.data import materialise
+from benchmark.protocol import SMOKE
+
+SPEC = SMOKE.task("syn-phe")
+
+
+@pytest.fixture
+def cache(tmp_path):
+    return TensorCache(tmp_path / "cache")
+
+
+def no_rebuild(monkeypatch):
+    def fail(*a, **k):
+        raise AssertionError("the cache should have been used")
+    monkeypatch.setattr(data_module, "build_arrays", fail)
+
+
+def test_second_materialisation_is_a_cache_hit_with_the_same_fingerprint(cache, monkeypatch):
+    first = materialise(SPEC, cache)
+    no_rebuild(monkeypatch)
+    second = materialise(SPEC, cache)
+    assert first.fingerprint == second.fingerprint
+    assert np.array_equal(first.train.ehr.numpy(), second.train.ehr.numpy())
+    assert len(first.train) + len(first.test) == SPEC.n_total
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "manifest"])
+def test_corrupt_cache_is_reported_and_rebuilt(cache, capsys, damage):
+    first = materialise(SPEC, cache)
+    (entry,) = (cache.root / "tasks").iterdir()
+    target = entry / "train_ehr.npy"
+    if damage == "flip":
+        raw = bytearray(target.read_bytes())
+        raw[-10] ^= 0xFF
+        target.write_bytes(bytes(raw))
+    elif damage == "truncate":
+        target.write_bytes(target.read_bytes()[:200])
+    else:
+        (entry / "manifest.json").write_text("{not json")
+    again = materialise(SPEC, cache)
+    assert f"warning: tensor cache {entry} is corrupt" in capsys.readouterr().err
+    assert again.fingerprint == first.fingerprint
+
+
+def test_a_changed_spec_gets_its_own_entry(cache):
+    a = materialise(SPEC, cache)
+    b = materialise(dataclasses.replace(SPEC, max_hours=4), cache)
+    assert a.fingerprint != b.fingerprint
+    assert b.train.max_ehr <= 4
+    assert len(list((cache.root / "tasks").iterdir())) == 2
+
+
+def test_real_files_changing_on_disk_make_the_cache_stale(cache, tmp_path, monkeypatch):
+    spec = dataclasses.replace(SPEC, source="real", data_dir="mine")
+    gen = generator.generate(SPEC)
+    generator.write(gen, SPEC, tmp_path / "data" / "mine")
+    monkeypatch.setenv("EHRBENCH_DATA", str(tmp_path / "data"))
+    first = materialise(spec, cache)
+    listfile = tmp_path / "data" / "mine" / "phenotyping" / "test_multimodal_listfile.csv"
+    lines = listfile.read_text().splitlines()
+    listfile.write_text("\n".join(lines[:-1]) + "\n")  # one test sample fewer
+    second = materialise(spec, cache)
+    assert len(second.test) == len(first.test) - 1 and second.fingerprint != first.fingerprint
+
+
+def test_batches_pad_ragged_rows_without_mixing_samples(cache):
+    import torch
+
+    data = materialise(SPEC, cache)
+    split = data.train
+    idx = torch.tensor([3, 0, 7])
+    batch = split.batch(idx)
+    for row, i in enumerate(idx.tolist()):
+        a, b = split.ehr_offsets[i].item(), split.ehr_offsets[i + 1].item()
+        assert batch.ehr_len[row] == b - a
+        torch.testing.assert_close(batch.ehr[row, : b - a], split.ehr[a:b])
+        assert batch.ehr[row, b - a:].abs().sum() == 0
+        a, b = split.note_offsets[i].item(), split.note_offsets[i + 1].item()
+        torch.testing.assert_close(batch.note[row, : b - a], split.note[a:b].float())
