@@ -7,6 +7,8 @@ every array is checked against the manifest; a corrupt entry is reported, remove
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -43,6 +45,18 @@ class TensorCache:
 
     def entry(self, name: str, key: str) -> Path:
         return self.root / "tasks" / f"{name}-{key[:16]}"
+
+    @contextlib.contextmanager
+    def lock(self, name: str, key: str):
+        """An exclusive lock on one entry, held while it is built (released if the process dies)."""
+        path = self.root / "tasks" / f".{name}-{key[:16]}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
 
     def load(self, name: str, key: str, verify: bool = True) -> tuple[dict[str, np.ndarray], dict] | None:
         """(arrays, manifest) of an entry, or None if absent. A corrupt entry is reported and removed."""

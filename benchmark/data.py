@@ -214,10 +214,13 @@ def materialise(spec: TaskSpec, cache: TensorCache | None = None, root: str | Pa
     key = cache_key(spec, real_root)
     hit = None if rebuild else cache.load(spec.name, key)
     if hit is None:
-        files = synthetic_files(spec, cache) if spec.source == "synthetic" else real_root
-        arrays, _, meta = build_arrays(spec, files)
-        manifest = cache.save(spec.name, key, arrays, meta)
-        hit = cache.load(spec.name, key, verify=False)
+        with cache.lock(spec.name, key):  # concurrent runs build a task once; the others wait for it
+            hit = None if rebuild else cache.load(spec.name, key)
+            if hit is None:
+                files = synthetic_files(spec, cache) if spec.source == "synthetic" else real_root
+                arrays, _, meta = build_arrays(spec, files)
+                cache.save(spec.name, key, arrays, meta)
+                hit = cache.load(spec.name, key, verify=False)
     arrays, manifest = hit
     splits = {s: Split(**{f: torch.from_numpy(np.asarray(arrays[f"{s}_{f}"])) for f in _FIELDS}) for s in SPLITS}
     return TaskData(spec=spec, label_names=manifest["label_names"], train=splits["train"], test=splits["test"],

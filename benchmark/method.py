@@ -79,6 +79,7 @@ class Method:
             experts=size.experts,
             top_k=size.top_k,
             structural_mask=self.hparams.get("structural_mask", "additive"),
+            modalities=self.hparams.get("modalities", "both"),
         )
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, index: torch.Tensor, epoch: int) -> torch.Tensor:

@@ -82,3 +82,16 @@ def test_paper_size_parameter_count_matches_the_reference_less_what_we_drop():
         + 3 * 128  # four fusion CLS tokens become one (MM) with two modalities
     )
     assert count_parameters(model) == reference_total - dropped
+
+
+def test_modality_ablation_ignores_the_other_modality():
+    batch = make_batch()
+    other = make_batch(seed=3)
+    ehr_only = small(modalities="ehr").eval()
+    swapped_note = Batch(batch.ehr, batch.ehr_len, other.note, batch.note_len, batch.patient_id)
+    torch.testing.assert_close(ehr_only(batch).logits, ehr_only(swapped_note).logits)
+    note_only = small(modalities="note").eval()
+    swapped_ehr = Batch(other.ehr, batch.ehr_len, batch.note, batch.note_len, batch.patient_id)
+    torch.testing.assert_close(note_only(batch).logits, note_only(swapped_ehr).logits)
+    both = small().eval()
+    assert not torch.allclose(both(batch).logits, both(swapped_note).logits)

@@ -11,6 +11,8 @@ Named switch ``structural_mask``:
     only padding removes keys.
   "blocking": the mask the reference intended — task sees all, MM sees the modality tokens, each
     modality block sees only itself.
+Switch ``modalities`` ("both" default; "ehr" or "note" for ablations): the other modality is treated
+as missing for every sample.
 The model returns logits (not probabilities) and, as ``aux``, its own regularisers
 ``0.5 * L_ortho + L_moe``, which every loss is added to.
 """
@@ -23,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 STRUCTURAL_MASKS = ("additive", "blocking")
+MODALITIES = ("both", "ehr", "note")
 TASK_INDEX = {"phenotyping": 2, "diagnosis": 5}  # FlexCare's task-embedding rows
 MAX_POSITIONS = 600
 
@@ -140,10 +143,14 @@ class FlexCare(nn.Module):
         temperature: float = 0.2,
         ortho_weight: float = 0.5,
         structural_mask: str = "additive",
+        modalities: str = "both",
     ):
         super().__init__()
         if structural_mask not in STRUCTURAL_MASKS:
             raise ValueError(f"structural_mask must be one of {STRUCTURAL_MASKS}, got {structural_mask!r}")
+        if modalities not in MODALITIES:
+            raise ValueError(f"modalities must be one of {MODALITIES}, got {modalities!r}")
+        self.modalities = modalities
         d = hidden
         self.task_index = TASK_INDEX[task]
         self.structural_mask, self.temperature, self.ortho_weight = structural_mask, temperature, ortho_weight
@@ -183,6 +190,10 @@ class FlexCare(nn.Module):
     def forward(self, batch: Batch) -> ModelOutput:
         b, t_ehr, _ = batch.ehr.shape
         t_note = batch.note.shape[1]
+        if self.modalities != "both":  # ablation: the other modality is missing for everyone
+            zero = torch.zeros_like(batch.ehr_len)
+            batch = Batch(batch.ehr, batch.ehr_len if self.modalities == "ehr" else zero, batch.note,
+                          batch.note_len if self.modalities == "note" else zero, batch.patient_id)
         has_ehr, has_note = batch.ehr_len > 0, batch.note_len > 0
         task = self.task_embed.weight[self.task_index].expand(b, 1, -1)
         ehr = torch.cat([self.ehr_cls.expand(b, -1, -1), self.ehr_proj(batch.ehr)], 1)
