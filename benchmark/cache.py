@@ -49,7 +49,7 @@ class TensorCache:
     @contextlib.contextmanager
     def lock(self, name: str, key: str):
         """An exclusive lock on one entry, held while it is built (released if the process dies)."""
-        path = self.root / "tasks" / f".{name}-{key[:16]}.lock"
+        path = self.root / "locks" / f"{name}-{key[:16]}.lock"
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
