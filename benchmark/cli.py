@@ -35,10 +35,27 @@ def _duration(seconds: float) -> str:
     return f"{m}m{s:02d}s" if m else f"{s}s"
 
 
+def _overrides(items: list[str] | None) -> dict:
+    import yaml
+
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set: expected KEY=VALUE, got '{item}'")
+        out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+    return out
+
+
 def cmd_bench(args) -> int:
+    import os
+
     from .runner import default_jobs, execute, plan
 
-    grid = plan(args.method, args.track, _csv(args.tasks), _csv(args.noise), _seeds(args.seeds), args.noise_seed)
+    if args.data:
+        os.environ["EHRBENCH_DATA"] = args.data  # inherited by worker processes
+    grid = plan(args.method, args.track, _csv(args.tasks), _csv(args.noise), _seeds(args.seeds), args.noise_seed,
+                _overrides(args.set), args.encoder)
     store = RecordStore(args.results)
     todo = []
     for spec in grid.specs:
@@ -48,7 +65,7 @@ def cmd_bench(args) -> int:
             print(f"warning: {detail}; moved to {moved} and the run will be redone", file=sys.stderr)
         if status != "done":
             todo.append(spec)
-    jobs = args.jobs or default_jobs(args.device)
+    jobs = args.jobs or args.runs_per_gpu or default_jobs(args.device)
     jobs = min(jobs, max(1, len(todo)))
     n = len(grid.specs)
     print(f"{grid.method.name} on track '{grid.track.name}': {n} runs, {n - len(todo)} already done, "
@@ -67,7 +84,7 @@ def cmd_bench(args) -> int:
               f"elapsed {_duration(elapsed)}, ETA {_duration(eta)})", flush=True)
 
     try:
-        execute(todo, args.results, args.device, jobs, report)
+        execute(todo, args.results, args.device, jobs, report, args.precision)
     except KeyboardInterrupt:
         print(f"\ninterrupted: {len(finished)} finished runs are kept in {args.results}/; rerun the same "
               f"command to do the remaining {len(todo) - len(finished)}", file=sys.stderr)
@@ -165,6 +182,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--results", default="results", help="folder of run records (default results/)")
     b.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     b.add_argument("--jobs", type=int, default=0, help="worker processes (default: one per CPU core on CPU, 1 on GPU)")
+    b.add_argument("--runs-per-gpu", type=int, default=0,
+                   help="on a GPU, run this many runs of the grid concurrently (they share the device)")
+    b.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
+                   help="auto: bf16 autocast on CUDA, fp32 on CPU")
+    b.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a hyper-parameter of the method's manifest (part of the run id); repeatable")
+    b.add_argument("--encoder", help="note encoder for every task: 'minilm', a local folder or a hub name")
+    b.add_argument("--data", help="folder holding real task data (sets EHRBENCH_DATA)")
     b.add_argument("--format", default="simple", help="table format (tabulate's: simple, github, latex, ...)")
     b.set_defaults(func=cmd_bench)
 

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -61,11 +62,28 @@ class Split:
     def to(self, device) -> "Split":
         return Split(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
 
-    def batch(self, idx: torch.Tensor) -> Batch:
-        """The padded inputs of rows ``idx`` (a device tensor): gathers only, no Python objects."""
-        ehr, ehr_len = _pad(self.ehr, self.ehr_offsets, idx, self.max_ehr)
-        note, note_len = _pad(self.note, self.note_offsets, idx, self.max_note)
+    def batch(self, idx: torch.Tensor, widths: tuple[int, int] | None = None) -> Batch:
+        """The padded inputs of rows ``idx`` (a device tensor): gathers only, no Python objects.
+
+        ``widths`` (series bins, note tokens) default to the split's longest; ``batch_widths`` gives
+        tighter ones for a whole epoch's batches at once.
+        """
+        ehr_w, note_w = widths or (self.max_ehr, self.max_note)
+        ehr, ehr_len = _pad(self.ehr, self.ehr_offsets, idx, ehr_w)
+        note, note_len = _pad(self.note, self.note_offsets, idx, note_w)
         return Batch(ehr=ehr, ehr_len=ehr_len, note=note.float(), note_len=note_len, patient_id=self.patient_id[idx])
+
+    def batch_widths(self, batches: list[torch.Tensor], multiple: int = 16) -> list[tuple[int, int]]:
+        """Padded widths of each batch (its longest series and note, rounded up to ``multiple`` and
+        capped at the split's longest), read back to the host in one transfer for all batches."""
+        if not batches:
+            return []
+        size = len(batches[0])
+        idx = torch.cat(batches)
+        idx = torch.cat([idx, idx[-1:].expand(-len(idx) % size)]).view(-1, size)  # repeat the last row: max unchanged
+        maxima = torch.stack([self.ehr_len[idx].amax(1), self.note_len[idx].amax(1)], 1).cpu().tolist()
+        up = lambda x, cap: max(1, min(cap, -(-x // multiple) * multiple))  # noqa: E731
+        return [(up(a, self.max_ehr), up(b, self.max_note)) for a, b in maxima]
 
 
 def _pad(flat: torch.Tensor, offsets: torch.Tensor, idx: torch.Tensor, width: int):
@@ -181,15 +199,29 @@ def _normaliser(spec: TaskSpec, train_flat: np.ndarray) -> timeseries.Normaliser
 
 def build_arrays(spec: TaskSpec, root: Path, device: torch.device | None = None) -> tuple[dict, list[str], dict]:
     names = generator.label_names(spec.kind)
+    clock = [time.perf_counter()]
+
+    def lap() -> float:
+        clock.append(time.perf_counter())
+        return round(clock[-1] - clock[-2], 3)
+
+    seconds = {}
     raw = {s: read_split(root, spec.layout, spec.task_dir, s, names, spec.uncertain) for s in SPLITS}
+    seconds["listfiles"] = lap()
     series = {s: series_arrays(raw[s], spec) for s in SPLITS}
     norm = _normaliser(spec, series["train"][0])
+    seconds["series"] = lap()
     tokenizer_model = notes.load(spec.encoder, device or _encoder_device())
-    arrays = {}
+    seconds["encoder_load"] = lap()
+    arrays, note_parts = {}, {}
+    for s in SPLITS:
+        note_parts[s] = notes.encode(raw[s].notes, spec.encoder, spec.note_tokens, _encoder_device(), model=tokenizer_model)
+    if _encoder_device().type == "cuda":
+        torch.cuda.synchronize()
+    seconds["notes"] = lap()
     for s in SPLITS:
         flat, offsets = series[s]
-        note_flat, note_offsets = notes.encode(raw[s].notes, spec.encoder, spec.note_tokens, _encoder_device(),
-                                               model=tokenizer_model)
+        note_flat, note_offsets = note_parts[s]
         arrays.update({
             f"{s}_ehr": np.concatenate([norm.transform(flat), np.zeros((1, timeseries.WIDTH), np.float32)]),
             f"{s}_ehr_offsets": offsets,
@@ -199,7 +231,7 @@ def build_arrays(spec: TaskSpec, root: Path, device: torch.device | None = None)
             f"{s}_labels": raw[s].labels,
         })
     meta = {"label_names": names, "normaliser": norm.source, "task": asdict(spec), "root": str(root),
-            "keys": {s: len(raw[s].keys) for s in SPLITS}}
+            "keys": {s: len(raw[s].keys) for s in SPLITS}, "build_seconds": seconds}
     return arrays, names, meta
 
 

@@ -62,7 +62,7 @@ def load(name: str, device: torch.device):
     where = resolve(name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(where)
-        model = AutoModel.from_pretrained(where).to(device).eval()
+        model = AutoModel.from_pretrained(where).float().to(device).eval()  # fp32 weights, whatever was saved
     except (OSError, ValueError) as e:
         offline = " (offline: HF_HUB_OFFLINE is set; give a local folder)" if os.environ.get("HF_HUB_OFFLINE") else ""
         raise UsageError(f"cannot load note encoder '{name}'{offline}: {str(e).splitlines()[0]}") from None

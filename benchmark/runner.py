@@ -6,6 +6,7 @@ it. Nothing else coordinates runs, so Ctrl-C and a rerun lose nothing already fi
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import multiprocessing
 import os
@@ -29,12 +30,13 @@ from .protocol import NoiseSetting, Track, TaskSpec, get_track, parse_noise
 from .records import SCHEMA_VERSION, RecordStore, now_utc, run_id
 from .registry import MethodEntry, get_method
 from .generator import GENERATOR_VERSION
-from .trainer import train
+from .trainer import autocast_dtype, train
 
 
-def make_spec(entry: MethodEntry, track: Track, task: TaskSpec, noise: NoiseSetting, seed: int, noise_seed_policy: str) -> dict:
+def make_spec(entry: MethodEntry, track: Track, task: TaskSpec, noise: NoiseSetting, seed: int, noise_seed_policy: str,
+              hparams: dict | None = None) -> dict:
     return {
-        "method": {"name": entry.name, "version": entry.version, "hparams": entry.hparams},
+        "method": {"name": entry.name, "version": entry.version, "hparams": hparams if hparams is not None else entry.hparams},
         "track": track.name,
         "task": task.name,
         "task_spec": asdict(task),
@@ -56,11 +58,23 @@ class Plan:
 
 
 def plan(method: str, track: str, tasks: Sequence[str] | None = None, noises: Sequence[str] | None = None,
-         seeds: Sequence[int] | None = None, noise_seed_policy: str = "reference") -> Plan:
-    """Validate every name first (fail in the first second, not after an hour), then expand."""
+         seeds: Sequence[int] | None = None, noise_seed_policy: str = "reference", overrides: dict | None = None,
+         encoder: str | None = None) -> Plan:
+    """Validate every name first (fail in the first second, not after an hour), then expand.
+
+    ``overrides`` replace hyper-parameters of the method's manifest; ``encoder`` replaces the tasks'
+    note encoder. Both become part of the run spec, hence of the run id.
+    """
     trk = get_track(track)
     entry = get_method(method)
+    hparams = {**entry.hparams, **(overrides or {})}
+    unknown = sorted(set(overrides or {}) - set(entry.hparams))
+    if unknown:
+        raise UsageError(f"method '{entry.name}' has no hyper-parameter '{unknown[0]}'; its hyper-parameters: "
+                         f"{', '.join(sorted(entry.hparams)) or '(none)'}")
     task_specs = [trk.task(t) for t in tasks] if tasks else list(trk.tasks)
+    if encoder:
+        task_specs = [dataclasses.replace(t, encoder=encoder) for t in task_specs]
     from .protocol import NOISE_SETTINGS, SEEDS
 
     settings = [parse_noise(n) for n in noises] if noises else list(NOISE_SETTINGS)
@@ -70,7 +84,7 @@ def plan(method: str, track: str, tasks: Sequence[str] | None = None, noises: Se
             check_source(task)
     noise_seed_for(noise_seed_policy, 0)  # validates the policy name
     specs = [
-        make_spec(entry, trk, task, noise, seed, noise_seed_policy)
+        make_spec(entry, trk, task, noise, seed, noise_seed_policy, hparams)
         for task in task_specs for noise in settings for seed in seed_list
     ]
     return Plan(entry, trk, specs)
@@ -96,12 +110,12 @@ def _peak_memory(device: torch.device) -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
-def run_one(spec: dict, results: str, device_name: str = "auto") -> dict:
+def run_one(spec: dict, results: str, device_name: str = "auto", precision: str = "auto") -> dict:
     """Run one spec to a record (done or failed) and write it. Returns the record."""
     device = _device(device_name)
     entry = get_method(spec["method"]["name"])
     track = get_track(spec["track"])
-    task = track.task(spec["task"])
+    task = TaskSpec(**spec["task_spec"])  # the run is a function of its spec, overrides included
     setting = parse_noise(spec["noise"]["name"])
     t_start = time.perf_counter()
     if device.type == "cuda":
@@ -112,7 +126,7 @@ def run_one(spec: dict, results: str, device_name: str = "auto") -> dict:
     t_noise = time.perf_counter()
     info = TaskInfo(task.name, task.kind, task.num_labels, len(data.train), data.train.ehr.shape[-1],
                     data.note_dim, tuple(data.label_names), track.backbone)
-    method = entry.load_class()(info, entry.hparams)
+    method = entry.load_class()(info, spec["method"]["hparams"])
     record = {
         "schema_version": SCHEMA_VERSION,
         "run_id": run_id(spec),
@@ -124,7 +138,8 @@ def run_one(spec: dict, results: str, device_name: str = "auto") -> dict:
         "noise": noisy.summary(),
         "method": {"display_name": entry.manifest["display_name"], "code_hash": entry.code_hash(),
                    "parameters": count_parameters(method.build_model())},
-        "environment": environment.describe(device),
+        "environment": {**environment.describe(device),
+                        "precision": "bf16" if autocast_dtype(precision, device) else "fp32"},
     }
     timings = {"data": t_data - t_start, "noise": t_noise - t_data}
     try:
@@ -138,6 +153,7 @@ def run_one(spec: dict, results: str, device_name: str = "auto") -> dict:
             task_weight=task.task_weight,
             empty_label=spec["empty_label"],
             on_epoch=record["metrics"]["curve"].append,
+            precision=precision,
         )
         record["metrics"]["final"] = {k: v for k, v in result.final.items() if k not in ("method", "lr", "train_loss")}
         timings.update(result.timings)
@@ -164,18 +180,18 @@ def default_jobs(device_name: str) -> int:
 
 
 def execute(specs: list[dict], results: str, device_name: str, jobs: int,
-            report: Callable[[dict, dict], None]) -> list[dict]:
+            report: Callable[[dict, dict], None], precision: str = "auto") -> list[dict]:
     """Run ``specs`` with ``jobs`` worker processes; ``report(spec, record)`` after each one."""
     records = []
     if jobs <= 1:
         for spec in specs:
-            records.append(run_one(spec, results, device_name))
+            records.append(run_one(spec, results, device_name, precision))
             report(spec, records[-1])
         return records
     threads = max(1, (os.cpu_count() or 1) // jobs)
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker, initargs=(threads,)) as pool:
-        pending = {pool.submit(run_one, spec, results, device_name): spec for spec in specs}
+        pending = {pool.submit(run_one, spec, results, device_name, precision): spec for spec in specs}
         try:
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)

@@ -2,7 +2,12 @@
 
 Adam (lr 1e-3), cosine annealing stepped once per epoch, batch 128 over a reshuffled training set,
 a fixed number of epochs, no early stopping. Tensors stay on the device: a batch is an index into
-resident tensors, and the loop reads nothing back to the host until the end of an epoch.
+resident tensors, and the loop reads nothing back to the host inside an epoch (the batches' padded
+widths are read once at its start; the loss once at its end).
+
+Execution switch ``precision``: "auto" (bf16 autocast on CUDA, fp32 on CPU), "bf16" or "fp32". Under
+autocast the model runs in bf16 where PyTorch deems it safe; logits are cast to fp32 before any loss or
+metric, and the optimiser keeps fp32 weights.
 """
 from __future__ import annotations
 
@@ -36,11 +41,26 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
 @torch.no_grad()
-def predict(model: torch.nn.Module, split: Split) -> torch.Tensor:
+def predict(model: torch.nn.Module, split: Split, dtype: torch.dtype | None = None) -> torch.Tensor:
     model.eval()
-    idx = torch.arange(len(split), device=split.labels.device)
-    return torch.cat([model(split.batch(i)).logits.float() for i in idx.split(EVAL_BATCH)])
+    batches = list(torch.arange(len(split), device=split.labels.device).split(EVAL_BATCH))
+    out = []
+    for idx, widths in zip(batches, split.batch_widths(batches)):
+        with torch.autocast(split.labels.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            out.append(model(split.batch(idx, widths)).logits.float())
+    return torch.cat(out)
 
 
 def train(
@@ -53,9 +73,11 @@ def train(
     task_weight: float = 1.0,
     empty_label: str = "zero",
     on_epoch: Callable[[dict], None] | None = None,
+    precision: str = "auto",
 ) -> TrainResult:
     """Train ``method`` on ``noisy_labels`` (the clean ones never enter) and test every epoch."""
     device = noisy_labels.device
+    dtype = autocast_dtype(precision, device)
     seed_everything(seed)
     model = method.build_model().to(device)
     opt = torch.optim.Adam(model.parameters(), lr=budget.lr, fused=device.type == "cuda")
@@ -73,9 +95,11 @@ def train(
         order = torch.randperm(n, generator=shuffle).to(device)
         loss_sum = torch.zeros((), device=device)
         train_logits = torch.empty_like(targets) if method.wants_train_logits else None
-        for index in order.split(budget.batch_size):
-            out = model(train_split.batch(index))
-            loss = task_weight * (method.loss(out.logits, targets[index], index, epoch) + out.aux)
+        batches = list(order.split(budget.batch_size))
+        for index, widths in zip(batches, train_split.batch_widths(batches)):
+            with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+                out = model(train_split.batch(index, widths))
+            loss = task_weight * (method.loss(out.logits.float(), targets[index], index, epoch) + out.aux.float())
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -91,7 +115,7 @@ def train(
         diagnostics = method.end_epoch(EpochView(epoch, budget.epochs, targets, train_logits)) or {}
         t2 = _clock(device)
 
-        metrics = evaluate(test_split.labels, predict(model, test_split), empty_label)
+        metrics = evaluate(test_split.labels, predict(model, test_split, dtype), empty_label)
         t3 = _clock(device)
         timings["train"] += t1 - t0
         timings["method_hooks"] += t2 - t1

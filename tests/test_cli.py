@@ -30,6 +30,8 @@ def ehrbench(*args, **kw):
     (["bench", "--method", "bce", "--noise", "sym-20,sym20x"], "unknown noise setting 'sym20x'"),
     (["bench", "--method", "bce", "--noise", "asym-20"], "malformed noise setting 'asym-20'"),
     (["bench", "--method", "bce", "--seeds", "30,forty"], "--seeds: expected comma-separated integers"),
+    (["bench", "--method", "bce", "--set", "nokey"], "--set: expected KEY=VALUE, got 'nokey'"),
+    (["bench", "--method", "bce", "--set", "depth=3"], "method 'bce' has no hyper-parameter 'depth'; its hyper-parameters: modalities, structural_mask"),
     (["table", "--track", "nope"], "unknown track 'nope'"),
 ])
 def test_bad_input_is_one_line_naming_the_thing_and_the_choices(argv, message, capsys, tmp_path):

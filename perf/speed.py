@@ -1,0 +1,195 @@
+"""Training speed, the same spec two ways: ``naive`` (what the reference does) and ``fast`` (our path).
+
+naive: every step tokenises the batch's notes and runs the frozen text encoder on them, in fp32, with
+       197 padded image tokens in the sequence and a non-fused Adam, as the reference code does.
+fast:  the harness's own run (``benchmark.runner.run_one``): cached note embeddings, tensors resident
+       on the device, bf16 autocast, fused Adam, per-batch padding widths, no host sync inside an epoch.
+
+Prints and writes (``--out``) ms per step, epoch time, whole-run time, samples per second, peak memory,
+the FLOP floor of a step and the naive/fast ratio. Usage (on a GPU):
+    python perf/speed.py --track full --task mimic4-phe --encoder DIR [--naive-steps 20] [--out FILE]
+``DIR`` is a Hugging Face encoder folder; ``--make-random-bert DIR --tokenizer TOKDIR`` first writes a
+BERT-base-sized encoder with random weights there (timing does not need trained weights).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from benchmark import notes
+from benchmark.cache import TensorCache
+from benchmark.data import cache_key, materialise, synthetic_files
+from benchmark.generator import label_names
+from benchmark.loaders import read_split
+from benchmark.method import TaskInfo
+from benchmark.protocol import get_track
+from benchmark.registry import get_method
+from benchmark.runner import plan, run_one
+
+CXR_TOKENS = 197
+
+
+def make_random_bert(folder: Path, tokenizer_dir: Path) -> None:
+    from transformers import BertConfig, BertModel
+
+    if (folder / "config.json").exists():
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    BertModel(BertConfig()).save_pretrained(folder)  # BERT-base: 12 x 768, vocab 30522
+    for f in tokenizer_dir.iterdir():
+        if f.name != "config.json" and f.is_file():
+            (folder / f.name).write_bytes(f.read_bytes())
+
+
+def ceilings(device: torch.device) -> dict:
+    """Measured bf16 matmul rate and device-to-device copy bandwidth."""
+    a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+    b = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+    x = torch.empty(1 << 28, device=device, dtype=torch.float32).normal_()
+    y = torch.empty_like(x)
+
+    def timed(fn, reps=20):
+        for _ in range(3):
+            fn()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        times = []
+        for _ in range(reps):
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+        return statistics.median(times)
+
+    t_mm = timed(lambda: a @ b)
+    t_cp = timed(lambda: y.copy_(x))
+    return {"bf16_matmul_tflops": 2 * 8192**3 / t_mm / 1e12, "copy_gbps": 2 * x.numel() * 4 / t_cp / 1e9}
+
+
+def step_flops(batch: int, t_ehr: int, t_note: int, size, note_dim: int, labels: int) -> float:
+    """Matrix-multiply FLOPs of one training step (forward + backward ~ 3x forward)."""
+    d, s = size.hidden, 2 + (1 + t_ehr) + (1 + t_note)
+    per_layer = batch * s * (4 * d * d + 2 * d * size.ff) * 2 + 2 * batch * s * s * d * 2
+    inputs = batch * (t_ehr * 76 + t_note * note_dim) * d * 2
+    moe = batch * 3 * size.experts * 2 * d * d * 2
+    return 3 * (size.layers * per_layer + inputs + moe + batch * 2 * d * labels * 2)
+
+
+def naive_steps(spec, data, texts: list[str], encoder_name: str, steps: int, device: torch.device) -> dict:
+    """The reference's way: per-step tokenisation + frozen encoder (fp32), padded image tokens."""
+    entry = get_method("bce")
+    track = get_track(spec["track"])
+    tokenizer, encoder = notes.load(encoder_name, device)
+    encoder.train()  # the reference leaves its frozen encoder in training mode (dropout on)
+    info = TaskInfo(spec["task"], "phenotyping", data.spec.num_labels, len(data.train), 76,
+                    encoder.config.hidden_size, tuple(data.label_names), track.backbone)
+    method = entry.load_class()(info, spec["method"]["hparams"])
+    model = method.build_model().to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    train = data.train.to(device)
+    labels = train.labels.float()
+    order = torch.randperm(len(train), device=device)
+    times = []
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    batches = order.split(128)
+    for k in range(steps + 3):
+        index = batches[k % len(batches)]
+        sync()
+        t0 = time.perf_counter()
+        batch = train.batch(index, train.batch_widths([index])[0])
+        batch_texts = [texts[i] for i in index.tolist()]
+        tok = tokenizer(batch_texts, padding=True, truncation=True, max_length=512, add_special_tokens=False,
+                        return_tensors="pt").to(device)
+        with torch.no_grad():
+            hidden = encoder(**tok).last_hidden_state if tok["input_ids"].shape[1] else torch.zeros(len(index), 1, encoder.config.hidden_size, device=device)
+        pad = torch.zeros(len(index), CXR_TOKENS, hidden.shape[-1], device=device)
+        batch = dataclasses.replace(batch, note=torch.cat([hidden, pad], 1), note_len=tok["attention_mask"].sum(1))
+        out = model(batch)
+        loss = F.binary_cross_entropy_with_logits(out.logits, labels[index]) + out.aux
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sync()
+        if k >= 3:
+            times.append(time.perf_counter() - t0)
+    peak = torch.cuda.max_memory_allocated() / 1e9 if device.type == "cuda" else None
+    return {"ms_per_step": 1e3 * statistics.median(times), "peak_memory_gb": peak}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--track", default="full")
+    p.add_argument("--task", default="mimic4-phe")
+    p.add_argument("--encoder", required=True)
+    p.add_argument("--make-random-bert", action="store_true")
+    p.add_argument("--tokenizer", default=None)
+    p.add_argument("--naive-steps", type=int, default=20)
+    p.add_argument("--out", default=None)
+    p.add_argument("--device", default="cuda", help="cpu only for a dry run of this script")
+    args = p.parse_args()
+    device = torch.device(args.device)
+    if args.make_random_bert:
+        make_random_bert(Path(args.encoder), Path(args.tokenizer))
+    report = {"gpu": torch.cuda.get_device_name(), **ceilings(device)} if device.type == "cuda" else {
+        "gpu": None, "bf16_matmul_tflops": 1.0, "copy_gbps": 1.0}
+
+    track = get_track(args.track)
+    task = dataclasses.replace(track.task(args.task), encoder=args.encoder)
+    cache = TensorCache()
+    t = time.perf_counter()
+    files = synthetic_files(task, cache)
+    report["generate_and_write_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    data = materialise(task, cache)
+    report["materialise_s"] = time.perf_counter() - t
+    manifest = json.loads((cache.entry(task.name, cache_key(task, None)) / "manifest.json").read_text())
+    report["build_seconds"] = manifest.get("build_seconds")
+
+    spec = plan("bce", args.track, [args.task], ["sym-20"], [30], encoder=args.encoder).specs[0]
+    results = tempfile.mkdtemp(prefix="speed-")
+    record = run_one(spec, results, args.device)
+    steps_per_epoch = -(-len(data.train) // 128)
+    epochs = spec["budget"]["epochs"]
+    tm = record["timings"]
+    report["fast"] = {
+        "whole_run_s": tm["total"],
+        "train_s": tm["train"], "eval_s": tm["eval"], "data_s": tm["data"],
+        "epoch_s": (tm["train"] + tm["eval"]) / epochs,
+        "ms_per_step": 1e3 * tm["train"] / (epochs * steps_per_epoch),
+        "samples_per_s": epochs * len(data.train) / tm["train"],
+        "peak_memory_gb": record["peak_memory_bytes"] / 1e9,
+        "final_map": record["metrics"]["final"]["map"],
+    }
+    lengths_e = data.train.ehr_len.float()
+    lengths_n = data.train.note_len.float()
+    # Expected padded widths of a random batch of 128: the batch maximum, estimated by sampling.
+    idx = torch.randint(len(data.train), (200, 128))
+    t_e, t_n = lengths_e[idx].amax(1).mean().item(), lengths_n[idx].amax(1).mean().item()
+    flops = step_flops(128, int(t_e), int(t_n), track.backbone, data.note_dim, task.num_labels)
+    report["fast"]["step_gflop"] = flops / 1e9
+    report["fast"]["flop_floor_ms"] = 1e3 * flops / (report["bf16_matmul_tflops"] * 1e12)
+    report["fast"]["floor_fraction"] = report["fast"]["flop_floor_ms"] / report["fast"]["ms_per_step"]
+
+    raw = read_split(files, task.layout, task.task_dir, "train", label_names(task.kind))
+    report["naive"] = naive_steps(spec, data, raw.notes, args.encoder, args.naive_steps, device)
+    naive_train = report["naive"]["ms_per_step"] / 1e3 * steps_per_epoch * epochs
+    report["naive"]["whole_run_estimate_s"] = naive_train + tm["eval"] + tm["data"]
+    report["ratio_ms_per_step"] = report["naive"]["ms_per_step"] / report["fast"]["ms_per_step"]
+    report["ratio_whole_run"] = report["naive"]["whole_run_estimate_s"] / tm["total"]
+    text = json.dumps(report, indent=1)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
+
+
+if __name__ == "__main__":
+    main()
