@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from benchmark.cli import main
 from benchmark.errors import UsageError
 from benchmark.hparams import allowed, validate
 from benchmark.registry import available_methods, get_method
@@ -81,6 +82,23 @@ def test_every_shipped_method_declares_and_passes_its_schema():
         assert set(manifest.get("hparam_schema", {})) == set(manifest["hparams"]), name
 
 
+@pytest.mark.parametrize("name, key, value, message", [
+    ("focal", "alpha", 1.5, "hyper-parameter 'alpha' = 1.5 is out of range; allowed: float with 0 <= alpha <= 1"),
+    ("asl", "clip", 1.0, "hyper-parameter 'clip' = 1.0 is out of range; allowed: float with 0 <= clip < 1"),
+    ("asl", "detach_focusing", "yes", "hyper-parameter 'detach_focusing' must be bool, got str 'yes'"),
+    ("gce", "q", 0, "hyper-parameter 'q' = 0 is out of range; allowed: float with 0 < q <= 1"),
+    ("mllsc", "tau_pos", 0.4, "hyper-parameter 'tau_pos' = 0.4 is out of range; allowed: float with 0.5 <= tau_pos < 1"),
+    ("mllsc", "warmup_epochs", 2.0, "hyper-parameter 'warmup_epochs' must be int, got float 2.0"),
+    ("multit", "window", 0, "hyper-parameter 'window' = 0 is out of range; allowed: int with 1 <= window"),
+    ("multit", "rho_plus", 0.2, "unknown hyper-parameter 'rho_plus'; valid choices: min_selected, sample_epoch,"),
+])
+def test_the_new_methods_manifests_refuse_malformed_values(name, key, value, message):
+    manifest = get_method(name).manifest
+    with pytest.raises(UsageError) as e:
+        validate(name, {**manifest["hparams"], key: value}, manifest["hparam_schema"])
+    assert str(e.value).startswith(f"method '{name}': {message}")
+
+
 def bad_methods_folder(tmp_path, **override):
     """A copy of bce under another folder whose manifest has ``override`` in its hparams."""
     folder = tmp_path / "methods" / "bce"
@@ -98,14 +116,23 @@ def bad_methods_folder(tmp_path, **override):
     ({"structural_mask": 3}, "method 'bce': hyper-parameter 'structural_mask' must be str, got int 3"),
     ({"gamma": 2.0}, "method 'bce': unknown hyper-parameter 'gamma'; valid choices: structural_mask"),
 ])
-def test_cli_refuses_a_bad_manifest_in_one_line_and_writes_nothing(tmp_path, override, message):
-    env = {**os.environ, "EHRBENCH_METHODS": str(bad_methods_folder(tmp_path, **override))}
+def test_bench_refuses_a_bad_manifest_in_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys, override, message):
+    monkeypatch.setenv("EHRBENCH_METHODS", str(bad_methods_folder(tmp_path, **override)))
+    results = tmp_path / "results"
+    code = main(["bench", "--method", "bce", "--track", "smoke", "--jobs", "1", "--device", "cpu", "--results", str(results)])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("ehrbench: error: ") and message in err
+    assert not results.exists() or not any(results.rglob("*.json"))
+
+
+def test_the_cli_process_exits_2_on_a_bad_manifest_before_any_training(tmp_path):
+    env = {**os.environ, "EHRBENCH_METHODS": str(bad_methods_folder(tmp_path, structural_mask="block"))}
     results = tmp_path / "results"
     proc = subprocess.run([sys.executable, "-m", "benchmark", "bench", "--method", "bce", "--track", "smoke",
                            "--jobs", "1", "--device", "cpu", "--results", str(results)],
                           capture_output=True, text=True, cwd=ROOT, env=env)
-    assert proc.returncode == 2
-    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("ehrbench: error: ")
-    assert message in proc.stderr
-    assert proc.stdout == ""
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == ("ehrbench: error: method 'bce': hyper-parameter 'structural_mask' = 'block' is not "
+                           "allowed; allowed: one of additive, blocking\n")
     assert not results.exists() or not any(results.rglob("*.json"))
