@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from .errors import UsageError, choices_hint
+from .hparams import validate as validate_hparams
 from .method import Method
 
 # The paper's methods that are planned but have no submission folder yet.
@@ -90,6 +91,9 @@ def read_manifest(folder: Path) -> dict:
             raise UsageError(f"{path}: field '{key}' must be a {typ.__name__}, got {type(manifest[key]).__name__}")
     if manifest["name"] != folder.name:
         raise UsageError(f"{path}: field 'name' is '{manifest['name']}' but the folder is '{folder.name}'")
+    # Optional: with a schema, a malformed hyper-parameter is refused here, before any training.
+    if "hparam_schema" in manifest:
+        validate_hparams(manifest["name"], manifest["hparams"], manifest["hparam_schema"])
     return manifest
 
 

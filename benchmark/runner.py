@@ -24,6 +24,7 @@ from . import environment
 from .backbones.flexcare import count_parameters
 from .data import TaskData, check_source, materialise
 from .errors import RunFailed, UsageError
+from .hparams import validate as validate_hparams
 from .method import TaskInfo
 from .noise import make_noisy, noise_seed_for
 from .protocol import NoiseSetting, Track, TaskSpec, get_track, parse_noise
@@ -72,6 +73,8 @@ def plan(method: str, track: str, tasks: Sequence[str] | None = None, noises: Se
     if unknown:
         raise UsageError(f"method '{entry.name}' has no hyper-parameter '{unknown[0]}'; its hyper-parameters: "
                          f"{', '.join(sorted(entry.hparams)) or '(none)'}")
+    if overrides and "hparam_schema" in entry.manifest:
+        validate_hparams(entry.name, hparams, entry.manifest["hparam_schema"])
     task_specs = [trk.task(t) for t in tasks] if tasks else list(trk.tasks)
     if encoder:
         task_specs = [dataclasses.replace(t, encoder=encoder) for t in task_specs]

@@ -22,3 +22,25 @@ def noisy_labels(data, noise="sym-40"):
 
 def assert_rows_equal(a, b):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def method_module(name):
+    """A submission's module (``methods/<name>/method.py``), loaded by path as the registry does."""
+    import importlib.util
+
+    from benchmark.registry import get_method
+
+    entry = get_method(name)
+    path = entry.folder / entry.manifest["entry"].partition(":")[0]
+    spec = importlib.util.spec_from_file_location(f"tests_methods.{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def method_instance(name, info, **override):
+    """The submission's class built with its manifest hparams, ``override`` applied."""
+    from benchmark.registry import get_method
+
+    entry = get_method(name)
+    return entry.load_class()(info, {**entry.hparams, **override})

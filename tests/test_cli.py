@@ -20,10 +20,10 @@ def ehrbench(*args, **kw):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["bench", "--method", "foo"], "unknown method 'foo'; valid choices: bce"),
-    (["bench", "--method", "bcee"], "unknown method 'bcee'; did you mean 'bce'?; valid choices: bce"),
+    (["bench", "--method", "foo"], "unknown method 'foo'; valid choices: asl, bce, focal, gce, mllsc, multit"),
+    (["bench", "--method", "bcee"], "unknown method 'bcee'; did you mean 'bce'?; valid choices: asl, bce, focal,"),
     (["bench", "--method", "miracl"], "method 'miracl' is not available yet"),
-    (["bench", "--method", ""], "no method given (e.g. METHOD=bce); available: bce"),
+    (["bench", "--method", ""], "no method given (e.g. METHOD=bce); available: asl, bce, focal, gce, mllsc, multit"),
     (["bench", "--method", "bce", "--track", "fast"], "unknown track 'fast'; valid choices: full, paper, quick, smoke"),
     (["bench", "--method", "bce", "--track", "paper"], "data/mimic4/phenotyping: folder not found; point --root (or EHRBENCH_DATA)"),
     (["bench", "--method", "bce", "--tasks", "mimic4-phe"], "unknown task 'mimic4-phe' in track 'quick'; valid choices: syn-phe"),
@@ -32,6 +32,7 @@ def ehrbench(*args, **kw):
     (["bench", "--method", "bce", "--seeds", "30,forty"], "--seeds: expected comma-separated integers"),
     (["bench", "--method", "bce", "--set", "nokey"], "--set: expected KEY=VALUE, got 'nokey'"),
     (["bench", "--method", "bce", "--set", "depth=3"], "method 'bce' has no hyper-parameter 'depth'; its hyper-parameters: modalities, structural_mask"),
+    (["bench", "--method", "bce", "--set", "modalities=text"], "method 'bce': hyper-parameter 'modalities' = 'text' is not allowed; allowed: one of both, ehr, note"),
     (["table", "--track", "nope"], "unknown track 'nope'"),
 ])
 def test_bad_input_is_one_line_naming_the_thing_and_the_choices(argv, message, capsys, tmp_path):
@@ -113,7 +114,8 @@ def test_interrupted_grid_resumes_with_only_the_missing_runs(tmp_path):
 def test_methods_and_tracks_are_listed(capsys):
     assert main(["methods"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("bce ") and "planned, not available yet: miracl" in out
+    assert out.startswith("asl ") and "\nbce        FlexCare (BCE)" in out
+    assert "planned, not available yet: miracl, m3care, medfuse" in out
     assert main(["tracks"]) == 0
     assert "quick  tasks: syn-phe" in capsys.readouterr().out
 

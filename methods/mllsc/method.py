@@ -1,0 +1,56 @@
+"""FlexCare + MLLSC (Ghiassi, Birke, Chen, ACML 2022): a focal-margin loss that corrects labels it
+finds missing (false negatives) or corrupted (false positives) from the model's own confidence."""
+import torch
+import torch.nn.functional as F
+
+from benchmark.method import EpochView, Method
+
+
+def corrected_targets(logits, targets, tau_pos=0.55, tau_neg=0.6):
+    """A labelled negative with p > tau_neg becomes positive; a labelled positive with
+    1 - p > tau_pos (p < 1 - tau_pos) becomes negative. p is the unshifted sigmoid, no gradient."""
+    p = torch.sigmoid(logits.detach())
+    y = targets.to(p.dtype)
+    to_pos = (y == 0) & (p > tau_neg)
+    to_neg = (y == 1) & (1 - p > tau_pos)
+    return torch.where(to_pos, 1.0, torch.where(to_neg, 0.0, y)).to(p.dtype), to_neg, to_pos
+
+
+def focal_margin_loss(logits, targets, margin=1.0, gamma=2.0):
+    """mean over batch x labels: positives -(1 - s(z-m))^g log s(z-m), negatives -s(z)^g log s(-z),
+    with s the sigmoid, in log space (finite at |z| = 50), focal weights not detached."""
+    z = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    y = targets.to(z.dtype)
+    zm = z - margin
+    pos = torch.exp(gamma * F.logsigmoid(-zm)) * -F.logsigmoid(zm)
+    neg = torch.exp(gamma * F.logsigmoid(z)) * -F.logsigmoid(-z)
+    return (y * pos + (1 - y) * neg).mean()
+
+
+class MLLSC(Method):
+    """Correction starts after ``warmup_epochs`` epochs of the uncorrected loss, capped at E - 1 so
+    that any budget has a corrected epoch; never in epoch 1 (see README: it would wipe positives)."""
+
+    def __init__(self, task, hparams):
+        super().__init__(task, hparams)
+        self.start = None  # first corrected epoch; known once end_epoch has seen the budget
+        self.flips = None  # [pos->neg, neg->pos] this epoch, on the device (no per-batch host sync)
+
+    def loss(self, logits, targets, index, epoch):
+        h = self.hparams
+        y = targets
+        if self.start is not None and epoch >= self.start:
+            y, to_neg, to_pos = corrected_targets(logits, targets, float(h["tau_pos"]), float(h["tau_neg"]))
+            counts = torch.stack([to_neg.sum(), to_pos.sum()])
+            self.flips = counts if self.flips is None else self.flips + counts
+        return focal_margin_loss(logits, y, float(h["margin"]), float(h["gamma"]))
+
+    def end_epoch(self, view: EpochView):
+        self.start = min(int(self.hparams["warmup_epochs"]), view.epochs - 1) + 1
+        flips = [0, 0] if self.flips is None else self.flips.tolist()
+        self.flips = None
+        positives = max(1.0, float(view.noisy_labels.sum()))
+        negatives = max(1.0, float(view.noisy_labels.numel()) - positives)
+        return {"corrected": view.epoch >= self.start, "correction_starts": self.start,
+                "pos_to_neg": int(flips[0]), "neg_to_pos": int(flips[1]),
+                "pos_to_neg_share": flips[0] / positives, "neg_to_pos_share": flips[1] / negatives}
