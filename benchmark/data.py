@@ -149,7 +149,9 @@ def data_root(spec: TaskSpec, override: str | Path | None = None) -> Path:
 
 def synthetic_files(spec: TaskSpec, cache: TensorCache) -> Path:
     """The generator's files for ``spec``, written once (to a temporary folder, then renamed)."""
-    key = hashlib.sha256(json.dumps([asdict(spec), generator.GENERATOR_VERSION]).encode()).hexdigest()[:16]
+    # Only what the generator reads: the encoder, normaliser and crops do not change the files.
+    fields_used = {k: v for k, v in asdict(spec).items() if k not in ("encoder", "normaliser", "max_hours", "note_tokens", "uncertain")}
+    key = hashlib.sha256(json.dumps([fields_used, generator.GENERATOR_VERSION], sort_keys=True).encode()).hexdigest()[:16]
     folder = cache.root / "files" / f"{spec.name}-{key}"
     if (folder / ".complete").exists():
         return folder
