@@ -93,7 +93,7 @@ class NoisyTopKMoE(nn.Module):
 
     def forward(self, x: torch.Tensor, q: torch.Tensor, avail: torch.Tensor):
         """x, q: [T, d] tokens and their task token; avail: [T] bool. Returns (out, balance loss)."""
-        clean = x @ self.w_gate + q @ self.w_task
+        clean = (x @ self.w_gate + q @ self.w_task).float()  # gating in fp32, also under autocast
         experts = clean.shape[-1]
         if self.training:
             std = F.softplus(x @ self.w_noise) + 0.01
