@@ -19,12 +19,13 @@ MIMIC_DIR ?= $(CURDIR)/data
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup bench table test clean docker-build docker-bench help
+.PHONY: setup bench table test perf clean docker-build docker-bench help
 
 help:
 	@echo "make bench METHOD=bce [TRACK=quick TASKS=.. NOISE=.. SEEDS=.. JOBS=..]   run a method's grid, print the table"
 	@echo "make test                                                               run the test suite"
 	@echo "make table [TRACK=quick]                                                print the tables from results/"
+	@echo "make perf                                                               speed benchmarks (docs/performance.md)"
 	@echo "make setup | clean | docker-build | docker-bench METHOD=..."
 
 setup: $(STAMP)
@@ -47,6 +48,13 @@ table: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# CPU benchmarks (pytest-benchmark); on a CUDA machine also the naive-vs-fast training benchmark.
+perf: setup
+	$(BIN)/python -m pytest perf -q -p no:cacheprovider --benchmark-columns=min,median,max,rounds
+	@if $(BIN)/python -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then \
+	  PYTHONPATH=. $(BIN)/python perf/speed.py --out docs/perf-latest.json; \
+	else echo "no CUDA device: perf/speed.py (GPU training speed) skipped"; fi
 
 # Keeps results/: run records are the expensive part.
 clean:

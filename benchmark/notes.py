@@ -47,9 +47,18 @@ def encoder_id(name: str) -> str:
     return h.hexdigest()[:16]
 
 
+def _quiet() -> None:
+    """No download or weight-loading progress bars in the harness's own output."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    logging.set_verbosity_error()
+
+
 def load_tokenizer(name: str):
     from transformers import AutoTokenizer
 
+    _quiet()
     try:
         return AutoTokenizer.from_pretrained(resolve(name))
     except (OSError, ValueError) as e:
@@ -59,6 +68,7 @@ def load_tokenizer(name: str):
 def load(name: str, device: torch.device):
     from transformers import AutoModel, AutoTokenizer
 
+    _quiet()
     where = resolve(name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(where)

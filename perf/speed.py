@@ -129,16 +129,18 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--track", default="full")
     p.add_argument("--task", default="mimic4-phe")
-    p.add_argument("--encoder", required=True)
+    p.add_argument("--encoder", default=None, help="encoder folder (default: a BERT-base with random weights, made once)")
     p.add_argument("--make-random-bert", action="store_true")
-    p.add_argument("--tokenizer", default=None)
+    p.add_argument("--tokenizer", default=None, help="tokenizer files for --make-random-bert (default: MiniLM's)")
     p.add_argument("--naive-steps", type=int, default=20)
     p.add_argument("--out", default=None)
     p.add_argument("--device", default="cuda", help="cpu only for a dry run of this script")
     args = p.parse_args()
     device = torch.device(args.device)
+    if args.encoder is None:
+        args.encoder, args.make_random_bert = str(TensorCache().root / "encoders" / "bert-base-random"), True
     if args.make_random_bert:
-        make_random_bert(Path(args.encoder), Path(args.tokenizer))
+        make_random_bert(Path(args.encoder), Path(args.tokenizer or notes.resolve("minilm")))
     report = {"gpu": torch.cuda.get_device_name(), **ceilings(device)} if device.type == "cuda" else {
         "gpu": None, "bf16_matmul_tflops": 1.0, "copy_gbps": 1.0}
 
