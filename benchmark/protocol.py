@@ -189,20 +189,20 @@ class Track:
         return by_name[name]
 
 
-# Sized so that one method's 30-run grid fits in minutes on a 2-core CPU: ~13 training steps per
-# epoch at batch 128 over 1+1+25+25 = 52 tokens, on a narrow backbone. The protocol (epochs,
+# Sized so that one method's 30-run grid fits in minutes on a 2-core CPU: ~12 training steps per
+# epoch at batch 128 over 1+1+25+17 = 44 tokens, on a narrow backbone. The protocol (epochs,
 # optimiser, schedule, batch size, noise, seeds, metric) is the paper's, unchanged.
 QUICK = Track(
     name="quick",
     description=(
         "Synthetic MIMIC-IV-like phenotyping (25 labels, L_avg 4.575), shrunk to run on a laptop CPU: "
-        "2,048 stays (patient-level split, ~1,640 train / ~410 test), the last 24 hourly bins of the "
-        "76 channels, notes cut to 24 MiniLM tokens; FlexCare narrowed to d=32 / 2 layers / FF 64 / "
+        "1,792 stays (patient-level split, ~1,440 train / ~350 test), the last 24 hourly bins of the "
+        "76 channels, notes cut to 16 MiniLM tokens; FlexCare narrowed to d=32 / 2 layers / FF 64 / "
         "4 experts. Paper protocol otherwise unchanged."
     ),
     tasks=(
-        TaskSpec("syn-phe", "phenotyping", "synthetic", "mimic4", 25, n_total=2048, cardinality=4.575,
-                 missing_note=0.08, max_hours=24, note_tokens=24),
+        TaskSpec("syn-phe", "phenotyping", "synthetic", "mimic4", 25, n_total=1792, cardinality=4.575,
+                 missing_note=0.08, max_hours=24, note_tokens=16),
     ),
     backbone=BackboneSize(hidden=32, layers=2, heads=2, ff=64, experts=4, top_k=2),
 )
