@@ -13,7 +13,6 @@ reference silently merges them). Every problem names the file, and the pipeline 
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -223,7 +222,3 @@ def read_episodes(paths: list[str], layout: str = "mimic4") -> tuple[pd.DataFram
     table["Hours"] = hours.to_numpy(np.float64)
     table.insert(0, "file", file_index)
     return table, origin
-
-
-def stay_key_pattern() -> re.Pattern:
-    return re.compile(r"^(\d+)_episode(\d+)_timeseries\.csv$")

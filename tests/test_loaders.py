@@ -166,3 +166,27 @@ def test_shared_episode_file_is_read_per_sample_up_to_its_own_end(tmp_path):
     raw = read_split(tmp_path, "mimic4", "diagnosis", "train", DIA)
     flat, offsets = series_arrays(raw, spec)
     assert np.diff(offsets).tolist() == [2, 6, 0]  # study-time bins; the third has no series
+
+
+def test_harutyunyan_layout_reads_stays_patients_and_series_without_notes(tmp_path):
+    from benchmark.data import series_arrays
+    from benchmark.protocol import SMOKE
+
+    split_dir = tmp_path / "phenotyping" / "train"
+    split_dir.mkdir(parents=True)
+    (split_dir / "listfile.csv").write_text(
+        "stay,period_length," + ",".join(PHE) + "\n"
+        "123_episode1_timeseries.csv,3.5," + ",".join(["1"] + ["0"] * 24) + "\n"
+        "123_episode2_timeseries.csv,2.0," + ",".join(["0"] * 24 + ["1"]) + "\n")
+    for name, hr in (("123_episode1_timeseries.csv", "80"), ("123_episode2_timeseries.csv", "90")):
+        (split_dir / name).write_text(",".join(EPISODE_HEADER) + "\n" + f"0.5,,,,,,,,,{hr},,,,,,,,\n")
+    raw = read_split(tmp_path, "mimic3-benchmark", "phenotyping", "train", PHE)
+    assert raw.patient_id.tolist() == [123, 123] and raw.notes == ["", ""]
+    assert raw.labels[:, 0].tolist() == [1, 0] and raw.labels[:, 24].tolist() == [0, 1]
+    flat, offsets = series_arrays(raw, SMOKE.task("syn-phe"))
+    assert np.diff(offsets).tolist() == [4, 2]
+    bad = tmp_path / "phenotyping" / "test"
+    bad.mkdir()
+    (bad / "listfile.csv").write_text("stay,period_length," + ",".join(PHE) + "\nstay1.csv,3.0," + ",".join(["0"] * 25) + "\n")
+    with pytest.raises(UsageError, match="stay 'stay1.csv' is not named SUBJECT_episodeK_timeseries.csv"):
+        read_split(tmp_path, "mimic3-benchmark", "phenotyping", "test", PHE)
