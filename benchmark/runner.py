@@ -11,6 +11,7 @@ import functools
 import multiprocessing
 import os
 import resource
+import signal
 import sys
 import time
 import traceback
@@ -172,6 +173,8 @@ def run_one(spec: dict, results: str, device_name: str = "auto", precision: str 
 
 
 def _init_worker(threads: int) -> None:
+    # Ctrl-C reaches the whole process group: the parent handles it and stops the workers itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
 
 
@@ -203,6 +206,11 @@ def execute(specs: list[dict], results: str, device_name: str, jobs: int,
                     records.append(future.result())
                     report(spec, records[-1])
         except BaseException:
+            # Stop the runs in flight too, so nothing keeps computing after Ctrl-C (records are written
+            # atomically, so a worker stopped mid-write leaves no partial record). No public API for
+            # this before Python 3.14's terminate_workers().
+            for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                proc.terminate()
             pool.shutdown(wait=False, cancel_futures=True)
             raise
     return records
