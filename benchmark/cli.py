@@ -49,6 +49,10 @@ def _overrides(items: list[str] | None) -> dict:
 
 def cmd_bench(args) -> int:
     import os
+    import signal
+
+    # Ctrl-C must stop a grid cleanly even if the parent shell started us with SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     from .runner import default_jobs, execute, plan
 
