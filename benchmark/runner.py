@@ -28,7 +28,7 @@ from .errors import RunFailed, UsageError
 from .hparams import validate as validate_hparams
 from .method import TaskInfo
 from .noise import make_noisy, noise_seed_for
-from .protocol import NoiseSetting, Track, TaskSpec, get_track, parse_noise
+from .protocol import NOISE_SETTINGS, SEEDS, NoiseSetting, TaskSpec, Track, get_track, parse_noise
 from .records import SCHEMA_VERSION, RecordStore, now_utc, run_id
 from .registry import MethodEntry, get_method
 from .generator import GENERATOR_VERSION
@@ -79,8 +79,6 @@ def plan(method: str, track: str, tasks: Sequence[str] | None = None, noises: Se
     task_specs = [trk.task(t) for t in tasks] if tasks else list(trk.tasks)
     if encoder:
         task_specs = [dataclasses.replace(t, encoder=encoder) for t in task_specs]
-    from .protocol import NOISE_SETTINGS, SEEDS
-
     settings = [parse_noise(n) for n in noises] if noises else list(NOISE_SETTINGS)
     seed_list = list(seeds) if seeds else list(SEEDS)
     for task in task_specs:  # real data must be there before anything runs
