@@ -52,13 +52,18 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return None
 
 
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    """The forward pass's autocast context: bf16 when ``dtype`` is set, a no-op otherwise."""
+    return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+
+
 @torch.no_grad()
 def predict(model: torch.nn.Module, split: Split, dtype: torch.dtype | None = None) -> torch.Tensor:
     model.eval()
     batches = list(torch.arange(len(split), device=split.labels.device).split(EVAL_BATCH))
     out = []
     for idx, widths in zip(batches, split.batch_widths(batches)):
-        with torch.autocast(split.labels.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+        with _autocast(split.labels.device, dtype):
             out.append(model(split.batch(idx, widths)).logits.float())
     return torch.cat(out)
 
@@ -97,7 +102,7 @@ def train(
         train_logits = torch.empty_like(targets) if method.wants_train_logits else None
         batches = list(order.split(budget.batch_size))
         for index, widths in zip(batches, train_split.batch_widths(batches)):
-            with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            with _autocast(device, dtype):
                 out = model(train_split.batch(index, widths))
             loss = task_weight * (method.loss(out.logits.float(), targets[index], index, epoch) + out.aux.float())
             opt.zero_grad(set_to_none=True)
