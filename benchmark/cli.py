@@ -30,6 +30,12 @@ def _seeds(text: str | None) -> list[int] | None:
         raise UsageError(f"--seeds: expected comma-separated integers (e.g. 30,40,100), got '{text}'") from None
 
 
+def _positive_int(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'")
+    return int(text)
+
+
 def _duration(seconds: float) -> str:
     m, s = divmod(int(round(seconds)), 60)
     return f"{m}m{s:02d}s" if m else f"{s}s"
@@ -88,7 +94,7 @@ def cmd_bench(args) -> int:
               f"elapsed {_duration(elapsed)}, ETA {_duration(eta)})", flush=True)
 
     try:
-        execute(todo, args.results, args.device, jobs, report, args.precision)
+        execute(todo, args.results, args.device, jobs, report, args.precision, args.cuda_graphs, args.length_chunks)
     except KeyboardInterrupt:
         print(f"\ninterrupted: {len(finished)} finished runs are kept in {args.results}/; rerun the same "
               f"command to do the remaining {len(todo) - len(finished)}", file=sys.stderr)
@@ -190,6 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="on a GPU, run this many runs of the grid concurrently (they share the device)")
     b.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
                    help="auto: bf16 autocast on CUDA, fp32 on CPU")
+    b.add_argument("--cuda-graphs", default="auto", choices=("auto", "off"),
+                   help="auto: replay full-batch training steps from CUDA graphs (methods that allow it)")
+    b.add_argument("--length-chunks", type=_positive_int, default=None, metavar="K",
+                   help="cut each batch into K length-sorted parts, each padded to its own longest stay "
+                        "(default 4 on CUDA, 1 on CPU; results do not depend on it)")
     b.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a hyper-parameter of the method's manifest (part of the run id); repeatable")
     b.add_argument("--encoder", help="note encoder for every task: 'minilm', a local folder or a hub name")

@@ -66,7 +66,7 @@ class Split:
         """The padded inputs of rows ``idx`` (a device tensor): gathers only, no Python objects.
 
         ``widths`` (series bins, note tokens) default to the split's longest; ``batch_widths`` gives
-        tighter ones for a whole epoch's batches at once.
+        tighter ones for a whole epoch's batches at once, ``chunked`` for length-sorted parts.
         """
         ehr_w, note_w = widths or (self.max_ehr, self.max_note)
         ehr, ehr_len = _pad(self.ehr, self.ehr_offsets, idx, ehr_w)
@@ -78,12 +78,32 @@ class Split:
         capped at the split's longest), read back to the host in one transfer for all batches."""
         if not batches:
             return []
-        size = len(batches[0])
+        sizes = torch.tensor([len(b) for b in batches])
         idx = torch.cat(batches)
-        idx = torch.cat([idx, idx[-1:].expand(-len(idx) % size)]).view(-1, size)  # repeat the last row: max unchanged
-        maxima = torch.stack([self.ehr_len[idx].amax(1), self.note_len[idx].amax(1)], 1).cpu().tolist()
-        up = lambda x, cap: max(1, min(cap, -(-x // multiple) * multiple))  # noqa: E731
-        return [(up(a, self.max_ehr), up(b, self.max_note)) for a, b in maxima]
+        segment = torch.repeat_interleave(torch.arange(len(batches)), sizes).to(idx.device)
+        maxima = torch.zeros(len(batches), 2, dtype=torch.long, device=idx.device)
+        maxima[:, 0].scatter_reduce_(0, segment, self.ehr_len[idx], "amax")
+        maxima[:, 1].scatter_reduce_(0, segment, self.note_len[idx], "amax")
+        return [(_round_up(a, multiple, self.max_ehr), _round_up(b, multiple, self.max_note))
+                for a, b in maxima.cpu().tolist()]
+
+    def chunked(self, batches: list[torch.Tensor], chunks: int, multiple: int = 16):
+        """Each batch's rows sorted by series length and cut into ``chunks`` near-equal parts, with
+        each part's padded widths: ``[(rows, [(ehr_w, note_w) per part]) per batch]``.
+
+        Batch composition is unchanged; a long stay no longer pads the whole batch to its length,
+        only its own part. One host transfer for all batches, as ``batch_widths``.
+        """
+        if chunks <= 1 or not batches:
+            return [(idx, [w]) for idx, w in zip(batches, self.batch_widths(batches, multiple))]
+        rows = [idx[self.ehr_len[idx].argsort(stable=True)] for idx in batches]
+        parts = [part for idx in rows for part in idx.tensor_split(chunks) if len(part)]
+        widths = iter(self.batch_widths(parts, multiple))
+        return [(idx, [next(widths) for part in idx.tensor_split(chunks) if len(part)]) for idx in rows]
+
+
+def _round_up(x: int, multiple: int, cap: int) -> int:
+    return max(1, min(cap, -(-x // multiple) * multiple))
 
 
 def _pad(flat: torch.Tensor, offsets: torch.Tensor, idx: torch.Tensor, width: int):

@@ -60,6 +60,12 @@ class Method:
     #: Ask the trainer to keep every training sample's logits of the current epoch.
     wants_train_logits: bool = False
 
+    #: The loss may be captured into a CUDA graph (see ``benchmark/graphs.py``): it is a pure tensor
+    #: function of its arguments and of tensors the method updates in place, never reassigns state in
+    #: ``loss``, never reads a tensor back to the host, and depends on ``epoch`` only through
+    #: ``capture_key``. Off by default: an uncapturable loss then simply runs eagerly.
+    capturable: bool = False
+
     def __init__(self, task: TaskInfo, hparams: dict):
         self.task = task
         self.hparams = dict(hparams)
@@ -86,6 +92,11 @@ class Method:
         """Scalar loss of a batch: ``logits`` [B, C], noisy ``targets`` [B, C] in {0, 1},
         ``index`` [B] the samples' rows in the training set, ``epoch`` 1-based. Reduce by mean."""
         raise NotImplementedError(f"{type(self).__name__} must implement loss(logits, targets, index, epoch)")
+
+    def capture_key(self, epoch: int):
+        """What a captured loss depends on besides its tensors (e.g. the training stage); a change
+        captures anew. Only read if ``capturable``."""
+        return None
 
     def weight_decay(self, epoch: int) -> float:
         """Adam's (coupled L2) weight decay during ``epoch``; the harness applies it. Default 0."""

@@ -112,7 +112,8 @@ def _peak_memory(device: torch.device) -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
-def run_one(spec: dict, results: str, device_name: str = "auto", precision: str = "auto") -> dict:
+def run_one(spec: dict, results: str, device_name: str = "auto", precision: str = "auto",
+            cuda_graphs: str = "auto", length_chunks: int | None = None) -> dict:
     """Run one spec to a record (done or failed) and write it. Returns the record."""
     device = _device(device_name)
     entry = get_method(spec["method"]["name"])
@@ -141,7 +142,9 @@ def run_one(spec: dict, results: str, device_name: str = "auto", precision: str 
         "method": {"display_name": entry.manifest["display_name"], "code_hash": entry.code_hash(),
                    "parameters": count_parameters(method.build_model())},
         "environment": {**environment.describe(device),
-                        "precision": "bf16" if autocast_dtype(precision, device) else "fp32"},
+                        "precision": "bf16" if autocast_dtype(precision, device) else "fp32",
+                        "cuda_graphs": cuda_graphs if device.type == "cuda" and method.capturable else "off",
+                        "length_chunks": length_chunks or "auto"},
     }
     timings = {"data": t_data - t_start, "noise": t_noise - t_data}
     try:
@@ -156,6 +159,8 @@ def run_one(spec: dict, results: str, device_name: str = "auto", precision: str 
             empty_label=spec["empty_label"],
             on_epoch=record["metrics"]["curve"].append,
             precision=precision,
+            cuda_graphs=cuda_graphs,
+            length_chunks=length_chunks,
         )
         record["metrics"]["final"] = {k: v for k, v in result.final.items() if k not in ("method", "lr", "train_loss")}
         timings.update(result.timings)
@@ -184,18 +189,19 @@ def default_jobs(device_name: str) -> int:
 
 
 def execute(specs: list[dict], results: str, device_name: str, jobs: int,
-            report: Callable[[dict, dict], None], precision: str = "auto") -> list[dict]:
+            report: Callable[[dict, dict], None], precision: str = "auto", cuda_graphs: str = "auto",
+            length_chunks: int | None = None) -> list[dict]:
     """Run ``specs`` with ``jobs`` worker processes; ``report(spec, record)`` after each one."""
     records = []
     if jobs <= 1:
         for spec in specs:
-            records.append(run_one(spec, results, device_name, precision))
+            records.append(run_one(spec, results, device_name, precision, cuda_graphs, length_chunks))
             report(spec, records[-1])
         return records
     threads = max(1, (os.cpu_count() or 1) // jobs)
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker, initargs=(threads,)) as pool:
-        pending = {pool.submit(run_one, spec, results, device_name, precision): spec for spec in specs}
+        pending = {pool.submit(run_one, spec, results, device_name, precision, cuda_graphs, length_chunks): spec for spec in specs}
         try:
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)

@@ -8,6 +8,11 @@ widths are read once at its start; the loss once at its end).
 Execution switch ``precision``: "auto" (bf16 autocast on CUDA, fp32 on CPU), "bf16" or "fp32". Under
 autocast the model runs in bf16 where PyTorch deems it safe; logits are cast to fp32 before any loss or
 metric, and the optimiser keeps fp32 weights.
+Execution switch ``cuda_graphs``: "auto" (on CUDA, full-batch steps of methods that declare
+``capturable`` are replayed from CUDA graphs, see ``graphs.py``) or "off" (every step eager).
+Execution switch ``length_chunks``: models that declare ``accepts_parts`` get each batch as this many
+length-sorted parts, each padded to its own longest stay (``Split.chunked``); same samples, same
+function, a fraction of the padding. Default: 4 when steps are captured in CUDA graphs, else 1.
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ import torch
 
 from .data import Split
 from .errors import RunFailed
+from .graphs import CapturedSteps, bucket
 from .method import EpochView, Method
 from .metrics import evaluate
 from .protocol import Budget
@@ -42,6 +48,9 @@ def seed_everything(seed: int) -> None:
 
 
 PRECISIONS = ("auto", "bf16", "fp32")
+CUDA_GRAPHS = ("auto", "off")
+CUDA_CHUNKS = 4
+WARMUP_STEPS = 3  # eager steps before the first capture: optimiser state and library handles exist
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -54,18 +63,48 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 
 def _autocast(device: torch.device, dtype: torch.dtype | None):
     """The forward pass's autocast context: bf16 when ``dtype`` is set, a no-op otherwise."""
-    return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+    # No weight-cast cache: each weight is cast once per forward anyway, and a cache must not outlive
+    # a CUDA-graph capture.
+    return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None, cache_enabled=False)
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, split: Split, dtype: torch.dtype | None = None) -> torch.Tensor:
+def predict(model: torch.nn.Module, split: Split, dtype: torch.dtype | None = None, chunks: int = 1,
+            graphs: CapturedSteps | None = None) -> torch.Tensor:
+    """Logits of every row of ``split`` in row order, in fixed batches of ``EVAL_BATCH`` rows.
+    With ``graphs`` (built by ``eval_graphs``), full batches replay a captured forward pass."""
     model.eval()
-    batches = list(torch.arange(len(split), device=split.labels.device).split(EVAL_BATCH))
-    out = []
-    for idx, widths in zip(batches, split.batch_widths(batches)):
+    device = split.labels.device
+    batches = list(torch.arange(len(split), device=device).split(EVAL_BATCH))
+    out = torch.empty(len(split), split.labels.shape[1], device=device)
+    for rows, widths in split.chunked(batches, _parts(model, chunks)):
+        if graphs is not None:
+            widths = tuple((bucket(a, split.max_ehr), bucket(b, split.max_note)) for a, b in widths)
+            if graphs.can_replay(rows, widths):
+                out[rows] = graphs(rows, widths, widths)
+                continue
+        with _autocast(device, dtype):
+            out[rows] = model(inputs(split, rows, widths)).logits.float()
+    return out
+
+
+def eval_graphs(model: torch.nn.Module, split: Split, dtype: torch.dtype | None) -> CapturedSteps:
+    def forward(rows, widths):
         with _autocast(split.labels.device, dtype):
-            out.append(model(split.batch(idx, widths)).logits.float())
-    return torch.cat(out)
+            return model(inputs(split, rows, widths)).logits.float()
+
+    return CapturedSteps(forward, EVAL_BATCH, split.labels.device)
+
+
+def inputs(split: Split, rows: torch.Tensor, widths: list[tuple[int, int]]):
+    """The model's input for ``rows``: one padded batch, or a list of parts as ``Split.chunked`` cut them."""
+    if len(widths) == 1:
+        return split.batch(rows, widths[0])
+    return [split.batch(part, w) for part, w in zip(rows.tensor_split(len(widths)), widths)]
+
+
+def _parts(model: torch.nn.Module, chunks: int) -> int:
+    return chunks if getattr(model, "accepts_parts", False) else 1
 
 
 def train(
@@ -79,38 +118,69 @@ def train(
     empty_label: str = "zero",
     on_epoch: Callable[[dict], None] | None = None,
     precision: str = "auto",
+    cuda_graphs: str = "auto",
+    length_chunks: int | None = None,
 ) -> TrainResult:
     """Train ``method`` on ``noisy_labels`` (the clean ones never enter) and test every epoch."""
     device = noisy_labels.device
     dtype = autocast_dtype(precision, device)
+    if cuda_graphs not in CUDA_GRAPHS:
+        raise ValueError(f"cuda_graphs must be one of {CUDA_GRAPHS}, got {cuda_graphs!r}")
     seed_everything(seed)
     model = method.build_model().to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=budget.lr, fused=device.type == "cuda")
+    on_cuda = device.type == "cuda"
+    # On CUDA the learning rate is a device tensor that the scheduler fills in place, so a captured
+    # optimiser step reads the current epoch's rate.
+    lr = torch.tensor(budget.lr, device=device) if on_cuda else budget.lr
+    opt = torch.optim.Adam(model.parameters(), lr=lr, fused=on_cuda, capturable=on_cuda)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=budget.cosine_t_max, eta_min=budget.cosine_eta_min)
     shuffle = torch.Generator().manual_seed(seed)
     n, targets = len(noisy_labels), noisy_labels.float()
     curve, timings = [], {"train": 0.0, "method_hooks": 0.0, "eval": 0.0}
+    train_logits = torch.empty_like(targets) if method.wants_train_logits else None
+
+    def step(index: torch.Tensor, widths: list[tuple[int, int]], epoch: int) -> torch.Tensor:
+        """Forward, loss, backward and update of one batch; the loss, detached. Gradients are
+        overwritten, not accumulated: callers zero them (eagerly) or captured that (graphs)."""
+        with _autocast(device, dtype):
+            out = model(inputs(train_split, index, widths))
+        logits = out.logits.float()
+        loss = task_weight * (method.loss(logits, targets[index], index, epoch) + out.aux.float())
+        loss.backward()
+        opt.step()
+        if train_logits is not None:
+            train_logits[index] = logits.detach()
+        return loss.detach()
+
+    graphs = test_graphs = None
+    if on_cuda and cuda_graphs == "auto" and method.capturable:
+        graphs = CapturedSteps(lambda index, widths: step(index, widths, graph_epoch), budget.batch_size, device)
+        test_graphs = eval_graphs(model, test_split, dtype)
+    # Parts pay off when steps are captured; eagerly they multiply the kernel launches.
+    chunks = _parts(model, length_chunks or (CUDA_CHUNKS if graphs is not None else 1))
+    steps_done, graph_epoch = 0, 0
 
     for epoch in range(1, budget.epochs + 1):
         t0 = _clock(device)
-        lr = opt.param_groups[0]["lr"]
+        lr = float(opt.param_groups[0]["lr"])
+        decay = method.weight_decay(epoch)
         for group in opt.param_groups:
-            group["weight_decay"] = method.weight_decay(epoch)
+            group["weight_decay"] = decay
         model.train()
         order = torch.randperm(n, generator=shuffle).to(device)
         loss_sum = torch.zeros((), device=device)
-        train_logits = torch.empty_like(targets) if method.wants_train_logits else None
-        batches = list(order.split(budget.batch_size))
-        for index, widths in zip(batches, train_split.batch_widths(batches)):
-            with _autocast(device, dtype):
-                out = model(train_split.batch(index, widths))
-            loss = task_weight * (method.loss(out.logits.float(), targets[index], index, epoch) + out.aux.float())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum += loss.detach() * len(index)
-            if train_logits is not None:
-                train_logits[index] = out.logits.detach().float()
+        for index, widths in train_split.chunked(list(order.split(budget.batch_size)), chunks):
+            if graphs is not None:  # bucketed widths: a few graphs per run; padding is masked out
+                widths = tuple((bucket(a, train_split.max_ehr), bucket(b, train_split.max_note)) for a, b in widths)
+            key = (widths, decay, method.capture_key(epoch))
+            if graphs is not None and steps_done >= WARMUP_STEPS and graphs.can_replay(index, key):
+                graph_epoch = epoch  # read only while capturing: the key fixes what the graph depends on
+                loss = graphs(index, widths, key, before_capture=lambda: opt.zero_grad(set_to_none=True))
+            else:
+                opt.zero_grad(set_to_none=True)
+                loss = step(index, widths, epoch)
+            loss_sum += loss * len(index)
+            steps_done += 1
         sched.step()
         train_loss = float(loss_sum) / n  # the epoch's one host sync
         if not np.isfinite(train_loss):
@@ -120,7 +190,8 @@ def train(
         diagnostics = method.end_epoch(EpochView(epoch, budget.epochs, targets, train_logits)) or {}
         t2 = _clock(device)
 
-        metrics = evaluate(test_split.labels, predict(model, test_split, dtype), empty_label)
+        logits = predict(model, test_split, dtype, chunks, test_graphs if epoch > 1 else None)
+        metrics = evaluate(test_split.labels, logits, empty_label)
         t3 = _clock(device)
         timings["train"] += t1 - t0
         timings["method_hooks"] += t2 - t1
@@ -129,6 +200,8 @@ def train(
         curve.append(row)
         if on_epoch:
             on_epoch(row)
+    if graphs is not None:
+        timings["graphs_captured"] = graphs.captures + test_graphs.captures
     return TrainResult(curve=curve, final=dict(curve[-1]), timings=timings)
 
 

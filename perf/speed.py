@@ -159,6 +159,8 @@ def main() -> None:
     spec = plan("bce", args.track, [args.task], ["sym-20"], [30], encoder=args.encoder).specs[0]
     results = tempfile.mkdtemp(prefix="speed-")
     record = run_one(spec, results, args.device)
+    if record["status"] != "done":
+        raise SystemExit(f"the fast run failed: {record['failure']}")
     steps_per_epoch = -(-len(data.train) // 128)
     epochs = spec["budget"]["epochs"]
     tm = record["timings"]
@@ -170,6 +172,8 @@ def main() -> None:
         "samples_per_s": epochs * len(data.train) / tm["train"],
         "peak_memory_gb": record["peak_memory_bytes"] / 1e9,
         "final_map": record["metrics"]["final"]["map"],
+        "graphs_captured": tm.get("graphs_captured", 0),
+        "cuda_graphs": record["environment"].get("cuda_graphs"),
     }
     lengths_e = data.train.ehr_len.float()
     lengths_n = data.train.note_len.float()

@@ -109,10 +109,10 @@ class NoisyTopKMoE(nn.Module):
         out = (gates.unsqueeze(-1) * (torch.einsum("teh,ehd->ted", h, self.w2) + self.b2)).sum(1)
         if self.training and self.k < experts:
             # Smooth probability of each expert being in the top k under resampled noise.
-            normal = torch.distributions.Normal(0.0, 1.0)
+            # Standard normal CDF as ndtr: Normal(0, 1).cdf validates its argument on the host.
             in_top = logits > top.values[:, self.k : self.k + 1]
-            p_in = normal.cdf((clean - top.values[:, self.k : self.k + 1]) / std)
-            p_out = normal.cdf((clean - top.values[:, self.k - 1 : self.k]) / std)
+            p_in = torch.special.ndtr((clean - top.values[:, self.k : self.k + 1]) / std)
+            p_out = torch.special.ndtr((clean - top.values[:, self.k - 1 : self.k]) / std)
             load = (torch.where(in_top, p_in, p_out) * avail.unsqueeze(-1)).sum(0)
         else:
             load = (gates > 0).float().sum(0)
@@ -173,8 +173,10 @@ class FlexCare(nn.Module):
     def _attention_mask(self, t_ehr: int, t_note: int, pad: torch.Tensor) -> torch.Tensor:
         """Float [B, 1, S, S] mask added to the attention logits: structure + key padding."""
         s = 2 + (1 + t_ehr) + (1 + t_note)
-        blocks = torch.zeros(s, dtype=torch.long, device=pad.device)  # 0 task, 1 MM, 2 EHR, 3 note
-        blocks[1], blocks[2 : 3 + t_ehr], blocks[3 + t_ehr :] = 1, 2, 3
+        # Block of each position: 0 task, 1 MM, 2 EHR, 3 note (by comparisons: no host-to-device copy,
+        # so the step can be captured in a CUDA graph).
+        pos = torch.arange(s, device=pad.device)
+        blocks = (pos >= 1).long() + (pos >= 2).long() + (pos >= 3 + t_ehr).long()
         qb, kb = blocks.unsqueeze(1), blocks.unsqueeze(0)
         allowed = (qb == 0) | (qb == kb) | ((qb == 1) & (kb >= 2))
         allowed |= torch.eye(s, dtype=torch.bool, device=pad.device)
@@ -187,7 +189,33 @@ class FlexCare(nn.Module):
         key_pad = pad.unsqueeze(1) & ~eye  # [B, S, S]
         return (struct + torch.zeros_like(key_pad, dtype=torch.float).masked_fill(key_pad, float("-inf"))).unsqueeze(1)
 
-    def forward(self, batch: Batch) -> ModelOutput:
+    #: The trainer may hand ``forward`` a batch as length-sorted parts (``Split.chunked``): every
+    #: sample is encoded independently, so the parts are encoded apart and fused together.
+    accepts_parts = True
+
+    def forward(self, batch: Batch | list[Batch]) -> ModelOutput:
+        parts = batch if isinstance(batch, list) else [batch]
+        q, tokens, avail = (torch.cat(x) for x in zip(*(self._encode(p) for p in parts)))
+        b = len(q)
+        ortho = _decorrelation_loss(tokens)
+        k = tokens.shape[1]
+        fused, moe_loss = self.moe(
+            tokens.reshape(b * k, -1), q.repeat_interleave(k, 0), avail.reshape(-1)
+        )
+        fused = fused.view(b, k, -1)
+        score = self.pool_v(torch.tanh(self.pool_w(torch.cat([q.unsqueeze(1).expand_as(fused), fused], -1))))
+        score = score.squeeze(-1).masked_fill(~avail, -1e7) / self.temperature
+        h = (torch.softmax(score, -1).unsqueeze(-1) * fused).sum(1)
+        z = torch.cat([q, self.pool_norm(h)], -1)
+        return ModelOutput(
+            logits=self.head(z),
+            aux=self.ortho_weight * ortho + moe_loss,
+            extras={"ehr_cls": tokens[:, 1], "note_cls": tokens[:, 2], "has_ehr": avail[:, 1],
+                    "has_note": avail[:, 2], "patient_id": torch.cat([p.patient_id for p in parts])},
+        )
+
+    def _encode(self, batch: Batch):
+        """Task token output q [B, d], fusion tokens (MM, EHR-CLS, NOTE-CLS) [B, 3, d], availability [B, 3]."""
         b, t_ehr, _ = batch.ehr.shape
         t_note = batch.note.shape[1]
         if self.modalities != "both":  # ablation: the other modality is missing for everyone
@@ -215,25 +243,9 @@ class FlexCare(nn.Module):
         mask = self._attention_mask(t_ehr, t_note, pad).to(x.dtype)
         for layer in self.layers:
             x = layer(x, mask)
-
-        q = x[:, 0]
         tokens = torch.stack([x[:, 1], x[:, 2], x[:, 3 + t_ehr]], 1)  # MM, EHR-CLS, NOTE-CLS
         avail = torch.stack([has_ehr & has_note, has_ehr, has_note], 1)
-        ortho = _decorrelation_loss(tokens)
-        k = tokens.shape[1]
-        fused, moe_loss = self.moe(
-            tokens.reshape(b * k, -1), q.repeat_interleave(k, 0), avail.reshape(-1)
-        )
-        fused = fused.view(b, k, -1)
-        score = self.pool_v(torch.tanh(self.pool_w(torch.cat([q.unsqueeze(1).expand_as(fused), fused], -1))))
-        score = score.squeeze(-1).masked_fill(~avail, -1e7) / self.temperature
-        h = (torch.softmax(score, -1).unsqueeze(-1) * fused).sum(1)
-        z = torch.cat([q, self.pool_norm(h)], -1)
-        return ModelOutput(
-            logits=self.head(z),
-            aux=self.ortho_weight * ortho + moe_loss,
-            extras={"ehr_cls": tokens[:, 1], "note_cls": tokens[:, 2], "has_ehr": has_ehr, "has_note": has_note},
-        )
+        return x[:, 0], tokens, avail
 
 
 def _decorrelation_loss(tokens: torch.Tensor) -> torch.Tensor:

@@ -25,6 +25,8 @@ def asl_loss(logits, targets, gamma_neg=4.0, gamma_pos=1.0, clip=0.05, detach_fo
 
 
 class ASL(Method):
+    capturable = True  # a pure function of logits and targets
+
     def loss(self, logits, targets, index, epoch):
         h = self.hparams
         return asl_loss(logits, targets, float(h["gamma_neg"]), float(h["gamma_pos"]), float(h["clip"]),

@@ -20,5 +20,7 @@ def focal_loss(logits, targets, gamma=2.0, alpha=0.25):
 
 
 class Focal(Method):
+    capturable = True  # a pure function of logits and targets
+
     def loss(self, logits, targets, index, epoch):
         return focal_loss(logits, targets, float(self.hparams["gamma"]), float(self.hparams["alpha"]))

@@ -31,24 +31,33 @@ class MLLSC(Method):
     """Correction starts after ``warmup_epochs`` epochs of the uncorrected loss, capped at E - 1 so
     that any budget has a corrected epoch; never in epoch 1 (see README: it would wipe positives)."""
 
+    capturable = True  # the stage is the capture key; flip counts accumulate in place
+
     def __init__(self, task, hparams):
         super().__init__(task, hparams)
         self.start = None  # first corrected epoch; known once end_epoch has seen the budget
         self.flips = None  # [pos->neg, neg->pos] this epoch, on the device (no per-batch host sync)
 
+    def corrects(self, epoch):
+        return self.start is not None and epoch >= self.start
+
+    def capture_key(self, epoch):
+        return self.corrects(epoch)
+
     def loss(self, logits, targets, index, epoch):
         h = self.hparams
         y = targets
-        if self.start is not None and epoch >= self.start:
+        if self.corrects(epoch):
             y, to_neg, to_pos = corrected_targets(logits, targets, float(h["tau_pos"]), float(h["tau_neg"]))
-            counts = torch.stack([to_neg.sum(), to_pos.sum()])
-            self.flips = counts if self.flips is None else self.flips + counts
+            self.flips += torch.stack([to_neg.sum(), to_pos.sum()])
         return focal_margin_loss(logits, y, float(h["margin"]), float(h["gamma"]))
 
     def end_epoch(self, view: EpochView):
         self.start = min(int(self.hparams["warmup_epochs"]), view.epochs - 1) + 1
-        flips = [0, 0] if self.flips is None else self.flips.tolist()
-        self.flips = None
+        if self.flips is None:
+            self.flips = torch.zeros(2, dtype=torch.long, device=view.noisy_labels.device)
+        flips = self.flips.tolist()
+        self.flips.zero_()
         positives = max(1.0, float(view.noisy_labels.sum()))
         negatives = max(1.0, float(view.noisy_labels.numel()) - positives)
         return {"corrected": view.epoch >= self.start, "correction_starts": self.start,

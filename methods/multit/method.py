@@ -145,6 +145,10 @@ class MultiT(Method):
     reweighted, s = min(sample_epoch, W); the window shrinks to s epochs when s < window."""
 
     wants_train_logits = True
+    capturable = True  # the stage (estimated or not) is the capture key; rho is set once
+
+    def capture_key(self, epoch):
+        return self.rho is not None
 
     def __init__(self, task, hparams):
         super().__init__(task, hparams)

@@ -1,0 +1,76 @@
+"""Training steps replayed from CUDA graphs: one launch per step instead of hundreds.
+
+At FlexCare's size (d = 128, short sequences) an eager step is bound by kernel launches, not by
+arithmetic: the GPU waits on Python. Capturing the whole step (gather of the batch from the resident
+tensors, forward, loss, backward, optimiser update) once per padded-width bucket and replaying it
+removes that overhead without changing the computation:
+
+- the batch's composition is unchanged; only its padded widths are bucketed (``bucket``), and padded
+  positions are masked out of attention, so the widths do not change the result;
+- dropout and the MoE's gating noise draw from the CUDA generator, which graphs advance on every
+  replay as eager steps do;
+- the learning rate is a device tensor that the scheduler updates in place, so one graph serves every
+  epoch; the weight decay and the method's ``capture_key(epoch)`` are part of the graph's key, so a
+  change of either captures anew.
+
+Only steps of a full batch are captured; the last, shorter batch of an epoch runs eagerly. Methods opt
+in with ``Method.capturable = True`` (their loss must be a pure tensor function of its arguments and of
+tensors they update in place, with no host synchronisation).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+#: Padded widths are rounded up to one of these (then capped at the split's longest), so that a run
+#: captures a handful of graphs rather than one per distinct batch maximum.
+BUCKETS = (8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 256, 320, 384, 448, 512)
+MAX_GRAPHS = 48  # beyond this, steps of new widths run eagerly (memory held by graphs stays bounded)
+
+
+def bucket(width: int, cap: int) -> int:
+    """The smallest bucket >= ``width``, at most ``cap`` (multiples of 128 beyond the table)."""
+    for b in BUCKETS:
+        if b >= width:
+            return min(b, cap)
+    return min(-(-width // 128) * 128, cap)
+
+
+class CapturedSteps:
+    """Replays ``step(index, widths)`` from a CUDA graph per key; returns its outputs.
+
+    ``step`` is a training step (forward, backward, optimiser update of rows ``index`` padded to
+    ``widths``, returning the loss) or an evaluation forward pass (returning the logits). Its
+    outputs are static tensors, overwritten by the next replay: read them before that.
+    """
+
+    def __init__(self, step: Callable, batch_size: int, device: torch.device, max_graphs: int = MAX_GRAPHS):
+        self.step, self.batch_size, self.max_graphs = step, batch_size, max_graphs
+        self.index = torch.zeros(batch_size, dtype=torch.long, device=device)  # the graphs' input
+        self.graphs: dict = {}
+        self.captures = 0
+
+    def can_replay(self, index: torch.Tensor, key) -> bool:
+        return len(index) == self.batch_size and (key in self.graphs or len(self.graphs) < self.max_graphs)
+
+    def __call__(self, index: torch.Tensor, widths, key, before_capture: Callable[[], None] | None = None):
+        self.index.copy_(index, non_blocking=True)
+        entry = self.graphs.get(key)
+        if entry is None:
+            entry = self.graphs[key] = self._capture(widths, before_capture)
+        graph, outputs = entry
+        graph.replay()
+        return outputs
+
+    def _capture(self, widths, before_capture):
+        # Training passes ``zero_grad(set_to_none=True)``: gradients are then allocated inside the
+        # graph's own memory pool, each graph owns its gradient buffers and optimiser reads, and
+        # graphs may replay in any order.
+        if before_capture is not None:
+            before_capture()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            outputs = self.step(self.index, widths)
+        self.captures += 1
+        return graph, outputs

@@ -1,0 +1,76 @@
+"""The GPU fast path's length handling computes the same function: parts, buckets, graphs' keys."""
+import dataclasses
+
+import torch
+
+from benchmark.graphs import BUCKETS, bucket
+from benchmark.protocol import SMOKE
+from benchmark.trainer import inputs, predict, train
+
+from helpers import method_instance, noisy_labels, smoke_task
+
+
+def test_chunked_keeps_the_batch_and_sorts_parts_by_series_length():
+    _, data, _ = smoke_task()
+    split = data.train
+    batches = list(torch.randperm(len(split), generator=torch.Generator().manual_seed(0)).split(32))
+    planned = split.chunked(batches, 4)
+    assert len(planned) == len(batches)
+    for (rows, widths), batch in zip(planned, batches):
+        assert sorted(rows.tolist()) == sorted(batch.tolist())  # same samples, reordered only
+        lengths = split.ehr_len[rows]
+        assert torch.all(lengths[1:] >= lengths[:-1])
+        parts = rows.tensor_split(len(widths))
+        for part, (ehr_w, note_w) in zip(parts, widths):
+            assert ehr_w >= int(split.ehr_len[part].max()) and note_w >= int(split.note_len[part].max())
+            assert ehr_w % 16 == 0 or ehr_w == split.max_ehr
+    # The longest stay only pads its own part: total padded rows never grow, and shrink here.
+    whole = sum(len(b) * w[0] for b, w in zip(batches, split.batch_widths(batches)))
+    parted = sum(len(p) * w[0] for rows, ws in planned for p, w in zip(rows.tensor_split(len(ws)), ws))
+    assert parted <= whole
+
+
+def test_a_short_last_batch_is_cut_into_non_empty_parts():
+    _, data, _ = smoke_task()
+    rows, widths = data.train.chunked([torch.arange(3)], 4)[0]
+    assert len(widths) == 3 and all(len(p) == 1 for p in rows.tensor_split(len(widths)))
+
+
+def test_parts_and_wider_padding_give_the_same_predictions():
+    spec, data, info = smoke_task()
+    method = method_instance("bce", info)
+    model = method.build_model().eval()
+    split = data.test
+    rows = torch.arange(len(split))
+    with torch.no_grad():
+        whole = model(split.batch(rows)).logits
+        (sorted_rows, widths), = split.chunked([rows], 4)
+        parted = torch.empty_like(whole)
+        parted[sorted_rows] = model(inputs(split, sorted_rows, widths)).logits
+        wide = tuple((bucket(a, 1024) + 16, bucket(b, 1024) + 16) for a, b in widths)
+        padded = torch.empty_like(whole)
+        padded[sorted_rows] = model(inputs(split, sorted_rows, list(wide))).logits
+    torch.testing.assert_close(parted, whole, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(padded, whole, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(predict(model, split, chunks=4), whole, atol=1e-5, rtol=1e-5)
+
+
+def test_training_in_parts_keeps_logits_targets_and_rows_aligned():
+    from test_trainer import Spy
+
+    spec, data, info = smoke_task()
+    noisy = noisy_labels(data)
+    method = Spy(info, {})
+    train(method, data.train, noisy, data.test, dataclasses.replace(SMOKE.budget, epochs=1), 30, length_chunks=4)
+    rows = torch.cat([index for index, _ in method.seen])
+    assert sorted(rows.tolist()) == list(range(len(data.train)))
+    for index, targets in method.seen:
+        torch.testing.assert_close(targets, noisy[index])
+        assert torch.all(data.train.ehr_len[index].diff() >= 0)  # the harness really cut by length
+
+
+def test_bucket_rounds_up_within_the_cap():
+    assert [bucket(w, 512) for w in (1, 8, 9, 33, 100, 500)] == [8, 8, 16, 48, 128, 512]
+    assert bucket(300, 200) == 200
+    assert bucket(600, 2048) == 640
+    assert list(BUCKETS) == sorted(BUCKETS)
