@@ -94,7 +94,8 @@ def cmd_bench(args) -> int:
               f"elapsed {_duration(elapsed)}, ETA {_duration(eta)})", flush=True)
 
     try:
-        execute(todo, args.results, args.device, jobs, report, args.precision, args.cuda_graphs, args.length_chunks)
+        execute(todo, args.results, args.device, jobs, report, args.precision, args.cuda_graphs, args.length_chunks,
+                args.packing)
     except KeyboardInterrupt:
         print(f"\ninterrupted: {len(finished)} finished runs are kept in {args.results}/; rerun the same "
               f"command to do the remaining {len(todo) - len(finished)}", file=sys.stderr)
@@ -194,6 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--jobs", type=int, default=0, help="worker processes (default: one per CPU core on CPU, 1 on GPU)")
     b.add_argument("--runs-per-gpu", type=int, default=0,
                    help="on a GPU, run this many runs of the grid concurrently (they share the device)")
+    b.add_argument("--packing", default="auto", choices=("auto", "threads", "processes"),
+                   help="how concurrent runs share the machine: auto = threads on a GPU (one CUDA stream "
+                        "each, kernels overlap), processes on CPU")
     b.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
                    help="auto: bf16 autocast on CUDA, fp32 on CPU")
     b.add_argument("--cuda-graphs", default="auto", choices=("auto", "off"),

@@ -13,10 +13,11 @@ import os
 import resource
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 
 import torch
@@ -32,7 +33,9 @@ from .protocol import NOISE_SETTINGS, SEEDS, NoiseSetting, TaskSpec, Track, get_
 from .records import SCHEMA_VERSION, RecordStore, now_utc, run_id
 from .registry import MethodEntry, get_method
 from .generator import GENERATOR_VERSION
-from .trainer import autocast_dtype, train
+from .trainer import STOP, autocast_dtype, train
+
+PACKINGS = ("auto", "threads", "processes")
 
 
 def make_spec(entry: MethodEntry, track: Track, task: TaskSpec, noise: NoiseSetting, seed: int, noise_seed_policy: str,
@@ -92,9 +95,18 @@ def plan(method: str, track: str, tasks: Sequence[str] | None = None, noises: Se
     return Plan(entry, trk, specs)
 
 
-@functools.lru_cache(maxsize=4)
+_LOAD_LOCK = threading.Lock()
+
+
 def load_task(spec: TaskSpec) -> TaskData:
-    """Materialised once per process and task; every run of the grid shares it."""
+    """Materialised once per process and task; every run of the grid shares it (runs packed as
+    threads too: the lock makes the first one load it and the others wait)."""
+    with _LOAD_LOCK:
+        return _load_task(spec)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_task(spec: TaskSpec) -> TaskData:
     return materialise(spec)
 
 
@@ -113,7 +125,7 @@ def _peak_memory(device: torch.device) -> int:
 
 
 def run_one(spec: dict, results: str, device_name: str = "auto", precision: str = "auto",
-            cuda_graphs: str = "auto", length_chunks: int | None = None) -> dict:
+            cuda_graphs: str = "auto", length_chunks: int | None = None, packed: int = 1) -> dict:
     """Run one spec to a record (done or failed) and write it. Returns the record."""
     device = _device(device_name)
     entry = get_method(spec["method"]["name"])
@@ -144,7 +156,10 @@ def run_one(spec: dict, results: str, device_name: str = "auto", precision: str 
         "environment": {**environment.describe(device),
                         "precision": "bf16" if autocast_dtype(precision, device) else "fp32",
                         "cuda_graphs": cuda_graphs if device.type == "cuda" and method.capturable else "off",
-                        "length_chunks": length_chunks or "auto"},
+                        "length_chunks": length_chunks or "auto",
+                        # Runs sharing the device at once: timings then include the others' contention,
+                        # and the peak memory is the device's, all of them together.
+                        "packed_runs": packed},
     }
     timings = {"data": t_data - t_start, "noise": t_noise - t_data}
     try:
@@ -190,31 +205,64 @@ def default_jobs(device_name: str) -> int:
 
 def execute(specs: list[dict], results: str, device_name: str, jobs: int,
             report: Callable[[dict, dict], None], precision: str = "auto", cuda_graphs: str = "auto",
-            length_chunks: int | None = None) -> list[dict]:
-    """Run ``specs`` with ``jobs`` worker processes; ``report(spec, record)`` after each one."""
-    records = []
+            length_chunks: int | None = None, packing: str = "auto") -> list[dict]:
+    """Run ``specs``, ``jobs`` at a time; ``report(spec, record)`` after each one.
+
+    ``packing``: how concurrent runs share the machine. "processes": one worker process per job
+    (the CPU default: single-threaded workers scale best there). "threads": one thread per job, each
+    on its own CUDA stream in this process (the GPU default): kernels of different runs then overlap
+    on the device, which separate processes do only under NVIDIA MPS.
+    """
+    if packing not in PACKINGS:
+        raise ValueError(f"packing must be one of {PACKINGS}, got {packing!r}")
+    args = (results, device_name, precision, cuda_graphs, length_chunks)
     if jobs <= 1:
+        records = []
         for spec in specs:
-            records.append(run_one(spec, results, device_name, precision, cuda_graphs, length_chunks))
+            records.append(run_one(spec, *args))
             report(spec, records[-1])
         return records
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker, initargs=(threads,)) as pool:
-        pending = {pool.submit(run_one, spec, results, device_name, precision, cuda_graphs, length_chunks): spec for spec in specs}
-        try:
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    spec = pending.pop(future)
-                    records.append(future.result())
-                    report(spec, records[-1])
-        except BaseException:
-            # Stop the runs in flight too, so nothing keeps computing after Ctrl-C (records are written
-            # atomically, so a worker stopped mid-write leaves no partial record). No public API for
-            # this before Python 3.14's terminate_workers().
-            for proc in list((getattr(pool, "_processes", None) or {}).values()):
-                proc.terminate()
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+    if packing == "auto":
+        packing = "threads" if _device(device_name).type == "cuda" else "processes"
+    if packing == "threads":
+        pool = ThreadPoolExecutor(jobs, thread_name_prefix="run")
+        submit = lambda spec: pool.submit(_run_on_own_stream, spec, *args, jobs)  # noqa: E731
+    else:
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
+                                   initargs=(threads,))
+        submit = lambda spec: pool.submit(run_one, spec, *args, jobs)  # noqa: E731
+    return _drain(pool, {submit(spec): spec for spec in specs}, report)
+
+
+def _run_on_own_stream(spec: dict, *args) -> dict:
+    device = _device(args[1])
+    if device.type != "cuda":
+        return run_one(spec, *args)
+    with torch.cuda.device(device), torch.cuda.stream(torch.cuda.Stream(device)):
+        return run_one(spec, *args)
+
+
+def _drain(pool, pending: dict, report: Callable[[dict, dict], None]) -> list[dict]:
+    records = []
+    try:
+        with pool:  # on the way out, waits for threads: they stop at their next epoch once STOP is set
+            try:
+                while pending:
+                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        spec = pending.pop(future)
+                        records.append(future.result())
+                        report(spec, records[-1])
+            except BaseException:
+                # Stop the runs in flight too, so nothing keeps computing after Ctrl-C (records are
+                # written atomically, so a run stopped mid-write leaves no partial record). Processes are
+                # terminated: no public API for this before Python 3.14's terminate_workers().
+                STOP.set()
+                for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                    proc.terminate()
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+    finally:
+        STOP.clear()
     return records

@@ -17,6 +17,7 @@ function, a fraction of the padding. Default: 4 when steps are captured in CUDA 
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +33,10 @@ from .metrics import evaluate
 from .protocol import Budget
 
 EVAL_BATCH = 256  # fixed, so evaluation never depends on anything but the model
+
+#: Set by the runner on Ctrl-C: runs packed as threads stop at their next epoch (KeyboardInterrupt,
+#: so no record is written for them and a rerun does them again).
+STOP = threading.Event()
 
 
 @dataclass
@@ -161,6 +166,8 @@ def train(
     steps_done, graph_epoch = 0, 0
 
     for epoch in range(1, budget.epochs + 1):
+        if STOP.is_set():
+            raise KeyboardInterrupt
         t0 = _clock(device)
         lr = float(opt.param_groups[0]["lr"])
         decay = method.weight_decay(epoch)
@@ -206,6 +213,6 @@ def train(
 
 
 def _clock(device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    if device.type == "cuda":  # this run's stream only: runs packed as threads time themselves apart
+        torch.cuda.current_stream(device).synchronize()
     return time.perf_counter()

@@ -6,7 +6,10 @@ fast:  the harness's own run (``benchmark.runner.run_one``): cached note embeddi
        on the device, bf16 autocast, fused Adam, per-batch padding widths, no host sync inside an epoch.
 
 Prints and writes (``--out``) ms per step, epoch time, whole-run time, samples per second, peak memory,
-the FLOP floor of a step and the naive/fast ratio. Usage (on a GPU):
+the FLOP floor of a step and the naive/fast ratio; with ``--pack K`` also the grid throughput of K runs
+sharing the GPU (as threads, and as processes) against one run alone, and with ``--parity ENCODER``
+the quick track's last-epoch mAP of the fast path against eager fp32 over three seeds plus a fixed-seed
+forward pass in both. Usage (on a GPU):
     python perf/speed.py --track full --task mimic4-phe --encoder DIR [--naive-steps 20] [--out FILE]
 ``DIR`` is a Hugging Face encoder folder; ``--make-random-bert DIR --tokenizer TOKDIR`` first writes a
 BERT-base-sized encoder with random weights there (timing does not need trained weights).
@@ -32,7 +35,8 @@ from benchmark.loaders import read_split
 from benchmark.method import TaskInfo
 from benchmark.protocol import get_track
 from benchmark.registry import get_method
-from benchmark.runner import plan, run_one
+from benchmark.runner import execute, plan, run_one
+from benchmark.trainer import autocast_dtype, inputs, seed_everything
 
 CXR_TOKENS = 197
 
@@ -45,8 +49,8 @@ def make_random_bert(folder: Path, tokenizer_dir: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     BertModel(BertConfig()).save_pretrained(folder)  # BERT-base: 12 x 768, vocab 30522
-    for f in tokenizer_dir.iterdir():
-        if f.name != "config.json" and f.is_file():
+    for f in tokenizer_dir.iterdir():  # the tokenizer's files only: never its config or weights
+        if f.is_file() and f.name.startswith(("tokenizer", "vocab", "special_tokens")):
             (folder / f.name).write_bytes(f.read_bytes())
 
 
@@ -125,6 +129,71 @@ def naive_steps(spec, data, texts: list[str], encoder_name: str, steps: int, dev
     return {"ms_per_step": 1e3 * statistics.median(times), "peak_memory_gb": peak}
 
 
+def packing(task: str, track: str, encoder: str, k: int, epochs: int, mode: str, single_epoch_s: float,
+            device: str = "cuda") -> dict:
+    """K runs of ``epochs`` epochs at once; throughput against one run alone (its per-epoch train time)."""
+    noises = ["sym-20", "sym-40", "asym-0-20", "asym-0-40", "asym-20-0", "asym-40-0", "bal-20", "bal-40"][:k]
+    specs = plan("bce", track, [task], noises, [30], encoder=encoder).specs
+    for spec in specs:
+        spec["budget"]["epochs"] = epochs
+    results = tempfile.mkdtemp(prefix=f"pack-{mode}-")
+    t = time.perf_counter()
+    records = execute(specs, results, device, k, lambda spec, record: None, packing=mode)
+    wall = time.perf_counter() - t
+    failed = [r["failure"] for r in records if r["status"] != "done"]
+    if failed:
+        return {"failed": failed}
+    per_epoch = statistics.mean(r["timings"]["train"] / epochs for r in records)
+    return {"runs": k, "epochs": epochs, "wall_s": wall, "packed_train_s_per_epoch": per_epoch,
+            "single_train_s_per_epoch": single_epoch_s,
+            "throughput_vs_sequential": k * single_epoch_s / per_epoch}
+
+
+def parity(encoder: str) -> dict:
+    """Quick track, sym-20, seeds 30/40/100: fast path (bf16, graphs, parts) vs eager fp32, plus one
+    fixed-seed forward pass of a fresh model both ways."""
+    out = {}
+    for name, options in {"fast": ("auto", "auto", None), "eager_fp32": ("fp32", "off", 1)}.items():
+        specs = plan("bce", "quick", ["syn-phe"], ["sym-20"], [30, 40, 100], encoder=encoder).specs
+        results = tempfile.mkdtemp(prefix=f"parity-{name}-")
+        records = execute(specs, results, "cuda", 1, lambda spec, record: None, *options)
+        maps = [r["metrics"]["final"]["map"] for r in records]
+        out[name] = {"map": maps, "mean": statistics.mean(maps), "std": statistics.stdev(maps),
+                     "train_s": [r["timings"]["train"] for r in records]}
+    out["mean_difference"] = out["fast"]["mean"] - out["eager_fp32"]["mean"]
+    device = torch.device("cuda")
+    spec = plan("bce", "quick", ["syn-phe"], ["sym-20"], [30], encoder=encoder).specs[0]
+    data = materialise(dataclasses.replace(get_track("quick").task("syn-phe"), encoder=encoder))
+    info = TaskInfo("syn-phe", "phenotyping", data.spec.num_labels, len(data.train), 76, data.note_dim,
+                    tuple(data.label_names), get_track("quick").backbone)
+    seed_everything(30)
+    model = get_method("bce").load_class()(info, spec["method"]["hparams"]).build_model().to(device).eval()
+    test = data.test.to(device)
+    rows = torch.arange(min(256, len(test)), device=device)
+    with torch.no_grad():
+        exact = model(test.batch(rows)).logits.float()
+        (sorted_rows, widths), = test.chunked([rows], 4)
+        with torch.autocast("cuda", dtype=autocast_dtype("auto", device)):
+            fast = torch.empty_like(exact)
+            fast[sorted_rows] = model(inputs(test, sorted_rows, widths)).logits.float()
+    diff = (fast - exact).abs()
+    out["forward_max_abs_diff"] = float(diff.max())
+    out["forward_max_rel_diff"] = float((diff / exact.abs().clamp_min(1e-3)).max())
+    out["forward_logit_scale"] = float(exact.abs().mean())
+    return out
+
+
+def _mps(start: bool) -> str:
+    import subprocess
+
+    cmd = ["nvidia-cuda-mps-control"] + (["-d"] if start else [])
+    try:
+        proc = subprocess.run(cmd, input=None if start else "quit\n", capture_output=True, text=True, timeout=20)
+        return f"rc {proc.returncode} {proc.stdout.strip()} {proc.stderr.strip()}"
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"unavailable: {e}"
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--track", default="full")
@@ -135,6 +204,11 @@ def main() -> None:
     p.add_argument("--naive-steps", type=int, default=20)
     p.add_argument("--out", default=None)
     p.add_argument("--device", default="cuda", help="cpu only for a dry run of this script")
+    p.add_argument("--pack", type=int, default=0, metavar="K", help="also measure K runs sharing the GPU")
+    p.add_argument("--pack-epochs", type=int, default=6)
+    p.add_argument("--pack-modes", default="threads,processes")
+    p.add_argument("--parity", default=None, metavar="ENCODER", help="also run the quick-track parity check")
+    p.add_argument("--skip-naive", action="store_true")
     args = p.parse_args()
     device = torch.device(args.device)
     if args.encoder is None:
@@ -159,8 +233,12 @@ def main() -> None:
     spec = plan("bce", args.track, [args.task], ["sym-20"], [30], encoder=args.encoder).specs[0]
     results = tempfile.mkdtemp(prefix="speed-")
     record = run_one(spec, results, args.device)
-    if record["status"] != "done":
-        raise SystemExit(f"the fast run failed: {record['failure']}")
+    if record["status"] != "done":  # keep measuring without graphs, and say why
+        report["fast_with_graphs_failed"] = record["failure"]
+        save(report, args.out)
+        record = run_one(spec, tempfile.mkdtemp(prefix="speed-"), args.device, cuda_graphs="off")
+        if record["status"] != "done":
+            raise SystemExit(f"the fast run failed: {record['failure']}")
     steps_per_epoch = -(-len(data.train) // 128)
     epochs = spec["budget"]["epochs"]
     tm = record["timings"]
@@ -185,16 +263,42 @@ def main() -> None:
     report["fast"]["flop_floor_ms"] = 1e3 * flops / (report["bf16_matmul_tflops"] * 1e12)
     report["fast"]["floor_fraction"] = report["fast"]["flop_floor_ms"] / report["fast"]["ms_per_step"]
 
-    raw = read_split(files, task.layout, task.task_dir, "train", label_names(task.kind))
-    report["naive"] = naive_steps(spec, data, raw.notes, args.encoder, args.naive_steps, device)
-    naive_train = report["naive"]["ms_per_step"] / 1e3 * steps_per_epoch * epochs
-    report["naive"]["whole_run_estimate_s"] = naive_train + tm["eval"] + tm["data"]
-    report["ratio_ms_per_step"] = report["naive"]["ms_per_step"] / report["fast"]["ms_per_step"]
-    report["ratio_whole_run"] = report["naive"]["whole_run_estimate_s"] / tm["total"]
+    save(report, args.out)
+
+    if not args.skip_naive:
+        raw = read_split(files, task.layout, task.task_dir, "train", label_names(task.kind))
+        report["naive"] = naive_steps(spec, data, raw.notes, args.encoder, args.naive_steps, device)
+        naive_train = report["naive"]["ms_per_step"] / 1e3 * steps_per_epoch * epochs
+        report["naive"]["whole_run_estimate_s"] = naive_train + tm["eval"] + tm["data"]
+        report["ratio_ms_per_step"] = report["naive"]["ms_per_step"] / report["fast"]["ms_per_step"]
+        report["ratio_whole_run"] = report["naive"]["whole_run_estimate_s"] / tm["total"]
+        save(report, args.out)
+    single = tm["train"] / epochs
+    for mode in (args.pack_modes.split(",") if args.pack else []):
+        if mode == "processes":
+            report["mps_start"] = _mps(True)
+        try:
+            report[f"pack_{mode}"] = packing(args.task, args.track, args.encoder, args.pack, args.pack_epochs, mode,
+                                             single, args.device)
+        except Exception as e:  # noqa: BLE001 - a measurement script: report and go on to the next section
+            report[f"pack_{mode}"] = {"error": f"{type(e).__name__}: {e}"}
+        if mode == "processes":
+            report["mps_stop"] = _mps(False)
+        save(report, args.out)
+    if args.parity:
+        try:
+            report["parity"] = parity(args.parity)
+        except Exception as e:  # noqa: BLE001
+            report["parity"] = {"error": f"{type(e).__name__}: {e}"}
+        save(report, args.out)
+
+
+def save(report: dict, out: str | None) -> None:
+    """Print and write after every section: a later one may not finish within a time limit."""
     text = json.dumps(report, indent=1)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
+    print(text, flush=True)
+    if out:
+        Path(out).write_text(text)
 
 
 if __name__ == "__main__":

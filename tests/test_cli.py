@@ -139,3 +139,35 @@ def test_failed_runs_are_recorded_and_the_grid_goes_on(tmp_path, monkeypatch):
     recs = [json.loads(p.read_text()) for p in (tmp_path / "r").rglob("*.json")]
     assert [r["status"] for r in recs] == ["failed", "failed"]
     assert "failed" in proc.stdout  # the table shows the cell as failed, not a number
+
+
+def test_runs_packed_as_threads_all_finish_and_say_they_were_packed(tmp_path):
+    # On a GPU, --runs-per-gpu K runs K runs at once as threads of one process (each on its own
+    # stream); the same code path runs here on the CPU.
+    results = tmp_path / "results"
+    argv = [a for a in SMOKE if a not in ("--jobs", "1")]
+    proc = ehrbench(*argv, "--noise", "sym-20", "--seeds", "30,40,100", "--runs-per-gpu", "3",
+                    "--packing", "threads", "--results", str(results))
+    assert proc.returncode == 0, proc.stderr
+    assert "3 runs, 0 already done, 3 to run (3 workers" in proc.stdout
+    records = [json.loads(p.read_text()) for p in results.rglob("*.json")]
+    assert sorted(r["spec"]["seed"] for r in records) == [30, 40, 100]
+    assert all(r["status"] == "done" and r["environment"]["packed_runs"] == 3 for r in records)
+
+
+def test_ctrl_c_stops_runs_packed_as_threads_and_keeps_finished_ones(tmp_path):
+    results = tmp_path / "results"
+    argv = [a for a in SMOKE if a not in ("--jobs", "1")]
+    args = [sys.executable, "-m", "benchmark", *argv, "--noise", "sym-20,sym-40,asym-0-20", "--seeds", "30,40,100",
+            "--runs-per-gpu", "2", "--packing", "threads", "--results", str(results)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).parent.parent)
+    deadline = time.time() + 120
+    while not list(results.rglob("*.json")) and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted:" in err
+    assert 1 <= len(list(results.rglob("*.json"))) < 9
+    assert not list(results.rglob("*.tmp"))
