@@ -204,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: replay full-batch training steps from CUDA graphs (methods that allow it)")
     b.add_argument("--length-chunks", type=_positive_int, default=None, metavar="K",
                    help="cut each batch into K length-sorted parts, each padded to its own longest stay "
-                        "(default 4 on CUDA, 1 on CPU; results do not depend on it)")
+                        "(default 1; results do not depend on it)")
     b.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a hyper-parameter of the method's manifest (part of the run id); repeatable")
     b.add_argument("--encoder", help="note encoder for every task: 'minilm', a local folder or a hub name")

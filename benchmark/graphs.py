@@ -19,7 +19,6 @@ tensors they update in place, with no host synchronisation).
 """
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 
 import torch
@@ -28,11 +27,6 @@ import torch
 #: captures a handful of graphs rather than one per distinct batch maximum.
 BUCKETS = (8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 256, 320, 384, 448, 512)
 MAX_GRAPHS = 48  # beyond this, steps of new widths run eagerly (memory held by graphs stays bounded)
-
-#: PyTorch allows one capture at a time per process. Runs packed as threads (``runner.execute``)
-#: take turns; each captures on its own stream in "thread_local" mode, so the other threads' eager
-#: work and replays go on meanwhile.
-_CAPTURE_LOCK = threading.Lock()
 
 
 def bucket(width: int, cap: int) -> int:
@@ -76,7 +70,9 @@ class CapturedSteps:
         if before_capture is not None:
             before_capture()
         graph = torch.cuda.CUDAGraph()
-        with _CAPTURE_LOCK, torch.cuda.graph(graph, stream=torch.cuda.Stream(), capture_error_mode="thread_local"):
+        # "thread_local": runs packed as threads (``packing.py``) capture while holding the baton, but
+        # another run may be reading its results back to the host meanwhile.
+        with torch.cuda.graph(graph, stream=torch.cuda.Stream(), capture_error_mode="thread_local"):
             outputs = self.step(self.index, widths)
         self.captures += 1
         return graph, outputs

@@ -29,6 +29,7 @@ from .errors import RunFailed, UsageError
 from .hparams import validate as validate_hparams
 from .method import TaskInfo
 from .noise import make_noisy, noise_seed_for
+from .packing import Baton, turn_taking
 from .protocol import NOISE_SETTINGS, SEEDS, NoiseSetting, TaskSpec, Track, get_track, parse_noise
 from .records import SCHEMA_VERSION, RecordStore, now_utc, run_id
 from .registry import MethodEntry, get_method
@@ -156,7 +157,7 @@ def run_one(spec: dict, results: str, device_name: str = "auto", precision: str 
         "environment": {**environment.describe(device),
                         "precision": "bf16" if autocast_dtype(precision, device) else "fp32",
                         "cuda_graphs": cuda_graphs if device.type == "cuda" and method.capturable else "off",
-                        "length_chunks": length_chunks or "auto",
+                        "length_chunks": length_chunks or 1,
                         # Runs sharing the device at once: timings then include the others' contention,
                         # and the peak memory is the device's, all of them together.
                         "packed_runs": packed},
@@ -210,8 +211,9 @@ def execute(specs: list[dict], results: str, device_name: str, jobs: int,
 
     ``packing``: how concurrent runs share the machine. "processes": one worker process per job
     (the CPU default: single-threaded workers scale best there). "threads": one thread per job, each
-    on its own CUDA stream in this process (the GPU default): kernels of different runs then overlap
-    on the device, which separate processes do only under NVIDIA MPS.
+    on its own CUDA stream with its own RNG state, taking turns to issue work (``packing.py``; the GPU
+    default): kernels of different runs overlap on the device, which separate processes do only under
+    NVIDIA MPS.
     """
     if packing not in PACKINGS:
         raise ValueError(f"packing must be one of {PACKINGS}, got {packing!r}")
@@ -225,8 +227,8 @@ def execute(specs: list[dict], results: str, device_name: str, jobs: int,
     if packing == "auto":
         packing = "threads" if _device(device_name).type == "cuda" else "processes"
     if packing == "threads":
-        pool = ThreadPoolExecutor(jobs, thread_name_prefix="run")
-        submit = lambda spec: pool.submit(_run_on_own_stream, spec, *args, jobs)  # noqa: E731
+        pool, baton = ThreadPoolExecutor(jobs, thread_name_prefix="run"), Baton()
+        submit = lambda spec: pool.submit(_run_taking_turns, baton, spec, *args, jobs)  # noqa: E731
     else:
         threads = max(1, (os.cpu_count() or 1) // jobs)
         pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
@@ -235,11 +237,8 @@ def execute(specs: list[dict], results: str, device_name: str, jobs: int,
     return _drain(pool, {submit(spec): spec for spec in specs}, report)
 
 
-def _run_on_own_stream(spec: dict, *args) -> dict:
-    device = _device(args[1])
-    if device.type != "cuda":
-        return run_one(spec, *args)
-    with torch.cuda.device(device), torch.cuda.stream(torch.cuda.Stream(device)):
+def _run_taking_turns(baton: Baton, spec: dict, *args) -> dict:
+    with turn_taking(baton, _device(args[1])):
         return run_one(spec, *args)
 
 
