@@ -29,6 +29,15 @@ BUCKETS = (8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 256, 320, 384, 448, 512)
 MAX_GRAPHS = 48  # beyond this, steps of new widths run eagerly (memory held by graphs stays bounded)
 
 
+def bucketed(widths, max_ehr: int, max_note: int) -> tuple:
+    """A batch's padded widths as a graph key. One part: each width to its bucket. Several parts
+    (``length_chunks``): series widths to powers of two and every note to the longest, so that the
+    tuple of per-part widths takes a few values rather than the product of each part's."""
+    if len(widths) == 1:
+        return ((bucket(widths[0][0], max_ehr), bucket(widths[0][1], max_note)),)
+    return tuple((min(max_ehr, 1 << max(3, (a - 1).bit_length())), max_note) for a, _ in widths)
+
+
 def bucket(width: int, cap: int) -> int:
     """The smallest bucket >= ``width``, at most ``cap`` (multiples of 128 beyond the table)."""
     for b in BUCKETS:

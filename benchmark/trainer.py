@@ -27,7 +27,7 @@ import torch
 
 from .data import Split
 from .errors import RunFailed
-from .graphs import CapturedSteps, bucket
+from .graphs import CapturedSteps, bucketed
 from .method import EpochView, Method
 from .metrics import evaluate
 from .packing import pause, released
@@ -84,7 +84,7 @@ def predict(model: torch.nn.Module, split: Split, dtype: torch.dtype | None = No
     out = torch.empty(len(split), split.labels.shape[1], device=device)
     for rows, widths in split.chunked(batches, _parts(model, chunks)):
         if graphs is not None:
-            widths = tuple((bucket(a, split.max_ehr), bucket(b, split.max_note)) for a, b in widths)
+            widths = bucketed(widths, split.max_ehr, split.max_note)
             if graphs.can_replay(rows, widths):
                 out[rows] = graphs(rows, widths, widths)
                 continue
@@ -180,7 +180,7 @@ def train(
         loss_sum = torch.zeros((), device=device)
         for index, widths in train_split.chunked(list(order.split(budget.batch_size)), chunks):
             if graphs is not None:  # bucketed widths: a few graphs per run; padding is masked out
-                widths = tuple((bucket(a, train_split.max_ehr), bucket(b, train_split.max_note)) for a, b in widths)
+                widths = bucketed(widths, train_split.max_ehr, train_split.max_note)
             key = (widths, decay, method.capture_key(epoch))
             if graphs is not None and steps_done >= WARMUP_STEPS and graphs.can_replay(index, key):
                 graph_epoch = epoch  # read only while capturing: the key fixes what the graph depends on

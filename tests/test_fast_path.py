@@ -74,3 +74,15 @@ def test_bucket_rounds_up_within_the_cap():
     assert bucket(300, 200) == 200
     assert bucket(600, 2048) == 640
     assert list(BUCKETS) == sorted(BUCKETS)
+
+
+def test_graph_keys_of_several_parts_take_few_values_and_never_cut_a_part():
+    from benchmark.graphs import bucketed
+
+    assert bucketed([(33, 20)], 512, 80) == ((48, 24),)
+    parts = [(9, 3), (40, 70), (130, 12), (500, 80)]
+    key = bucketed(parts, 512, 80)
+    assert key == ((16, 80), (64, 80), (256, 80), (512, 80))
+    assert all(k[0] >= p[0] and k[1] >= p[1] for k, p in zip(key, parts))
+    # every batch whose parts fall in the same powers of two shares one graph
+    assert bucketed([(12, 1), (33, 5), (129, 80), (300, 2)], 512, 80) == key
