@@ -64,11 +64,13 @@ def cmd_bench(args) -> int:
 
     if args.data:
         os.environ["EHRBENCH_DATA"] = args.data  # inherited by worker processes
-    grid = plan(args.method, args.track, _csv(args.tasks), _csv(args.noise), _seeds(args.seeds), args.noise_seed,
-                _overrides(args.set), args.encoder)
+    # Several methods (comma-separated) make one grid: packed runs can then mix methods.
+    grids = [plan(method, args.track, _csv(args.tasks), _csv(args.noise), _seeds(args.seeds), args.noise_seed,
+                  _overrides(args.set), args.encoder) for method in (_csv(args.method) or [args.method])]
+    grid, specs = grids[0], [spec for g in grids for spec in g.specs]
     store = RecordStore(args.results)
     todo = []
-    for spec in grid.specs:
+    for spec in specs:
         status, detail = store.status(spec)
         if status == "corrupt":
             moved = store.quarantine(spec)
@@ -77,8 +79,8 @@ def cmd_bench(args) -> int:
             todo.append(spec)
     jobs = args.jobs or args.runs_per_gpu or default_jobs(args.device)
     jobs = min(jobs, max(1, len(todo)))
-    n = len(grid.specs)
-    print(f"{grid.method.name} on track '{grid.track.name}': {n} runs, {n - len(todo)} already done, "
+    n = len(specs)
+    print(f"{','.join(g.method.name for g in grids)} on track '{grid.track.name}': {n} runs, {n - len(todo)} already done, "
           f"{len(todo)} to run ({jobs} worker{'s' if jobs > 1 else ''}, device {args.device})", flush=True)
 
     start, finished = time.perf_counter(), []
@@ -101,7 +103,7 @@ def cmd_bench(args) -> int:
               f"command to do the remaining {len(todo) - len(finished)}", file=sys.stderr)
         return 130
     print()
-    tasks = {s["task"] for s in grid.specs}
+    tasks = {s["task"] for s in specs}
     print(_table(store, grid.track.name, tasks, args.format))
     failed = [r for r in finished if r["status"] == "failed"]
     if failed:
@@ -183,7 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     b = sub.add_parser("bench", help="run a method over a track's grid (skips finished runs) and print the table")
-    b.add_argument("--method", "-m", default="", help="a folder name under methods/ (see `ehrbench methods`)")
+    b.add_argument("--method", "-m", default="", help="a folder name under methods/ (see `ehrbench methods`); "
+                   "several, comma-separated, make one grid")
     b.add_argument("--track", default="quick", help=f"one of {', '.join(TRACKS)} (default quick)")
     b.add_argument("--tasks", help="comma-separated task names of the track (default: all)")
     b.add_argument("--noise", help=f"comma-separated noise settings (default: the paper's ten: {', '.join(n.name for n in NOISE_SETTINGS)})")

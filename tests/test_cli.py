@@ -171,3 +171,14 @@ def test_ctrl_c_stops_runs_packed_as_threads_and_keeps_finished_ones(tmp_path):
     assert "interrupted:" in err
     assert 1 <= len(list(results.rglob("*.json"))) < 9
     assert not list(results.rglob("*.tmp"))
+
+
+def test_several_methods_make_one_grid_and_one_table(tmp_path):
+    argv = [a if a != "bce" else "bce,focal" for a in SMOKE]
+    proc = ehrbench(*argv, "--noise", "sym-40", "--seeds", "30", "--results", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert "bce,focal on track 'smoke': 2 runs, 0 already done, 2 to run" in proc.stdout
+    assert re.search(r"\] bce syn-phe", proc.stdout) and re.search(r"\] focal syn-phe", proc.stdout)
+    assert "FlexCare (BCE)" in proc.stdout and "Focal" in proc.stdout
+    bad = ehrbench(*[a if a != "bce" else "bce,nope" for a in SMOKE], "--results", str(tmp_path / "x"))
+    assert bad.returncode == 2 and "unknown method 'nope'" in bad.stderr
