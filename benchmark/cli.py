@@ -153,9 +153,12 @@ def cmd_tracks(args) -> int:
 
 
 def _task(args):
+    import dataclasses
+
     from .protocol import get_track
 
-    return get_track(args.track).task(args.task)
+    task = get_track(args.track).task(args.task)
+    return dataclasses.replace(task, encoder=args.encoder) if getattr(args, "encoder", None) else task
 
 
 def cmd_data_prepare(args) -> int:
@@ -231,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("--root", help="folder of a real task's files (default $EHRBENCH_DATA/<data_dir>)")
         if name == "prepare":
             c.add_argument("--rebuild", action="store_true", help="rebuild the cache entry even if it is valid")
+            c.add_argument("--encoder", help="note encoder (as `bench --encoder`): 'minilm', a local folder or a hub name")
         c.set_defaults(func=func)
 
     sub.add_parser("methods", help="list the methods").set_defaults(func=cmd_methods)
