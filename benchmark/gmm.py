@@ -5,15 +5,16 @@ Sample-selection methods fit one 2-component GMM per (label, observed class) on 
 by one with scikit-learn costs seconds per epoch on the host; here all of them run as one batched EM
 on the scores' device, with the same algorithm as scikit-learn's ``GaussianMixture`` in 1-D:
 
-- initialisation: a hard 2-means split, then one M-step on the one-hot responsibilities (sklearn's
-  ``init_params="kmeans"``). In 1-D the optimal 2-means split is found exactly from sorted prefix
-  sums, so no random restarts are needed; sklearn's Lloyd iterations from a random k-means++ start
-  usually reach the same split.
+- initialisation: sklearn's ``init_params="kmeans"``, replayed batched: k-means++ seeding with the
+  same three draws of ``RandomState(random_state)`` that sklearn makes for every mixture, Lloyd
+  iterations with its stopping rules, then one M-step on the one-hot responsibilities. Selection
+  scores are discrete (ranks, run lengths), so their mixtures have several local optima and the
+  start decides which one EM reaches: replaying sklearn's start is what makes the backends agree.
 - EM: E-step, M-step (``reg_covar`` added to each variance, ``10 * eps`` to each component mass), stop
   when the mean log-likelihood changes by less than ``tol`` (each mixture stops on its own).
 
 ``backend="sklearn"`` fits the same mixtures one by one with scikit-learn (the reference's
-implementation; ``random_state`` seeds its k-means++ start). Components are returned sorted by mean.
+implementation). Components are returned sorted by mean.
 """
 from __future__ import annotations
 
@@ -49,9 +50,9 @@ class Mixtures:
 def fit(x: torch.Tensor, mask: torch.Tensor, backend: str = "torch", *, max_iter: int = 100, tol: float = 1e-3,
         reg_covar: float = 1e-6, random_state: int = 42) -> Mixtures:
     """Fit mixture m on the values ``x[m][mask[m]]``; ``x``, ``mask`` [M, n]. The defaults are
-    scikit-learn's (``random_state`` only seeds the sklearn backend)."""
+    scikit-learn's; ``random_state`` seeds the k-means++ start of both backends."""
     if backend == "torch":
-        return fit_em(x, mask, max_iter=max_iter, tol=tol, reg_covar=reg_covar)
+        return fit_em(x, mask, max_iter=max_iter, tol=tol, reg_covar=reg_covar, random_state=random_state)
     if backend == "sklearn":
         return fit_sklearn(x, mask, max_iter=max_iter, tol=tol, reg_covar=reg_covar, random_state=random_state)
     raise ValueError(f"gmm backend must be one of {BACKENDS}, got {backend!r}")
@@ -68,7 +69,7 @@ def by_label_and_class(scores: torch.Tensor, labels: torch.Tensor) -> tuple[torc
 # --- batched EM ------------------------------------------------------------------------------------
 
 def fit_em(x: torch.Tensor, mask: torch.Tensor, max_iter: int = 100, tol: float = 1e-3,
-           reg_covar: float = 1e-6) -> Mixtures:
+           reg_covar: float = 1e-6, random_state: int = 42) -> Mixtures:
     """All M mixtures at once on ``x``'s device, in float64 (the means of near-identical scores and
     sklearn's tol of 1e-3 on the log-likelihood need it).
 
@@ -82,7 +83,7 @@ def fit_em(x: torch.Tensor, mask: torch.Tensor, max_iter: int = 100, tol: float 
     moments = torch.stack([w, w * x, w * x * x], -1)  # [M, n, 3]
     total = moments.sum(1)  # [M, 3]: count, sum x, sum x^2
     count = total[:, 0]
-    high = _two_means_high(x, mask, count).unsqueeze(1)
+    high = _kmeans_high(x, mask, count, random_state).unsqueeze(1)
     weights, means, variances = _from_moments(total, (high @ moments).squeeze(1), reg_covar)
     prev = torch.full_like(count, -math.inf)
     active = count >= 2
@@ -124,24 +125,57 @@ def _quadratic(weights, means, variances):
     return a, b, c
 
 
-def _two_means_high(x: torch.Tensor, mask: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
-    """[M, n] float, 1 for the values in the upper cluster of the optimal 2-means split of each row.
+def _kmeans_high(x: torch.Tensor, mask: torch.Tensor, count: torch.Tensor, random_state: int) -> torch.Tensor:
+    """[M, n] float, 1 for the values in the second cluster of sklearn's ``KMeans(2, n_init=1)`` run
+    as ``GaussianMixture`` runs it: k-means++ seeding, then Lloyd iterations, on centred data.
 
-    Sorted values, prefix sums P, Q of x and x^2: the within-cluster sum of squares of "the first k
-    values low, the rest high" is Q_k - P_k^2 / k + (Q_n - Q_k) - (P_n - P_k)^2 / (n - k). A split is
-    allowed only between two distinct values (tied values belong to one cluster, as k-means has it)."""
-    xs = torch.where(mask, x, math.inf).sort(-1).values
-    finite = torch.where(mask.sum(1, keepdim=True) > torch.arange(x.shape[1], device=x.device), xs, 0.0)
-    p, q = finite.cumsum(-1), (finite * finite).cumsum(-1)
-    k = torch.arange(1, x.shape[1], device=x.device, dtype=x.dtype)  # size of the low cluster
-    n = count.unsqueeze(1)
-    pk, qk, pn, qn = p[:, :-1], q[:, :-1], p[:, -1:], q[:, -1:]
-    sse = qk - pk * pk / k + (qn - qk) - (pn - pk) ** 2 / (n - k).clamp_min(1)
-    allowed = (k < n) & (xs[:, :-1] < xs[:, 1:])
-    sse = torch.where(allowed, sse, math.inf)
-    split = sse.argmin(-1, keepdim=True)  # low cluster = sorted positions 0..split
-    last_low = xs.gather(-1, split)
-    return ((x > last_low) & mask).double()
+    The seeding reads three uniforms of ``RandomState(random_state)`` (sklearn draws the same three for
+    every mixture, each fit making its own generator): the first centre is the value at position
+    floor(u0 n) of the group (in data order), the second the better of two candidates drawn with
+    probability proportional to the squared distance to the first. Lloyd stops when the labels no
+    longer change or the centres move less than 1e-4 times the group's variance (sklearn's rules).
+    An empty cluster keeps its centre (sklearn relocates it; only duplicate-heavy groups get there)."""
+    u = torch.from_numpy(np.random.RandomState(random_state).random_sample(3)).to(x)
+    n = count.clamp_min(1)
+    mean = (x * mask).sum(1) / n
+    xc = torch.where(mask, x - mean.unsqueeze(1), 0.0)  # sklearn subtracts the mean first
+    pos = mask.cumsum(1) - 1  # each value's position within its group
+    at = lambda p: (xc * (mask & (pos == p.unsqueeze(1)))).sum(1)  # noqa: E731  value at group position p
+
+    first = at(torch.floor(u[0] * n).long())
+    closest = torch.where(mask, (xc - first.unsqueeze(1)) ** 2, 0.0)
+    cum = closest.cumsum(1)
+    picks = torch.searchsorted(cum, u[1:].unsqueeze(0) * closest.sum(1, keepdim=True))  # [M, 2] row positions
+    picks = torch.minimum(pos.gather(1, picks.clamp_max(x.shape[1] - 1)), (count.long() - 1).clamp_min(0).unsqueeze(1))
+    candidates = torch.stack([at(picks[:, 0]), at(picks[:, 1])], 1)
+    potential = torch.stack([torch.minimum(closest, torch.where(mask, (xc - candidates[:, k:k + 1]) ** 2, 0.0)).sum(1)
+                             for k in range(2)], 1)
+    centres = torch.stack([first, candidates.gather(1, potential.argmin(1, keepdim=True)).squeeze(1)], 1)
+
+    tol = 1e-4 * ((xc * xc).sum(1) / n)  # sklearn's tol relative to the mean variance
+    labels = _nearest(xc, centres)
+    active = count >= 2
+    for _ in range(300):  # sklearn's max_iter
+        high = (labels & mask).double()
+        size = torch.stack([count - high.sum(1), high.sum(1)], 1)
+        sums = torch.stack([(xc * (1 - high)).sum(1), (xc * high).sum(1)], 1)
+        new = torch.where(size > 0, sums / size.clamp_min(1), centres)
+        shift = ((new - centres) ** 2).sum(1)
+        centres = torch.where(active.unsqueeze(1), new, centres)
+        relabel = _nearest(xc, centres)
+        same = ((relabel != labels) & mask).sum(1) == 0
+        # Strict convergence (same labels), else labels follow the final centres (sklearn's last E-step).
+        labels = torch.where(active.unsqueeze(1), relabel, labels)
+        active = active & ~same & ~(shift <= tol)
+        if not bool(active.any()):
+            break
+    return (labels & mask).double()
+
+
+def _nearest(xc, centres):
+    """True where centre 1 is strictly nearer (ties go to centre 0, as sklearn's argmin)."""
+    c0, c1 = centres[:, :1], centres[:, 1:]
+    return (c1 * c1 - 2 * xc * c1) < (c0 * c0 - 2 * xc * c0)
 
 
 def _component_log_prob(x, weights, means, variances):
