@@ -60,6 +60,10 @@ class Method:
     #: Ask the trainer to keep every training sample's logits of the current epoch.
     wants_train_logits: bool = False
 
+    #: Ask the trainer to pass the model's ``ModelOutput`` to ``loss`` as ``output=`` (for losses that
+    #: need more than the logits: ``extras`` such as per-modality summary tokens or patient ids).
+    wants_output: bool = False
+
     #: The loss may be captured into a CUDA graph (see ``benchmark/graphs.py``): it is a pure tensor
     #: function of its arguments and of tensors the method updates in place, never reassigns state in
     #: ``loss``, never reads a tensor back to the host, and depends on ``epoch`` only through
@@ -90,7 +94,8 @@ class Method:
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, index: torch.Tensor, epoch: int) -> torch.Tensor:
         """Scalar loss of a batch: ``logits`` [B, C], noisy ``targets`` [B, C] in {0, 1},
-        ``index`` [B] the samples' rows in the training set, ``epoch`` 1-based. Reduce by mean."""
+        ``index`` [B] the samples' rows in the training set, ``epoch`` 1-based. Reduce by mean.
+        With ``wants_output`` the trainer also passes ``output=`` the batch's ``ModelOutput``."""
         raise NotImplementedError(f"{type(self).__name__} must implement loss(logits, targets, index, epoch)")
 
     def capture_key(self, epoch: int):
@@ -104,4 +109,11 @@ class Method:
 
     def end_epoch(self, view: EpochView) -> dict | None:
         """Label selection / correction after an epoch. Returned numbers go into the record."""
+        return None
+
+    def corrections(self) -> dict | None:
+        """A correcting method's current view of the training labels, read after ``end_epoch`` so that
+        the harness (which alone holds the clean labels) can score it into the record: ``{"labels":
+        [N, C] corrected (soft or hard) labels, "partition": [N, C] int, 0 clean / 1 uncertain / 2
+        noisy}``, on the device. None (the default) when there is nothing to score yet."""
         return None

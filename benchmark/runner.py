@@ -25,6 +25,7 @@ import torch
 from . import environment
 from .backbones.flexcare import count_parameters
 from .data import TaskData, check_source, materialise
+from .diagnostics import scorer
 from .errors import RunFailed, UsageError
 from .hparams import validate as validate_hparams
 from .method import TaskInfo
@@ -163,11 +164,12 @@ def run_one(spec: dict, results: str, device_name: str = "auto", precision: str 
                         "packed_runs": packed},
     }
     timings = {"data": t_data - t_start, "noise": t_noise - t_data}
+    noisy_labels = torch.from_numpy(noisy.labels).float().to(device)
     try:
         result = train(
             method,
             data.train.to(device),
-            torch.from_numpy(noisy.labels).float().to(device),
+            noisy_labels,
             data.test.to(device),
             track.budget,
             spec["seed"],
@@ -177,8 +179,10 @@ def run_one(spec: dict, results: str, device_name: str = "auto", precision: str 
             precision=precision,
             cuda_graphs=cuda_graphs,
             length_chunks=length_chunks,
+            # The only place the clean training labels meet a method's output: scored, not handed over.
+            score_corrections=scorer(data.train.labels.to(device), noisy_labels),
         )
-        record["metrics"]["final"] = {k: v for k, v in result.final.items() if k not in ("method", "lr", "train_loss")}
+        record["metrics"]["final"] = {k: v for k, v in result.final.items() if k not in ("method", "lr", "train_loss", "corrections")}
         timings.update(result.timings)
     except RunFailed as e:
         record.update(status="failed", failure=str(e))

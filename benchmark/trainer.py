@@ -126,8 +126,12 @@ def train(
     precision: str = "auto",
     cuda_graphs: str = "auto",
     length_chunks: int | None = None,
+    score_corrections: Callable[[dict], dict] | None = None,
 ) -> TrainResult:
-    """Train ``method`` on ``noisy_labels`` (the clean ones never enter) and test every epoch."""
+    """Train ``method`` on ``noisy_labels`` (the clean ones never enter) and test every epoch.
+
+    ``score_corrections`` (built by the runner over the clean training labels, never handed to the
+    method) scores ``method.corrections()`` after each epoch into the curve row's "corrections"."""
     device = noisy_labels.device
     dtype = autocast_dtype(precision, device)
     if cuda_graphs not in CUDA_GRAPHS:
@@ -151,7 +155,8 @@ def train(
         with _autocast(device, dtype):
             out = model(inputs(train_split, index, widths))
         logits = out.logits.float()
-        loss = task_weight * (method.loss(logits, targets[index], index, epoch) + out.aux.float())
+        extra = {"output": out} if method.wants_output else {}
+        loss = task_weight * (method.loss(logits, targets[index], index, epoch, **extra) + out.aux.float())
         loss.backward()
         opt.step()
         if train_logits is not None:
@@ -208,6 +213,9 @@ def train(
         timings["method_hooks"] += t2 - t1
         timings["eval"] += t3 - t2
         row = {"epoch": epoch, "lr": lr, "train_loss": train_loss, **metrics, "method": diagnostics}
+        corrections = method.corrections() if score_corrections is not None else None
+        if corrections is not None:
+            row["corrections"] = score_corrections(corrections)
         curve.append(row)
         if on_epoch:
             on_epoch(row)

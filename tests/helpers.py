@@ -44,3 +44,20 @@ def method_instance(name, info, **override):
 
     entry = get_method(name)
     return entry.load_class()(info, {**entry.hparams, **override})
+
+
+def bimodal_scores(n, c, seed=0, prevalence=0.18):
+    """Selection-score-like data: [N, C] scores in [0, 1], each (label, observed class) group a
+    mixture of a large low-score ("clean") and a smaller high-score ("noisy") Gaussian with random
+    means, spreads and shares, and [N, C] observed labels at the phenotyping prevalence."""
+    g = torch.Generator().manual_seed(seed)
+    u = lambda lo, hi, *shape: lo + (hi - lo) * torch.rand(*shape, generator=g, dtype=torch.float64)  # noqa: E731
+    labels = (torch.rand(n, c, generator=g) < prevalence).long()
+    low, high = u(0.15, 0.4, 2, c), u(0.5, 0.75, 2, c)  # [observed class, label]
+    spread_low, spread_high = u(0.05, 0.12, 2, c), u(0.05, 0.12, 2, c)
+    share_high = u(0.1, 0.4, 2, c)
+    pick = lambda t: torch.where(labels == 1, t[1], t[0])  # noqa: E731
+    is_high = torch.rand(n, c, generator=g, dtype=torch.float64) < pick(share_high)
+    noise = torch.randn(n, c, generator=g, dtype=torch.float64)
+    scores = torch.where(is_high, pick(high) + pick(spread_high) * noise, pick(low) + pick(spread_low) * noise)
+    return scores.clamp(0, 1), labels

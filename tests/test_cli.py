@@ -20,10 +20,10 @@ def ehrbench(*args, **kw):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["bench", "--method", "foo"], "unknown method 'foo'; valid choices: asl, bce, focal, gce, mllsc, multit"),
+    (["bench", "--method", "foo"], "unknown method 'foo'; valid choices: asl, bce, focal, gce, miracl, mllsc, multit"),
     (["bench", "--method", "bcee"], "unknown method 'bcee'; did you mean 'bce'?; valid choices: asl, bce, focal,"),
-    (["bench", "--method", "miracl"], "method 'miracl' is not available yet"),
-    (["bench", "--method", ""], "no method given (e.g. METHOD=bce); available: asl, bce, focal, gce, mllsc, multit"),
+    (["bench", "--method", "m3care"], "method 'm3care' is not available yet"),
+    (["bench", "--method", ""], "no method given (e.g. METHOD=bce); available: asl, bce, focal, gce, miracl, mllsc, multit"),
     (["bench", "--method", "bce", "--track", "fast"], "unknown track 'fast'; valid choices: full, paper, quick, smoke"),
     (["bench", "--method", "bce", "--track", "paper"], "data/mimic4/phenotyping: folder not found; point --root (or EHRBENCH_DATA)"),
     (["bench", "--method", "bce", "--tasks", "mimic4-phe"], "unknown task 'mimic4-phe' in track 'quick'; valid choices: syn-phe"),
@@ -44,11 +44,27 @@ def test_bad_input_is_one_line_naming_the_thing_and_the_choices(argv, message, c
     assert not any(tmp_path.iterdir())  # refused before any work
 
 
-def test_miracl_headline_command_says_not_available_yet_without_traceback():
-    proc = ehrbench("bench", "--method", "miracl")
+def test_a_planned_method_says_not_available_yet_without_traceback():
+    proc = ehrbench("bench", "--method", "m3care")
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
-    assert "method 'miracl' is not available yet" in proc.stderr
+    assert "method 'm3care' is not available yet" in proc.stderr
+
+
+def test_miracl_runs_on_the_smoke_track_and_records_its_scored_corrections(tmp_path):
+    results = str(tmp_path / "results")
+    proc = ehrbench("bench", "--method", "miracl", "--track", "smoke", "--jobs", "1", "--device", "cpu",
+                    "--noise", "sym-40", "--seeds", "30", "--results", results)
+    assert proc.returncode == 0, proc.stderr
+    assert "track smoke / task syn-phe" in proc.stdout and "track smoke / task syn-dia" in proc.stdout
+    assert proc.stdout.count("MIRACL") >= 2
+    for path in Path(results).rglob("*.json"):
+        record = json.loads(path.read_text())
+        assert record["status"] == "done"
+        first, last = record["metrics"]["curve"]
+        assert first["method"]["stage"] == "corrected"  # the 2-epoch budget: t_w = 1
+        assert 0 <= last["corrections"]["flagged_noisy_precision"] <= 1
+        assert "corrections" not in record["metrics"]["final"]
 
 
 def test_bench_runs_the_grid_prints_the_table_and_reruns_nothing(tmp_path):
@@ -115,7 +131,7 @@ def test_methods_and_tracks_are_listed(capsys):
     assert main(["methods"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("asl ") and "\nbce        FlexCare (BCE)" in out
-    assert "planned, not available yet: miracl, m3care, medfuse" in out
+    assert "planned, not available yet: m3care, medfuse" in out and "\nmiracl     MIRACL" in out
     assert main(["tracks"]) == 0
     assert "quick  tasks: syn-phe" in capsys.readouterr().out
 

@@ -138,3 +138,16 @@ def test_smoke_run_estimates_after_the_warm_up_and_records_json_transition_matri
     np.testing.assert_allclose(np.array(est["transition"]).sum(axis=2), 1.0, atol=1e-4)
     assert set(est["estimator"]) <= {"pairwise", "dual-t", "identity"}
     json.dumps(result.curve, allow_nan=False)  # what the record store writes
+
+
+def test_small_loss_scores_are_normalised_within_each_label_and_noisy_value():
+    rng = np.random.default_rng(0)
+    noisy = (rng.random((50, 3)) < 0.3).astype(np.int64)
+    probs = rng.uniform(0.01, 0.99, size=(4, 50, 3))
+    score = multit.small_loss_scores(probs, noisy)
+    for j in range(3):
+        for value in (0, 1):
+            rows = noisy[:, j] == value
+            loss = -np.log(probs[:, rows, j] if value else 1 - probs[:, rows, j])
+            lo, hi = loss.min(1, keepdims=True), loss.max(1, keepdims=True)
+            np.testing.assert_allclose(score[rows, j], ((loss - lo) / (hi - lo)).mean(0))

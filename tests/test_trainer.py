@@ -117,3 +117,20 @@ def test_non_finite_loss_fails_the_run_with_the_epoch():
     from benchmark.errors import RunFailed
     with pytest.raises(RunFailed, match="non-finite training loss .* in epoch 2"):
         train(Explodes(info, {}), data.train, noisy_labels(data), data.test, dataclasses.replace(SMOKE.budget, epochs=3), 30)
+
+
+def test_a_method_that_wants_the_output_gets_the_models_extras():
+    _, data, info = smoke_task()
+    seen = []
+
+    class Extras(Method):
+        wants_output = True
+
+        def loss(self, logits, targets, index, epoch, output=None):
+            seen.append((len(index), output))
+            return torch.nn.functional.binary_cross_entropy_with_logits(logits, targets)
+
+    train(Extras(info, {}), data.train, noisy_labels(data), data.test, dataclasses.replace(SMOKE.budget, epochs=1), 30)
+    for rows, output in seen:
+        assert {"ehr_cls", "note_cls", "has_ehr", "has_note", "patient_id"} <= set(output.extras)
+        assert output.logits.shape[0] == rows and output.extras["patient_id"].shape == (rows,)

@@ -5,17 +5,14 @@ transition-reweighted BCE, all inside the harness's one epoch budget.
 Notation: rho_plus = P(noisy 0 | clean 1), rho_minus = P(noisy 1 | clean 0), the benchmark's names;
 label j's transition matrix is T_j = [[1 - rho_minus, rho_minus], [rho_plus, 1 - rho_plus]].
 """
-import warnings
-
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.mixture import GaussianMixture
 
+from benchmark import gmm
 from benchmark.method import EpochView, Method
 
-GMM = dict(n_components=2, max_iter=10, tol=1e-2, reg_covar=5e-4, random_state=0)  # the reference's
+GMM = dict(max_iter=10, tol=1e-2, reg_covar=5e-4, random_state=0)  # the reference's (2 components)
 
 
 # --- Stage 1a: per-label clean-sample selection (small loss + 2-component GMM) --------------------
@@ -23,26 +20,28 @@ GMM = dict(n_components=2, max_iter=10, tol=1e-2, reg_covar=5e-4, random_state=0
 def select_clean(probs, noisy, threshold=0.5):
     """[N, C] bool: sample n is taken as clean for label j. ``probs`` [E, N, C] are sigmoid outputs
     of the window's epochs. Per label and noisy value, each epoch's BCE is min-max normalised, the
-    epochs averaged, and a sample is clean if the low-loss GMM component's posterior > threshold."""
-    selected = np.zeros(noisy.shape, dtype=bool)
-    for j in range(noisy.shape[1]):
-        for value in (0, 1):
-            rows = np.flatnonzero(noisy[:, j] == value)
-            if len(rows) >= 2:
-                selected[rows, j] = _small_loss_posterior(probs[:, rows, j], value) > threshold
-    return selected
+    epochs averaged, and a sample is clean if the low-loss GMM component's posterior > threshold.
+    The 2C mixtures are fitted by ``benchmark.gmm`` (scikit-learn, one per group, as the reference)."""
+    score = small_loss_scores(probs, noisy)
+    x, mask = gmm.by_label_and_class(torch.from_numpy(score), torch.from_numpy(noisy))
+    mixtures = gmm.fit(x, mask, "sklearn", **GMM)
+    low = mixtures.posterior(x)[..., 0] > threshold  # [2C, N], low-loss component = the lower mean
+    low &= mask & mixtures.valid.unsqueeze(1)  # a group of fewer than two samples selects nothing
+    return low.view(noisy.shape[1], 2, -1).any(1).t().numpy()  # each entry sits in one class's row
 
 
-def _small_loss_posterior(p, value):
-    """P(low-loss component | sample) for one label and noisy value; ``p`` [E, n]."""
-    p = np.clip(p, 1e-7, 1 - 1e-7)
-    loss = -np.log(p if value == 1 else 1 - p)
-    lo, hi = loss.min(axis=1, keepdims=True), loss.max(axis=1, keepdims=True)
-    score = ((loss - lo) / (hi - lo + 1e-30)).mean(axis=0)[:, None]
-    with warnings.catch_warnings():  # 10 EM steps, as the reference: not converging is expected
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        gmm = GaussianMixture(**GMM).fit(score)
-    return gmm.predict_proba(score)[:, np.argmin(gmm.means_.ravel())]
+def small_loss_scores(probs, noisy):
+    """[N, C] mean over epochs of each entry's BCE, min-max normalised per epoch within its
+    (label, noisy value) group."""
+    p = np.clip(probs, 1e-7, 1 - 1e-7)
+    loss = -np.log(np.where(noisy == 1, p, 1 - p))
+    score = np.zeros(noisy.shape)
+    for value in (0, 1):
+        group = noisy == value
+        lo = np.where(group, loss, np.inf).min(axis=1, keepdims=True)
+        hi = np.where(group, loss, -np.inf).max(axis=1, keepdims=True)
+        score = np.where(group, ((loss - lo) / (hi - lo + 1e-30)).mean(axis=0), score)
+    return score
 
 
 # --- Stage 1b: transition estimate of label i from each auxiliary label k -------------------------
