@@ -27,6 +27,20 @@ def make_batch(b=6, t=10, n=7, note_dim=24, ehr_len=None, note_len=None, seed=0)
     return Batch(ehr=ehr, ehr_len=ehr_len, note=note, note_len=note_len, patient_id=torch.arange(b))
 
 
+def batch_rows(batch, rows):
+    """The samples ``rows`` of a batch, in that order."""
+    return Batch(batch.ehr[rows], batch.ehr_len[rows], batch.note[rows], batch.note_len[rows], batch.patient_id[rows])
+
+
+def assert_padding_is_ignored(model, note_dim=24):
+    """Random values beyond each sample's lengths (series and note) leave ``model``'s logits unchanged."""
+    short = make_batch(b=3, t=6, n=5, note_dim=note_dim, ehr_len=[6, 3, 0], note_len=[5, 2, 4])
+    long = Batch(torch.cat([short.ehr, torch.randn(3, 4, 76)], 1), short.ehr_len,
+                 torch.cat([short.note, torch.randn(3, 3, note_dim)], 1), short.note_len, short.patient_id)
+    torch.testing.assert_close(model(short).logits, model(long).logits, atol=1e-5, rtol=1e-5)
+    return short
+
+
 def noisy_labels(data, noise="sym-40"):
     return torch.from_numpy(make_noisy(data.train.labels.numpy(), parse_noise(noise), 123).labels).float()
 

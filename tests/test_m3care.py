@@ -2,9 +2,9 @@ import dataclasses
 
 import pytest
 import torch
-from helpers import make_batch, smoke_run
+from helpers import assert_padding_is_ignored, batch_rows, make_batch, smoke_run
 
-from benchmark.backbones.flexcare import Batch, count_parameters
+from benchmark.backbones.flexcare import count_parameters
 from benchmark.backbones.m3care import M3Care, multi_bandwidth_gaussian
 from benchmark.method_card import shape_info, trainable_parameters
 from benchmark.protocol import FULL
@@ -67,20 +67,15 @@ def test_a_missing_modality_is_zero_before_imputation_and_not_a_neighbour():
 
 
 def test_padding_does_not_change_the_prediction():
-    model = small().eval()
-    short = make_batch(b=3, t=6, n=5, ehr_len=[6, 3, 0], note_len=[5, 2, 4])
-    long = Batch(torch.cat([short.ehr, torch.randn(3, 4, 76)], 1), short.ehr_len,
-                 torch.cat([short.note, torch.randn(3, 3, 24)], 1), short.note_len, short.patient_id)
-    torch.testing.assert_close(model(short).logits, model(long).logits, atol=1e-5, rtol=1e-5)
+    assert_padding_is_ignored(small().eval())
 
 
 def test_length_sorted_parts_give_the_same_function_as_the_whole_batch():
     model = small().eval()
     batch = make_batch(**MISSING)
     order = torch.tensor([3, 1, 5, 0, 2, 4])
-    part = lambda rows: Batch(batch.ehr[rows], batch.ehr_len[rows], batch.note[rows], batch.note_len[rows], batch.patient_id[rows])  # noqa: E731
     whole = model(batch).logits
-    parts = model([part(order[:2]), part(order[2:])]).logits
+    parts = model([batch_rows(batch, order[:2]), batch_rows(batch, order[2:])]).logits
     torch.testing.assert_close(parts, whole[order], atol=1e-5, rtol=1e-5)
 
 

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import make_batch, smoke_run
+from helpers import assert_padding_is_ignored, batch_rows, make_batch, smoke_run
 
-from benchmark.backbones.flexcare import Batch, count_parameters
+from benchmark.backbones.flexcare import count_parameters
 from benchmark.backbones.medfuse import MedFuse
 from benchmark.backbones.sequence import last_valid
 from benchmark.method_card import shape_info, trainable_parameters
@@ -63,12 +63,9 @@ def test_last_valid_step_is_the_packed_lstm_final_state():
 
 def test_padding_does_not_change_the_prediction_and_a_batch_of_one_works():
     model = small().eval()
-    short = make_batch(b=3, t=6, n=5, ehr_len=[6, 3, 0], note_len=[5, 2, 4])
-    long = Batch(torch.cat([short.ehr, torch.randn(3, 4, 76)], 1), short.ehr_len,
-                 torch.cat([short.note, torch.randn(3, 3, 24)], 1), short.note_len, short.patient_id)
-    torch.testing.assert_close(model(short).logits, model(long).logits, atol=1e-5, rtol=1e-5)
-    one = Batch(short.ehr[:1], short.ehr_len[:1], short.note[:1], short.note_len[:1], short.patient_id[:1])
-    torch.testing.assert_close(model(one).logits, model(short).logits[:1], atol=1e-5, rtol=1e-5)
+    short = assert_padding_is_ignored(model)
+    first = torch.tensor([0])
+    torch.testing.assert_close(model(batch_rows(short, first)).logits, model(short).logits[:1], atol=1e-5, rtol=1e-5)
 
 
 def test_parameter_count_on_the_full_track_is_within_10_percent_of_the_spec():
