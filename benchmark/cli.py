@@ -151,7 +151,7 @@ def cmd_methods_describe(args) -> int:
 
     track = get_track(args.track)
     info = shape_info(track, args.task or track.tasks[0].name, args.note_dim)
-    entries = [get_method(name) for name in (args.names or available_methods())]  # unknown names first
+    entries = [get_method(name) for name in (args.names or available_methods())]  # every name checked before any model is built
     print("\n".join(card(entry, track, info) for entry in entries))
     return 0
 

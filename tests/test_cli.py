@@ -33,6 +33,8 @@ def ehrbench(*args, **kw):
     (["bench", "--method", "bce", "--set", "depth=3"], "method 'bce' has no hyper-parameter 'depth'; its hyper-parameters: modalities, structural_mask"),
     (["bench", "--method", "bce", "--set", "modalities=text"], "method 'bce': hyper-parameter 'modalities' = 'text' is not allowed; allowed: one of both, ehr, note"),
     (["table", "--track", "nope"], "unknown track 'nope'"),
+    (["methods", "describe", "m3car"], "unknown method 'm3car'; did you mean 'm3care'?"),
+    (["methods", "describe", "--task", "syn-phe"], "unknown task 'syn-phe' in track 'full'"),
 ])
 def test_bad_input_is_one_line_naming_the_thing_and_the_choices(argv, message, capsys, tmp_path):
     code = main(argv + (["--results", str(tmp_path)] if argv[0] == "bench" else []))
