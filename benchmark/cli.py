@@ -144,6 +144,18 @@ def cmd_methods(args) -> int:
     return 0
 
 
+def cmd_methods_describe(args) -> int:
+    from .method_card import card, shape_info
+    from .protocol import get_track
+    from .registry import available_methods, get_method
+
+    track = get_track(args.track)
+    info = shape_info(track, args.task or track.tasks[0].name, args.note_dim)
+    entries = [get_method(name) for name in (args.names or available_methods())]  # every name checked before any model is built
+    print("\n".join(card(entry, track, info) for entry in entries))
+    return 0
+
+
 def cmd_tracks(args) -> int:
     for t in TRACKS.values():
         state = "" if t.available else f"  [not available yet: {t.unavailable_reason}]"
@@ -237,7 +249,16 @@ def build_parser() -> argparse.ArgumentParser:
             c.add_argument("--encoder", help="note encoder (as `bench --encoder`): 'minilm', a local folder or a hub name")
         c.set_defaults(func=func)
 
-    sub.add_parser("methods", help="list the methods").set_defaults(func=cmd_methods)
+    m = sub.add_parser("methods", help="list the methods (`methods describe`: manifests and model sizes)")
+    m.set_defaults(func=cmd_methods)
+    md = m.add_subparsers(dest="methods_command").add_parser(
+        "describe", help="per method: display name, version, licence, citation, hparams, trainable parameters")
+    md.add_argument("names", nargs="*", help="methods to describe (default: all available)")
+    md.add_argument("--track", default="full", help="track whose task shapes and backbone width size the model (default full)")
+    md.add_argument("--task", help="task of the track (default: its first, e.g. mimic4-phe on full)")
+    md.add_argument("--note-dim", type=_positive_int, default=768,
+                    help="note encoder width (default 768, the paper's BioBERT; 384 for MiniLM)")
+    md.set_defaults(func=cmd_methods_describe)
     sub.add_parser("tracks", help="list the tracks and their tasks").set_defaults(func=cmd_tracks)
     return p
 

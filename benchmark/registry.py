@@ -17,7 +17,8 @@ from .errors import UsageError, choices_hint
 from .hparams import validate as validate_hparams
 from .method import Method
 
-# The paper's methods that are planned but have no submission folder yet.
+# The paper's methods. All have a submission in this version; one missing from the methods folder
+# (e.g. another ``EHRBENCH_METHODS``) is reported as planned, not as unknown.
 PLANNED = ("miracl", "focal", "asl", "gce", "mllsc", "multit", "m3care", "medfuse")
 
 REQUIRED_FIELDS = {

@@ -2,6 +2,7 @@
 import numpy as np
 import torch
 
+from benchmark.backbones.flexcare import Batch
 from benchmark.method import TaskInfo
 from benchmark.noise import make_noisy
 from benchmark.protocol import SMOKE, parse_noise
@@ -14,6 +15,30 @@ def smoke_task(name="syn-phe"):
     info = TaskInfo(spec.name, spec.kind, spec.num_labels, len(data.train), data.train.ehr.shape[-1],
                     data.train.note.shape[-1], tuple(data.label_names), SMOKE.backbone)
     return spec, data, info
+
+
+def make_batch(b=6, t=10, n=7, note_dim=24, ehr_len=None, note_len=None, seed=0):
+    """A random padded batch; entries beyond each length are zero, length 0 = missing."""
+    g = torch.Generator().manual_seed(seed)
+    ehr_len = torch.tensor(ehr_len if ehr_len is not None else [t] * b)
+    note_len = torch.tensor(note_len if note_len is not None else [n] * b)
+    ehr = torch.randn(b, t, 76, generator=g) * (torch.arange(t)[None, :, None] < ehr_len[:, None, None])
+    note = torch.randn(b, n, note_dim, generator=g) * (torch.arange(n)[None, :, None] < note_len[:, None, None])
+    return Batch(ehr=ehr, ehr_len=ehr_len, note=note, note_len=note_len, patient_id=torch.arange(b))
+
+
+def batch_rows(batch, rows):
+    """The samples ``rows`` of a batch, in that order."""
+    return Batch(batch.ehr[rows], batch.ehr_len[rows], batch.note[rows], batch.note_len[rows], batch.patient_id[rows])
+
+
+def assert_padding_is_ignored(model, note_dim=24):
+    """Random values beyond each sample's lengths (series and note) leave ``model``'s logits unchanged."""
+    short = make_batch(b=3, t=6, n=5, note_dim=note_dim, ehr_len=[6, 3, 0], note_len=[5, 2, 4])
+    long = Batch(torch.cat([short.ehr, torch.randn(3, 4, 76)], 1), short.ehr_len,
+                 torch.cat([short.note, torch.randn(3, 3, note_dim)], 1), short.note_len, short.patient_id)
+    torch.testing.assert_close(model(short).logits, model(long).logits, atol=1e-5, rtol=1e-5)
+    return short
 
 
 def noisy_labels(data, noise="sym-40"):
@@ -61,3 +86,21 @@ def bimodal_scores(n, c, seed=0, prevalence=0.18):
     noise = torch.randn(n, c, generator=g, dtype=torch.float64)
     scores = torch.where(is_high, pick(high) + pick(spread_high) * noise, pick(low) + pick(spread_low) * noise)
     return scores.clamp(0, 1), labels
+
+
+def smoke_run(method, results):
+    """``ehrbench bench`` of ``method`` on the smoke track (both tasks, sym-40, seed 30) in a fresh
+    process: its stdout and run records, after checking that every run finished."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    proc = subprocess.run([sys.executable, "-m", "benchmark", "bench", "--method", method, "--track", "smoke",
+                           "--device", "cpu", "--jobs", "1", "--noise", "sym-40", "--seeds", "30",
+                           "--results", str(results)], capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+    assert proc.returncode == 0, proc.stderr
+    assert "track smoke / task syn-phe" in proc.stdout and "track smoke / task syn-dia" in proc.stdout
+    records = [json.loads(p.read_text()) for p in Path(results).rglob("*.json")]
+    assert all(r["status"] == "done" for r in records)
+    return proc.stdout, records

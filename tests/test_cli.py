@@ -20,10 +20,9 @@ def ehrbench(*args, **kw):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["bench", "--method", "foo"], "unknown method 'foo'; valid choices: asl, bce, focal, gce, miracl, mllsc, multit"),
+    (["bench", "--method", "foo"], "unknown method 'foo'; valid choices: asl, bce, focal, gce, m3care, medfuse, miracl, mllsc, multit"),
     (["bench", "--method", "bcee"], "unknown method 'bcee'; did you mean 'bce'?; valid choices: asl, bce, focal,"),
-    (["bench", "--method", "m3care"], "method 'm3care' is not available yet"),
-    (["bench", "--method", ""], "no method given (e.g. METHOD=bce); available: asl, bce, focal, gce, miracl, mllsc, multit"),
+    (["bench", "--method", ""], "no method given (e.g. METHOD=bce); available: asl, bce, focal, gce, m3care, medfuse, miracl, mllsc, multit"),
     (["bench", "--method", "bce", "--track", "fast"], "unknown track 'fast'; valid choices: full, paper, quick, smoke"),
     (["bench", "--method", "bce", "--track", "paper"], "data/mimic4/phenotyping: folder not found; point --root (or EHRBENCH_DATA)"),
     (["bench", "--method", "bce", "--tasks", "mimic4-phe"], "unknown task 'mimic4-phe' in track 'quick'; valid choices: syn-phe"),
@@ -34,6 +33,8 @@ def ehrbench(*args, **kw):
     (["bench", "--method", "bce", "--set", "depth=3"], "method 'bce' has no hyper-parameter 'depth'; its hyper-parameters: modalities, structural_mask"),
     (["bench", "--method", "bce", "--set", "modalities=text"], "method 'bce': hyper-parameter 'modalities' = 'text' is not allowed; allowed: one of both, ehr, note"),
     (["table", "--track", "nope"], "unknown track 'nope'"),
+    (["methods", "describe", "m3car"], "unknown method 'm3car'; did you mean 'm3care'?"),
+    (["methods", "describe", "--task", "syn-phe"], "unknown task 'syn-phe' in track 'full'"),
 ])
 def test_bad_input_is_one_line_naming_the_thing_and_the_choices(argv, message, capsys, tmp_path):
     code = main(argv + (["--results", str(tmp_path)] if argv[0] == "bench" else []))
@@ -44,8 +45,11 @@ def test_bad_input_is_one_line_naming_the_thing_and_the_choices(argv, message, c
     assert not any(tmp_path.iterdir())  # refused before any work
 
 
-def test_a_planned_method_says_not_available_yet_without_traceback():
-    proc = ehrbench("bench", "--method", "m3care")
+def test_a_planned_method_says_not_available_yet_without_traceback(tmp_path):
+    # A methods folder without the paper's m3care: it is planned, not unknown.
+    (tmp_path / "bce").mkdir()
+    (tmp_path / "bce" / "manifest.yaml").write_text((Path(__file__).parent.parent / "methods" / "bce" / "manifest.yaml").read_text())
+    proc = ehrbench("bench", "--method", "m3care", env={**os.environ, "EHRBENCH_METHODS": str(tmp_path)})
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "method 'm3care' is not available yet" in proc.stderr
@@ -131,7 +135,8 @@ def test_methods_and_tracks_are_listed(capsys):
     assert main(["methods"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("asl ") and "\nbce        FlexCare (BCE)" in out
-    assert "planned, not available yet: m3care, medfuse" in out and "\nmiracl     MIRACL" in out
+    assert "\nm3care     M3Care" in out and "\nmedfuse    MedFuse" in out and "\nmiracl     MIRACL" in out
+    assert "planned, not available yet" not in out
     assert main(["tracks"]) == 0
     assert "quick  tasks: syn-phe" in capsys.readouterr().out
 

@@ -1,15 +1,7 @@
 import torch
 
 from benchmark.backbones.flexcare import Batch, FlexCare, count_parameters
-
-
-def make_batch(b=6, t=10, n=7, note_dim=24, ehr_len=None, note_len=None, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    ehr_len = torch.tensor(ehr_len if ehr_len is not None else [t] * b)
-    note_len = torch.tensor(note_len if note_len is not None else [n] * b)
-    ehr = torch.randn(b, t, 76, generator=g) * (torch.arange(t)[None, :, None] < ehr_len[:, None, None])
-    note = torch.randn(b, n, note_dim, generator=g) * (torch.arange(n)[None, :, None] < note_len[:, None, None])
-    return Batch(ehr=ehr, ehr_len=ehr_len, note=note, note_len=note_len, patient_id=torch.arange(b))
+from helpers import make_batch
 
 
 def small(**kw):
