@@ -1,4 +1,6 @@
+import atexit
 import os
+import shutil
 import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -6,3 +8,4 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # One tensor cache for the whole session (shared with the CLI subprocesses the tests start), never
 # the user's own.
 os.environ["EHRBENCH_CACHE"] = tempfile.mkdtemp(prefix="ehrbench-test-cache-")
+atexit.register(shutil.rmtree, os.environ["EHRBENCH_CACHE"], ignore_errors=True)  # no folder left per test session
