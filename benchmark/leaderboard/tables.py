@@ -1,0 +1,89 @@
+"""The board's tables as text: terminal and Markdown (tabulate) and LaTeX (``board.tex``)."""
+from __future__ import annotations
+
+from tabulate import tabulate
+
+from ..report import mean_std
+
+PHASE_ORDER = ("data", "noise", "train", "method_hooks", "eval")
+STYLES = {  # how bold (best) and the tie group show in each format
+    "simple": ("{} <", "{} ="),
+    "github": ("**{}**", "_{}_"),
+    "latex_raw": (r"\textbf{{{}}}", r"\underline{{{}}}"),
+}
+
+
+def cell_text(cell: dict, fmt: str = "simple") -> str:
+    if not cell["n"] and not cell["failed"]:
+        return "-"
+    text = "failed" if not cell["n"] else ("-" if cell["mean"] is None else mean_std([v for _, v in cell["values"]]))
+    bold, tie = STYLES[fmt]
+    if cell["best"]:
+        text = bold.format(text)
+    elif cell["tie"]:
+        text = tie.format(text)
+    if cell["stars"]:
+        text += {"simple": cell["stars"], "github": cell["stars"].replace("*", r"\*"),
+                 "latex_raw": f"$^{{{cell['stars']}}}$"}[fmt]
+    text += "".join(f" [{f}]" for f in cell["flags"]) + (" !" if cell["failed"] else "")
+    return text
+
+
+def result_table(table: dict, fmt: str = "simple") -> str:
+    headers = ["method"] + [f"{n['name']}\n{n['label']}" if fmt == "simple" else f"{n['name']} {n['label']}"
+                            for n in table["noises"]]
+    body = [[_escape(r["method"], fmt)] + [cell_text(c, fmt) for c in r["cells"]] for r in table["rows"]]
+    return tabulate(body, headers, tablefmt=fmt, disable_numparse=True)
+
+
+def summary_table(summary: dict, fmt: str = "simple") -> str:
+    if "ranks" not in summary:
+        return "(no cell that at least two methods share without flags)"
+    body = [[_escape(m, fmt), f"{summary['ranks'][m]:.2f}"] for m in summary["methods"]]
+    return tabulate(body, ["method", f"average rank over {summary['cells']} cells"], tablefmt=fmt,
+                    disable_numparse=True)
+
+
+def summary_line(summary: dict) -> str:
+    parts = []
+    if "friedman" in summary:
+        f = summary["friedman"]
+        parts.append(f"Friedman chi2 = {f['statistic']:.2f}, p = {f['p']:.3g}")
+    if "cd" in summary:
+        parts.append(f"Nemenyi CD = {summary['cd']:.2f} at alpha = {summary['alpha']:g}")
+    if summary.get("left_out"):
+        parts.append("left out (fewer cells): " + ", ".join(summary["left_out"]))
+    return "; ".join(parts)
+
+
+def compute_table(block: dict, fmt: str = "simple") -> str:
+    unit = "GPU-h" if block["gpu"] else "CPU-h"
+    headers = ["method", "runs", "median s/run", unit, "peak MiB", *(f"% {p}" for p in PHASE_ORDER),
+               f"x {block['baseline'] or 'baseline'}", "setting"]
+    body = [[_escape(r["method"], fmt), r["runs"], f"{r['median_s']:.1f}", f"{r['hours']:.3f}",
+             f"{r['peak_memory_bytes'] / 2**20:.0f}", *(f"{100 * r['phases'][p]:.1f}" for p in PHASE_ORDER),
+             "-" if r["ratio"] is None else f"{r['ratio']:.2f}", r["setting"]] for r in block["rows"]]
+    return tabulate(body, headers, tablefmt=fmt, disable_numparse=True)
+
+
+def _escape(text: str, fmt: str) -> str:
+    if fmt == "latex_raw":
+        return "".join("\\" + ch if ch in "&%$#_{}" else ch for ch in text)
+    return text
+
+
+def render(board: dict, fmt: str = "simple") -> str:
+    """Every table of the board in one text: ``simple`` (terminal), ``github`` (Markdown), ``latex_raw``."""
+    heading = {"simple": "{}", "github": "## {}", "latex_raw": "% {}"}[fmt]
+    out = []
+    for track in board["tracks"]:
+        for table in track["tasks"]:
+            out += [heading.format(f"track {track['track']} / task {table['task']}"), result_table(table, fmt), ""]
+        out += [heading.format(f"track {track['track']}: average rank"), summary_table(track["summary"], fmt),
+                summary_line(track["summary"]), ""]
+        for block in track["compute"]:
+            out += [heading.format(f"track {track['track']}: compute on {block['hardware']}"),
+                    compute_table(block, fmt), ""]
+    caption = board["caption"] + (" Best: '<', tie group: '='." if fmt == "simple" else "")
+    out.append(caption if fmt != "latex_raw" else "% " + caption)
+    return "\n".join(out) + "\n"
