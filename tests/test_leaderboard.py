@@ -71,6 +71,9 @@ def test_compute_table_per_hardware_with_the_ratio_to_bce_on_the_same_hardware_o
     gpu = {r["method"]: r for r in blocks["NVIDIA H100"]["rows"]}
     assert gpu["FlexCare (BCE)"]["ratio"] == 1.0 and gpu["GCE"]["ratio"] == pytest.approx(4.0)
     assert gpu["GCE"]["hours"] == pytest.approx(3 * 8.0 / 3600) and blocks["NVIDIA H100"]["gpu"]
+    assert gpu["GCE"]["mean_map"] == pytest.approx(0.45) and gpu["GCE"]["cells"] == 1
+    cpu_gce = next(r for r in blocks["CPU: Test CPU 2-core"]["rows"] if r["method"] == "GCE")
+    assert cpu_gce["cells"] == 3  # its mixed-data cell is not averaged into the cost plot's mAP
     cpu = {r["method"]: r for r in blocks["CPU: Test CPU 2-core"]["rows"]}
     assert cpu["GCE"]["ratio"] == pytest.approx(2.0) and cpu["ASL"]["runs"] == 2
     assert cpu["GCE"]["phases"] == pytest.approx({"data": 0.1, "noise": 0.0, "train": 0.8, "method_hooks": 0.0,

@@ -164,6 +164,13 @@ def compute_tables(rows: list[dict], options: Options) -> list[dict]:
 
 def compute_line(method: str, runs: list[dict]) -> dict:
     totals = [r["time_total"] for r in runs]
+    # mAP on this hardware: the mean over its (task, noise) cells, each the mean of its seeds;
+    # a cell mixing data or harness versions is left out, as in the result tables.
+    grouped = defaultdict(list)
+    for r in runs:
+        grouped[(r["task"], r["noise"])].append(r)
+    cells = [[r["map"] for r in v] for v in grouped.values()
+             if not any(f.startswith("mixed") for f in cell_flags({"runs": v}))]
     phase_sums = {p: sum(r[f"time_{p}"] or 0.0 for r in runs) for p in PHASES}
     whole = sum(phase_sums.values()) or 1.0
     return {
@@ -171,6 +178,7 @@ def compute_line(method: str, runs: list[dict]) -> dict:
         "median_s": float(np.median(totals)), "hours": sum(totals) / 3600,
         "peak_memory_bytes": max(r["peak_memory_bytes"] for r in runs),
         "phases": {p: s / whole for p, s in phase_sums.items()},
+        "mean_map": float(np.mean([np.mean(v) for v in cells])) if cells else None, "cells": len(cells),
         "setting": ", ".join(sorted({f"{r['precision']}, {r['packed_runs']} packed" for r in runs})),
     }
 

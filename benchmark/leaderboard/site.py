@@ -22,9 +22,13 @@ DOWNLOADS = {"runs.csv": "every run, one row per seed", "board.json": "aggregate
 def _environment() -> Environment:
     env = Environment(loader=PackageLoader("benchmark.leaderboard", "templates"), autoescape=select_autoescape(),
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
-    env.filters.update(cell_text=_cell_html, cell_title=_cell_title, num=_num, pct=lambda x: f"{100 * x:.1f}",
-                       mib=lambda b: f"{b / 2**20:.0f}", slug=lambda s: "".join(ch if ch.isalnum() else "-" for ch in s))
+    env.filters.update(cell_text=_cell_html, map_cells=tables.map_cells, cell_title=_cell_title, num=_num,
+                       pct=lambda x: f"{100 * x:.1f}", mib=lambda b: f"{b / 2**20:.0f}", slug=_slug)
     return env
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() else "-" for ch in text)
 
 
 def _num(x, digits: int = 3) -> str:
@@ -54,28 +58,11 @@ def figures(board: dict) -> dict:
         colors = plots.color_map({r["method"] for t in track["tasks"] for r in t["rows"]})
         for table in track["tasks"]:
             out[f"map/{track['track']}/{table['task']}"] = plots.map_vs_noise(table, colors)
-        means = _method_means(track)
         for block in track["compute"]:
-            points = [{"method": r["method"], "median_s": r["median_s"], "map": means[r["method"]]}
-                      for r in block["rows"] if r["method"] in means]
-            if points:
-                out[f"cost/{track['track']}/{block['hardware']}"] = plots.cost_vs_map(points, colors, block["hardware"])
+            out[f"cost/{track['track']}/{block['hardware']}"] = plots.cost_vs_map(block["rows"], colors, block["hardware"])
         if "ranks" in track["summary"]:
             out[f"cd/{track['track']}"] = plots.critical_difference(track["summary"])
     return out
-
-
-def _method_means(track: dict) -> dict:
-    """Mean mAP per method over the summary's shared cells (all its unflagged cells if it is left out)."""
-    shared = set(track["summary"].get("cell_names", []))
-    out = {}
-    for table in track["tasks"]:
-        for row in table["rows"]:
-            for c in row["cells"]:
-                if c["eligible"] and (f"{table['task']}/{c['noise']}" in shared or row["method"] not in
-                                      track["summary"].get("methods", [])):
-                    out.setdefault(row["method"], []).append(c["mean"])
-    return {m: sum(v) / len(v) for m, v in out.items()}
 
 
 def runs_csv(rows: list[dict]) -> str:

@@ -58,12 +58,16 @@ def summary_line(summary: dict) -> str:
 
 def compute_table(block: dict, fmt: str = "simple") -> str:
     unit = "GPU-h" if block["gpu"] else "CPU-h"
-    headers = ["method", "runs", "median s/run", unit, "peak MiB", *(f"% {p}" for p in PHASE_ORDER),
+    headers = ["method", "runs", "mean mAP (cells)", "median s/run", unit, "peak MiB", *(f"% {p}" for p in PHASE_ORDER),
                f"x {block['baseline'] or 'baseline'}", "setting"]
-    body = [[_escape(r["method"], fmt), r["runs"], f"{r['median_s']:.1f}", f"{r['hours']:.3f}",
+    body = [[_escape(r["method"], fmt), r["runs"], map_cells(r), f"{r['median_s']:.1f}", f"{r['hours']:.3f}",
              f"{r['peak_memory_bytes'] / 2**20:.0f}", *(f"{100 * r['phases'][p]:.1f}" for p in PHASE_ORDER),
              "-" if r["ratio"] is None else f"{r['ratio']:.2f}", r["setting"]] for r in block["rows"]]
     return tabulate(body, headers, tablefmt=fmt, disable_numparse=True)
+
+
+def map_cells(line: dict) -> str:
+    return "-" if line["mean_map"] is None else f"{line['mean_map']:.3f} ({line['cells']})"
 
 
 def _escape(text: str, fmt: str) -> str:
