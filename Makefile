@@ -55,8 +55,8 @@ table: setup
 leaderboard: setup
 	$(BIN)/ehrbench leaderboard --results "$(RESULTS)" --out "$(SITE)" $(LEADERBOARD_FLAGS)
 
+# Writes over the files of an earlier build in PUBLISH_DIR; nothing else there is removed.
 publish: setup
-	rm -rf "$(PUBLISH_DIR)"
 	$(BIN)/ehrbench leaderboard --results "$(RESULTS)" --out "$(PUBLISH_DIR)" --publish --format none $(LEADERBOARD_FLAGS)
 
 test: setup

@@ -1,4 +1,4 @@
-"""``ehrbench``: run a method's grid, print tables, list methods and tracks.
+"""``ehrbench``: run a method's grid, print tables, build the leaderboard, list methods and tracks.
 
 Every user error is one line on stderr (``ehrbench: error: ...``) naming the thing and the valid
 choices, with exit status 2; failed runs give exit status 1 once the grid is through.

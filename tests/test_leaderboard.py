@@ -42,7 +42,8 @@ def test_the_site_and_its_downloads_are_written_next_to_each_other(site):
     assert len(runs) == len(board_records()) and {"seed", "map", "data_fingerprint", "hardware"} <= set(runs[0])
     board = json.loads((out / "board.json").read_text())
     assert board["options"] == {"test": "paired", "correction": "none", "alpha": 0.05, "baseline": "bce"}
-    assert "ddof=1" in board["caption"] and r"\textbf{" in (out / "board.tex").read_text()
+    tex = (out / "board.tex").read_text()
+    assert "ddof=1" in board["caption"] and r"\textbf{0.410 (0.010)}$^{**}$" in tex and r"\% train" in tex
     assert "| FlexCare (BCE) |" in (out / "board.md").read_text()
 
 

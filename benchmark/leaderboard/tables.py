@@ -33,7 +33,7 @@ def result_table(table: dict, fmt: str = "simple") -> str:
     headers = ["method"] + [f"{n['name']}\n{n['label']}" if fmt == "simple" else f"{n['name']} {n['label']}"
                             for n in table["noises"]]
     body = [[_escape(r["method"], fmt)] + [cell_text(c, fmt) for c in r["cells"]] for r in table["rows"]]
-    return tabulate(body, headers, tablefmt=fmt, disable_numparse=True)
+    return tabulate(body, [_escape(h, fmt) for h in headers], tablefmt=fmt, disable_numparse=True)
 
 
 def summary_table(summary: dict, fmt: str = "simple") -> str:
@@ -63,7 +63,7 @@ def compute_table(block: dict, fmt: str = "simple") -> str:
     body = [[_escape(r["method"], fmt), r["runs"], map_cells(r), f"{r['median_s']:.1f}", f"{r['hours']:.3f}",
              f"{r['peak_memory_bytes'] / 2**20:.0f}", *(f"{100 * r['phases'][p]:.1f}" for p in PHASE_ORDER),
              "-" if r["ratio"] is None else f"{r['ratio']:.2f}", r["setting"]] for r in block["rows"]]
-    return tabulate(body, headers, tablefmt=fmt, disable_numparse=True)
+    return tabulate(body, [_escape(h, fmt) for h in headers], tablefmt=fmt, disable_numparse=True)
 
 
 def map_cells(line: dict) -> str:
