@@ -18,12 +18,17 @@ def color_map(methods) -> dict:
     return {m: COLORS[i % len(COLORS)] for i, m in enumerate(sorted(methods))}
 
 
-def to_svg(fig: Figure) -> str:
+def to_svg(fig: Figure, prefix: str) -> str:
+    """The figure as an inline ``<svg>``; its element ids get ``prefix`` so that several figures
+    on one page do not share ids (matplotlib numbers them from 1 in every file)."""
     buf = io.StringIO()
     with matplotlib.rc_context(RC):
         fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None}, bbox_inches="tight")
     text = buf.getvalue()
-    return text[text.index("<svg"):]  # inline: drop the XML declaration and doctype
+    text = text[text.index("<svg"):]  # inline: drop the XML declaration and doctype
+    for old in ('id="', 'url(#', 'href="#'):
+        text = text.replace(old, f"{old}{prefix}-")
+    return text
 
 
 def _figure(width: float, height: float, ncols: int = 1):
@@ -33,7 +38,7 @@ def _figure(width: float, height: float, ncols: int = 1):
     return fig, axes
 
 
-def map_vs_noise(table: dict, colors: dict) -> str:
+def map_vs_noise(table: dict, colors: dict, prefix: str) -> str:
     """One panel per noise family: mean mAP per setting, a band of +-1 std over seeds, the seeds as dots."""
     spans = table["families"]
     with matplotlib.rc_context(RC):
@@ -50,7 +55,7 @@ def map_vs_noise(table: dict, colors: dict) -> str:
             start += fam["span"]
         axes[0].set_ylabel("last-epoch test mAP")
         axes[-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False, fontsize=8)
-        return to_svg(fig)
+        return to_svg(fig, prefix)
 
 
 def _family_line(ax, cells: list[dict], color, label: str) -> None:
@@ -65,7 +70,7 @@ def _family_line(ax, cells: list[dict], color, label: str) -> None:
         ax.scatter([i] * len(ys), ys, s=5, color=color, alpha=0.6, lw=0)
 
 
-def cost_vs_map(points: list[dict], colors: dict, hardware: str) -> str:
+def cost_vs_map(points: list[dict], colors: dict, hardware: str, prefix: str) -> str:
     """Median wall time per run against mean mAP over the method's cells on that hardware."""
     with matplotlib.rc_context(RC):
         fig, (ax,) = _figure(4.8, 3.0)
@@ -75,10 +80,10 @@ def cost_vs_map(points: list[dict], colors: dict, hardware: str) -> str:
         ax.set_xlabel(f"median wall time per run (s) on {hardware}")
         ax.set_ylabel("mean mAP over its cells")
         ax.grid(alpha=0.3)
-        return to_svg(fig)
+        return to_svg(fig, prefix)
 
 
-def critical_difference(summary: dict) -> str:
+def critical_difference(summary: dict, prefix: str) -> str:
     """Demsar's diagram: methods at their average rank; a bar joins methods whose ranks differ by
     less than the Nemenyi critical difference (not distinguishable)."""
     ranks, methods, cd = summary["ranks"], summary["methods"], summary["cd"]
@@ -102,7 +107,7 @@ def critical_difference(summary: dict) -> str:
             ax.text(edge, y, f" {m} ({ranks[m]:.2f}) ", ha="left" if i < half else "right", va="center", fontsize=8)
         for j, (lo, hi) in enumerate(_cliques([ranks[m] for m in methods], cd)):
             ax.hlines(-0.4 - 0.25 * j, lo - 0.05, hi + 0.05, color="tab:red", lw=3)
-        return to_svg(fig)
+        return to_svg(fig, prefix)
 
 
 def _cliques(sorted_ranks: list[float], cd: float) -> list[tuple[float, float]]:

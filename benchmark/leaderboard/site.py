@@ -57,11 +57,14 @@ def figures(board: dict) -> dict:
     for track in board["tracks"]:
         colors = plots.color_map({r["method"] for t in track["tasks"] for r in t["rows"]})
         for table in track["tasks"]:
-            out[f"map/{track['track']}/{table['task']}"] = plots.map_vs_noise(table, colors)
+            key = f"map/{track['track']}/{table['task']}"
+            out[key] = plots.map_vs_noise(table, colors, _slug(key))
         for block in track["compute"]:
-            out[f"cost/{track['track']}/{block['hardware']}"] = plots.cost_vs_map(block["rows"], colors, block["hardware"])
+            key = f"cost/{track['track']}/{block['hardware']}"
+            out[key] = plots.cost_vs_map(block["rows"], colors, block["hardware"], _slug(key))
         if "ranks" in track["summary"]:
-            out[f"cd/{track['track']}"] = plots.critical_difference(track["summary"])
+            key = f"cd/{track['track']}"
+            out[key] = plots.critical_difference(track["summary"], _slug(key))
     return out
 
 
