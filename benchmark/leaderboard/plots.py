@@ -31,10 +31,10 @@ def to_svg(fig: Figure, prefix: str) -> str:
     return text
 
 
-def _figure(width: float, height: float, ncols: int = 1):
+def _figure(width: float, height: float, widths: list[float] | None = None):
     with matplotlib.rc_context(RC):
         fig = Figure(figsize=(width, height))
-        axes = fig.subplots(1, ncols, squeeze=False)[0]
+        axes = fig.subplots(1, len(widths or [1]), squeeze=False, width_ratios=widths)[0]
     return fig, axes
 
 
@@ -42,7 +42,8 @@ def map_vs_noise(table: dict, colors: dict, prefix: str) -> str:
     """One panel per noise family: mean mAP per setting, a band of +-1 std over seeds, the seeds as dots."""
     spans = table["families"]
     with matplotlib.rc_context(RC):
-        fig, axes = _figure(3.0 * len(spans) + 1.5, 2.8, len(spans))
+        widths = [max(fam["span"], 2) for fam in spans]  # panels as wide as their settings need
+        fig, axes = _figure(0.85 * sum(widths) + 2.5, 2.8, widths)
         start = 0
         for ax, fam in zip(axes, spans):
             noises = table["noises"][start:start + fam["span"]]
