@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ..errors import UsageError
 from ..protocol import parse_noise
 from ..report import MIN_SEEDS, PHASES, cell_flags, collect, noise_order
 from . import stats
@@ -28,9 +29,11 @@ class Options:
 
     def __post_init__(self):
         if self.test not in stats.TESTS:
-            raise ValueError(f"test must be one of {stats.TESTS}, got '{self.test}'")
+            raise UsageError(f"test must be one of {', '.join(stats.TESTS)}, got '{self.test}'")
         if self.correction not in stats.CORRECTIONS:
-            raise ValueError(f"correction must be one of {stats.CORRECTIONS}, got '{self.correction}'")
+            raise UsageError(f"correction must be one of {', '.join(stats.CORRECTIONS)}, got '{self.correction}'")
+        if not 0 < self.alpha < 1:
+            raise UsageError(f"alpha must be in (0, 1), got {self.alpha}")
 
 
 def caption(options: Options) -> str:
