@@ -143,3 +143,21 @@ def test_cli_leaderboard_prints_the_tables_writes_the_site_and_reports_bad_files
     assert refused.returncode == 2 and refused.stderr == "ehrbench: error: alpha must be in (0, 1), got 2.0\n"
     table = ehrbench("table", "--track", "quick", "--results", str(results))
     assert table.returncode == 0 and "FlexCare (BCE)" in table.stdout and "[mixed data]" in table.stdout
+
+
+def test_method_metadata_names_paper_licence_parameters_and_harness(tmp_path):
+    from benchmark.leaderboard.aggregate import build_board
+    from benchmark.leaderboard.site import write
+    from benchmark.report import run_row
+
+    rows = [run_row(r) for r in board_records()]
+    manifests = {"bce": {"citation": "Xu et al.\n  FlexCare. KDD 2024.", "license": "MIT", "version": "1.0",
+                         "paper_url": "https://example.org/flexcare"}}
+    board = build_board(rows, Options(), manifests)
+    meta = {m["name"]: m for m in board["tracks"][0]["methods"]}
+    assert meta["bce"]["citation"] == "Xu et al. FlexCare. KDD 2024." and meta["bce"]["license"] == "MIT"
+    assert meta["bce"]["parameters"] == [1000] and meta["bce"]["harness_versions"] == ["0.1.0", "0.2.0"]
+    assert meta["gce"]["citation"] is None  # no manifest in this checkout: the page says "-"
+    write(tmp_path, board, rows, [], {"harness_version": "0.1.0", "commit": None, "date": None})
+    assert '<a class="paper" href="https://example.org/flexcare">Xu et al. FlexCare. KDD 2024.</a>' in \
+        (tmp_path / "index.html").read_text()
