@@ -161,3 +161,15 @@ def test_method_metadata_names_paper_licence_parameters_and_harness(tmp_path):
     write(tmp_path, board, rows, [], {"harness_version": "0.1.0", "commit": None, "date": None})
     assert '<a class="paper" href="https://example.org/flexcare">Xu et al. FlexCare. KDD 2024.</a>' in \
         (tmp_path / "index.html").read_text()
+
+
+def test_a_cell_on_other_data_than_its_column_is_flagged_not_compared():
+    from benchmark.leaderboard.aggregate import build_board
+    from benchmark.report import run_row
+
+    other = [make_record("asl", "bal-40", s, 0.9, data="f" * 64) for s in (30, 40, 100)]
+    board = build_board([run_row(r) for r in board_records() + other], Options())
+    c = cells(board)
+    assert c[("ASL", "bal-40")]["flags"] == ["other data"] and c[("ASL", "bal-40")]["mean"] == pytest.approx(0.9)
+    assert not c[("ASL", "bal-40")]["best"] and c[("Focal", "bal-40")]["best"]
+    assert "[other data]" in render(board)

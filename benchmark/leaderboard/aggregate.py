@@ -7,7 +7,7 @@ Cells are grouped by ``benchmark.report.collect`` (the same aggregation as ``ehr
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -47,7 +47,8 @@ def caption(options: Options) -> str:
             f"({correction}; * p<0.05, ** p<0.01, *** p<0.001). Shaded: the tie group, methods not significantly "
             f"worse than the best at alpha={options.alpha:g} by the same test; with 3 seeds the tests have little "
             f"power, so no star means 'not resolved', not 'equal'. Flagged cells (fewer than {MIN_SEEDS} seeds, "
-            f"mixed data fingerprints or harness versions) are neither ranked nor tested; mixed cells are not averaged.")
+            f"mixed data fingerprints or harness versions, or data other than the column's) are neither ranked nor "
+            f"tested; mixed cells are not averaged.")
 
 
 def result_cell(noise: str, cell: dict | None) -> dict:
@@ -60,7 +61,21 @@ def result_cell(noise: str, cell: dict | None) -> dict:
     return {"noise": noise, **described, "n": len(cell["runs"]),
             "values": sorted([r["seed"], r["map"]] for r in cell["runs"]),
             "run_ids": sorted(r["run_id"] for r in cell["runs"]),
+            "data": None if mixed else cell["runs"][0]["data_fingerprint"] if cell["runs"] else None,
             "flags": flags, "failed": cell["failed"], "eligible": bool(cell["runs"]) and not flags}
+
+
+def _flag_other_data(cells: list[dict]) -> None:
+    """Methods compared in one column must have seen the same data: a cell whose fingerprint differs
+    from the column's most common one is flagged 'other data' and left out of ranking and tests."""
+    counts = Counter(c["data"] for c in cells if c["eligible"])
+    if len(counts) < 2:
+        return
+    common = min(counts, key=lambda fp: (-counts[fp], fp))
+    for c in cells:
+        if c["eligible"] and c["data"] != common:
+            c["flags"].append("other data")
+            c["eligible"] = False
 
 
 def _test_column(cells: list[dict], options: Options) -> list[tuple[dict, dict, float]]:
@@ -98,7 +113,10 @@ def task_table(task: str, methods: dict, options: Options) -> dict:
         for c in row_cells:
             c.update(method=method, best=False, tie=False, stars="", p=None, p_adjusted=None, vs=None)
         rows.append({"method": method, "cells": row_cells})
-    tests = [t for j in range(len(noises)) for t in _test_column([r["cells"][j] for r in rows], options)]
+    columns = [[r["cells"][j] for r in rows] for j in range(len(noises))]
+    for column in columns:
+        _flag_other_data(column)
+    tests = [t for column in columns for t in _test_column(column, options)]
     _apply_tests(tests, options)
     # Pre-sorted as a reader scans: best average of the cell means first.
     rows.sort(key=lambda r: (-_row_mean(r), r["method"]))
