@@ -137,7 +137,7 @@ def test_cli_leaderboard_prints_the_tables_writes_the_site_and_reports_bad_files
                     "--correction", "holm", "--test", "welch")
     assert proc.returncode == 0, proc.stderr
     assert "warning: skipping broken.json: not valid JSON" in proc.stderr
-    assert "track quick / task syn-phe" in proc.stdout and "Holm-adjusted" in proc.stdout
+    assert "Track quick, task syn-phe: last-epoch test mAP" in proc.stdout and "Holm-adjusted" in proc.stdout
     assert "Welch" in proc.stdout and (tmp_path / "s" / "index.html").exists()
     refused = ehrbench("leaderboard", "--results", str(results), "--out", str(tmp_path / "x"), "--alpha", "2")
     assert refused.returncode == 2 and refused.stderr == "ehrbench: error: alpha must be in (0, 1), got 2.0\n"

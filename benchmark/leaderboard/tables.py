@@ -33,15 +33,16 @@ def result_table(table: dict, fmt: str = "simple") -> str:
     headers = ["method"] + [f"{n['name']}\n{n['label']}" if fmt == "simple" else f"{n['name']} {n['label']}"
                             for n in table["noises"]]
     body = [[_escape(r["method"], fmt)] + [cell_text(c, fmt) for c in r["cells"]] for r in table["rows"]]
-    return tabulate(body, [_escape(h, fmt) for h in headers], tablefmt=fmt, disable_numparse=True)
+    return tabulate(body, [_escape(h, fmt) for h in headers], tablefmt=fmt, disable_numparse=True,
+                    colalign=_align(headers))
 
 
 def summary_table(summary: dict, fmt: str = "simple") -> str:
     if "ranks" not in summary:
         return "(no cell that at least two methods share without flags)"
     body = [[_escape(m, fmt), f"{summary['ranks'][m]:.2f}"] for m in summary["methods"]]
-    return tabulate(body, ["method", f"average rank over {summary['cells']} cells"], tablefmt=fmt,
-                    disable_numparse=True)
+    headers = ["method", f"average rank over {summary['cells']} cells"]
+    return tabulate(body, headers, tablefmt=fmt, disable_numparse=True, colalign=_align(headers))
 
 
 def summary_line(summary: dict) -> str:
@@ -63,7 +64,13 @@ def compute_table(block: dict, fmt: str = "simple") -> str:
     body = [[_escape(r["method"], fmt), r["runs"], map_cells(r), f"{r['median_s']:.1f}", f"{r['hours']:.3f}",
              f"{r['peak_memory_bytes'] / 2**20:.0f}", *(f"{100 * r['phases'][p]:.1f}" for p in PHASE_ORDER),
              "-" if r["ratio"] is None else f"{r['ratio']:.2f}", r["setting"]] for r in block["rows"]]
-    return tabulate(body, [_escape(h, fmt) for h in headers], tablefmt=fmt, disable_numparse=True)
+    return tabulate(body, [_escape(h, fmt) for h in headers], tablefmt=fmt, disable_numparse=True,
+                    colalign=_align(headers))
+
+
+def _align(headers: list[str]) -> tuple[str, ...]:
+    """Method names left, numbers right (also in LaTeX, where tabulate would left-align text)."""
+    return ("left",) + ("right",) * (len(headers) - 1)
 
 
 def map_cells(line: dict) -> str:
@@ -76,18 +83,26 @@ def _escape(text: str, fmt: str) -> str:
     return text
 
 
+def _block(title: str, body: str, fmt: str, note: str = "") -> str:
+    """A titled table: a line above it in the terminal, a heading in Markdown, a float in LaTeX."""
+    if fmt == "latex_raw":
+        caption = _escape(title + (f". {note}" if note else ""), fmt)
+        return f"\\begin{{table}}[ht]\n\\centering\\small\n\\caption{{{caption}}}\n{body}\n\\end{{table}}\n"
+    heading = f"## {title}\n" if fmt == "github" else title
+    return "\n".join([heading, body] + ([note] if note else [])) + "\n"
+
+
 def render(board: dict, fmt: str = "simple") -> str:
     """Every table of the board in one text: ``simple`` (terminal), ``github`` (Markdown), ``latex_raw``."""
-    heading = {"simple": "{}", "github": "## {}", "latex_raw": "% {}"}[fmt]
     out = []
     for track in board["tracks"]:
-        for table in track["tasks"]:
-            out += [heading.format(f"track {track['track']} / task {table['task']}"), result_table(table, fmt), ""]
-        out += [heading.format(f"track {track['track']}: average rank"), summary_table(track["summary"], fmt),
-                summary_line(track["summary"]), ""]
-        for block in track["compute"]:
-            out += [heading.format(f"track {track['track']}: compute on {block['hardware']}"),
-                    compute_table(block, fmt), ""]
+        name = track["track"]
+        out += [_block(f"Track {name}, task {t['task']}: last-epoch test mAP", result_table(t, fmt), fmt)
+                for t in track["tasks"]]
+        out.append(_block(f"Track {name}: average rank", summary_table(track["summary"], fmt), fmt,
+                          summary_line(track["summary"])))
+        out += [_block(f"Track {name}: compute on {b['hardware']}", compute_table(b, fmt), fmt)
+                for b in track["compute"]]
     caption = board["caption"] + (" Best: '<', tie group: '='." if fmt == "simple" else "")
     out.append(caption if fmt != "latex_raw" else "% " + caption)
     return "\n".join(out) + "\n"
