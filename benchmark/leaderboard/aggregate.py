@@ -61,7 +61,7 @@ def result_cell(noise: str, cell: dict | None) -> dict:
     return {"noise": noise, **described, "n": len(cell["runs"]),
             "values": sorted([r["seed"], r["map"]] for r in cell["runs"]),
             "run_ids": sorted(r["run_id"] for r in cell["runs"]),
-            "data": None if mixed else cell["runs"][0]["data_fingerprint"] if cell["runs"] else None,
+            "data": cell["runs"][0]["data_fingerprint"] if cell["runs"] and not mixed else None,
             "flags": flags, "failed": cell["failed"], "eligible": bool(cell["runs"]) and not flags}
 
 
@@ -120,6 +120,12 @@ def task_table(task: str, methods: dict, options: Options) -> dict:
     _apply_tests(tests, options)
     # Pre-sorted as a reader scans: best average of the cell means first.
     rows.sort(key=lambda r: (-_row_mean(r), r["method"]))
+    return {"task": task, "noises": [{"name": n, "label": parse_noise(n).label()} for n in noises],
+            "families": _families(noises), "rows": rows, "tests": len(tests)}
+
+
+def _families(noises: list[str]) -> list[dict]:
+    """Runs of consecutive settings of one noise family: the grouped header of the table."""
     families = []
     for n in noises:
         family = parse_noise(n).family
@@ -127,8 +133,7 @@ def task_table(task: str, methods: dict, options: Options) -> dict:
             families[-1]["span"] += 1
         else:
             families.append({"family": family, "name": FAMILY_NAMES.get(family, family), "span": 1})
-    return {"task": task, "noises": [{"name": n, "label": parse_noise(n).label()} for n in noises],
-            "families": families, "rows": rows, "tests": len(tests)}
+    return families
 
 
 def _row_mean(row: dict) -> float:
