@@ -12,7 +12,8 @@ from benchmark.leaderboard import Options, build
 from record_factory import board_records, write_records
 
 CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(os.environ.get("EHRBENCH_ARTIFACTS", Path(__file__).resolve().parent.parent / "build" / "test-artifacts"))
+REPO = Path(__file__).resolve().parent.parent
+ARTIFACTS = Path(os.environ.get("EHRBENCH_ARTIFACTS", REPO / "build" / "test-artifacts"))
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"Debian's chromium is not installed at {CHROMIUM} "
                                 "(`apt-get install chromium`; CI's .ci/run installs it)")

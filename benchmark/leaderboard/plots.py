@@ -77,7 +77,8 @@ def cost_vs_map(points: list[dict], colors: dict, hardware: str, prefix: str) ->
         fig, (ax,) = _figure(4.8, 3.0)
         for p in (p for p in points if p["mean_map"] is not None):
             ax.scatter([p["median_s"]], [p["mean_map"]], color=colors[p["method"]], s=24, zorder=3)
-            ax.annotate(p["method"], (p["median_s"], p["mean_map"]), textcoords="offset points", xytext=(4, 3), fontsize=7)
+            ax.annotate(p["method"], (p["median_s"], p["mean_map"]), textcoords="offset points", xytext=(4, 3),
+                        fontsize=7)
         ax.set_xlabel(f"median wall time per run (s) on {hardware}")
         ax.set_ylabel("mean mAP over its cells")
         ax.grid(alpha=0.3)
