@@ -18,8 +18,8 @@ MIN_SEEDS = 3
 CAPTION = (
     "Last-epoch test mAP (macro, clean test labels): mean (std) over seeds, std with ddof=1 "
     "(sample standard deviation). '[n=k]' marks a cell with fewer than {min_seeds} seeds; "
-    "'[mixed data]' and '[mixed harness]' mark a cell whose runs differ in data fingerprint or harness "
-    "version (its runs are not averaged); '!' marks a cell whose runs had failed records (not averaged in)."
+    "'[mixed data]', '[mixed harness]' and '[mixed code]' mark a cell whose runs differ in data fingerprint, "
+    "harness version or method code (its runs are not averaged); '!' marks a cell whose runs had failed records (not averaged in)."
 )
 PHASES = ("data", "noise", "train", "method_hooks", "eval")
 
@@ -75,6 +75,9 @@ def cell_flags(cell: dict) -> list[str]:
         flags.append("mixed data")
     if len({r["harness_version"] for r in runs}) > 1:
         flags.append("mixed harness")
+    # The run id has the method's version, not its code: code edited mid-grid shows here.
+    if len({r["code_hash"] for r in runs}) > 1:
+        flags.append("mixed code")
     return flags
 
 

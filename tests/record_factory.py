@@ -9,7 +9,7 @@ DISPLAY = {"bce": "FlexCare (BCE)", "focal": "Focal", "gce": "GCE", "asl": "ASL"
 
 
 def make_record(method="bce", noise="sym-20", seed=30, map=0.4, *, track="quick", task="syn-phe",
-                status="done", data="a" * 64, harness="0.1.0", gpu=None, cpu="Test CPU 2-core",
+                status="done", data="a" * 64, harness="0.1.0", code="c" * 64, gpu=None, cpu="Test CPU 2-core",
                 total=10.0, peak=2**26, parameters=1000) -> dict:
     family = noise.split("-")[0]
     spec = {"track": track, "task": task, "seed": seed, "noise_seed_policy": "reference",
@@ -27,7 +27,7 @@ def make_record(method="bce", noise="sym-20", seed=30, map=0.4, *, track="quick"
         "peak_memory_bytes": peak,
         "fingerprints": {"data": data, "noisy_labels": "b" * 64},
         "noise": {"rho_plus": 0.2, "rho_minus": 0.2},
-        "method": {"display_name": DISPLAY.get(method, method), "code_hash": "c" * 64, "parameters": parameters},
+        "method": {"display_name": DISPLAY.get(method, method), "code_hash": code, "parameters": parameters},
         "environment": {"harness_version": harness, "git": {"sha": "d" * 40, "dirty": False}, "cpu": cpu,
                         "gpu": gpu, "device": "cuda" if gpu else "cpu", "precision": "bf16" if gpu else "fp32",
                         "packed_runs": 1},

@@ -163,6 +163,15 @@ def test_method_metadata_names_paper_licence_parameters_and_harness(tmp_path):
         (tmp_path / "index.html").read_text()
 
 
+def test_a_cell_whose_method_code_changed_between_seeds_is_not_averaged():
+    from benchmark.leaderboard.aggregate import build_board
+    from benchmark.report import run_row
+
+    edited = [make_record("asl", "bal-40", s, 0.3, code=("c" if s < 100 else "e") * 64) for s in (30, 40, 100)]
+    cell = cells(build_board([run_row(r) for r in board_records() + edited], Options()))[("ASL", "bal-40")]
+    assert cell["flags"] == ["mixed code"] and cell["mean"] is None and not cell["eligible"]
+
+
 def test_a_cell_on_other_data_than_its_column_is_flagged_not_compared():
     from benchmark.leaderboard.aggregate import build_board
     from benchmark.report import run_row

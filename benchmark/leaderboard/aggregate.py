@@ -46,9 +46,9 @@ def caption(options: Options) -> str:
             f"Bold: best mean of the column. Stars: p of the best against the second best by {test} "
             f"({correction}; * p<0.05, ** p<0.01, *** p<0.001). Shaded: the tie group, methods not significantly "
             f"worse than the best at alpha={options.alpha:g} by the same test; with 3 seeds the tests have little "
-            f"power, so no star means 'not resolved', not 'equal'. Flagged cells (fewer than {MIN_SEEDS} seeds, "
-            f"mixed data fingerprints or harness versions, or data other than the column's) are neither ranked nor "
-            f"tested; mixed cells are not averaged.")
+            f"power, so no star means 'not resolved', not 'equal'. Flagged cells (fewer than {MIN_SEEDS} seeds; "
+            f"mixed data fingerprints, harness versions or method code; data other than the column's) are neither "
+            f"ranked nor tested; mixed cells are not averaged.")
 
 
 def result_cell(noise: str, cell: dict | None) -> dict:
