@@ -86,29 +86,32 @@ def cost_vs_map(points: list[dict], colors: dict, hardware: str, prefix: str) ->
 
 
 def critical_difference(summary: dict, prefix: str) -> str:
-    """Demsar's diagram: methods at their average rank; a bar joins methods whose ranks differ by
+    """Demsar's diagram: methods at their average rank; a red bar joins methods whose ranks differ by
     less than the Nemenyi critical difference (not distinguishable)."""
     ranks, methods, cd = summary["ranks"], summary["methods"], summary["cd"]
-    k = len(methods)
+    k, half = len(methods), (len(methods) + 1) // 2
+    cliques = _cliques([ranks[m] for m in methods], cd)
+    top = -0.6 - 0.3 * len(cliques)  # clique bars under the axis, then one label row per method
+    bottom = top - 0.55 * half
     with matplotlib.rc_context(RC):
-        fig, (ax,) = _figure(6.4, 0.9 + 0.28 * k)
+        fig, (ax,) = _figure(6.4, 0.75 * (1.8 - bottom))
         ax.set_xlim(k + 0.3, 0.7)  # rank 1 (best) on the right, as in Demsar's figures
-        ax.set_ylim(-(k + 1.5), 1.5)
+        ax.set_ylim(bottom - 0.2, 1.7)
         ax.axis("off")
         ax.hlines(0, 1, k, color="black", lw=1)
         for r in range(1, k + 1):
-            ax.vlines(r, 0, 0.25, color="black", lw=1)
-            ax.text(r, 0.45, str(r), ha="center", va="bottom", fontsize=8)
+            ax.vlines(r, 0, 0.2, color="black", lw=1)
+            ax.text(r, 0.3, str(r), ha="center", va="bottom", fontsize=8)
         ax.hlines(1.2, 1, 1 + cd, color="black", lw=2)
-        ax.text(1 + cd / 2, 1.35, f"CD = {cd:.2f}", ha="center", va="bottom", fontsize=8)
-        half = (k + 1) // 2
+        ax.text(1 + cd / 2, 1.3, f"CD = {cd:.2f}", ha="center", va="bottom", fontsize=8)
         for i, m in enumerate(methods):  # best half labelled on the right, the rest on the left
-            y = -(1 + (i if i < half else k - 1 - i))
-            edge = 0.7 if i < half else k + 0.3
+            right = i < half
+            y = top - 0.55 * ((i if right else k - 1 - i) + 0.5)
+            edge = 0.7 if right else k + 0.3
             ax.plot([ranks[m], ranks[m], edge], [0, y, y], color="black", lw=0.8)
-            ax.text(edge, y, f" {m} ({ranks[m]:.2f}) ", ha="left" if i < half else "right", va="center", fontsize=8)
-        for j, (lo, hi) in enumerate(_cliques([ranks[m] for m in methods], cd)):
-            ax.hlines(-0.4 - 0.25 * j, lo - 0.05, hi + 0.05, color="tab:red", lw=3)
+            ax.text(edge, y, f" {m} ({ranks[m]:.2f}) ", ha="left" if right else "right", va="center", fontsize=8)
+        for j, (lo, hi) in enumerate(cliques):
+            ax.hlines(-0.45 - 0.3 * j, lo - 0.05, hi + 0.05, color="tab:red", lw=3)
         return to_svg(fig, prefix)
 
 

@@ -59,7 +59,8 @@ def summary_line(summary: dict) -> str:
 
 def compute_table(block: dict, fmt: str = "simple") -> str:
     unit = "GPU-h" if block["gpu"] else "CPU-h"
-    headers = ["method", "runs", "mean mAP (cells)", "median s/run", unit, "peak MiB", *(f"% {p}" for p in PHASE_ORDER),
+    phases = (f"% {p.replace('_', ' ')}" for p in PHASE_ORDER)
+    headers = ["method", "runs", "mean mAP (cells)", "median s/run", unit, "peak MiB", *phases,
                f"x {block['baseline'] or 'baseline'}", "setting"]
     body = [[_escape(r["method"], fmt), r["runs"], map_cells(r), f"{r['median_s']:.1f}", f"{r['hours']:.3f}",
              f"{r['peak_memory_bytes'] / 2**20:.0f}", *(f"{100 * r['phases'][p]:.1f}" for p in PHASE_ORDER),
