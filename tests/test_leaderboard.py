@@ -64,6 +64,8 @@ def test_few_seeds_mixed_data_and_mixed_harness_cells_are_flagged_and_never_aver
     assert c[("Focal", "asym-20-0")]["failed"] == 1 and c[("Focal", "asym-20-0")]["n"] == 0
     text = render(site[0].board)
     assert "- [mixed data]" in text and "- [mixed harness]" in text and "0.510 (0.014) [n=2]" in text
+    html = (site[1] / "index.html").read_text()
+    assert 'title="no finished run (1 failed)">failed <span class="flag">!</span>' in html
 
 
 def test_compute_table_per_hardware_with_the_ratio_to_bce_on_the_same_hardware_only(site):

@@ -22,7 +22,7 @@ DOWNLOADS = {"runs.csv": "every run, one row per seed", "board.json": "aggregate
 def _environment() -> Environment:
     env = Environment(loader=PackageLoader("benchmark.leaderboard", "templates"), autoescape=select_autoescape(),
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
-    env.filters.update(cell_text=_cell_html, map_cells=tables.map_cells, cell_title=_cell_title, num=_num,
+    env.filters.update(cell_value=tables.cell_value, map_cells=tables.map_cells, cell_title=_cell_title, num=_num,
                        pct=lambda x: f"{100 * x:.1f}", mib=lambda b: f"{b / 2**20:.0f}", slug=_slug)
     return env
 
@@ -33,10 +33,6 @@ def _slug(text: str) -> str:
 
 def _num(x, digits: int = 3) -> str:
     return "" if x is None else f"{x:.{digits}f}"
-
-
-def _cell_html(cell: dict) -> str:
-    return tables.cell_text({**cell, "best": False, "tie": False, "stars": "", "flags": [], "failed": 0})
 
 
 def _cell_title(cell: dict) -> str:

@@ -13,10 +13,18 @@ STYLES = {  # how bold (best) and the tie group show in each format
 }
 
 
+def cell_value(cell: dict) -> str:
+    """The number of a cell: mean (std), one value, 'failed' (only failed runs) or '-' (none, or mixed)."""
+    if not cell["n"]:
+        return "failed" if cell["failed"] else "-"
+    return "-" if cell["mean"] is None else mean_std([v for _, v in cell["values"]])
+
+
 def cell_text(cell: dict, fmt: str = "simple") -> str:
+    """The value with bold/tie styling, significance stars and flags in the format's own markup."""
     if not cell["n"] and not cell["failed"]:
         return "-"
-    text = "failed" if not cell["n"] else ("-" if cell["mean"] is None else mean_std([v for _, v in cell["values"]]))
+    text = cell_value(cell)
     bold, tie = STYLES[fmt]
     if cell["best"]:
         text = bold.format(text)
