@@ -184,3 +184,9 @@ def test_a_cell_on_other_data_than_its_column_is_flagged_not_compared():
     assert c[("ASL", "bal-40")]["flags"] == ["other data"] and c[("ASL", "bal-40")]["mean"] == pytest.approx(0.9)
     assert not c[("ASL", "bal-40")]["best"] and c[("Focal", "bal-40")]["best"]
     assert "[other data]" in render(board)
+
+
+def test_an_empty_results_folder_still_gives_a_page(tmp_path):
+    result = build(tmp_path / "no-results", tmp_path / "site", Options())
+    assert result.rows == [] and render(result.board) == "no run records yet\n"
+    assert "No run records yet" in result.page.read_text()

@@ -103,6 +103,8 @@ def _block(title: str, body: str, fmt: str, note: str = "") -> str:
 
 def render(board: dict, fmt: str = "simple") -> str:
     """Every table of the board in one text: ``simple`` (terminal), ``github`` (Markdown), ``latex_raw``."""
+    if not board["tracks"]:
+        return "% no run records yet\n" if fmt == "latex_raw" else "no run records yet\n"
     out = []
     for track in board["tracks"]:
         name = track["track"]
