@@ -12,6 +12,9 @@ NOISE ?=
 SEEDS ?=
 RESULTS ?= results
 DEVICE ?= auto
+SITE ?= site
+PUBLISH_DIR ?= public
+LEADERBOARD_FLAGS ?=
 JOBS ?= 0
 IMAGE ?= noisy-ehr-bench:latest
 MIMIC_DIR ?= $(CURDIR)/data
@@ -19,12 +22,14 @@ MIMIC_DIR ?= $(CURDIR)/data
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup bench table test perf clean docker-build docker-bench help
+.PHONY: setup bench table leaderboard publish test perf clean docker-build docker-bench help
 
 help:
 	@echo "make bench METHOD=bce [TRACK=quick TASKS=.. NOISE=.. SEEDS=.. JOBS=..]   run a method's grid, print the table"
 	@echo "make test                                                               run the test suite"
 	@echo "make table [TRACK=quick]                                                print the tables from results/"
+	@echo "make leaderboard [RESULTS=results SITE=site]                             render the static leaderboard site from results/"
+	@echo "make publish [PUBLISH_DIR=public]                                       the site, dated, ready for a static host"
 	@echo "make perf                                                               speed benchmarks (docs/performance.md)"
 	@echo "make setup | clean | docker-build | docker-bench METHOD=..."
 
@@ -45,6 +50,14 @@ bench: setup
 
 table: setup
 	$(BIN)/ehrbench table --track "$(TRACK)" --results "$(RESULTS)"
+
+# LEADERBOARD_FLAGS passes options through, e.g. "--correction holm --test welch".
+leaderboard: setup
+	$(BIN)/ehrbench leaderboard --results "$(RESULTS)" --out "$(SITE)" $(LEADERBOARD_FLAGS)
+
+# Writes over the files of an earlier build in PUBLISH_DIR; nothing else there is removed.
+publish: setup
+	$(BIN)/ehrbench leaderboard --results "$(RESULTS)" --out "$(PUBLISH_DIR)" --publish --format none $(LEADERBOARD_FLAGS)
 
 test: setup
 	$(BIN)/python -m pytest -q

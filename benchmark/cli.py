@@ -1,4 +1,4 @@
-"""``ehrbench``: run a method's grid, print tables, list methods and tracks.
+"""``ehrbench``: run a method's grid, print tables, build the leaderboard, list methods and tracks.
 
 Every user error is one line on stderr (``ehrbench: error: ...``) naming the thing and the valid
 choices, with exit status 2; failed runs give exit status 1 once the grid is through.
@@ -132,6 +132,21 @@ def cmd_table(args) -> int:
     return 0
 
 
+def cmd_leaderboard(args) -> int:
+    from .leaderboard import Options, build
+    from .leaderboard.tables import render
+
+    result = build(args.results, args.out, Options(test=args.test, correction=args.correction, alpha=args.alpha),
+                   _csv(args.tracks), published=args.publish)
+    for file, error in result.skipped:
+        print(f"warning: skipping {file}: {error}", file=sys.stderr)
+    if args.format != "none":
+        print(render(result.board, args.format))
+    print(f"{len(result.rows)} run records, {len(result.skipped)} skipped; site written to {result.page}"
+          + (" (ready for a static host)" if args.publish else ""))
+    return 0
+
+
 def cmd_methods(args) -> int:
     from .registry import PLANNED, available_methods, get_method
 
@@ -236,6 +251,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--results", default="results")
     t.add_argument("--format", default="simple")
     t.set_defaults(func=cmd_table)
+
+    lb = sub.add_parser("leaderboard", help="render every run record into a static site (tables, tests, plots, downloads)")
+    lb.add_argument("--results", default="results", help="folder of run records (default results/)")
+    lb.add_argument("--out", default="site", help="folder the site is written to (default site/)")
+    lb.add_argument("--tracks", help="comma-separated tracks (default: all but smoke)")
+    lb.add_argument("--test", default="paired", choices=("paired", "welch"),
+                    help="one-sided test of the best against the others: paired over shared seeds, or Welch")
+    lb.add_argument("--correction", default="none", choices=("none", "holm", "bh"),
+                    help="multiple-comparison correction over each table's tests (Holm or Benjamini-Hochberg)")
+    lb.add_argument("--alpha", type=float, default=0.05, help="level of the tie group (default 0.05)")
+    lb.add_argument("--publish", action="store_true", help="stamp the build date on the page and add .nojekyll")
+    lb.add_argument("--format", default="simple", help="terminal tables: tabulate format (simple, github, ...) or none")
+    lb.set_defaults(func=cmd_leaderboard)
 
     d = sub.add_parser("data", help="prepare or describe a task's data").add_subparsers(dest="data_command", required=True)
     for name, func, helptext in (("prepare", cmd_data_prepare, "materialise a task into the tensor cache"),

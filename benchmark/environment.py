@@ -6,10 +6,6 @@ import platform
 import subprocess
 from pathlib import Path
 
-import numpy as np
-import sklearn
-import torch
-
 from . import __version__
 
 REPO = Path(__file__).resolve().parent.parent
@@ -38,6 +34,11 @@ def cpu_model() -> str:
 
 
 def describe(device: torch.device) -> dict:
+    # Imported here so that reading records (tables, leaderboard) does not load torch.
+    import numpy as np
+    import sklearn
+    import torch
+
     env = {
         "harness_version": __version__,
         "git": git_state(),

@@ -1,0 +1,80 @@
+"""The leaderboard: every run record under ``results/`` -> a static site, and the same tables as text.
+
+``load`` reads and validates the records (a bad file is reported by name and skipped),
+``aggregate`` computes the board, ``site`` writes it. ``build`` does all three.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .aggregate import Options, build_board
+
+# The smoke track exists for tests only; it never reaches a leaderboard.
+EXCLUDED_TRACKS = ("smoke",)
+
+
+@dataclass
+class Build:
+    board: dict
+    rows: list
+    skipped: list  # (file, error)
+    page: Path | None = None
+
+
+def load(results: str | Path, tracks: list[str] | None = None) -> tuple[list[dict], list[tuple[str, str]]]:
+    """(run rows, skipped files with the reason) of every record under ``results``."""
+    from ..records import RecordStore
+    from ..report import run_row
+
+    rows, skipped = [], []
+    for path, record, error in RecordStore(results).scan():
+        if error:
+            # The reason already starts with the path; keep the name short on the page.
+            skipped.append((str(Path(path).relative_to(results)), error.removeprefix(f"{path}: ")))
+        elif (record["spec"]["track"] in tracks) if tracks else record["spec"]["track"] not in EXCLUDED_TRACKS:
+            rows.append(run_row(record))
+    return rows, skipped
+
+
+def manifests() -> dict:
+    """{method name: manifest} of the submissions in this checkout (the page's paper and licence)."""
+    from ..errors import BenchError
+    from ..registry import available_methods, methods_dir, read_manifest
+
+    out = {}
+    for name in available_methods():
+        try:
+            out[name] = read_manifest(methods_dir() / name)
+        except BenchError:
+            pass  # a broken manifest costs the page its paper link, nothing else
+    return out
+
+
+def build_info(published: bool) -> dict:
+    """Harness version and commit on every page; the date only on a published one (builds stay byte-stable)."""
+    from .. import __version__
+    from ..environment import git_state
+
+    info = {"harness_version": __version__, "commit": git_state()["sha"], "date": None}
+    if published:
+        epoch = int(os.environ.get("SOURCE_DATE_EPOCH", time.time()))
+        info["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(epoch))
+    return info
+
+
+def build(results: str | Path, out: str | Path | None, options: Options = Options(),
+          tracks: list[str] | None = None, published: bool = False) -> Build:
+    """Read, aggregate and (when ``out`` is given) write the site; returns what was built."""
+    rows, skipped = load(results, tracks)
+    board = build_board(rows, options, manifests())
+    result = Build(board, rows, skipped)
+    if out is not None:
+        from .site import write
+
+        result.page = write(Path(out), board, rows, skipped, build_info(published))
+        if published:
+            (Path(out) / ".nojekyll").write_text("")  # GitHub Pages: serve the files as they are
+    return result

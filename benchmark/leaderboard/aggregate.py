@@ -1,0 +1,244 @@
+"""Run rows -> the board: per (track, task) result tables with significance, per hardware class
+compute tables, a cross-setting rank summary and method metadata. Plain dicts, ready for JSON,
+the HTML template and the text tables; every number is computed here, none in a template.
+
+Cells are grouped by ``benchmark.report.collect`` (the same aggregation as ``ehrbench table``).
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ..errors import UsageError
+from ..protocol import parse_noise
+from ..report import MIN_SEEDS, PHASES, cell_flags, collect, noise_order
+from . import stats
+
+FAMILY_NAMES = {"sym": "symmetric", "asym": "asymmetric", "bal": "balanced", "clean": "clean"}
+
+
+@dataclass(frozen=True)
+class Options:
+    test: str = "paired"  # or "welch"
+    correction: str = "none"  # or "holm", "bh": over every test of one task's table
+    alpha: float = stats.ALPHA
+    baseline: str = "bce"  # the method the compute table divides by (FlexCare trained with BCE)
+
+    def __post_init__(self):
+        if self.test not in stats.TESTS:
+            raise UsageError(f"test must be one of {', '.join(stats.TESTS)}, got '{self.test}'")
+        if self.correction not in stats.CORRECTIONS:
+            raise UsageError(f"correction must be one of {', '.join(stats.CORRECTIONS)}, got '{self.correction}'")
+        if not 0 < self.alpha < 1:
+            raise UsageError(f"alpha must be in (0, 1), got {self.alpha}")
+
+
+def caption(options: Options) -> str:
+    test = ("a one-sided paired t-test over the seeds both methods share" if options.test == "paired"
+            else "a one-sided Welch t-test")
+    correction = {"none": "no multiple-comparison correction",
+                  "holm": "Holm-adjusted over the table's tests",
+                  "bh": "Benjamini-Hochberg-adjusted over the table's tests"}[options.correction]
+    return (f"Last-epoch test mAP (macro, clean test labels): mean (std) over seeds, std with ddof={stats.DDOF}. "
+            f"Bold: best mean of the column. Stars: p of the best against the second best by {test} "
+            f"({correction}; * p<0.05, ** p<0.01, *** p<0.001). Shaded: the tie group, methods not significantly "
+            f"worse than the best at alpha={options.alpha:g} by the same test; with 3 seeds the tests have little "
+            f"power, so no star means 'not resolved', not 'equal'. Flagged cells (fewer than {MIN_SEEDS} seeds; "
+            f"mixed data fingerprints, harness versions or method code; data other than the column's) are neither "
+            f"ranked nor tested; mixed cells are not averaged.")
+
+
+def result_cell(noise: str, cell: dict | None) -> dict:
+    if not cell:
+        return {"noise": noise, "n": 0, "mean": None, "std": None, "values": [], "flags": [], "failed": 0,
+                "eligible": False}
+    flags = cell_flags(cell)
+    mixed = any(f.startswith("mixed") for f in flags)
+    described = stats.describe([] if mixed else cell["maps"])
+    return {"noise": noise, **described, "n": len(cell["runs"]),
+            "values": sorted([r["seed"], r["map"]] for r in cell["runs"]),
+            "run_ids": sorted(r["run_id"] for r in cell["runs"]),
+            "data": cell["runs"][0]["data_fingerprint"] if cell["runs"] and not mixed else None,
+            "flags": flags, "failed": cell["failed"], "eligible": bool(cell["runs"]) and not flags}
+
+
+def _flag_other_data(cells: list[dict]) -> None:
+    """Methods compared in one column must have seen the same data: a cell whose fingerprint differs
+    from the column's most common one is flagged 'other data' and left out of ranking and tests."""
+    counts = Counter(c["data"] for c in cells if c["eligible"])
+    if len(counts) < 2:
+        return
+    common = min(counts, key=lambda fp: (-counts[fp], fp))
+    for c in cells:
+        if c["eligible"] and c["data"] != common:
+            c["flags"].append("other data")
+            c["eligible"] = False
+
+
+def _test_column(cells: list[dict], options: Options) -> list[tuple[dict, dict, float]]:
+    """Mark the column's best; (best, other, raw p) for every other eligible cell, second best first."""
+    ranked = sorted((c for c in cells if c["eligible"]), key=lambda c: -c["mean"])
+    if not ranked:
+        return []
+    best = ranked[0]
+    best.update(best=True, tie=True)
+    values = {id(c): dict(map(tuple, c["values"])) for c in ranked}
+    return [(best, other, stats.one_sided_p(values[id(best)], values[id(other)], options.test))
+            for other in ranked[1:]]
+
+
+def _apply_tests(tests: list[tuple[dict, dict, float]], options: Options) -> None:
+    adjusted = stats.adjust([p for _, _, p in tests], options.correction)
+    seen_best = set()
+    for (best, other, p), q in zip(tests, adjusted):
+        not_worse = math.isnan(q) or q >= options.alpha
+        other.update(p=_num(p), p_adjusted=_num(q), vs=best["method"], tie=not_worse)
+        if id(best) not in seen_best:  # the first test of a column is the one against the second best
+            seen_best.add(id(best))
+            best.update(p=_num(p), p_adjusted=_num(q), vs=other["method"], stars=stats.stars(q))
+
+
+def _num(x: float) -> float | None:
+    return None if x is None or math.isnan(x) else float(x)
+
+
+def task_table(task: str, methods: dict, options: Options) -> dict:
+    noises = noise_order({n for cells in methods.values() for n in cells})
+    rows = []
+    for method, cells in methods.items():
+        row_cells = [result_cell(n, cells.get(n)) for n in noises]
+        for c in row_cells:
+            c.update(method=method, best=False, tie=False, stars="", p=None, p_adjusted=None, vs=None)
+        rows.append({"method": method, "cells": row_cells})
+    columns = [[r["cells"][j] for r in rows] for j in range(len(noises))]
+    for column in columns:
+        _flag_other_data(column)
+    tests = [t for column in columns for t in _test_column(column, options)]
+    _apply_tests(tests, options)
+    # Pre-sorted as a reader scans: best average of the cell means first.
+    rows.sort(key=lambda r: (-_row_mean(r), r["method"]))
+    return {"task": task, "noises": [{"name": n, "label": parse_noise(n).label()} for n in noises],
+            "families": _families(noises), "rows": rows, "tests": len(tests)}
+
+
+def _families(noises: list[str]) -> list[dict]:
+    """Runs of consecutive settings of one noise family: the grouped header of the table."""
+    families = []
+    for n in noises:
+        family = parse_noise(n).family
+        if families and families[-1]["family"] == family:
+            families[-1]["span"] += 1
+        else:
+            families.append({"family": family, "name": FAMILY_NAMES.get(family, family), "span": 1})
+    return families
+
+
+def _row_mean(row: dict) -> float:
+    means = [c["mean"] for c in row["cells"] if c["mean"] is not None]
+    return float(np.mean(means)) if means else -1.0
+
+
+def summary(tables: list[dict], options: Options) -> dict:
+    """Average rank over the (task, noise) cells every compared method has, Friedman test, Nemenyi CD."""
+    scores = defaultdict(dict)
+    for table in tables:
+        for row in table["rows"]:
+            for c in row["cells"]:
+                if c["eligible"]:
+                    scores[row["method"]][(table["task"], c["noise"])] = c["mean"]
+    if not scores:
+        return {"methods": [], "cells": 0}
+    coverage = max(len(s) for s in scores.values())
+    methods = sorted(m for m, s in scores.items() if len(s) == coverage)
+    cells = sorted(set.intersection(*(set(scores[m]) for m in methods)))
+    out = {"methods": methods, "cells": len(cells), "cell_names": [f"{t}/{n}" for t, n in cells],
+           "left_out": sorted(set(scores) - set(methods)), "alpha": options.alpha}
+    if len(methods) < 2 or not cells:
+        return out
+    matrix = np.array([[scores[m][c] for m in methods] for c in cells])
+    ranks = stats.average_ranks(matrix)
+    out["ranks"] = {m: float(r) for m, r in zip(methods, ranks)}
+    out["methods"] = sorted(methods, key=lambda m: (out["ranks"][m], m))
+    out["cd"] = stats.nemenyi_cd(len(methods), len(cells), options.alpha)
+    if len(methods) >= 3 and len(cells) >= 2:
+        statistic, p = stats.friedman(matrix)
+        out["friedman"] = {"statistic": _num(statistic), "p": _num(p)}
+    return out
+
+
+def compute_tables(rows: list[dict], options: Options) -> list[dict]:
+    """Per hardware class: per method median wall time per run, device-hours, peak memory, phase split,
+    and the ratio of median times to the baseline's on the same hardware (never across hardware)."""
+    by_hw = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        if r["status"] == "done":
+            by_hw[r["hardware"]][r["display_name"]].append(r)
+    blocks = []
+    for hardware, methods in sorted(by_hw.items()):
+        lines = [compute_line(name, runs) for name, runs in methods.items()]
+        base = next((ln for ln in lines if ln["method_name"] == options.baseline), None)
+        for ln in lines:
+            ln["ratio"] = ln["median_s"] / base["median_s"] if base and base["median_s"] else None
+        lines.sort(key=lambda ln: (ln["median_s"], ln["method"]))
+        blocks.append({"hardware": hardware, "gpu": not hardware.startswith("CPU:"),
+                       "baseline": base["method"] if base else None, "rows": lines})
+    return blocks
+
+
+def compute_line(method: str, runs: list[dict]) -> dict:
+    totals = [r["time_total"] for r in runs]
+    # mAP on this hardware: the mean over its (task, noise) cells, each the mean of its seeds;
+    # a cell mixing data or harness versions is left out, as in the result tables.
+    grouped = defaultdict(list)
+    for r in runs:
+        grouped[(r["task"], r["noise"])].append(r)
+    cells = [[r["map"] for r in v] for v in grouped.values()
+             if not any(f.startswith("mixed") for f in cell_flags({"runs": v}))]
+    phase_sums = {p: sum(r[f"time_{p}"] or 0.0 for r in runs) for p in PHASES}
+    whole = sum(phase_sums.values()) or 1.0
+    return {
+        "method": method, "method_name": runs[0]["method"], "runs": len(runs),
+        "median_s": float(np.median(totals)), "hours": sum(totals) / 3600,
+        "peak_memory_bytes": max(r["peak_memory_bytes"] for r in runs),
+        "phases": {p: s / whole for p, s in phase_sums.items()},
+        "mean_map": float(np.mean([np.mean(v) for v in cells])) if cells else None, "cells": len(cells),
+        "setting": ", ".join(sorted({f"{r['precision']}, {r['packed_runs']} packed" for r in runs})),
+    }
+
+
+def method_meta(rows: list[dict], manifests: dict) -> list[dict]:
+    """Display name, paper, licence, parameter count, code and harness versions of each method."""
+    by_method = defaultdict(list)
+    for r in rows:
+        by_method[r["display_name"]].append(r)
+    out = []
+    for display, runs in sorted(by_method.items()):
+        name = runs[0]["method"]
+        manifest = manifests.get(name) or {}
+        out.append({
+            "method": display, "name": name,
+            "citation": " ".join(str(manifest.get("citation", "")).split()) or None,
+            "paper_url": manifest.get("paper_url"), "license": manifest.get("license"),
+            "version": manifest.get("version"),
+            "parameters": sorted({r["parameters"] for r in runs if r["parameters"] is not None}),
+            "code_hashes": sorted({(r["code_hash"] or "")[:12] for r in runs}),
+            "harness_versions": sorted({r["harness_version"] or "?" for r in runs}),
+        })
+    return out
+
+
+def build_board(rows: list[dict], options: Options, manifests: dict | None = None) -> dict:
+    tracks = []
+    grouped = collect(rows)
+    for track in sorted({t for t, _ in grouped}):
+        tables = [task_table(task, dict(grouped[(t, task)]), options) for t, task in sorted(grouped) if t == track]
+        track_rows = [r for r in rows if r["track"] == track]
+        tracks.append({"track": track, "tasks": tables, "summary": summary(tables, options),
+                       "compute": compute_tables(track_rows, options),
+                       "methods": method_meta(track_rows, manifests or {})})
+    return {"options": asdict(options), "caption": caption(options), "min_seeds": MIN_SEEDS,
+            "harness_versions": sorted({r["harness_version"] or "?" for r in rows}),
+            "runs": len(rows), "tracks": tracks}

@@ -1,0 +1,94 @@
+"""Write the static site: ``index.html`` (tables, inline SVG plots, a few lines of sorting script)
+and the downloads beside it (``runs.csv``, ``board.json``, ``board.tex``, ``board.md``).
+
+No server, no CDN, no absolute link: the folder works from ``file://``, offline, and on any
+static host. Output is byte-stable for the same records (no timestamp unless published).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+from . import plots, tables
+
+DOWNLOADS = {"runs.csv": "every run, one row per seed", "board.json": "aggregates, raw and adjusted p-values",
+             "board.tex": "LaTeX tables", "board.md": "Markdown tables"}
+
+
+def _environment() -> Environment:
+    env = Environment(loader=PackageLoader("benchmark.leaderboard", "templates"), autoescape=select_autoescape(),
+                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    env.filters.update(cell_value=tables.cell_value, map_cells=tables.map_cells, cell_title=_cell_title, num=_num,
+                       pct=lambda x: f"{100 * x:.1f}", mib=lambda b: f"{b / 2**20:.0f}", slug=_slug)
+    return env
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() else "-" for ch in text)
+
+
+def _num(x, digits: int = 3) -> str:
+    return "" if x is None else f"{x:.{digits}f}"
+
+
+def _cell_title(cell: dict) -> str:
+    if not cell["n"]:
+        return f"no finished run ({cell['failed']} failed)" if cell["failed"] else "no run"
+    parts = [f"n={cell['n']} seeds: " + ", ".join(str(s) for s, _ in cell["values"])]
+    if cell["p"] is not None:
+        parts.append(f"one-sided p vs {cell['vs']}: {cell['p']:.3g} (adjusted {cell['p_adjusted']:.3g})")
+    parts += [f"flag: {f}" for f in cell["flags"]]
+    if cell["failed"]:
+        parts.append(f"{cell['failed']} failed run(s) not averaged in")
+    return "; ".join(parts)
+
+
+def figures(board: dict) -> dict:
+    """{key: inline SVG}: mAP against noise per task, cost against mAP per hardware, CD per track."""
+    out = {}
+    for track in board["tracks"]:
+        colors = plots.color_map({r["method"] for t in track["tasks"] for r in t["rows"]})
+        for table in track["tasks"]:
+            key = f"map/{track['track']}/{table['task']}"
+            out[key] = plots.map_vs_noise(table, colors, _slug(key))
+        for block in track["compute"]:
+            key = f"cost/{track['track']}/{block['hardware']}"
+            out[key] = plots.cost_vs_map(block["rows"], colors, block["hardware"], _slug(key))
+        if "ranks" in track["summary"]:
+            key = f"cd/{track['track']}"
+            out[key] = plots.critical_difference(track["summary"], _slug(key))
+    return out
+
+
+def runs_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    if rows:
+        columns = list(rows[0])
+        writer = csv.DictWriter(buf, columns, lineterminator="\n")
+        writer.writeheader()
+        for row in sorted(rows, key=lambda r: (r["track"], r["task"], r["method"], r["noise"], r["seed"], r["run_id"])):
+            writer.writerow(row)
+    return buf.getvalue()
+
+
+def write(out: Path, board: dict, rows: list[dict], skipped: list[tuple[str, str]], build: dict) -> Path:
+    """Render everything into ``out`` (created); returns the page's path."""
+    out.mkdir(parents=True, exist_ok=True)
+    page = _environment().get_template("index.html.j2").render(
+        board=board, figures=figures(board), skipped=skipped, build=build, downloads=DOWNLOADS,
+        phases=tables.PHASE_ORDER)
+    files = {
+        "index.html": page,
+        "runs.csv": runs_csv(rows),
+        "board.json": json.dumps({**board, "skipped": [{"file": f, "error": e} for f, e in skipped], "build": build},
+                                 indent=1, sort_keys=True, allow_nan=False) + "\n",
+        "board.tex": tables.render(board, "latex_raw"),
+        "board.md": tables.render(board, "github"),
+    }
+    for name, text in files.items():
+        (out / name).write_text(text, encoding="utf-8")
+    return out / "index.html"

@@ -1,0 +1,119 @@
+"""The board's tables as text: terminal and Markdown (tabulate) and LaTeX (``board.tex``)."""
+from __future__ import annotations
+
+from tabulate import tabulate
+
+from ..report import mean_std
+
+PHASE_ORDER = ("data", "noise", "train", "method_hooks", "eval")
+STYLES = {  # how bold (best) and the tie group show in each format
+    "simple": ("{} <", "{} ="),
+    "github": ("**{}**", "_{}_"),
+    "latex_raw": (r"\textbf{{{}}}", r"\underline{{{}}}"),
+}
+
+
+def cell_value(cell: dict) -> str:
+    """The number of a cell: mean (std), one value, 'failed' (only failed runs) or '-' (none, or mixed)."""
+    if not cell["n"]:
+        return "failed" if cell["failed"] else "-"
+    return "-" if cell["mean"] is None else mean_std([v for _, v in cell["values"]])
+
+
+def cell_text(cell: dict, fmt: str = "simple") -> str:
+    """The value with bold/tie styling, significance stars and flags in the format's own markup."""
+    if not cell["n"] and not cell["failed"]:
+        return "-"
+    text = cell_value(cell)
+    bold, tie = STYLES[fmt]
+    if cell["best"]:
+        text = bold.format(text)
+    elif cell["tie"]:
+        text = tie.format(text)
+    if cell["stars"]:
+        text += {"simple": cell["stars"], "github": cell["stars"].replace("*", r"\*"),
+                 "latex_raw": f"$^{{{cell['stars']}}}$"}[fmt]
+    text += "".join(f" [{f}]" for f in cell["flags"]) + (" !" if cell["failed"] else "")
+    return text
+
+
+def result_table(table: dict, fmt: str = "simple") -> str:
+    headers = ["method"] + [f"{n['name']}\n{n['label']}" if fmt == "simple" else f"{n['name']} {n['label']}"
+                            for n in table["noises"]]
+    body = [[_escape(r["method"], fmt)] + [cell_text(c, fmt) for c in r["cells"]] for r in table["rows"]]
+    return tabulate(body, [_escape(h, fmt) for h in headers], tablefmt=fmt, disable_numparse=True,
+                    colalign=_align(headers))
+
+
+def summary_table(summary: dict, fmt: str = "simple") -> str:
+    if "ranks" not in summary:
+        return "(no cell that at least two methods share without flags)"
+    body = [[_escape(m, fmt), f"{summary['ranks'][m]:.2f}"] for m in summary["methods"]]
+    headers = ["method", f"average rank over {summary['cells']} cells"]
+    return tabulate(body, headers, tablefmt=fmt, disable_numparse=True, colalign=_align(headers))
+
+
+def summary_line(summary: dict) -> str:
+    parts = []
+    if "friedman" in summary:
+        f = summary["friedman"]
+        parts.append(f"Friedman chi2 = {f['statistic']:.2f}, p = {f['p']:.3g}")
+    if "cd" in summary:
+        parts.append(f"Nemenyi CD = {summary['cd']:.2f} at alpha = {summary['alpha']:g}")
+    if summary.get("left_out"):
+        parts.append("left out (fewer cells): " + ", ".join(summary["left_out"]))
+    return "; ".join(parts)
+
+
+def compute_table(block: dict, fmt: str = "simple") -> str:
+    unit = "GPU-h" if block["gpu"] else "CPU-h"
+    phases = (f"% {p.replace('_', ' ')}" for p in PHASE_ORDER)
+    headers = ["method", "runs", "mean mAP (cells)", "median s/run", unit, "peak MiB", *phases,
+               f"x {block['baseline'] or 'baseline'}", "setting"]
+    body = [[_escape(r["method"], fmt), r["runs"], map_cells(r), f"{r['median_s']:.1f}", f"{r['hours']:.3f}",
+             f"{r['peak_memory_bytes'] / 2**20:.0f}", *(f"{100 * r['phases'][p]:.1f}" for p in PHASE_ORDER),
+             "-" if r["ratio"] is None else f"{r['ratio']:.2f}", r["setting"]] for r in block["rows"]]
+    return tabulate(body, [_escape(h, fmt) for h in headers], tablefmt=fmt, disable_numparse=True,
+                    colalign=_align(headers))
+
+
+def _align(headers: list[str]) -> tuple[str, ...]:
+    """Method names left, numbers right (also in LaTeX, where tabulate would left-align text)."""
+    return ("left",) + ("right",) * (len(headers) - 1)
+
+
+def map_cells(line: dict) -> str:
+    return "-" if line["mean_map"] is None else f"{line['mean_map']:.3f} ({line['cells']})"
+
+
+def _escape(text: str, fmt: str) -> str:
+    if fmt == "latex_raw":
+        return "".join("\\" + ch if ch in "&%$#_{}" else ch for ch in text)
+    return text
+
+
+def _block(title: str, body: str, fmt: str, note: str = "") -> str:
+    """A titled table: a line above it in the terminal, a heading in Markdown, a float in LaTeX."""
+    if fmt == "latex_raw":
+        caption = _escape(title + (f". {note}" if note else ""), fmt)
+        return f"\\begin{{table}}[ht]\n\\centering\\small\n\\caption{{{caption}}}\n{body}\n\\end{{table}}\n"
+    heading = f"## {title}\n" if fmt == "github" else title
+    return "\n".join([heading, body] + ([note] if note else [])) + "\n"
+
+
+def render(board: dict, fmt: str = "simple") -> str:
+    """Every table of the board in one text: ``simple`` (terminal), ``github`` (Markdown), ``latex_raw``."""
+    if not board["tracks"]:
+        return "% no run records yet\n" if fmt == "latex_raw" else "no run records yet\n"
+    out = []
+    for track in board["tracks"]:
+        name = track["track"]
+        out += [_block(f"Track {name}, task {t['task']}: last-epoch test mAP", result_table(t, fmt), fmt)
+                for t in track["tasks"]]
+        out.append(_block(f"Track {name}: average rank", summary_table(track["summary"], fmt), fmt,
+                          summary_line(track["summary"])))
+        out += [_block(f"Track {name}: compute on {b['hardware']}", compute_table(b, fmt), fmt)
+                for b in track["compute"]]
+    caption = board["caption"] + (" Best: '<', tie group: '='." if fmt == "simple" else "")
+    out.append(caption if fmt != "latex_raw" else "% " + caption)
+    return "\n".join(out) + "\n"

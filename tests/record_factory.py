@@ -1,0 +1,69 @@
+"""Small synthetic run records for the leaderboard's tests: valid by the schema, made in the test."""
+from __future__ import annotations
+
+import copy
+
+from benchmark.records import SCHEMA_VERSION, RecordStore, run_id, validate
+
+DISPLAY = {"bce": "FlexCare (BCE)", "focal": "Focal", "gce": "GCE", "asl": "ASL"}
+
+
+def make_record(method="bce", noise="sym-20", seed=30, map=0.4, *, track="quick", task="syn-phe",
+                status="done", data="a" * 64, harness="0.1.0", code="c" * 64, gpu=None, cpu="Test CPU 2-core",
+                total=10.0, peak=2**26, parameters=1000) -> dict:
+    family = noise.split("-")[0]
+    spec = {"track": track, "task": task, "seed": seed, "noise_seed_policy": "reference",
+            "method": {"name": method, "version": "1.0", "hparams": {}},
+            "noise": {"name": noise, "family": family}}
+    final = {"map": float(map), "micro_f1": 0.1, "macro_f1": 0.1, "macro_auc": 0.5, "micro_auc": 0.5,
+             "per_label_ap": [float(map)], "epoch": 2, "labels_without_positives": []}
+    record = {
+        "schema_version": SCHEMA_VERSION, "run_id": run_id(spec), "spec": spec, "status": status,
+        "failure": None if status == "done" else "non-finite loss at epoch 2",
+        "metrics": {"final": final if status == "done" else {}, "curve": []},
+        # Phases add up to the total: train 80 %, eval 10 %, data 10 %.
+        "timings": {"data": 0.1 * total, "noise": 0.0, "train": 0.8 * total, "method_hooks": 0.0,
+                    "eval": 0.1 * total, "total": total},
+        "peak_memory_bytes": peak,
+        "fingerprints": {"data": data, "noisy_labels": "b" * 64},
+        "noise": {"rho_plus": 0.2, "rho_minus": 0.2},
+        "method": {"display_name": DISPLAY.get(method, method), "code_hash": code, "parameters": parameters},
+        "environment": {"harness_version": harness, "git": {"sha": "d" * 40, "dirty": False}, "cpu": cpu,
+                        "gpu": gpu, "device": "cuda" if gpu else "cpu", "precision": "bf16" if gpu else "fp32",
+                        "packed_runs": 1},
+        "created_utc": "2026-01-01T00:00:00Z",
+    }
+    return validate(record, "factory")
+
+
+# A small board: three methods x three noise settings x seeds 30, 40, 100 with known values.
+MAPS = {
+    "bce": {"sym-20": [0.40, 0.42, 0.41], "asym-0-20": [0.45, 0.44, 0.46], "bal-40": [0.30, 0.31, 0.29]},
+    "focal": {"sym-20": [0.35, 0.36, 0.34], "asym-0-20": [0.44, 0.46, 0.45], "bal-40": [0.33, 0.36, 0.35]},
+    "gce": {"sym-20": [0.30, 0.33, 0.31], "asym-0-20": [0.40, 0.41, 0.39], "bal-40": [0.34, 0.30, 0.32]},
+}
+SEEDS = (30, 40, 100)
+DIA = {"bce": (0.50, 0.51, 0.52), "focal": (0.49, 0.50, 0.53), "gce": (0.45, 0.44, 0.46)}  # syn-dia sym-20
+
+
+def board_records() -> list[dict]:
+    """MAPS as records, plus cells that must be flagged: ASL with 2 seeds, a mixed-data cell
+    (focal bal-40 seed 100 on other data would be one; here GCE's asym-20-0 mixes fingerprints)."""
+    records = [make_record(m, n, s, v, total={"bce": 10.0, "focal": 11.0, "gce": 20.0}[m])
+               for m, cells in MAPS.items() for n, values in cells.items() for s, v in zip(SEEDS, values)]
+    records += [make_record("asl", "sym-20", s, v) for s, v in zip((30, 40), (0.50, 0.52))]
+    records += [make_record("gce", "asym-20-0", s, 0.3 + 0.01 * i, data=("a" if i else "e") * 64)
+                for i, s in enumerate(SEEDS)]
+    records += [make_record("bce", "asym-20-0", s, 0.2, harness="0.1.0" if s != 100 else "0.2.0") for s in SEEDS]
+    records.append(make_record("focal", "asym-20-0", 30, 0.0, status="failed"))
+    # A second task, run on another hardware class (a GPU).
+    records += [make_record(m, "sym-20", s, v, gpu="NVIDIA H100", total=t, task="syn-dia")
+                for m, t in (("bce", 2.0), ("focal", 3.0), ("gce", 8.0)) for s, v in zip(SEEDS, DIA[m])]
+    return records
+
+
+def write_records(root, records) -> RecordStore:
+    store = RecordStore(root)
+    for r in records:
+        store.write(copy.deepcopy(r))
+    return store

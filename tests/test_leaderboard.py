@@ -1,0 +1,192 @@
+"""The leaderboard site and its text tables, built from synthetic records made in the test."""
+import csv
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from benchmark.leaderboard import Options, build
+from benchmark.leaderboard.tables import render
+from record_factory import board_records, make_record, write_records
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    root = tmp_path_factory.mktemp("results")
+    write_records(root, board_records())
+    write_records(root, [make_record("bce", "sym-20", 30, 0.9, track="smoke")])  # never on a board
+    return root
+
+
+@pytest.fixture(scope="module")
+def site(results, tmp_path_factory):
+    out = tmp_path_factory.mktemp("site")
+    return build(results, out, Options()), out
+
+
+def table(board, task):
+    return next(t for t in board["tracks"][0]["tasks"] if t["task"] == task)
+
+
+def cells(board, task="syn-phe"):
+    return {(r["method"], c["noise"]): c for r in table(board, task)["rows"] for c in r["cells"]}
+
+
+def test_the_site_and_its_downloads_are_written_next_to_each_other(site):
+    result, out = site
+    assert sorted(p.name for p in out.iterdir()) == ["board.json", "board.md", "board.tex", "index.html", "runs.csv"]
+    assert [t["track"] for t in result.board["tracks"]] == ["quick"]  # the smoke track is left out
+    runs = list(csv.DictReader((out / "runs.csv").open()))
+    assert len(runs) == len(board_records()) and {"seed", "map", "data_fingerprint", "hardware"} <= set(runs[0])
+    board = json.loads((out / "board.json").read_text())
+    assert board["options"] == {"test": "paired", "correction": "none", "alpha": 0.05, "baseline": "bce"}
+    tex = (out / "board.tex").read_text()
+    assert "ddof=1" in board["caption"] and r"\textbf{0.410 (0.010)}$^{**}$" in tex and r"\% train" in tex
+    assert "| FlexCare (BCE) |" in (out / "board.md").read_text()
+
+
+def test_rows_are_methods_and_columns_the_noise_settings_grouped_by_family(site):
+    syn_phe = table(site[0].board, "syn-phe")
+    assert [n["name"] for n in syn_phe["noises"]] == ["sym-20", "asym-0-20", "asym-20-0", "bal-40"]
+    assert [(f["family"], f["span"]) for f in syn_phe["families"]] == [("sym", 1), ("asym", 2), ("bal", 1)]
+    assert {r["method"] for r in syn_phe["rows"]} == {"FlexCare (BCE)", "Focal", "GCE", "ASL"}
+
+
+def test_few_seeds_mixed_data_and_mixed_harness_cells_are_flagged_and_never_averaged(site):
+    c = cells(site[0].board)
+    asl = c[("ASL", "sym-20")]
+    assert asl["flags"] == ["n=2"] and asl["mean"] == pytest.approx(0.51) and not asl["best"]
+    assert c[("FlexCare (BCE)", "sym-20")]["best"]  # ASL's higher mean does not win the column
+    for key, flag in ((("GCE", "asym-20-0"), "mixed data"), (("FlexCare (BCE)", "asym-20-0"), "mixed harness")):
+        assert c[key]["flags"] == [flag] and c[key]["mean"] is None and c[key]["std"] is None
+    assert c[("Focal", "asym-20-0")]["failed"] == 1 and c[("Focal", "asym-20-0")]["n"] == 0
+    text = render(site[0].board)
+    assert "- [mixed data]" in text and "- [mixed harness]" in text and "0.510 (0.014) [n=2]" in text
+    html = (site[1] / "index.html").read_text()
+    assert 'title="no finished run (1 failed)">failed <span class="flag">!</span>' in html
+
+
+def test_compute_table_per_hardware_with_the_ratio_to_bce_on_the_same_hardware_only(site):
+    blocks = {b["hardware"]: b for b in site[0].board["tracks"][0]["compute"]}
+    assert set(blocks) == {"CPU: Test CPU 2-core", "NVIDIA H100"}
+    gpu = {r["method"]: r for r in blocks["NVIDIA H100"]["rows"]}
+    assert gpu["FlexCare (BCE)"]["ratio"] == 1.0 and gpu["GCE"]["ratio"] == pytest.approx(4.0)
+    assert gpu["GCE"]["hours"] == pytest.approx(3 * 8.0 / 3600) and blocks["NVIDIA H100"]["gpu"]
+    assert gpu["GCE"]["mean_map"] == pytest.approx(0.45) and gpu["GCE"]["cells"] == 1
+    cpu_gce = next(r for r in blocks["CPU: Test CPU 2-core"]["rows"] if r["method"] == "GCE")
+    assert cpu_gce["cells"] == 3  # its mixed-data cell is not averaged into the cost plot's mAP
+    cpu = {r["method"]: r for r in blocks["CPU: Test CPU 2-core"]["rows"]}
+    assert cpu["GCE"]["ratio"] == pytest.approx(2.0) and cpu["ASL"]["runs"] == 2
+    assert cpu["GCE"]["phases"] == pytest.approx({"data": 0.1, "noise": 0.0, "train": 0.8, "method_hooks": 0.0,
+                                                  "eval": 0.1})
+    assert "GPU-h" in render(site[0].board) and "CPU-h" in render(site[0].board)
+
+
+def test_the_page_is_self_contained_with_relative_links_only(site):
+    html = (site[1] / "index.html").read_text()
+    assert html.count("<svg") == 2 + 2 + 1  # mAP per task, cost per hardware, critical difference
+    # Every link of the site is relative; only a method's paper link (class "paper") leaves it.
+    links = re.findall(r'<[a-z]+(?![^>]*class="paper")[^>]*\b(?:href|src)="([^"]*)"', html)
+    assert links and all(not re.match(r"^[a-z]+:|^/", link) for link in links), links
+    assert "<script src" not in html and "<link" not in html
+    assert "Test CPU 2-core" in html and "ddof=1" in html and "Friedman" in html
+
+
+def test_the_build_is_byte_stable(results, site, tmp_path):
+    build(results, tmp_path, Options())
+    for name in ("index.html", "board.json", "runs.csv", "board.tex", "board.md"):
+        assert (tmp_path / name).read_bytes() == (site[1] / name).read_bytes(), name
+
+
+def test_corrupt_truncated_and_schema_invalid_records_are_named_and_skipped(results, tmp_path):
+    bad = tmp_path / "results"
+    write_records(bad, board_records()[:9])
+    folder = next(bad.rglob("*.json")).parent
+    (folder / "truncated.json").write_text(next(bad.rglob("*.json")).read_text()[:200])
+    (folder / "garbage.json").write_bytes(b"\xff\xfe not json")
+    invalid = make_record("bce", "bal-40", 7, 0.3)
+    invalid.pop("timings")
+    (folder / "invalid.json").write_text(json.dumps(invalid))
+    result = build(bad, tmp_path / "site", Options())
+    skipped = dict(result.skipped)
+    assert {p.rsplit("/", 1)[-1] for p in skipped} == {"truncated.json", "garbage.json", "invalid.json"}
+    assert "not valid JSON" in skipped[str((folder / "truncated.json").relative_to(bad))]
+    assert "missing field 'timings'" in skipped[str((folder / "invalid.json").relative_to(bad))]
+    html = (tmp_path / "site" / "index.html").read_text()
+    assert "3 record file(s) skipped" in html and "truncated.json" in html and "<table" in html
+    assert len(result.rows) == 9
+
+
+def test_publish_stamps_version_and_date_and_serves_from_a_plain_folder(results, tmp_path, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1767225600")  # 2026-01-01
+    build(results, tmp_path, Options(), published=True)
+    html = (tmp_path / "index.html").read_text()
+    assert "published 2026-01-01 00:00 UTC" in html and "harness version 0.1.0" in html
+    assert (tmp_path / ".nojekyll").exists()
+
+
+def ehrbench(*args):
+    return subprocess.run([sys.executable, "-m", "benchmark", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_cli_leaderboard_prints_the_tables_writes_the_site_and_reports_bad_files(results, tmp_path):
+    (tmp_path / "r").mkdir()
+    write_records(tmp_path / "r", board_records())
+    (tmp_path / "r" / "broken.json").write_text("{")
+    proc = ehrbench("leaderboard", "--results", str(tmp_path / "r"), "--out", str(tmp_path / "s"),
+                    "--correction", "holm", "--test", "welch")
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: skipping broken.json: not valid JSON" in proc.stderr
+    assert "Track quick, task syn-phe: last-epoch test mAP" in proc.stdout and "Holm-adjusted" in proc.stdout
+    assert "Welch" in proc.stdout and (tmp_path / "s" / "index.html").exists()
+    refused = ehrbench("leaderboard", "--results", str(results), "--out", str(tmp_path / "x"), "--alpha", "2")
+    assert refused.returncode == 2 and refused.stderr == "ehrbench: error: alpha must be in (0, 1), got 2.0\n"
+    table = ehrbench("table", "--track", "quick", "--results", str(results))
+    assert table.returncode == 0 and "FlexCare (BCE)" in table.stdout and "[mixed data]" in table.stdout
+
+
+def test_method_metadata_names_paper_licence_parameters_and_harness(tmp_path):
+    from benchmark.leaderboard.aggregate import build_board
+    from benchmark.leaderboard.site import write
+    from benchmark.report import run_row
+
+    rows = [run_row(r) for r in board_records()]
+    manifests = {"bce": {"citation": "Xu et al.\n  FlexCare. KDD 2024.", "license": "MIT", "version": "1.0",
+                         "paper_url": "https://example.org/flexcare"}}
+    board = build_board(rows, Options(), manifests)
+    meta = {m["name"]: m for m in board["tracks"][0]["methods"]}
+    assert meta["bce"]["citation"] == "Xu et al. FlexCare. KDD 2024." and meta["bce"]["license"] == "MIT"
+    assert meta["bce"]["parameters"] == [1000] and meta["bce"]["harness_versions"] == ["0.1.0", "0.2.0"]
+    assert meta["gce"]["citation"] is None  # no manifest in this checkout: the page says "-"
+    write(tmp_path, board, rows, [], {"harness_version": "0.1.0", "commit": None, "date": None})
+    assert '<a class="paper" href="https://example.org/flexcare">Xu et al. FlexCare. KDD 2024.</a>' in \
+        (tmp_path / "index.html").read_text()
+
+
+def test_a_cell_whose_method_code_changed_between_seeds_is_not_averaged():
+    from benchmark.leaderboard.aggregate import build_board
+    from benchmark.report import run_row
+
+    edited = [make_record("asl", "bal-40", s, 0.3, code=("c" if s < 100 else "e") * 64) for s in (30, 40, 100)]
+    cell = cells(build_board([run_row(r) for r in board_records() + edited], Options()))[("ASL", "bal-40")]
+    assert cell["flags"] == ["mixed code"] and cell["mean"] is None and not cell["eligible"]
+
+
+def test_a_cell_on_other_data_than_its_column_is_flagged_not_compared():
+    from benchmark.leaderboard.aggregate import build_board
+    from benchmark.report import run_row
+
+    other = [make_record("asl", "bal-40", s, 0.9, data="f" * 64) for s in (30, 40, 100)]
+    board = build_board([run_row(r) for r in board_records() + other], Options())
+    c = cells(board)
+    assert c[("ASL", "bal-40")]["flags"] == ["other data"] and c[("ASL", "bal-40")]["mean"] == pytest.approx(0.9)
+    assert not c[("ASL", "bal-40")]["best"] and c[("Focal", "bal-40")]["best"]
+    assert "[other data]" in render(board)
+
+
+def test_an_empty_results_folder_still_gives_a_page(tmp_path):
+    result = build(tmp_path / "no-results", tmp_path / "site", Options())
+    assert result.rows == [] and render(result.board) == "no run records yet\n"
+    assert "No run records yet" in result.page.read_text()

@@ -1,0 +1,92 @@
+"""The leaderboard page in a real browser: Debian's chromium, driven by playwright, from file://.
+
+CI installs chromium (.ci/run); the screenshot is kept under build/test-artifacts/ for a person to look at.
+"""
+import os
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import sync_playwright
+
+from benchmark.leaderboard import Options, build
+from record_factory import board_records, write_records
+
+CHROMIUM = Path("/usr/bin/chromium")
+REPO = Path(__file__).resolve().parent.parent
+ARTIFACTS = Path(os.environ.get("EHRBENCH_ARTIFACTS", REPO / "build" / "test-artifacts"))
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"Debian's chromium is not installed at {CHROMIUM} "
+                                "(`apt-get install chromium`; CI's .ci/run installs it)")
+
+
+@pytest.fixture(scope="module")
+def page_url(tmp_path_factory):
+    root = tmp_path_factory.mktemp("board")
+    write_records(root / "results", board_records())
+    (root / "results" / "quick" / "broken.json").write_text('{"schema_version": 1, "run_')
+    return build(root / "results", root / "site", Options()).page.as_uri()
+
+
+@pytest.fixture(scope="module")
+def browser_page(page_url):
+    requests, errors = [], []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        context = browser.new_context(offline=True, viewport={"width": 1400, "height": 900})
+        page = context.new_page()
+        page.on("request", lambda r: requests.append(r.url))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(page_url, wait_until="load")
+        yield page, requests, errors
+        browser.close()
+
+
+def column(page, table_id, index):
+    return page.locator(f"#{table_id} tbody tr").evaluate_all(
+        f"rows => rows.map(r => r.cells[{index}].textContent.trim())")
+
+
+def test_page_opens_from_file_with_no_network_request_and_no_console_error(browser_page, page_url):
+    page, requests, errors = browser_page
+    assert page_url.startswith("file://")
+    assert requests == [page_url]  # the page itself; no script, style, font or image from anywhere
+    assert errors == []
+    assert "broken.json" in page.locator("#skipped").inner_text()
+    ids = page.locator("[id]").evaluate_all("nodes => nodes.map(n => n.id)")
+    assert len(ids) == len(set(ids))  # five inline figures, no shared element id
+    assert page.locator("svg").count() == 5
+
+
+def test_each_table_has_the_expected_rows_and_columns(browser_page):
+    page = browser_page[0]
+    phe = "table-quick-syn-phe"
+    assert sorted(column(page, phe, 0)) == ["ASL", "FlexCare (BCE)", "Focal", "GCE"]
+    headers = page.locator(f"#{phe} thead tr").nth(1).locator("th").all_inner_texts()
+    assert headers == ["(20,20)", "(0,20)", "(20,0)", "(40,r)"]
+    families = page.locator(f"#{phe} thead tr").first.locator("th.family").all_inner_texts()
+    assert families == ["symmetric", "asymmetric", "balanced"]
+    assert sorted(column(page, "table-quick-syn-dia", 0)) == ["FlexCare (BCE)", "Focal", "GCE"]
+    assert page.locator("table.compute").count() == 2 and page.locator("table.summary tbody tr").count() == 3
+    assert page.locator(f"#{phe} td.best").count() == 3  # one per column that has unflagged cells
+
+
+def test_clicking_a_header_sorts_by_the_numeric_value(browser_page):
+    page = browser_page[0]
+    phe = "table-quick-syn-phe"
+    header = page.locator(f"#{phe} th[data-col='1']")
+    header.click()
+    assert column(page, phe, 0) == ["ASL", "FlexCare (BCE)", "Focal", "GCE"]  # 0.510 > 0.410 > 0.350 > 0.313
+    assert header.get_attribute("aria-sort") == "descending"
+    header.click()
+    assert column(page, phe, 0) == ["GCE", "Focal", "FlexCare (BCE)", "ASL"]
+    page.locator(f"#{phe} th[data-col='4']").click()  # ASL has no bal-40 run: it goes last
+    assert column(page, phe, 0) == ["Focal", "GCE", "FlexCare (BCE)", "ASL"]
+    assert column(page, phe, 4) == ["0.347 (0.015)", "0.320 (0.020)", "0.300 (0.010)", "-"]
+
+
+def test_a_screenshot_is_saved_as_a_test_artifact(browser_page):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "leaderboard.png"
+    browser_page[0].screenshot(path=str(shot), full_page=True)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
