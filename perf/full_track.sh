@@ -1,18 +1,29 @@
 #!/usr/bin/env bash
 # The full-track comparisons of the method baselines and MIRACL, in one GPU session (10 minutes or so on
-# one H100 once the task is prepared). Usage: perf/full_track.sh [RESULTS] ; env ENCODER (default minilm),
-# K (runs sharing the GPU, default 7), PYTHON (default python3).
+# one H100 per part). Usage: perf/full_track.sh [RESULTS [phe|dia|all]] ; env ENCODER (default minilm),
+# K (runs sharing the GPU, default 7), PYTHON (default python3). Part "phe" is 1, 2 and 4, "dia" is 3:
+# each fits one 10-minute command once a warm machine keeps the tensor cache between them.
 #  1. every method next to BCE at symmetric (40,40), seed 30;
-#  2. MIRACL and BCE at asymmetric (0,40), (40,0) and balanced (40,r), seed 30.
+#  2. MIRACL and BCE at asymmetric (0,40), (40,0) and balanced (40,r), seed 30;
+#  3. M3Care, MedFuse and BCE on the diagnosis task (heavy missingness) at symmetric (20,20), seed 30;
+#  4. the 2C GMM step at full phenotyping scale on the GPU (pytest-benchmark).
 # Each run's record holds its last-epoch mAP, its timings and (MIRACL) the correction diagnostics
 # per epoch; `ehrbench table --track full` prints the tables again from RESULTS.
 set -euo pipefail
 RESULTS=${1:-results}
+PART=${2:-all}
 PY=${PYTHON:-python3}
 ENC=${ENCODER:-minilm}
 K=${K:-7}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
 common=(--track full --tasks mimic4-phe --seeds 30 --encoder "$ENC" --results "$RESULTS" --runs-per-gpu "$K")
-"$PY" -m benchmark data prepare mimic4-phe --track full --encoder "$ENC"
-"$PY" -m benchmark bench --method bce,focal,asl,gce,mllsc,multit,miracl --noise sym-40 "${common[@]}"
-"$PY" -m benchmark bench --method bce,miracl --noise asym-0-40,asym-40-0,bal-40 "${common[@]}"
+if [[ $PART == phe || $PART == all ]]; then
+  "$PY" -m benchmark data prepare mimic4-phe --track full --encoder "$ENC"
+  "$PY" -m benchmark bench --method bce,focal,asl,gce,mllsc,multit,miracl --noise sym-40 "${common[@]}"
+  "$PY" -m benchmark bench --method bce,miracl --noise asym-0-40,asym-40-0,bal-40 "${common[@]}"
+  "$PY" -m pytest perf/test_bench_gmm.py -q -p no:cacheprovider -k gpu --benchmark-columns=min,median,max
+fi
+if [[ $PART == dia || $PART == all ]]; then
+  "$PY" -m benchmark bench --method bce,m3care,medfuse --noise sym-20 "${common[@]/mimic4-phe/mimic4-dia}"
+fi
+PYTHONPATH=. "$PY" perf/full_track_summary.py "$RESULTS"
