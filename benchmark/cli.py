@@ -164,6 +164,8 @@ def cmd_methods_validate(args) -> int:
     from .registry import available_methods, methods_dir
     from .submission import validate
 
+    if not args.name:
+        raise UsageError(f"no method given (e.g. METHOD=bce); available: {', '.join(available_methods())}")
     if not (methods_dir() / args.name).is_dir():  # a broken manifest is validate's to report, not a usage error
         raise UsageError(f"unknown method '{args.name}'{choices_hint(args.name, available_methods())}")
     report = validate(args.name, smoke=not args.no_smoke)

@@ -92,10 +92,11 @@ def check_record(record: dict) -> str | None:
         return f"unknown noise seed policy {spec.get('noise_seed_policy')!r}"
     if spec.get("seed") not in SEEDS:
         return f"seed {spec.get('seed')!r} is not one of the protocol's seeds {', '.join(map(str, SEEDS))}"
-    expected = make_spec(entry, track, task, setting, spec["seed"], spec["noise_seed_policy"], hparams)
-    for key in sorted(set(expected) | set(spec)):
-        if expected.get(key) != spec.get(key):
-            return f"spec.{key} is {_short(spec.get(key))}, the '{track.name}' protocol has {_short(expected.get(key))}"
+    expected = json.loads(json.dumps(make_spec(entry, track, task, setting, spec["seed"], spec["noise_seed_policy"], hparams)))
+    diff = _first_difference(spec, expected, "spec")
+    if diff:
+        where, got, want = diff
+        return f"{where} is {_short(got)}, the '{track.name}' protocol has {_short(want)}"
     if record["method"].get("code_hash") != entry.code_hash():
         return f"method code hash differs from methods/{entry.name} in this checkout: the run used other code"
 
@@ -136,6 +137,17 @@ def _check_aps(row: dict, where: str, num_labels: int) -> str | None:
     if not (isinstance(value, (int, float)) and math.isfinite(value) and abs(sum(aps) / len(aps) - value) <= TOLERANCE):
         return f"{where}.map {value!r} is not the mean of its per-label APs ({sum(aps) / len(aps):.6f})"
     return None
+
+
+def _first_difference(got, want, where: str):
+    """(dotted path, got, want) of the first leaf where two JSON values differ, or None."""
+    if isinstance(got, dict) and isinstance(want, dict):
+        for key in sorted(set(got) | set(want)):
+            diff = _first_difference(got.get(key), want.get(key), f"{where}.{key}")
+            if diff:
+                return diff
+        return None
+    return None if got == want else (where, got, want)
 
 
 def _close(a, b) -> bool:

@@ -324,6 +324,12 @@ class Guard:
         outside_harness(torch.optim.Optimizer, "__init__", "optimiser")
         outside_harness(torch.optim.lr_scheduler.LRScheduler, "__init__", "learning-rate schedule")
         cwd, bytecode = os.getcwd(), sys.dont_write_bytecode
+        # scikit-learn's joblib counts physical cores once by running lscpu: a library's process, not
+        # the method's. Counted here, before the guard, its cached answer serves the smoke run.
+        with contextlib.suppress(Exception):
+            import joblib
+
+            joblib.cpu_count(only_physical_cores=True)
         os.chdir(self.run_dir)
         sys.dont_write_bytecode = True
         Guard._active = self
@@ -478,7 +484,7 @@ def class_name(name: str) -> str:
     return "".join(part.capitalize() for part in name.split("_")) or "Method"
 
 
-def scaffold(name: str) -> list[Path]:
+def scaffold(name: str, tests_dir: Path | None = None) -> list[Path]:
     """``methods/<name>/`` (manifest, method, README) and ``tests/test_method_<name>.py`` from the
     template under ``methods/_template/``. Refuses an existing method or a malformed name."""
     from .errors import UsageError
@@ -491,9 +497,12 @@ def scaffold(name: str) -> list[Path]:
         raise UsageError(f"{target} already exists; pick another NAME or edit it")
     template = Path(__file__).resolve().parent.parent / "methods" / TEMPLATE
     values = {"{{name}}": name, "{{Class}}": class_name(name)}
+    tests = tests_dir or Path(__file__).resolve().parent.parent / "tests"
+    if (tests / f"test_method_{name}.py").exists():
+        raise UsageError(f"{tests / f'test_method_{name}.py'} already exists; pick another NAME")
     written = []
     target.mkdir(parents=True)
-    tests = Path(__file__).resolve().parent.parent / "tests"
+    tests.mkdir(parents=True, exist_ok=True)
     for src in sorted(template.iterdir()):
         if src.suffix != ".tmpl":
             continue
