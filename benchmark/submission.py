@@ -173,10 +173,10 @@ def check_source(folder: Path) -> list[str]:
 
 def _walk(tree: ast.AST) -> list[tuple[int, str]]:
     aliases: dict[str, str] = {}  # local name -> dotted origin
-    found: dict[str, int] = {}  # message -> first line
+    found: dict[str, tuple[int, str]] = {}  # rule -> (first line, message): one line per rule broken
 
-    def hit(message: str, node: ast.AST) -> None:
-        found.setdefault(message, node.lineno)
+    def hit(message: str, node: ast.AST, rule: str | None = None) -> None:
+        found.setdefault(rule or message, (node.lineno, message))
 
     def dotted(node: ast.AST) -> str | None:
         parts = []
@@ -186,12 +186,12 @@ def _walk(tree: ast.AST) -> list[tuple[int, str]]:
         if not isinstance(node, ast.Name):
             return None
         parts.append(aliases.get(node.id, node.id))
-        return ".".join(reversed(parts)).replace("np.", "numpy.", 1) if parts[-1] == "np" else ".".join(reversed(parts))
+        return ".".join(reversed(parts))
 
     def check_name(name: str, node: ast.AST) -> None:
         for prefix, message in _FORBIDDEN_PREFIXES:
             if name == prefix or name.startswith(prefix + "."):
-                hit(message.format(name=name), node)
+                hit(message.format(name=name), node, rule=message)
                 return
         if name.rsplit(".", 1)[-1] in ("materialise", "load_task", "TensorCache", "DataLoader"):
             hit(_FORBIDDEN_NAMES[name.rsplit(".", 1)[-1]], node)
@@ -216,7 +216,7 @@ def _walk(tree: ast.AST) -> list[tuple[int, str]]:
             if node.id in aliases and not aliases[node.id].endswith(node.id):
                 continue
             hit(_FORBIDDEN_NAMES[node.id], node)
-    return sorted(((line, message) for message, line in found.items()))
+    return sorted(found.values())
 
 
 # --- 3. interface ------------------------------------------------------------------------------
@@ -245,6 +245,10 @@ def check_interface(cls: type, where: str) -> list[str]:
 
 
 # --- 4. runtime guard --------------------------------------------------------------------------
+
+class Refused(PermissionError):
+    """What the guard raises into the method; the guard's own line reports it."""
+
 
 class Guard:
     """While active (in the thread that entered it): no network, no processes, no file writes outside
@@ -277,13 +281,13 @@ class Guard:
                 real = os.path.realpath(os.fsdecode(path))
                 if not (real == guard.run_dir or real.startswith(guard.run_dir + os.sep) or real.startswith("/dev/")):
                     guard.note(f"writes a file outside its run folder ({real})")
-                    raise PermissionError(f"the harness refuses writes outside the run folder: {real}")
+                    raise Refused(f"the harness refuses writes outside the run folder: {real}")
         elif event in ("socket.connect", "socket.getaddrinfo", "socket.bind"):
             guard.note(f"opens a network connection ({event} {args[1] if len(args) > 1 else ''})")
-            raise PermissionError("the harness refuses network access during validation")
+            raise Refused("the harness refuses network access during validation")
         elif event in ("subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.fork"):
             guard.note(f"starts a process ({event})")
-            raise PermissionError("the harness refuses new processes during validation")
+            raise Refused("the harness refuses new processes during validation")
 
     @contextlib.contextmanager
     def active(self):
@@ -302,7 +306,7 @@ class Guard:
 
             def refused(*a, **kw):
                 self.note(message)
-                raise PermissionError(message)
+                raise Refused(message)
             setattr(owner, attr, refused)
 
         def outside_harness(owner, attr, what):
@@ -375,12 +379,12 @@ def _scalar_loss(method, problems: list[str]):
             message = f"loss must return a scalar tensor with a gradient (reduce by mean), got {shape}"
             if message not in problems:
                 problems.append(message)
-            raise _Refused(message)
+            raise _BadLoss(message)
         return out
     method.loss = loss
 
 
-class _Refused(Exception):
+class _BadLoss(Exception):
     pass
 
 
@@ -399,12 +403,14 @@ def smoke_run(entry: MethodEntry, cls: type, info, data, noisy, spec, report: Re
         _scalar_loss(method, problems)
         result = train(method, data.train, noisy, data.test, dataclasses.replace(SMOKE.budget, epochs=1), SMOKE_SEED,
                        task_weight=spec.task_weight, precision="fp32", cuda_graphs="off")
-    except _Refused:
+    except _BadLoss:
         report.problems += [f"{where}: {p}" for p in problems]
         return
     except RunFailed as e:
         report.problems.append(f"{where}: {e}")
         return
+    except Refused:
+        return  # the guard's line says what was refused
     except Exception as e:  # the method's own bug: one line, the exception's first line
         first = (str(e).strip().splitlines() or [""])[0]
         report.problems.append(f"{where}: {type(e).__name__}: {first}")
@@ -454,10 +460,7 @@ def validate(name: str, smoke: bool = True) -> Report:
                 if smoke and not interface:
                     smoke_run(entry, cls, info, data, noisy, spec, report)
         report.problems += [f"{module_file}: at run time: {v}" for v in guard.violations]
-        leftovers = [p for p in Path(run_dir).rglob("*")]
-    if leftovers and smoke:
-        pass  # writes inside the run folder are allowed; the folder is removed
-    return report
+    return report  # writes inside the run folder were allowed; the folder is gone with them
 
 
 def _load(entry: MethodEntry, module_file: Path, report: Report) -> type | None:
@@ -465,6 +468,8 @@ def _load(entry: MethodEntry, module_file: Path, report: Report) -> type | None:
         return entry.load_class()
     except BenchError as e:
         report.problems.append(str(e))
+    except Refused:
+        pass  # the guard's line says what was refused
     except SyntaxError as e:
         report.problems.append(f"{module_file}:{e.lineno}: syntax error: {e.msg}")
     except ImportError as e:
