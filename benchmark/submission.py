@@ -231,11 +231,12 @@ def check_interface(cls: type, where: str) -> list[str]:
         impl = getattr(cls, hook)
         if impl is getattr(Method, hook):
             continue
+        extra = {"output": None} if hook == "loss" and cls.wants_output is True else {}
         try:
-            inspect.signature(impl).bind(None, *args)
+            inspect.signature(impl).bind(None, *args, **extra)
         except TypeError:
-            problems.append(f"{where}: {cls.__name__}.{hook} must accept ({', '.join(('self', *args))}), "
-                            f"got {hook}{inspect.signature(impl)}")
+            wanted = ", ".join(("self", *args, *(f"{k}=..." for k in extra)))
+            problems.append(f"{where}: {cls.__name__}.{hook} must accept ({wanted}), got {hook}{inspect.signature(impl)}")
         except ValueError:
             pass  # no signature to read (a builtin): the smoke run will tell
     for flag in FLAGS:

@@ -70,6 +70,8 @@ GALLERY = [
      "class Broken does not implement loss(self, logits, targets, index, epoch)"),
     ("hook-wrong-signature", None, method_source(body=BCE + "    def end_epoch(self):\n        return None\n"), False,
      "Broken.end_epoch must accept (self, view), got end_epoch(self)"),
+    ("loss-without-output", None, method_source(body="    wants_output = True\n" + BCE), False,
+     "Broken.loss must accept (self, logits, targets, index, epoch, output=...), got loss(self, logits, targets, index, epoch)"),
     ("builds-own-optimiser", None, method_source(body=BCE + "    def build_model(self):\n        m = super().build_model()\n"
                                                  "        self.opt = torch.optim.SGD(m.parameters(), lr=0.1)\n        return m\n"), False,
      "builds its own optimiser or schedule (torch.optim.SGD)"),
