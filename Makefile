@@ -22,7 +22,9 @@ MIMIC_DIR ?= $(CURDIR)/data
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup bench table leaderboard publish test perf clean docker-build docker-bench help
+NAME ?=
+
+.PHONY: setup bench table leaderboard publish test perf clean docker-build docker-bench help new-method validate
 
 help:
 	@echo "make bench METHOD=bce [TRACK=quick TASKS=.. NOISE=.. SEEDS=.. JOBS=..]   run a method's grid, print the table"
@@ -30,6 +32,8 @@ help:
 	@echo "make table [TRACK=quick]                                                print the tables from results/"
 	@echo "make leaderboard [RESULTS=results SITE=site]                             render the static leaderboard site from results/"
 	@echo "make publish [PUBLISH_DIR=public]                                       the site, dated, ready for a static host"
+	@echo "make new-method NAME=foo                                                scaffold methods/foo/ from the template (CONTRIBUTING.md)"
+	@echo "make validate METHOD=foo                                                check a submission: manifest, boundaries, a smoke run"
 	@echo "make perf                                                               speed benchmarks (docs/performance.md)"
 	@echo "make setup | clean | docker-build | docker-bench METHOD=..."
 
@@ -47,6 +51,13 @@ $(STAMP): pyproject.toml requirements.txt requirements-test.txt
 bench: setup
 	$(BIN)/ehrbench bench --method "$(METHOD)" --track "$(TRACK)" --results "$(RESULTS)" --device "$(DEVICE)" --jobs "$(JOBS)" \
 	  $(if $(TASKS),--tasks "$(TASKS)") $(if $(NOISE),--noise "$(NOISE)") $(if $(SEEDS),--seeds "$(SEEDS)")
+
+# A new submission from methods/_template/: methods/$(NAME)/ and tests/test_method_$(NAME).py.
+new-method: setup
+	$(BIN)/ehrbench methods new "$(NAME)"
+
+validate: setup
+	$(BIN)/ehrbench methods validate "$(METHOD)"
 
 table: setup
 	$(BIN)/ehrbench table --track "$(TRACK)" --results "$(RESULTS)"

@@ -159,6 +159,52 @@ def cmd_methods(args) -> int:
     return 0
 
 
+def cmd_methods_validate(args) -> int:
+    from .errors import choices_hint
+    from .registry import available_methods, methods_dir
+    from .submission import validate
+
+    if not args.name:
+        raise UsageError(f"no method given (e.g. METHOD=bce); available: {', '.join(available_methods())}")
+    if not (methods_dir() / args.name).is_dir():  # a broken manifest is validate's to report, not a usage error
+        raise UsageError(f"unknown method '{args.name}'{choices_hint(args.name, available_methods())}")
+    report = validate(args.name, smoke=not args.no_smoke)
+    for problem in report.problems:
+        print(f"{args.name}: {problem}", file=sys.stderr)
+    if not report.ok:
+        print(f"{args.name}: {len(report.problems)} problem(s); see CONTRIBUTING.md", file=sys.stderr)
+        return 1
+    smoke = f"smoke run ({report.smoke}), {report.parameters:,} trainable parameters on smoke/syn-phe" if report.smoke \
+        else "smoke run skipped"
+    print(f"{args.name}: ok: manifest, interface, harness boundaries, import hygiene, {smoke}")
+    return 0
+
+
+def cmd_methods_new(args) -> int:
+    from .submission import scaffold
+
+    written = scaffold(args.name)
+    for path in written:
+        print(f"wrote {path}")
+    print(f"next: edit methods/{args.name}/method.py, then `make validate METHOD={args.name}` and "
+          f"`make bench METHOD={args.name}`")
+    return 0
+
+
+def cmd_results_import(args) -> int:
+    from .results_import import import_records
+
+    outcome = import_records(args.dir, args.results, check_only=args.check, verify_data=args.verify_data)
+    for line in outcome.refused:
+        print(f"refused: {line}", file=sys.stderr)
+    for line in outcome.notes:
+        print(f"note: {line}")
+    verb = "would file" if args.check else "filed"
+    print(f"{len(outcome.filed)} record(s) {verb} under {args.results}/, {len(outcome.present)} already there, "
+          f"{len(outcome.refused)} refused")
+    return 1 if outcome.refused else 0
+
+
 def cmd_methods_describe(args) -> int:
     from .method_card import card, shape_info
     from .protocol import get_track
@@ -279,7 +325,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("methods", help="list the methods (`methods describe`: manifests and model sizes)")
     m.set_defaults(func=cmd_methods)
-    md = m.add_subparsers(dest="methods_command").add_parser(
+    msub = m.add_subparsers(dest="methods_command")
+    msub.add_parser("list", help="list the methods (as `ehrbench methods`)").set_defaults(func=cmd_methods)
+    mv = msub.add_parser("validate", help="check a submission: manifest, interface, harness boundaries, "
+                         "import hygiene, a one-epoch smoke run, parameter count")
+    mv.add_argument("name", help="a folder under methods/")
+    mv.add_argument("--no-smoke", action="store_true", help="skip the one-epoch smoke run (and the parameter count)")
+    mv.set_defaults(func=cmd_methods_validate)
+    mn = msub.add_parser("new", help="scaffold methods/NAME/ (and tests/test_method_NAME.py) from the template")
+    mn.add_argument("name", help="the new method's name: lower case letters, digits, '_'")
+    mn.set_defaults(func=cmd_methods_new)
+    md = msub.add_parser(
         "describe", help="per method: display name, version, licence, citation, hparams, trainable parameters")
     md.add_argument("names", nargs="*", help="methods to describe (default: all available)")
     md.add_argument("--track", default="full", help="track whose task shapes and backbone width size the model (default full)")
@@ -288,6 +344,16 @@ def build_parser() -> argparse.ArgumentParser:
                     help="note encoder width (default 768, the paper's BioBERT; 384 for MiniLM)")
     md.set_defaults(func=cmd_methods_describe)
     sub.add_parser("tracks", help="list the tracks and their tasks").set_defaults(func=cmd_tracks)
+
+    r = sub.add_parser("results", help="results-only submissions").add_subparsers(dest="results_command", required=True)
+    ri = r.add_parser("import", help="validate foreign run records and file them under results/ (refused ones say why)")
+    ri.add_argument("dir", help="folder of run records (*.json, searched recursively)")
+    ri.add_argument("--results", default="results", help="folder of run records to file into (default results/)")
+    ri.add_argument("--check", action="store_true", help="validate only: file nothing")
+    ri.add_argument("--verify-data", action="store_true",
+                    help="materialise synthetic tasks that are not in the tensor cache yet, to check their "
+                         "data fingerprint and recompute the noisy-label checksums (default: only cached ones)")
+    ri.set_defaults(func=cmd_results_import)
     return p
 
 
