@@ -76,7 +76,7 @@ NOISE_SETTINGS: tuple[NoiseSetting, ...] = (
 # Not in the paper's grid, but accepted by name: an upper bound with the clean labels.
 EXTRA_NOISE_SETTINGS: tuple[NoiseSetting, ...] = (NoiseSetting("clean", "clean", 0, 0),)
 
-_NOISE_RE = re.compile(r"^(sym|asym|bal)-(\d+(?:\.\d+)?)(?:-(\d+(?:\.\d+)?))?$")
+_NOISE_RE = re.compile(r"^(sym|asym|bal)-(\d+(?:\.\d+)?)(?:-(\d+(?:\.\d+)?))?$", re.ASCII)  # no Arabic-Indic digits
 NOISE_SYNTAX = "sym-R, asym-RPLUS-RMINUS or bal-RPLUS with rates in percent in [0, 100), or 'clean'"
 
 

@@ -95,6 +95,11 @@ def validate(record: object, source: str = "record") -> dict:
     return record
 
 
+def _cannot_write(path: Path, e: OSError) -> RecordError:
+    return RecordError(f"{path}: cannot write the record ({e.strerror or e}); finished runs are kept, rerun the "
+                       f"same command once the problem is fixed")
+
+
 def claimed(run: Callable[..., dict]) -> Callable[..., dict]:
     """``run(spec, results, ...)`` under ``RecordStore(results).claim(spec)``: a run finished by
     another process meanwhile is not run again; its record is returned instead."""
@@ -143,9 +148,12 @@ class RecordStore:
     def write(self, record: dict) -> Path:
         validate(record, f"record {record.get('run_id')}")
         path = self.path(record["spec"])
-        path.parent.mkdir(parents=True, exist_ok=True)
         data = json.dumps(record, indent=1, sort_keys=True, allow_nan=False)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+        except OSError as e:
+            raise _cannot_write(path, e) from None
         try:
             with os.fdopen(fd, "w") as f:
                 f.write(data)
@@ -155,8 +163,7 @@ class RecordStore:
         except BaseException as e:
             Path(tmp).unlink(missing_ok=True)
             if isinstance(e, OSError):  # a full disk, a read-only folder: the grid stops, nothing half-written
-                raise RecordError(f"{path}: cannot write the record ({e.strerror or e}); finished runs are kept, "
-                                  f"rerun the same command once the problem is fixed") from None
+                raise _cannot_write(path, e) from None
             raise
         return path
 
