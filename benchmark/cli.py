@@ -27,7 +27,7 @@ def _seeds(text: str | None) -> list[int] | None:
     try:
         seeds = [int(s) for s in items]
     except ValueError:
-        raise UsageError(f"--seeds: expected comma-separated integers (e.g. 30,40,100), got '{text}'") from None
+        raise UsageError(f"--seeds: expected comma-separated integers (e.g. 30,40,100), got {text!r}") from None
     bad = [s for s in seeds if not 0 <= s < 2**32]  # NumPy's and the noise draw's range
     if bad:
         raise UsageError(f"--seeds: seed {bad[0]} is not in [0, 2**32)")
@@ -41,13 +41,13 @@ def _device_name(text: str) -> str:
     import re
 
     if not re.fullmatch(DEVICE_RE, text):
-        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got '{text}'")
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
     return text
 
 
 def _positive_int(text: str) -> int:
     if not text.strip().isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'")
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return int(text)
 
 
@@ -322,7 +322,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except BenchError as e:
-        print(f"ehrbench: error: {e}", file=sys.stderr)
+        # One line whatever the user typed: control characters in an echoed name are shown escaped.
+        message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(e))
+        print(f"ehrbench: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -216,6 +216,10 @@ def read_episodes(paths: list[str], layout: str = "mimic4") -> tuple[pd.DataFram
                 raise UsageError(f"{path}: empty file, expected a header line")
             raise UsageError(f"{path}: header is {got!r}, expected {header_line!r} ({_header_diff(full.split(','))})")
         body = body.replace(b"\r\n", b"\n")
+        stray = body.find(b"\r")
+        if stray >= 0:  # the CSV parser would end a row there, the line count would not
+            line = body[:stray].count(b"\n") + 2
+            raise UsageError(f"{path} line {line}: a carriage return (\\r) inside a row")
         if body and not body.endswith(b"\n"):
             body += b"\n"
         chunks.append(body)

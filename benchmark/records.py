@@ -25,7 +25,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from .errors import RecordError
+from .errors import RecordError, UsageError
+from .protocol import parse_noise
 
 SCHEMA_VERSION = 1
 STATUSES = ("done", "failed")
@@ -58,6 +59,34 @@ def run_id(spec: dict) -> str:
 SPEC_FIELDS: dict[str, type | tuple[type, ...]] = {"track": str, "task": str, "seed": int, "method": dict, "noise": dict}
 
 
+# Fields within sections that the tables and the leaderboard read: (section, key) -> allowed types.
+# Only display_name must be there; the others may be absent, but not of another type.
+READ_FIELDS: dict[tuple[str, str], tuple[type, ...]] = {
+    ("method", "display_name"): (str,),
+    ("method", "code_hash"): (str, type(None)),
+    ("method", "parameters"): (int, type(None)),
+    ("fingerprints", "data"): (str, type(None)),
+    ("environment", "harness_version"): (str, type(None)),
+    ("environment", "git"): (dict, type(None)),
+    ("environment", "gpu"): (str, type(None)),
+    ("environment", "precision"): (str, type(None)),
+    ("environment", "packed_runs"): (int,),
+}
+
+
+def _check_read_fields(record: dict, source: str) -> None:
+    for (section, key), types in READ_FIELDS.items():
+        if key not in record[section] and key != "display_name":
+            continue
+        value = record[section].get(key)
+        if not isinstance(value, types) or isinstance(value, bool):
+            raise RecordError(f"{source}: field '{section}.{key}' is {value!r}, expected "
+                              f"{' or '.join('null' if t is type(None) else t.__name__ for t in types)}")
+    bad = [k for k, v in record["timings"].items() if not isinstance(v, (int, float)) or isinstance(v, bool)]
+    if bad:
+        raise RecordError(f"{source}: field 'timings.{bad[0]}' must be a number of seconds")
+
+
 def _check_spec(spec: dict, source: str) -> None:
     for key, typ in SPEC_FIELDS.items():
         if not isinstance(spec.get(key), typ) or isinstance(spec.get(key), bool):
@@ -65,6 +94,10 @@ def _check_spec(spec: dict, source: str) -> None:
     for key in ("method", "noise"):
         if not isinstance(spec[key].get("name"), str):
             raise RecordError(f"{source}: field 'spec.{key}.name' is missing or not a str")
+    try:  # the tables label each column by its noise setting
+        parse_noise(spec["noise"]["name"])
+    except UsageError as e:
+        raise RecordError(f"{source}: field 'spec.noise.name': {e}") from None
 
 
 def validate(record: object, source: str = "record") -> dict:
@@ -82,6 +115,7 @@ def validate(record: object, source: str = "record") -> dict:
     if record["status"] not in STATUSES:
         raise RecordError(f"{source}: field 'status' is {record['status']!r}, expected one of {STATUSES}")
     _check_spec(record["spec"], source)
+    _check_read_fields(record, source)
     if record["run_id"] != run_id(record["spec"]):
         raise RecordError(f"{source}: run_id {record['run_id']} does not match the hash of its spec")
     if record["status"] == "done":

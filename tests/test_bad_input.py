@@ -5,7 +5,7 @@ arguments, method manifests, run records, listfiles, episode CSVs), and property
 same parsers with hypothesis: whatever the input, the outcome is a parsed value or our error.
 """
 import copy
-import json
+import os
 import shutil
 from pathlib import Path
 from unittest import mock
@@ -25,8 +25,10 @@ from record_factory import make_record
 from test_loaders import PHE, episode, ok_row, row, write_task
 
 METHODS = Path(__file__).parent.parent / "methods"
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                         HealthCheck.too_slow])
+# CI runs the same 150 examples per parser every time (derandomized); EHRBENCH_FUZZ_EXAMPLES=N explores N new ones.
+EXAMPLES = int(os.environ.get("EHRBENCH_FUZZ_EXAMPLES", 0))
+FUZZ = settings(max_examples=EXAMPLES or 150, derandomize=not EXAMPLES, deadline=None, database=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
 # --- noise strings -----------------------------------------------------------------------------
@@ -145,11 +147,15 @@ def test_a_manifest_entry_that_is_not_a_method_class_is_named(tmp_path, monkeypa
     (lambda r: r["spec"].update(seed=True), "field 'spec.seed' is missing or not a int"),
     (lambda r: r["spec"]["method"].pop("name"), "field 'spec.method.name' is missing or not a str"),
     (lambda r: r["spec"].update(noise="sym-20"), "field 'spec.noise' is missing or not a dict"),
+    (lambda r: r["spec"]["noise"].update(name="sym-200"), "field 'spec.noise.name': malformed noise setting 'sym-200'"),
     (lambda r: r.pop("schema_version"), "schema_version None is not supported"),
     (lambda r: r.update(created_utc=20260101), "field 'created_utc' has type int"),
     (lambda r: r.update(status="failed", failure=""), "a failed record needs a 'failure' reason"),
     (lambda r: r["metrics"]["final"].update(map=1), "metrics.final.map must be a finite number"),
     (lambda r: r["metrics"].update(final=[]), "a done record needs metrics.final with map"),
+    (lambda r: r["method"].pop("display_name"), "field 'method.display_name' is None, expected str"),
+    (lambda r: r["environment"].update(gpu=["H100"]), "field 'environment.gpu' is ['H100'], expected str or null"),
+    (lambda r: r["timings"].update(total="10s"), "field 'timings.total' must be a number of seconds"),
 ])
 def test_malformed_records_name_the_field(mutate, message):
     record = copy.deepcopy(make_record())
@@ -216,6 +222,7 @@ def test_a_key_in_both_train_and_val_and_a_bad_layout_are_named(tmp_path):
     (b",,,,,,,,,80,,,,,,,,\n", "a.csv line 2: Hours is '', expected a finite number"),
     (b'"0,5",,,,,,,,,80,,,,,,,,\n', "a.csv line 2: 19 fields, expected 18"),
     (b"0.5,,,,,,,,,80,,,,,,,,,\n", "a.csv line 2: 19 fields, expected 18 (truncated or malformed row)"),
+    (b"0.5,,,,,,,,,80,,,,,,,,\n1.5,\r,,,,,,,,80,,,,,,,,\n", "a.csv line 3: a carriage return (\\r) inside a row"),
 ])
 def test_malformed_episode_files_name_the_file_and_line(tmp_path, body, message):
     write_task(tmp_path, [])
