@@ -95,6 +95,12 @@ def test_a_results_path_that_is_a_file_is_refused_before_any_run(tmp_path, capsy
     assert f"ehrbench: error: --results {tmp_path / 'r'}: is a file, expected a folder of run records" in capsys.readouterr().err
 
 
+def test_control_characters_in_an_echoed_name_keep_the_error_on_one_line(tmp_path, capsys):
+    assert main(["bench", "--method", "bc\ne", "--results", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == "ehrbench: error: unknown method 'bc\\ne'; did you mean 'bce'?; valid choices: " \
+        "asl, bce, focal, gce, m3care, medfuse, miracl, mllsc, multit\n"
+
+
 # --- method manifests --------------------------------------------------------------------------
 
 def _bce_manifest():

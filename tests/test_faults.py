@@ -295,3 +295,16 @@ def test_the_same_spec_twice_gives_identical_records_on_cpu(tmp_path):
     second = run_one(spec, str(tmp_path / "b"), "cpu")
     assert comparable(first) == comparable(second)  # every metric, every epoch, every fingerprint: bit for bit
     assert first["metrics"]["curve"][-1]["per_label_ap"] == second["metrics"]["curve"][-1]["per_label_ap"]
+
+
+def test_two_benches_setting_aside_one_corrupt_record_both_go_on(tmp_path):
+    from benchmark.runner import plan
+
+    spec = plan("bce", "smoke", ["syn-phe"], ["sym-20"], [30]).specs[0]
+    store = RecordStore(tmp_path)
+    store.path(spec).parent.mkdir(parents=True)
+    store.path(spec).write_text("{")
+    assert store.status(spec)[0] == "corrupt"
+    first = store.quarantine(spec)
+    store.quarantine(spec)  # the other bench saw it corrupt too: it is gone already
+    assert first.exists() and store.status(spec) == ("missing", "")
