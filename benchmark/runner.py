@@ -35,6 +35,7 @@ from .protocol import NOISE_SETTINGS, SEEDS, NoiseSetting, TaskSpec, Track, get_
 from .records import SCHEMA_VERSION, RecordStore, claimed, now_utc, run_id
 from .registry import MethodEntry, get_method
 from .generator import GENERATOR_VERSION
+from .lifetime import exit_with_parent
 from .trainer import STOP, autocast_dtype, train
 
 PACKINGS = ("auto", "threads", "processes")
@@ -202,6 +203,7 @@ def run_one(spec: dict, results: str, device_name: str = "auto", precision: str 
 def _init_worker(threads: int) -> None:
     # Ctrl-C reaches the whole process group: the parent handles it and stops the workers itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    exit_with_parent()  # a bench killed with SIGKILL leaves no worker behind
     torch.set_num_threads(threads)
 
 

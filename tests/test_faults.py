@@ -308,3 +308,46 @@ def test_two_benches_setting_aside_one_corrupt_record_both_go_on(tmp_path):
     first = store.quarantine(spec)
     store.quarantine(spec)  # the other bench saw it corrupt too: it is gone already
     assert first.exists() and store.status(spec) == ("missing", "")
+
+
+def _children(pid):
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _alive(pid):
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads worker pids from /proc (Linux)")
+def test_sigkill_of_a_bench_with_worker_processes_leaves_no_worker_and_the_rerun_completes(tmp_path):
+    import subprocess
+    import sys
+
+    results = tmp_path / "results"
+    argv = [a if a != "1" else "2" for a in GRID] + ["--results", str(results)]  # --jobs 2: worker processes
+    proc = subprocess.Popen([sys.executable, "-m", "benchmark", *argv], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, cwd=Path(__file__).parent.parent)
+    deadline = time.time() + 120
+    while not list(results.rglob("*.json")) and time.time() < deadline:
+        time.sleep(0.02)
+    workers = _children(proc.pid)
+    proc.kill()
+    proc.wait()
+    kept = records(results)
+    deadline = time.time() + 30
+    while any(map(_alive, workers)) and time.time() < deadline:
+        time.sleep(0.1)
+    left = [w for w in workers if _alive(w)]
+    for w in left:  # only if the test fails: no process of ours left behind
+        os.kill(w, signal.SIGKILL)
+    assert len(workers) >= 2 and not left  # no worker outlives the bench
+    assert all(records(results).get(p) == b for p, b in kept.items())
+    assert main(argv) == 0
+    assert len(records(results)) == RUNS and [e for _, _, e in RecordStore(results).scan()] == [""] * RUNS
