@@ -1,8 +1,9 @@
 """Malformed input to every user-facing parser gives one clear error naming the thing, never a traceback.
 
-Two halves: a table of malformed inputs, each with the message the user reads (noise strings, CLI
-arguments, method manifests, run records, listfiles, episode CSVs), and property-based fuzzing of the
-same parsers with hypothesis: whatever the input, the outcome is a parsed value or our error.
+Two halves: a table of malformed inputs, each with the message the user reads (CLI arguments, method
+manifests, run records, listfiles, episode CSVs; noise strings are in test_protocol.py), and
+property-based fuzzing of these parsers and the noise strings with hypothesis: whatever the input, the
+outcome is a parsed value or our error.
 """
 import copy
 import os
@@ -22,35 +23,13 @@ from benchmark.protocol import SMOKE, parse_noise
 from benchmark.records import RecordStore, validate
 from benchmark.registry import read_manifest
 from record_factory import make_record
-from test_loaders import PHE, episode, ok_row, row, write_task
+from test_loaders import PHE, episode, ok_row, write_task
 
 METHODS = Path(__file__).parent.parent / "methods"
 # CI runs the same 150 examples per parser every time (derandomized); EHRBENCH_FUZZ_EXAMPLES=N explores N new ones.
 EXAMPLES = int(os.environ.get("EHRBENCH_FUZZ_EXAMPLES", 0))
 FUZZ = settings(max_examples=EXAMPLES or 150, derandomize=not EXAMPLES, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-
-
-# --- noise strings -----------------------------------------------------------------------------
-
-@pytest.mark.parametrize("text, message", [
-    ("sym-100", "malformed noise setting 'sym-100': rate 100 is not in [0, 100)"),
-    ("asym-20-100", "malformed noise setting 'asym-20-100': rate 100 is not in [0, 100)"),
-    ("asym-20-", "malformed noise setting 'asym-20-': expected sym-R, asym-RPLUS-RMINUS or bal-RPLUS"),
-    ("sym-20-40", "malformed noise setting 'sym-20-40': expected sym-R"),
-    ("bal-20-10", "malformed noise setting 'bal-20-10': expected sym-R"),
-    ("sym--5", "malformed noise setting 'sym--5'"),
-    ("sym-1e3", "malformed noise setting 'sym-1e3'"),
-    ("sym-20.5.1", "malformed noise setting 'sym-20.5.1'"),
-    ("sym-\u0662\u0660", "malformed noise setting 'sym-\u0662\u0660'"),  # Arabic-Indic digits are not rates
-    ("gaussian-20", "unknown noise setting 'gaussian-20'"),
-    ("symm-20", "unknown noise setting 'symm-20'; did you mean 'sym-20'?"),
-    ("", "unknown noise setting ''"),
-])
-def test_malformed_noise_strings_name_the_syntax(text, message):
-    with pytest.raises(UsageError) as e:
-        parse_noise(text)
-    assert message in str(e.value)
 
 
 # --- CLI arguments -----------------------------------------------------------------------------
