@@ -139,9 +139,14 @@ def claimed(run: Callable[..., dict]) -> Callable[..., dict]:
     another process meanwhile is not run again; its record is returned instead."""
     @functools.wraps(run)
     def wrapper(spec: dict, results: str, *args, **kwargs) -> dict:
+        from .packing import released
         from .trainer import STOP  # Ctrl-C also ends a wait for another process's run
 
-        with RecordStore(results).claim(spec, STOP.is_set) as finished:
+        def sleep(seconds: float) -> None:
+            with released():  # runs packed as threads go on while this one waits
+                time.sleep(seconds)
+
+        with RecordStore(results).claim(spec, STOP.is_set, sleep=sleep) as finished:
             return finished if finished is not None else run(spec, results, *args, **kwargs)
     return wrapper
 
@@ -212,9 +217,11 @@ class RecordStore:
         return target
 
     @contextlib.contextmanager
-    def claim(self, spec: dict, should_stop: Callable[[], bool] = lambda: False, poll: float = 0.2):
+    def claim(self, spec: dict, should_stop: Callable[[], bool] = lambda: False, poll: float = 0.2,
+              sleep: Callable[[float], None] = time.sleep):
         """Hold the run of ``spec`` for this process; yields None (run it) or the finished record
-        another process wrote meanwhile (use it). Waits while another live process holds the run."""
+        another process wrote meanwhile (use it). Waits (``sleep(poll)`` at a time) while another
+        live process holds the run."""
         path = self.path(spec)
         path.parent.mkdir(parents=True, exist_ok=True)
         lock = path.parent / f".{path.stem}.lock"
@@ -228,7 +235,7 @@ class RecordStore:
                     raise
                 if should_stop():
                     raise KeyboardInterrupt from None
-                time.sleep(poll)
+                sleep(poll)
                 continue
             # The holder before us may have removed the file: then our lock is on a dead inode.
             if os.path.exists(lock) and os.fstat(fd).st_ino == os.stat(lock).st_ino:
