@@ -226,13 +226,22 @@ def test_an_episode_header_with_an_extra_column_is_named(tmp_path):
 
 # --- fuzzing -----------------------------------------------------------------------------------
 
+def tally(result):
+    """With EHRBENCH_FUZZ_TALLY=FILE, one line per fuzzed input: 'ok' or 'error' (docs/reliability.md's figures)."""
+    if os.environ.get("EHRBENCH_FUZZ_TALLY"):
+        with open(os.environ["EHRBENCH_FUZZ_TALLY"], "a") as f:
+            f.write(f"{result}\n")
+
+
 def outcome(call, errors=(UsageError,)):
     """'ok' or our error's message; anything else (a traceback for the user) fails the test."""
     try:
         call()
+        tally("ok")
         return "ok"
     except errors as e:
         assert str(e) and "\n" not in str(e).strip()
+        tally("error")
         return str(e)
 
 
@@ -263,6 +272,7 @@ def test_fuzz_bench_arguments(tmp_path, capsys, options):
     err = capsys.readouterr().err
     assert code in (0, 2), err
     assert "Traceback" not in err
+    tally("ok" if code == 0 else "error")
     if code == 2:
         assert "error: " in err.splitlines()[-1]
 
