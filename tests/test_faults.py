@@ -78,9 +78,18 @@ def fork_bench(argv, setup=lambda: None, fresh_cache=None, quiet=True):
         os._exit(code)
 
 
-def wait(pid):
-    """('killed', None) or ('exited', code)."""
-    _, status = os.waitpid(pid, 0)
+def wait(pid, timeout=120):
+    """('killed', None) or ('exited', code). A child still running after ``timeout`` s is killed and fails the test."""
+    deadline = time.time() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.time() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise AssertionError(f"forked bench {pid} still running after {timeout} s")
+        time.sleep(0.01)
     if os.WIFSIGNALED(status):
         assert os.WTERMSIG(status) == signal.SIGKILL
         return "killed", None
