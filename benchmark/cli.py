@@ -45,10 +45,15 @@ def _device_name(text: str) -> str:
     return text
 
 
-def _positive_int(text: str) -> int:
-    if not text.strip().isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+def _positive_int(text: str, least: int = 1) -> int:
+    if not text.strip().isdigit() or int(text) < least:
+        raise argparse.ArgumentTypeError(f"expected a {'positive' if least else 'non-negative'} integer, got {text!r}")
     return int(text)
+
+
+def _count(text: str) -> int:
+    """0 (the default: chosen for the device) or a positive number."""
+    return _positive_int(text, least=0)
 
 
 def _duration(seconds: float) -> str:
@@ -251,8 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'reference': seed 123 for every run (the paper); 'per-seed': the run seed")
     b.add_argument("--results", default="results", help="folder of run records (default results/)")
     b.add_argument("--device", default="auto", type=_device_name, help="auto, cpu, cuda or cuda:N")
-    b.add_argument("--jobs", type=int, default=0, help="worker processes (default: one per CPU core on CPU, 1 on GPU)")
-    b.add_argument("--runs-per-gpu", type=int, default=0,
+    b.add_argument("--jobs", type=_count, default=0, help="worker processes (default: one per CPU core on CPU, 1 on GPU)")
+    b.add_argument("--runs-per-gpu", type=_count, default=0,
                    help="on a GPU, run this many runs of the grid concurrently (they share the device)")
     b.add_argument("--packing", default="auto", choices=("auto", "threads", "processes"),
                    help="how concurrent runs share the machine: auto = threads on a GPU (one CUDA stream "
