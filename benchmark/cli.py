@@ -25,15 +25,35 @@ def _seeds(text: str | None) -> list[int] | None:
     if items is None:
         return None
     try:
-        return [int(s) for s in items]
+        seeds = [int(s) for s in items]
     except ValueError:
-        raise UsageError(f"--seeds: expected comma-separated integers (e.g. 30,40,100), got '{text}'") from None
+        raise UsageError(f"--seeds: expected comma-separated integers (e.g. 30,40,100), got {text!r}") from None
+    bad = [s for s in seeds if not 0 <= s < 2**32]  # NumPy's and the noise draw's range
+    if bad:
+        raise UsageError(f"--seeds: seed {bad[0]} is not in [0, 2**32)")
+    return seeds
 
 
-def _positive_int(text: str) -> int:
-    if not text.strip().isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'")
+DEVICE_RE = r"auto|cpu|cuda(:\d+)?"
+
+
+def _device_name(text: str) -> str:
+    import re
+
+    if not re.fullmatch(DEVICE_RE, text):
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
+    return text
+
+
+def _positive_int(text: str, least: int = 1) -> int:
+    if not text.strip().isdigit() or int(text) < least:
+        raise argparse.ArgumentTypeError(f"expected a {'positive' if least else 'non-negative'} integer, got {text!r}")
     return int(text)
+
+
+def _count(text: str) -> int:
+    """0 (the default: chosen for the device) or a positive number."""
+    return _positive_int(text, least=0)
 
 
 def _duration(seconds: float) -> str:
@@ -49,7 +69,10 @@ def _overrides(items: list[str] | None) -> dict:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise UsageError(f"--set: expected KEY=VALUE, got '{item}'")
-        out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError as e:
+            raise UsageError(f"--set {key.strip()}: value '{value}' is not valid YAML ({str(e).splitlines()[0]})") from None
     return out
 
 
@@ -69,6 +92,14 @@ def cmd_bench(args) -> int:
                   _overrides(args.set), args.encoder) for method in (_csv(args.method) or [args.method])]
     grid, specs = grids[0], [spec for g in grids for spec in g.specs]
     store = RecordStore(args.results)
+    if store.root.exists() and not store.root.is_dir():
+        raise UsageError(f"--results {args.results}: is a file, expected a folder of run records")
+    try:  # a results path that cannot hold records fails now, not after the first run
+        store.root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"--results {args.results}: cannot create the folder ({e.strerror})") from None
+    if not os.access(store.root, os.W_OK):
+        raise UsageError(f"--results {args.results}: the folder is not writable")
     todo = []
     for spec in specs:
         status, detail = store.status(spec)
@@ -270,9 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--noise-seed", default="reference", choices=NOISE_SEED_POLICIES,
                    help="'reference': seed 123 for every run (the paper); 'per-seed': the run seed")
     b.add_argument("--results", default="results", help="folder of run records (default results/)")
-    b.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    b.add_argument("--jobs", type=int, default=0, help="worker processes (default: one per CPU core on CPU, 1 on GPU)")
-    b.add_argument("--runs-per-gpu", type=int, default=0,
+    b.add_argument("--device", default="auto", type=_device_name, help="auto, cpu, cuda or cuda:N")
+    b.add_argument("--jobs", type=_count, default=0, help="worker processes (default: one per CPU core on CPU, 1 on GPU)")
+    b.add_argument("--runs-per-gpu", type=_count, default=0,
                    help="on a GPU, run this many runs of the grid concurrently (they share the device)")
     b.add_argument("--packing", default="auto", choices=("auto", "threads", "processes"),
                    help="how concurrent runs share the machine: auto = threads on a GPU (one CUDA stream "
@@ -362,7 +393,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except BenchError as e:
-        print(f"ehrbench: error: {e}", file=sys.stderr)
+        # One line whatever the user typed: control characters in an echoed name are shown escaped.
+        message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(e))
+        print(f"ehrbench: error: {message}", file=sys.stderr)
         return 2
 
 

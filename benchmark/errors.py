@@ -27,3 +27,10 @@ def choices_hint(name: str, valid: Iterable[str]) -> str:
     close = difflib.get_close_matches(name, valid, n=1)
     hint = f"; did you mean '{close[0]}'?" if close else ""
     return f"{hint}; valid choices: {', '.join(valid) if valid else '(none)'}"
+
+
+def out_of_memory(spec: dict, run: str, device: object) -> str:
+    """The failure of a run that ran out of device memory: which run, at which batch size, what to do."""
+    return (f"out of memory on {device} in run {run} ({spec['method']['name']} {spec['task']} {spec['noise']['name']} "
+            f"seed {spec['seed']}) at batch size {spec['budget']['batch_size']} (the protocol's, fixed): run fewer "
+            f"runs at once (--runs-per-gpu 1, --jobs 1), cut batches by length (--length-chunks 4), or use a larger GPU")

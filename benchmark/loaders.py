@@ -61,6 +61,8 @@ def read_listfile(path: Path, layout: str, label_names: list[str], uncertain: st
         raise UsageError(f"{path}: malformed CSV ({str(e).strip()})") from None
     except pd.errors.EmptyDataError:
         raise UsageError(f"{path}: empty file (made by {_MAKER[layout]})") from None
+    except UnicodeDecodeError:
+        raise UsageError(_not_utf8(path.read_bytes(), str(path), lambda row: f"{path} line {row + 1}")) from None
     cols = list(df.columns)
 
     def pick(*names: str, required: bool = True) -> str | None:
@@ -101,6 +103,26 @@ def read_listfile(path: Path, layout: str, label_names: list[str], uncertain: st
     out["note"] = df[note].fillna("").str.strip() if note else ""
     labels = df[found].apply(lambda col: _labels(col, path, uncertain))
     return pd.concat([out, labels], axis=1)
+
+
+def _header_diff(got: list[str]) -> str:
+    """The first difference from the episode header, in words (long headers are cut in the message)."""
+    for i, (g, e) in enumerate(zip(got, EPISODE_HEADER)):
+        if g != e:
+            return f"column {i + 1} is {g!r} where {e!r} was expected"
+    if len(got) > len(EPISODE_HEADER):
+        return f"extra column {got[len(EPISODE_HEADER)]!r}"
+    return f"missing column {EPISODE_HEADER[len(got)]!r}"
+
+
+def _not_utf8(data: bytes, path: str, where) -> str:
+    """'<file> line N: not UTF-8 text (byte 0xff)'; ``where(row)`` names the 0-based line ``row`` of ``data``."""
+    try:
+        data.decode()
+        return f"{path}: not UTF-8 text"
+    except UnicodeDecodeError as e:
+        row = data[:e.start].count(b"\n")
+        return f"{where(row)}: not UTF-8 text (byte 0x{data[e.start]:02x})"
 
 
 def _numbers(col: pd.Series, path: Path, name: str) -> np.ndarray:
@@ -188,9 +210,16 @@ def read_episodes(paths: list[str], layout: str = "mimic4") -> tuple[pd.DataFram
             raise UsageError(f"{path}: episode file not found (made by {_MAKER[layout]})") from None
         head, _, body = data.partition(b"\n")
         if head.decode(errors="replace").strip().replace("\r", "") != header_line:
-            got = head.decode(errors="replace").strip()[:200]
-            raise UsageError(f"{path}: header is {got!r}, expected {header_line!r}" if got else f"{path}: empty file, expected a header line")
+            full = head.decode(errors="replace").strip()
+            got = full[:200]
+            if not got:
+                raise UsageError(f"{path}: empty file, expected a header line")
+            raise UsageError(f"{path}: header is {got!r}, expected {header_line!r} ({_header_diff(full.split(','))})")
         body = body.replace(b"\r\n", b"\n")
+        stray = body.find(b"\r")
+        if stray >= 0:  # the CSV parser would end a row there, the line count would not
+            line = body[:stray].count(b"\n") + 2
+            raise UsageError(f"{path} line {line}: a carriage return (\\r) inside a row")
         if body and not body.endswith(b"\n"):
             body += b"\n"
         chunks.append(body)
@@ -213,12 +242,16 @@ def read_episodes(paths: list[str], layout: str = "mimic4") -> tuple[pd.DataFram
     else:
         import io
 
-        table = pd.read_csv(io.BytesIO(buf), header=None, names=EPISODE_HEADER, dtype=str, keep_default_na=False,
-                            na_filter=False)
+        try:
+            table = pd.read_csv(io.BytesIO(buf), header=None, names=EPISODE_HEADER, dtype=str, keep_default_na=False,
+                                na_filter=False)
+        except UnicodeDecodeError:
+            raise UsageError(_not_utf8(buf, "", origin.where)) from None
     hours = pd.to_numeric(table["Hours"], errors="coerce")
-    if hours.isna().any():
-        row = int(np.flatnonzero(hours.isna().to_numpy())[0])
-        raise UsageError(f"{origin.where(row)}: Hours is {table['Hours'].iloc[row]!r}, expected a number")
+    bad = hours.isna() | ~np.isfinite(hours.fillna(0))
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise UsageError(f"{origin.where(row)}: Hours is {table['Hours'].iloc[row]!r}, expected a finite number")
     table["Hours"] = hours.to_numpy(np.float64)
     table.insert(0, "file", file_index)
     return table, origin

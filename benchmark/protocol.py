@@ -76,7 +76,7 @@ NOISE_SETTINGS: tuple[NoiseSetting, ...] = (
 # Not in the paper's grid, but accepted by name: an upper bound with the clean labels.
 EXTRA_NOISE_SETTINGS: tuple[NoiseSetting, ...] = (NoiseSetting("clean", "clean", 0, 0),)
 
-_NOISE_RE = re.compile(r"^(sym|asym|bal)-(\d+(?:\.\d+)?)(?:-(\d+(?:\.\d+)?))?$")
+_NOISE_RE = re.compile(r"^(sym|asym|bal)-(\d+(?:\.\d+)?)(?:-(\d+(?:\.\d+)?))?$", re.ASCII)  # no Arabic-Indic digits
 NOISE_SYNTAX = "sym-R, asym-RPLUS-RMINUS or bal-RPLUS with rates in percent in [0, 100), or 'clean'"
 
 
@@ -91,16 +91,16 @@ def parse_noise(text: str) -> NoiseSetting:
         family = s.split("-")[0]
         if family not in {"sym", "asym", "bal"}:
             raise UsageError(
-                f"unknown noise setting '{text}'{choices_hint(s, known)}; "
+                f"unknown noise setting {text!r}{choices_hint(s, known)}; "
                 f"custom settings are written {NOISE_SYNTAX}"
             )
-        raise UsageError(f"malformed noise setting '{text}': expected {NOISE_SYNTAX}")
+        raise UsageError(f"malformed noise setting {text!r}: expected {NOISE_SYNTAX}")
     family, a, b = m.group(1), float(m.group(2)), m.group(3)
     if (family == "asym") != (b is not None):
-        raise UsageError(f"malformed noise setting '{text}': expected {NOISE_SYNTAX}")
+        raise UsageError(f"malformed noise setting {text!r}: expected {NOISE_SYNTAX}")
     for rate in (a, float(b) if b is not None else 0.0):
         if not 0 <= rate < 100:
-            raise UsageError(f"malformed noise setting '{text}': rate {rate:g} is not in [0, 100)")
+            raise UsageError(f"malformed noise setting {text!r}: rate {rate:g} is not in [0, 100)")
     if family == "sym":
         return NoiseSetting(s, family, a, a)
     if family == "bal":

@@ -4,19 +4,29 @@ The run id is a hash of the full run spec (method, its version and hyper-paramet
 noise, seed, noise-seed policy, budget, backbone size, data generator), so a finished record *is*
 the marker that a run is done: a rerun skips it, and an interrupted grid resumes losing nothing.
 Records are written atomically (temporary file, fsync, rename) and validated on write and on read.
+
+Two benches on one results folder never do a run twice: the process running a run holds an exclusive
+``flock`` on ``.<run_id>.lock`` beside its record (``RecordStore.claim``). The kernel drops the lock
+when the process ends, SIGKILL included, so a lock is never stale; a bench that finds a run claimed
+waits for it and takes the other's record (or runs it, if the other died without one).
 """
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
+import functools
 import hashlib
 import json
 import math
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from .errors import RecordError
+from .errors import RecordError, UsageError
+from .protocol import parse_noise
 
 SCHEMA_VERSION = 1
 STATUSES = ("done", "failed")
@@ -45,6 +55,51 @@ def run_id(spec: dict) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
+# What every reader of a record (tables, leaderboard) takes from its spec: key -> type.
+SPEC_FIELDS: dict[str, type | tuple[type, ...]] = {"track": str, "task": str, "seed": int, "method": dict, "noise": dict}
+
+
+# Fields within sections that the tables and the leaderboard read: (section, key) -> allowed types.
+# Only display_name must be there; the others may be absent, but not of another type.
+READ_FIELDS: dict[tuple[str, str], tuple[type, ...]] = {
+    ("method", "display_name"): (str,),
+    ("method", "code_hash"): (str, type(None)),
+    ("method", "parameters"): (int, type(None)),
+    ("fingerprints", "data"): (str, type(None)),
+    ("environment", "harness_version"): (str, type(None)),
+    ("environment", "git"): (dict, type(None)),
+    ("environment", "gpu"): (str, type(None)),
+    ("environment", "precision"): (str, type(None)),
+    ("environment", "packed_runs"): (int,),
+}
+
+
+def _check_read_fields(record: dict, source: str) -> None:
+    for (section, key), types in READ_FIELDS.items():
+        if key not in record[section] and key != "display_name":
+            continue
+        value = record[section].get(key)
+        if not isinstance(value, types) or isinstance(value, bool):
+            raise RecordError(f"{source}: field '{section}.{key}' is {value!r}, expected "
+                              f"{' or '.join('null' if t is type(None) else t.__name__ for t in types)}")
+    bad = [k for k, v in record["timings"].items() if not isinstance(v, (int, float)) or isinstance(v, bool)]
+    if bad:
+        raise RecordError(f"{source}: field 'timings.{bad[0]}' must be a number of seconds")
+
+
+def _check_spec(spec: dict, source: str) -> None:
+    for key, typ in SPEC_FIELDS.items():
+        if not isinstance(spec.get(key), typ) or isinstance(spec.get(key), bool):
+            raise RecordError(f"{source}: field 'spec.{key}' is missing or not a {typ.__name__}")
+    for key in ("method", "noise"):
+        if not isinstance(spec[key].get("name"), str):
+            raise RecordError(f"{source}: field 'spec.{key}.name' is missing or not a str")
+    try:  # the tables label each column by its noise setting
+        parse_noise(spec["noise"]["name"])
+    except UsageError as e:
+        raise RecordError(f"{source}: field 'spec.noise.name': {e}") from None
+
+
 def validate(record: object, source: str = "record") -> dict:
     """Raise ``RecordError`` naming ``source`` and the field if ``record`` breaks the schema."""
     if not isinstance(record, dict):
@@ -59,6 +114,8 @@ def validate(record: object, source: str = "record") -> dict:
             raise RecordError(f"{source}: field '{key}' has type {type(record[key]).__name__}")
     if record["status"] not in STATUSES:
         raise RecordError(f"{source}: field 'status' is {record['status']!r}, expected one of {STATUSES}")
+    _check_spec(record["spec"], source)
+    _check_read_fields(record, source)
     if record["run_id"] != run_id(record["spec"]):
         raise RecordError(f"{source}: run_id {record['run_id']} does not match the hash of its spec")
     if record["status"] == "done":
@@ -70,6 +127,28 @@ def validate(record: object, source: str = "record") -> dict:
     elif not record["failure"]:
         raise RecordError(f"{source}: a failed record needs a 'failure' reason")
     return record
+
+
+def _cannot_write(path: Path, e: OSError) -> RecordError:
+    return RecordError(f"{path}: cannot write the record ({e.strerror or e}); finished runs are kept, rerun the "
+                       f"same command once the problem is fixed")
+
+
+def claimed(run: Callable[..., dict]) -> Callable[..., dict]:
+    """``run(spec, results, ...)`` under ``RecordStore(results).claim(spec)``: a run finished by
+    another process meanwhile is not run again; its record is returned instead."""
+    @functools.wraps(run)
+    def wrapper(spec: dict, results: str, *args, **kwargs) -> dict:
+        from .packing import released
+        from .trainer import STOP  # Ctrl-C also ends a wait for another process's run
+
+        def sleep(seconds: float) -> None:
+            with released():  # runs packed as threads go on while this one waits
+                time.sleep(seconds)
+
+        with RecordStore(results).claim(spec, STOP.is_set, sleep=sleep) as finished:
+            return finished if finished is not None else run(spec, results, *args, **kwargs)
+    return wrapper
 
 
 def now_utc() -> str:
@@ -108,17 +187,22 @@ class RecordStore:
     def write(self, record: dict) -> Path:
         validate(record, f"record {record.get('run_id')}")
         path = self.path(record["spec"])
-        path.parent.mkdir(parents=True, exist_ok=True)
         data = json.dumps(record, indent=1, sort_keys=True, allow_nan=False)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+        except OSError as e:
+            raise _cannot_write(path, e) from None
         try:
             with os.fdopen(fd, "w") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as e:
             Path(tmp).unlink(missing_ok=True)
+            if isinstance(e, OSError):  # a full disk, a read-only folder: the grid stops, nothing half-written
+                raise _cannot_write(path, e) from None
             raise
         return path
 
@@ -126,8 +210,45 @@ class RecordStore:
         """Move a corrupt record aside (kept for inspection) so the run can be redone."""
         path = self.path(spec)
         target = path.with_suffix(f".corrupt-{int(time.time())}")
-        os.replace(path, target)
+        try:
+            os.replace(path, target)
+        except FileNotFoundError:  # another bench on this folder moved (or redid) it first
+            pass
         return target
+
+    @contextlib.contextmanager
+    def claim(self, spec: dict, should_stop: Callable[[], bool] = lambda: False, poll: float = 0.2,
+              sleep: Callable[[float], None] = time.sleep):
+        """Hold the run of ``spec`` for this process; yields None (run it) or the finished record
+        another process wrote meanwhile (use it). Waits (``sleep(poll)`` at a time) while another
+        live process holds the run."""
+        path = self.path(spec)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = path.parent / f".{path.stem}.lock"
+        while True:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                os.close(fd)
+                if e.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                if should_stop():
+                    raise KeyboardInterrupt from None
+                sleep(poll)
+                continue
+            # The holder before us may have removed the file: then our lock is on a dead inode.
+            if os.path.exists(lock) and os.fstat(fd).st_ino == os.stat(lock).st_ino:
+                break
+            os.close(fd)
+        try:
+            for stale in path.parent.glob(f".{path.stem}.*.tmp"):  # left by a process killed mid-write
+                stale.unlink(missing_ok=True)
+            status, _ = self.status(spec)
+            yield self.read(path) if status == "done" else None
+        finally:
+            Path(lock).unlink(missing_ok=True)
+            os.close(fd)
 
     def scan(self, track: str | None = None) -> Iterator[tuple[Path, dict | None, str]]:
         """Every record file: (path, record or None, error message or '')."""

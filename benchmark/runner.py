@@ -26,15 +26,16 @@ from . import environment
 from .backbones.flexcare import count_parameters
 from .data import TaskData, check_source, materialise
 from .diagnostics import scorer
-from .errors import RunFailed, UsageError
+from .errors import RunFailed, UsageError, out_of_memory
 from .hparams import validate as validate_hparams
 from .method import TaskInfo
 from .noise import make_noisy, noise_seed_for
 from .packing import Baton, turn_taking
 from .protocol import NOISE_SETTINGS, SEEDS, NoiseSetting, TaskSpec, Track, get_track, parse_noise
-from .records import SCHEMA_VERSION, RecordStore, now_utc, run_id
+from .records import SCHEMA_VERSION, RecordStore, claimed, now_utc, run_id
 from .registry import MethodEntry, get_method
 from .generator import GENERATOR_VERSION
+from .lifetime import exit_with_parent
 from .trainer import STOP, autocast_dtype, train
 
 PACKINGS = ("auto", "threads", "processes")
@@ -126,6 +127,7 @@ def _peak_memory(device: torch.device) -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
+@claimed  # one process per run, even with two benches on one results folder
 def run_one(spec: dict, results: str, device_name: str = "auto", precision: str = "auto",
             cuda_graphs: str = "auto", length_chunks: int | None = None, packed: int = 1) -> dict:
     """Run one spec to a record (done or failed) and write it. Returns the record."""
@@ -186,6 +188,9 @@ def run_one(spec: dict, results: str, device_name: str = "auto", precision: str 
         timings.update(result.timings)
     except RunFailed as e:
         record.update(status="failed", failure=str(e))
+    except torch.cuda.OutOfMemoryError:
+        torch.cuda.empty_cache()  # the grid goes on; the next run gets the memory back
+        record.update(status="failed", failure=out_of_memory(spec, record["run_id"], device))
     except Exception as e:  # a bug in a method must not stop the grid; the record keeps the reason
         traceback.print_exc(file=sys.stderr)
         record.update(status="failed", failure=f"{type(e).__name__}: {e}")
@@ -198,6 +203,7 @@ def run_one(spec: dict, results: str, device_name: str = "auto", precision: str 
 def _init_worker(threads: int) -> None:
     # Ctrl-C reaches the whole process group: the parent handles it and stops the workers itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    exit_with_parent()  # a bench killed with SIGKILL leaves no worker behind
     torch.set_num_threads(threads)
 
 

@@ -133,7 +133,7 @@ def test_missing_episode_file(tmp_path):
 def test_non_numeric_hours(tmp_path):
     write_task(tmp_path, [])
     episode(tmp_path, "e.csv", "abc,,60,,,,,,,80,,,,,,,,\n")
-    with pytest.raises(UsageError, match="e.csv line 2: Hours is 'abc', expected a number"):
+    with pytest.raises(UsageError, match="e.csv line 2: Hours is 'abc', expected a finite number"):
         read_episodes([str(tmp_path / "ehr" / "e.csv")])
 
 

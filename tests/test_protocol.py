@@ -58,6 +58,15 @@ def test_noise_names_parse_to_rates():
     ("sym-abc", "malformed noise setting 'sym-abc'"),
     ("bal", "malformed noise setting 'bal'"),
     ("", "unknown noise setting ''"),
+    ("sym-100", "malformed noise setting 'sym-100': rate 100 is not in [0, 100)"),
+    ("asym-20-100", "malformed noise setting 'asym-20-100': rate 100 is not in [0, 100)"),
+    ("asym-20-", "malformed noise setting 'asym-20-': expected sym-R, asym-RPLUS-RMINUS or bal-RPLUS"),
+    ("bal-20-10", "malformed noise setting 'bal-20-10': expected sym-R"),
+    ("sym--5", "malformed noise setting 'sym--5'"),
+    ("sym-1e3", "malformed noise setting 'sym-1e3'"),
+    ("sym-20.5.1", "malformed noise setting 'sym-20.5.1'"),
+    ("sym-\u0662\u0660", "malformed noise setting 'sym-\u0662\u0660'"),  # Arabic-Indic digits are not rates
+    ("symm-20", "unknown noise setting 'symm-20'; did you mean 'sym-20'?"),
 ])
 def test_bad_noise_strings_name_the_problem(text, message):
     with pytest.raises(UsageError) as err:
