@@ -111,8 +111,9 @@ def cmd_bench(args) -> int:
     jobs = args.jobs or args.runs_per_gpu or default_jobs(args.device)
     jobs = min(jobs, max(1, len(todo)))
     n = len(specs)
+    where = f"{jobs} worker{'s' if jobs > 1 else ''}" if args.executor == "local" else f"executor {args.executor}"
     print(f"{','.join(g.method.name for g in grids)} on track '{grid.track.name}': {n} runs, {n - len(todo)} already done, "
-          f"{len(todo)} to run ({jobs} worker{'s' if jobs > 1 else ''}, device {args.device})", flush=True)
+          f"{len(todo)} to run ({where}, device {args.device})", flush=True)
 
     start, finished = time.perf_counter(), []
 

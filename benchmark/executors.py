@@ -178,6 +178,11 @@ def make_executor(name: str, results: str, options: dict, params: dict | None = 
         if not gpus:
             raise UsageError("--executor local-gpus: no CUDA device is visible")
         return SubmititExecutor(name, "local", results, {**options, "device": "cuda"}, params, gpus=gpus)
+    params = dict(params or {})
+    if name == "slurm" and options.get("device") != "cpu" and params.get("gpus_per_task") is None:
+        params["gpus_per_task"] = 1  # a run is one GPU unless told otherwise
+    if not params.get("gpus_per_task"):
+        params.pop("gpus_per_task", None)
     if name == "submitit-local":  # Slurm's code path on this machine: one subprocess job per run
         return SubmititExecutor(name, "local", results, options, params)
     return SubmititExecutor(name, "slurm", results, options, params)

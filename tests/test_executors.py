@@ -136,3 +136,15 @@ def test_profile_is_checked(tmp_path):
     profile.write_text("partiton: gpu\n")
     with pytest.raises(Exception, match="unknown setting 'partiton'"):
         executors.load_profile(str(profile))
+
+
+def test_slurm_asks_one_gpu_per_run_unless_on_cpu(tmp_path, monkeypatch):
+    import submitit
+
+    seen = []
+    monkeypatch.setattr(submitit.AutoExecutor, "update_parameters", lambda self, **kw: seen.append(kw))
+    monkeypatch.setattr(submitit.AutoExecutor, "__init__", lambda self, folder, cluster=None: None)
+    executors.make_executor("slurm", str(tmp_path), {"device": "auto"}, {"partition": "gpu", "time": 30})
+    executors.make_executor("slurm", str(tmp_path), {"device": "cpu"}, {"partition": "cpu"})
+    assert seen == [{"slurm_partition": "gpu", "timeout_min": 30, "gpus_per_task": 1},
+                    {"slurm_partition": "cpu", "timeout_min": 60}]
