@@ -16,6 +16,9 @@ SITE ?= site
 PUBLISH_DIR ?= public
 LEADERBOARD_FLAGS ?=
 JOBS ?= 0
+EXECUTOR ?= local
+PROFILE ?=
+BENCH_FLAGS ?=
 IMAGE ?= noisy-ehr-bench:latest
 MIMIC_DIR ?= $(CURDIR)/data
 
@@ -24,10 +27,12 @@ export TRANSFORMERS_OFFLINE := 1
 
 NAME ?=
 
-.PHONY: setup bench table leaderboard publish test perf clean docker-build docker-bench help new-method validate
+.PHONY: setup bench status table leaderboard publish test perf clean docker-build docker-bench help new-method validate
 
 help:
 	@echo "make bench METHOD=bce [TRACK=quick TASKS=.. NOISE=.. SEEDS=.. JOBS=..]   run a method's grid, print the table"
+	@echo "make bench METHOD=miracl EXECUTOR=slurm PROFILE=slurm.yaml [BENCH_FLAGS=--no-wait]   the grid as a Slurm job array"
+	@echo "make status METHOD=miracl                                               per run: done / failed / running / pending"
 	@echo "make test                                                               run the test suite"
 	@echo "make table [TRACK=quick]                                                print the tables from results/"
 	@echo "make leaderboard [RESULTS=results SITE=site]                             render the static leaderboard site from results/"
@@ -50,6 +55,12 @@ $(STAMP): pyproject.toml requirements.txt requirements-test.txt
 
 bench: setup
 	$(BIN)/ehrbench bench --method "$(METHOD)" --track "$(TRACK)" --results "$(RESULTS)" --device "$(DEVICE)" --jobs "$(JOBS)" \
+	  --executor "$(EXECUTOR)" $(if $(PROFILE),--profile "$(PROFILE)") $(BENCH_FLAGS) \
+	  $(if $(TASKS),--tasks "$(TASKS)") $(if $(NOISE),--noise "$(NOISE)") $(if $(SEEDS),--seeds "$(SEEDS)")
+
+# Per run of the grid: done, failed, running or pending (and its Slurm job id).
+status: setup
+	$(BIN)/ehrbench status --method "$(METHOD)" --track "$(TRACK)" --results "$(RESULTS)" \
 	  $(if $(TASKS),--tasks "$(TASKS)") $(if $(NOISE),--noise "$(NOISE)") $(if $(SEEDS),--seeds "$(SEEDS)")
 
 # A new submission from methods/_template/: methods/$(NAME)/ and tests/test_method_$(NAME).py.

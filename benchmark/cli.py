@@ -111,8 +111,9 @@ def cmd_bench(args) -> int:
     jobs = args.jobs or args.runs_per_gpu or default_jobs(args.device)
     jobs = min(jobs, max(1, len(todo)))
     n = len(specs)
+    where = f"{jobs} worker{'s' if jobs > 1 else ''}" if args.executor == "local" else f"executor {args.executor}"
     print(f"{','.join(g.method.name for g in grids)} on track '{grid.track.name}': {n} runs, {n - len(todo)} already done, "
-          f"{len(todo)} to run ({jobs} worker{'s' if jobs > 1 else ''}, device {args.device})", flush=True)
+          f"{len(todo)} to run ({where}, device {args.device})", flush=True)
 
     start, finished = time.perf_counter(), []
 
@@ -126,9 +127,26 @@ def cmd_bench(args) -> int:
               f"{spec['noise']['name']:<10} seed {spec['seed']:<3} {outcome}  ({_duration(record['timings']['total'])}; "
               f"elapsed {_duration(elapsed)}, ETA {_duration(eta)})", flush=True)
 
+    options = {"device": args.device, "jobs": jobs, "precision": args.precision, "cuda_graphs": args.cuda_graphs,
+               "length_chunks": args.length_chunks, "packing": args.packing}
+    lost = 0
     try:
-        execute(todo, args.results, args.device, jobs, report, args.precision, args.cuda_graphs, args.length_chunks,
-                args.packing)
+        if args.executor == "local":
+            execute(todo, args.results, args.device, jobs, report, args.precision, args.cuda_graphs, args.length_chunks,
+                    args.packing)
+        elif todo:
+            from .executors import make_executor
+
+            if args.executor != "local-gpus":
+                options["jobs"] = 1  # one run per array task
+            else:
+                options["jobs"] = args.runs_per_gpu or args.jobs or 1
+            lost = make_executor(args.executor, args.results, options, _slurm_params(args)).run(
+                todo, args.results, report, wait=not args.no_wait)
+            if args.no_wait:
+                print(f"not waiting: `ehrbench status` shows their progress; rerun the same command to collect "
+                      f"the table (it submits only runs without a record)")
+                return 0
     except KeyboardInterrupt:
         print(f"\ninterrupted: {len(finished)} finished runs are kept in {args.results}/; rerun the same "
               f"command to do the remaining {len(todo) - len(finished)}", file=sys.stderr)
@@ -140,6 +158,51 @@ def cmd_bench(args) -> int:
     if failed:
         print(f"{len(failed)} run(s) failed; their records under {args.results}/ say why", file=sys.stderr)
         return 1
+    if lost:
+        print(f"{lost} job(s) ended without a record (killed, timed out or preempted); rerun the same command to "
+              f"resubmit their runs", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _slurm_params(args) -> dict:
+    from .executors import load_profile
+
+    params = load_profile(args.profile)
+    for key in ("partition", "time", "gpus_per_task", "array_parallelism", "account"):
+        if getattr(args, key) is not None:
+            params[key] = getattr(args, key)
+    return params
+
+
+def _grid_specs(args) -> list[dict]:
+    from .runner import plan
+
+    grids = [plan(method, args.track, _csv(args.tasks), _csv(args.noise), _seeds(args.seeds), args.noise_seed,
+                  _overrides(args.set), args.encoder) for method in (_csv(args.method) or [args.method])]
+    return [spec for g in grids for spec in g.specs]
+
+
+def cmd_status(args) -> int:
+    """Per run of the planned grid: done / failed (record), running (a held claim), pending (otherwise)."""
+    from tabulate import tabulate
+
+    from .executors import run_state, submissions
+    from .records import run_id
+
+    store, jobs = RecordStore(args.results), submissions(args.results)
+    counts: dict[str, int] = {}
+    rows = []
+    for spec in _grid_specs(args):
+        state, rid = run_state(store, spec), run_id(spec)
+        counts[state] = counts.get(state, 0) + 1
+        sub = jobs.get(rid, {})
+        rows.append([rid, spec["method"]["name"], spec["task"], spec["noise"]["name"], spec["seed"], state,
+                     sub.get("executor", ""), sub.get("job_id", "")])
+    if not args.summary:
+        print(tabulate(rows, headers=["run", "method", "task", "noise", "seed", "state", "executor", "job"],
+                       tablefmt=args.format))
+    print(", ".join(f"{counts.get(k, 0)} {k}" for k in ("done", "failed", "running", "pending")))
     return 0
 
 
@@ -321,6 +384,29 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--data", help="folder holding real task data (sets EHRBENCH_DATA)")
     b.add_argument("--format", default="simple", help="table format (tabulate's: simple, github, latex, ...)")
     b.set_defaults(func=cmd_bench)
+
+    b.add_argument("--executor", default="local", choices=("local", "local-gpus", "slurm", "submitit-local"),
+                   help="local: this process (default); local-gpus: one worker per visible GPU, --runs-per-gpu runs "
+                        "on each; slurm: a submitit job array, one run per task; submitit-local: the same through submitit's local "
+                        "backend, one subprocess per run (docs/scale-out.md)")
+    b.add_argument("--profile", help="YAML file of Slurm settings (partition, time, gpus_per_task, "
+                                     "array_parallelism, account, cpus_per_task, mem_gb)")
+    b.add_argument("--partition", help="Slurm partition")
+    b.add_argument("--time", type=_positive_int, help="time limit per run, minutes (default 60)")
+    b.add_argument("--gpus-per-task", type=_count, help="GPUs per array task")
+    b.add_argument("--array-parallelism", type=_positive_int, help="most array tasks running at once")
+    b.add_argument("--account", help="Slurm account")
+    b.add_argument("--no-wait", action="store_true", help="submit and return (executors other than local)")
+
+    st = sub.add_parser("status", help="per run of a grid: done, failed, running or pending (and its job id)")
+    for flag, kw in (("--method", {"default": "", "help": "as for bench (comma-separated methods)"}),
+                     ("--track", {"default": "quick"}), ("--tasks", {}), ("--noise", {}), ("--seeds", {}),
+                     ("--results", {"default": "results"}), ("--encoder", {}), ("--format", {"default": "simple"})):
+        st.add_argument(flag, **kw)
+    st.add_argument("--noise-seed", default="reference", choices=NOISE_SEED_POLICIES)
+    st.add_argument("--set", action="append", metavar="KEY=VALUE")
+    st.add_argument("--summary", action="store_true", help="only the counts")
+    st.set_defaults(func=cmd_status)
 
     t = sub.add_parser("table", help="print the result tables of a track from its run records")
     t.add_argument("--track", default="quick")

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from . import environment
+from . import environment, executors
 from .backbones.flexcare import count_parameters
 from .data import TaskData, check_source, materialise
 from .diagnostics import scorer
@@ -163,7 +163,8 @@ def run_one(spec: dict, results: str, device_name: str = "auto", precision: str 
                         "length_chunks": length_chunks or 1,
                         # Runs sharing the device at once: timings then include the others' contention,
                         # and the peak memory is the device's, all of them together.
-                        "packed_runs": packed},
+                        "packed_runs": packed,
+                        "executor": executors.describe()},  # executor, node, scheduler job id
     }
     timings = {"data": t_data - t_start, "noise": t_noise - t_data}
     noisy_labels = torch.from_numpy(noisy.labels).float().to(device)
