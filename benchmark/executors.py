@@ -44,14 +44,9 @@ def describe() -> dict:
 def load_profile(path: str | None) -> dict:
     if not path:
         return {}
-    import yaml
+    from .registry import read_yaml
 
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except OSError as e:
-        raise UsageError(f"--profile {path}: cannot read ({e.strerror})") from None
-    except yaml.YAMLError as e:
-        raise UsageError(f"--profile {path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    data = read_yaml(Path(path), where=f"--profile {path}") or {}
     if not isinstance(data, dict):
         raise UsageError(f"--profile {path}: expected a mapping of settings")
     unknown = sorted(set(data) - set(SLURM_KEYS))

@@ -75,14 +75,20 @@ class MethodEntry:
         return cls
 
 
+def read_yaml(path: Path, where: str | None = None, what: str = ""):
+    """The parsed YAML file, or one line naming ``where`` (default: the path) and what went wrong."""
+    where = where or str(path)
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except OSError as e:
+        raise UsageError(f"{where}: cannot read{' ' + what if what else ''} ({e.strerror})") from None
+    except yaml.YAMLError as e:
+        raise UsageError(f"{where}: not valid YAML ({str(e).splitlines()[0]})") from None
+
+
 def read_manifest(folder: Path) -> dict:
     path = folder / "manifest.yaml"
-    try:
-        manifest = yaml.safe_load(path.read_text())
-    except OSError as e:
-        raise UsageError(f"{path}: cannot read the manifest ({e.strerror})") from None
-    except yaml.YAMLError as e:
-        raise UsageError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    manifest = read_yaml(path, what="the manifest")
     if not isinstance(manifest, dict):
         raise UsageError(f"{path}: expected a mapping of fields, got {type(manifest).__name__}")
     for key, typ in REQUIRED_FIELDS.items():
