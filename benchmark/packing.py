@@ -52,6 +52,8 @@ def turn_taking(baton: Baton, device: torch.device):
     ``baton`` except at ``pause``/``released`` points."""
     baton.acquire()
     _local.baton, _local.device = baton, device
+    if device.type == "cuda":
+        torch.cuda.init()  # the per-device generators exist only once CUDA is initialised
     generator = torch.cuda.default_generators[device.index or 0] if device.type == "cuda" else None
     if generator is not None:
         _local.state = generator.clone_state()

@@ -24,7 +24,7 @@ import torch
 
 from . import environment, executors
 from .backbones.flexcare import count_parameters
-from .data import TaskData, check_source, materialise
+from .data import Split, TaskData, check_source, materialise
 from .diagnostics import scorer
 from .errors import RunFailed, UsageError, out_of_memory
 from .hparams import validate as validate_hparams
@@ -113,6 +113,19 @@ def _load_task(spec: TaskSpec) -> TaskData:
     return materialise(spec)
 
 
+def resident(spec: TaskSpec, device: torch.device) -> tuple[Split, Split]:
+    """The task's train and test splits on ``device``, copied once per process: runs packed as
+    threads share them (read-only) instead of holding a copy each."""
+    with _LOAD_LOCK:
+        return _resident(spec, str(device))
+
+
+@functools.lru_cache(maxsize=2)
+def _resident(spec: TaskSpec, device: str) -> tuple[Split, Split]:
+    data = _load_task(spec)
+    return data.train.to(device), data.test.to(device)
+
+
 def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -169,11 +182,12 @@ def run_one(spec: dict, results: str, device_name: str = "auto", precision: str 
     timings = {"data": t_data - t_start, "noise": t_noise - t_data}
     noisy_labels = torch.from_numpy(noisy.labels).float().to(device)
     try:
+        train_split, test_split = resident(task, device)
         result = train(
             method,
-            data.train.to(device),
+            train_split,
             noisy_labels,
-            data.test.to(device),
+            test_split,
             track.budget,
             spec["seed"],
             task_weight=task.task_weight,
@@ -183,7 +197,7 @@ def run_one(spec: dict, results: str, device_name: str = "auto", precision: str 
             cuda_graphs=cuda_graphs,
             length_chunks=length_chunks,
             # The only place the clean training labels meet a method's output: scored, not handed over.
-            score_corrections=scorer(data.train.labels.to(device), noisy_labels),
+            score_corrections=scorer(train_split.labels, noisy_labels),
         )
         record["metrics"]["final"] = {k: v for k, v in result.final.items() if k not in ("method", "lr", "train_loss", "corrections")}
         timings.update(result.timings)

@@ -52,3 +52,22 @@ def test_pause_outside_a_packed_run_does_nothing():
     pause()
     with released():
         pass
+
+
+def test_packed_runs_share_one_device_copy_of_the_task():
+    """K runs of a grid in one process hold the task's tensors once, not K times (at full scale a
+    copy per run is gigabytes of device memory each)."""
+
+    from benchmark.protocol import SMOKE
+    from benchmark.runner import resident
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(resident(SMOKE.task("syn-phe"), device))) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    train, test = got[0]
+    assert all(a is train and b is test for a, b in got)
+    assert train.ehr.device.type == device.type and len(test) > 0
