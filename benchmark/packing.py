@@ -51,15 +51,15 @@ def turn_taking(baton: Baton, device: torch.device):
     """Run the body as one of the packed runs: on its own stream, with its own RNG state, holding
     ``baton`` except at ``pause``/``released`` points."""
     baton.acquire()
-    _local.baton, _local.device = baton, device
-    if device.type == "cuda":
-        torch.cuda.init()  # the per-device generators exist only once CUDA is initialised
-    generator = torch.cuda.default_generators[device.index or 0] if device.type == "cuda" else None
-    if generator is not None:
-        _local.state = generator.clone_state()
-        generator.graphsafe_set_state(_local.state)
+    # Everything after the acquire is inside the try: a run that fails while setting up must still
+    # hand the baton on (once it did not, and the other packed runs waited for ever).
     try:
+        _local.baton, _local.device, _local.state = baton, device, None
         if device.type == "cuda":
+            torch.cuda.init()  # the per-device generators exist only once CUDA is initialised
+            generator = torch.cuda.default_generators[device.index or 0]
+            _local.state = generator.clone_state()
+            generator.graphsafe_set_state(_local.state)
             with torch.cuda.device(device), torch.cuda.stream(torch.cuda.Stream(device)):
                 yield
         else:
@@ -71,7 +71,7 @@ def turn_taking(baton: Baton, device: torch.device):
 
 def _reacquire() -> None:
     _local.baton.acquire()
-    if getattr(_local, "state", None) is not None:  # another run's state was swapped in meanwhile
+    if _local.state is not None:  # another run's state was swapped in meanwhile
         torch.cuda.default_generators[_local.device.index or 0].graphsafe_set_state(_local.state)
 
 

@@ -1,6 +1,7 @@
 """Runs packed as threads take turns: one issues work at a time, and each hands over after a step."""
 import threading
 
+import pytest
 import torch
 
 from benchmark.packing import Baton, pause, released, turn_taking
@@ -71,3 +72,18 @@ def test_packed_runs_share_one_device_copy_of_the_task():
     train, test = got[0]
     assert all(a is train and b is test for a, b in got)
     assert train.ehr.device.type == device.type and len(test) > 0
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine where CUDA set-up fails")
+def test_a_run_failing_in_its_set_up_hands_the_baton_on():
+    """One packed run that cannot start (here: CUDA asked for, none present) must not leave the
+    others waiting for ever."""
+    baton = Baton()
+    with pytest.raises((RuntimeError, AssertionError)):
+        with turn_taking(baton, torch.device("cuda")):
+            pass
+    done = threading.Event()
+    other = threading.Thread(target=lambda: (baton.acquire(), baton.release(), done.set()))
+    other.start()
+    other.join(timeout=10)
+    assert done.is_set(), "the baton was never released"
