@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The full-track comparisons of the method baselines and MIRACL, in one GPU session (10 minutes or so on
-# one H100 per part). Usage: perf/full_track.sh [RESULTS [phe|dia|all]] ; env ENCODER (default minilm),
-# K (runs sharing the GPU, default 7), PYTHON (default python3). Part "phe" is 1, 2 and 4, "dia" is 3:
-# each fits one 10-minute command once a warm machine keeps the tensor cache between them.
+# The full-track comparisons of the method baselines and MIRACL, on one GPU. Usage: perf/full_track.sh
+# [RESULTS [phe|dia|all]] ; env ENCODER (default minilm), K (runs sharing the GPU, default 1: packing
+# full-track runs is not validated yet), PYTHON (default python3). Part "phe" is 1, 2 and 4, "dia" is 3.
+# Time on one H100, one run at a time: about 150 s per PHE run (13 runs, ~33 min) plus 3.5 min of data
+# preparation per task; a run records itself when done, so a part cut short resumes where it stopped.
 #  1. every method next to BCE at symmetric (40,40), seed 30;
 #  2. MIRACL and BCE at asymmetric (0,40), (40,0) and balanced (40,r), seed 30;
 #  3. M3Care, MedFuse and BCE on the diagnosis task (heavy missingness) at symmetric (20,20), seed 30;
@@ -14,7 +15,7 @@ RESULTS=${1:-results}
 PART=${2:-all}
 PY=${PYTHON:-python3}
 ENC=${ENCODER:-minilm}
-K=${K:-7}
+K=${K:-1}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
 common=(--track full --tasks mimic4-phe --seeds 30 --encoder "$ENC" --results "$RESULTS" --runs-per-gpu "$K")
 if [[ $PART == phe || $PART == all ]]; then
