@@ -44,7 +44,8 @@ SCHEMA: dict[str, tuple[type | tuple[type, ...], str]] = {
     "fingerprints": (dict, "'data': task tensors sha256; 'noisy_labels': the noisy matrix sha256"),
     "noise": (dict, "rates used and realised flip rates of the training labels"),
     "method": (dict, "method metadata: display name, code hash, parameter count"),
-    "environment": (dict, "harness version, git sha + dirty flag, hardware and software versions"),
+    "environment": (dict, "harness version, git sha + dirty flag, hardware and software versions, run "
+                    "conditions (precision, graphs, packing) and, on CUDA, the peak reserved device memory"),
     "created_utc": (str, "when the record was written (ISO 8601)"),
 }
 FINAL_METRICS = ("map", "micro_f1", "macro_f1", "macro_auc", "micro_auc", "per_label_ap")

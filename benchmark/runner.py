@@ -211,6 +211,10 @@ def run_one(spec: dict, results: str, device_name: str = "auto", precision: str 
         record.update(status="failed", failure=f"{type(e).__name__}: {e}")
     timings["total"] = time.perf_counter() - t_start
     record.update(timings=timings, peak_memory_bytes=_peak_memory(device), created_utc=now_utc())
+    if device.type == "cuda":
+        # What the card held, not only what tensors used: graph pools and per-stream caching can
+        # reserve several times the allocated peak (docs/performance.md, "Packing").
+        record["environment"]["peak_memory_reserved_bytes"] = int(torch.cuda.max_memory_reserved(device))
     RecordStore(results).write(record)
     return record
 
