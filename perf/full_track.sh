@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The full-track comparisons of the method baselines and MIRACL, on one GPU. Usage: perf/full_track.sh
-# [RESULTS [phe|dia|all]] ; env ENCODER (default minilm), K (runs sharing the GPU, default 1: packing
+# [RESULTS [phe|dia|all]] ; env ENCODER (default minilm; with TOKENIZER=DIR, a folder that receives a
+# BERT-base with random weights and DIR's tokenizer, as perf/speed.py makes for timing), K (runs sharing the GPU, default 1: packing
 # full-track runs is not validated yet), PYTHON (default python3). Part "phe" is 1, 2 and 4, "dia" is 3.
 # Time on one H100, one run at a time: about 150 s per PHE run (13 runs, ~33 min) plus 3.5 min of data
 # preparation per task; a run records itself when done, so a part cut short resumes where it stopped.
@@ -17,6 +18,9 @@ PY=${PYTHON:-python3}
 ENC=${ENCODER:-minilm}
 K=${K:-1}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
+if [[ -n ${TOKENIZER:-} && ! -e $ENC/config.json ]]; then  # ENCODER is a folder to fill with a random BERT-base
+  PYTHONPATH=perf "$PY" -c "import sys; from pathlib import Path; from speed import make_random_bert; make_random_bert(Path(sys.argv[1]), Path(sys.argv[2]))" "$ENC" "$TOKENIZER"
+fi
 common=(--track full --tasks mimic4-phe --seeds 30 --encoder "$ENC" --results "$RESULTS" --runs-per-gpu "$K")
 if [[ $PART == phe || $PART == all ]]; then
   "$PY" -m benchmark data prepare mimic4-phe --track full --encoder "$ENC"
