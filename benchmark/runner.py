@@ -113,17 +113,19 @@ def _load_task(spec: TaskSpec) -> TaskData:
     return materialise(spec)
 
 
+_RESIDENT: dict[str, tuple[TaskData, Split, Split]] = {}  # device -> the task last copied there
+
+
 def resident(spec: TaskSpec, device: torch.device) -> tuple[Split, Split]:
     """The task's train and test splits on ``device``, copied once per process: runs packed as
-    threads share them (read-only) instead of holding a copy each."""
+    threads share them (read-only) instead of holding a copy each. The copy follows ``load_task``:
+    a task loaded anew (its cache cleared) is copied anew."""
     with _LOAD_LOCK:
-        return _resident(spec, str(device))
-
-
-@functools.lru_cache(maxsize=2)
-def _resident(spec: TaskSpec, device: str) -> tuple[Split, Split]:
-    data = _load_task(spec)
-    return data.train.to(device), data.test.to(device)
+        data = _load_task(spec)
+        held = _RESIDENT.get(str(device))
+        if held is None or held[0] is not data:
+            held = _RESIDENT[str(device)] = (data, data.train.to(device), data.test.to(device))
+        return held[1], held[2]
 
 
 def _device(name: str) -> torch.device:

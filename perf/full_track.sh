@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The full-track comparisons of the method baselines and MIRACL, on one GPU. Usage: perf/full_track.sh
 # [RESULTS [phe|dia|all]] ; env ENCODER (default minilm; with TOKENIZER=DIR, a folder that receives a
-# BERT-base with random weights and DIR's tokenizer, as perf/speed.py makes for timing), K (runs sharing the GPU, default 1: packing
-# full-track runs is not validated yet), PYTHON (default python3). Part "phe" is 1, 2 and 4, "dia" is 3.
+# BERT-base with random weights and DIR's tokenizer, as perf/speed.py makes for timing), K (runs
+# sharing the GPU, default 1: packing full-track runs is not validated yet), PYTHON (default python3).
+# Part "phe" is 1, 2 and 4, "dia" is 3.
 # Time on one H100, one run at a time: about 150 s per PHE run (13 runs, ~33 min) plus 3.5 min of data
 # preparation per task; a run records itself when done, so a part cut short resumes where it stopped.
 #  1. every method next to BCE at symmetric (40,40), seed 30;

@@ -4,7 +4,10 @@ import threading
 import pytest
 import torch
 
+import benchmark.runner
 from benchmark.packing import Baton, pause, released, turn_taking
+from benchmark.protocol import SMOKE
+from benchmark.runner import resident
 
 
 def _packed(baton, name, log, steps=3):
@@ -58,10 +61,6 @@ def test_pause_outside_a_packed_run_does_nothing():
 def test_packed_runs_share_one_device_copy_of_the_task():
     """K runs of a grid in one process hold the task's tensors once, not K times (at full scale a
     copy per run is gigabytes of device memory each)."""
-
-    from benchmark.protocol import SMOKE
-    from benchmark.runner import resident
-
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     got = []
     threads = [threading.Thread(target=lambda: got.append(resident(SMOKE.task("syn-phe"), device))) for _ in range(3)]
@@ -87,3 +86,12 @@ def test_a_run_failing_in_its_set_up_hands_the_baton_on():
     other.start()
     other.join(timeout=10)
     assert done.is_set(), "the baton was never released"
+
+
+def test_a_task_loaded_anew_is_copied_anew():
+    """The shared copy follows the loaded task: once the task cache is cleared (a fresh process, a
+    rebuilt cache), runs must not keep training on the old tensors."""
+    first, _ = resident(SMOKE.task("syn-phe"), torch.device("cpu"))
+    benchmark.runner._load_task.cache_clear()
+    again, _ = resident(SMOKE.task("syn-phe"), torch.device("cpu"))
+    assert again is not first and torch.equal(again.ehr, first.ehr)
