@@ -1,5 +1,5 @@
-"""The full-track comparison in one table, from run records: per run the last-epoch mAP, wall and train
-time, and for correcting methods the scored corrections at chosen epochs (precision / recall of the
+"""The full-track comparison in one table, from run records: per run the last-epoch mAP and macro AUC
+(0.50 = the model ranks no stay above another: a collapsed run), wall and train time, and for correcting methods the scored corrections at chosen epochs (precision / recall of the
 entries flagged noisy, agreement of the corrected labels with the clean ones before -> after).
 
 Usage: python perf/full_track_summary.py RESULTS [--epochs 6,15,30]
@@ -26,7 +26,8 @@ def rows(results: str, epochs: list[int], track: str = "full") -> list[list]:
             for e in epochs if (c := scored.get(e))
         )
         out.append([spec["task"], spec["noise"]["name"], record["method"]["display_name"], spec["seed"],
-                    f"{record['metrics']['final']['map']:.3f}", f"{record['timings']['total']:.0f}",
+                    f"{record['metrics']['final']['map']:.3f}", f"{record['metrics']['final']['macro_auc']:.3f}",
+                    f"{record['timings']['total']:.0f}",
                     f"{record['timings']['train']:.0f}", record["environment"].get("packed_runs", 1),
                     corrections or "-"])
     return sorted(out)
@@ -38,7 +39,7 @@ def main() -> None:
     p.add_argument("--epochs", default="6,15,30")
     p.add_argument("--track", default="full")
     args = p.parse_args()
-    headers = ["task", "noise", "method", "seed", "mAP", "wall s", "train s", "packed", "corrections"]
+    headers = ["task", "noise", "method", "seed", "mAP", "macro AUC", "wall s", "train s", "packed", "corrections"]
     print(tabulate(rows(args.results, [int(e) for e in args.epochs.split(",")], args.track), headers))
 
 
