@@ -118,3 +118,28 @@ def test_smoke_track_run_completes_and_records_the_parameter_count(tmp_path):
     stdout, records = smoke_run("m3care", tmp_path)
     assert "M3Care" in stdout and len(records) == 2
     assert all(r["method"]["parameters"] > 0 for r in records)
+
+
+def _stability_grads(switch):
+    model = small(lambda_stab=1.0, stability_gradient=switch).train()
+    model(make_batch(**MISSING)).aux.backward()
+    return model.note_proj.weight.grad, model.phi[1][0].weight.grad
+
+
+def test_stability_term_trains_phi_but_not_the_encoders_by_default():
+    encoder, phi = _stability_grads("phi")
+    assert encoder is None or encoder.abs().max() == 0
+    assert phi.abs().max() > 0
+
+
+def test_literal_stability_switch_sends_its_gradient_into_the_encoders():
+    encoder, _ = _stability_grads("encoders")
+    assert encoder.abs().max() > 0
+
+
+def test_stability_switch_changes_the_gradient_not_the_value():
+    batch = make_batch(**MISSING)
+    model = small(stability_gradient="phi").eval()
+    detached = model(batch).aux
+    model.stability_gradient = "encoders"
+    torch.testing.assert_close(detached, model(batch).aux)

@@ -25,6 +25,7 @@ class M3CareBCE(Method):
             gcn_mask=h["gcn_mask"],
             kernel_form=h["kernel_form"],
             lambda_stab=h["lambda_stab"],
+            stability_gradient=h["stability_gradient"],
         )
 
     def loss(self, logits, targets, index, epoch):
