@@ -78,7 +78,8 @@ def test_describe_prints_both_multimodal_methods_parameter_counts():
     proc = subprocess.run([sys.executable, "-m", "benchmark", "methods", "describe", "m3care", "medfuse"],
                           capture_output=True, text=True, cwd=Path(__file__).parent.parent)
     assert proc.returncode == 0, proc.stderr
-    assert "m3care: M3Care (v1.0, licence MIT" in proc.stdout and "medfuse: MedFuse (v1.0" in proc.stdout
+    for name, display in (("m3care", "M3Care"), ("medfuse", "MedFuse")):
+        assert f"{name}: {display} (v{get_method(name).version}, licence MIT" in proc.stdout
     assert "trainable parameters: 339,225 on full/mimic4-phe (25 labels, ehr_dim 76, note_dim 768, hidden 128)" in proc.stdout
     assert "trainable parameters: 973,472 on full/mimic4-phe" in proc.stdout
 
