@@ -1,6 +1,7 @@
 """The full-track comparison in one table, from run records: per run the last-epoch mAP and macro AUC
-(0.50 = the model ranks no stay above another: a collapsed run), wall and train time, and for correcting methods the scored corrections at chosen epochs (precision / recall of the
-entries flagged noisy, agreement of the corrected labels with the clean ones before -> after).
+(0.50 = the model ranks no stay above another: a collapsed run), wall and train time, and for
+correcting methods the scored corrections at chosen epochs (precision / recall of the entries
+flagged noisy, agreement of the corrected labels with the clean ones before -> after).
 
 Usage: python perf/full_track_summary.py RESULTS [--epochs 6,15,30]
 """
