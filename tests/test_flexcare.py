@@ -47,10 +47,10 @@ def test_additive_structural_mask_reproduces_the_reference_bias_and_blocking_dif
     blocking.load_state_dict(additive.state_dict())
     assert not torch.allclose(additive(batch).logits, blocking(batch).logits)
     pad = torch.zeros(1, 2 + 3 + 3, dtype=torch.bool)
-    mask = additive._attention_mask(2, 2, pad)[0, 0]
+    mask = additive._attention_mask(2, 2, pad, torch.float32)[0, 0]
     # EHR-CLS (row 2) to a note token (col 6): "blocked" in the reference = +1 added, not -inf.
     assert mask[2, 6] == 1.0 and mask[0, 6] == 0.0
-    assert blocking._attention_mask(2, 2, pad)[0, 0][2, 6] == float("-inf")
+    assert blocking._attention_mask(2, 2, pad, torch.float32)[0, 0][2, 6] == float("-inf")
 
 
 def test_both_modalities_shape_the_prediction():

@@ -188,7 +188,7 @@ class FlexCare(nn.Module):
         self.pool_norm = nn.LayerNorm(d)
         self.head = nn.Linear(2 * d, num_labels)
 
-    def _attention_mask(self, t_ehr: int, t_note: int, pad: torch.Tensor) -> torch.Tensor:
+    def _attention_mask(self, t_ehr: int, t_note: int, pad: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """Float [B, 1, S, S] mask added to the attention logits: structure + key padding."""
         s = 2 + (1 + t_ehr) + (1 + t_note)
         # Block of each position: 0 task, 1 MM, 2 EHR, 3 note (by comparisons: no host-to-device copy,
@@ -204,8 +204,9 @@ class FlexCare(nn.Module):
             struct = torch.zeros(s, s, device=pad.device).masked_fill(~allowed, float("-inf"))
         eye = torch.eye(s, dtype=torch.bool, device=pad.device)
         # A padded query still sees itself, so no row is empty (its output is never read).
-        key_pad = pad.unsqueeze(1) & ~eye  # [B, S, S]
-        return (struct + torch.zeros_like(key_pad, dtype=torch.float).masked_fill(key_pad, float("-inf"))).unsqueeze(1)
+        key_pad = (pad.unsqueeze(1) & ~eye).unsqueeze(1)  # [B, 1, S, S]
+        # One pass in the compute dtype (0, 1 and -inf are exact in bf16): the mask is B * S^2 values.
+        return torch.where(key_pad, float("-inf"), struct.to(dtype))
 
     #: The trainer may hand ``forward`` a batch as length-sorted parts (``Split.chunked``): every
     #: sample is encoded independently, so the parts are encoded apart and fused together.
@@ -258,7 +259,7 @@ class FlexCare(nn.Module):
             ],
             1,
         )
-        mask = self._attention_mask(t_ehr, t_note, pad).to(x.dtype)
+        mask = self._attention_mask(t_ehr, t_note, pad, _attention_dtype(x))
         read = [0, 1, 2, 3 + t_ehr]  # task, MM, EHR-CLS, NOTE-CLS: read even when their modality is missing
         packed = self._packing(pad, read, batch.tokens)
         if packed is not None:
@@ -276,6 +277,12 @@ class FlexCare(nn.Module):
         keep = ~pad
         keep[:, read] = True  # the summary tokens of a missing modality are read (L_ortho) though padded
         return PackedPositions(keep, tokens + 4 * b)  # 4 = the positions read, one per sample each
+
+
+def _attention_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype attention runs in: autocast's, if on (the mask is then built in it, not cast per layer)."""
+    kind = x.device.type
+    return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype
 
 
 def _decorrelation_loss(tokens: torch.Tensor) -> torch.Tensor:
