@@ -128,12 +128,12 @@ def cmd_bench(args) -> int:
               f"elapsed {_duration(elapsed)}, ETA {_duration(eta)})", flush=True)
 
     options = {"device": args.device, "jobs": jobs, "precision": args.precision, "cuda_graphs": args.cuda_graphs,
-               "length_chunks": args.length_chunks, "packing": args.packing}
+               "length_chunks": args.length_chunks, "packing": args.packing, "token_layout": args.token_layout}
     lost = 0
     try:
         if args.executor == "local":
             execute(todo, args.results, args.device, jobs, report, args.precision, args.cuda_graphs, args.length_chunks,
-                    args.packing)
+                    args.packing, args.token_layout)
         elif todo:
             from .executors import make_executor
 
@@ -378,6 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--length-chunks", type=_positive_int, default=None, metavar="K",
                    help="cut each batch into K length-sorted parts, each padded to its own longest stay "
                         "(default 1; results do not depend on it)")
+    b.add_argument("--token-layout", default="auto", choices=("auto", "padded", "packed"),
+                   help="FlexCare's position-wise layers over the padded batch or over its real positions only "
+                        "(packed: same function, 4-5x fewer positions at full scale); auto = packed on CUDA")
     b.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a hyper-parameter of the method's manifest (part of the run id); repeatable")
     b.add_argument("--encoder", help="note encoder for every task: 'minilm', a local folder or a hub name")

@@ -65,27 +65,32 @@ class Split:
     def batch(self, idx: torch.Tensor, widths: tuple[int, int] | None = None) -> Batch:
         """The padded inputs of rows ``idx`` (a device tensor): gathers only, no Python objects.
 
-        ``widths`` (series bins, note tokens) default to the split's longest; ``batch_widths`` gives
-        tighter ones for a whole epoch's batches at once, ``chunked`` for length-sorted parts.
+        ``widths`` (series bins, note tokens[, real positions]) default to the split's longest;
+        ``batch_widths`` gives tighter ones for a whole epoch's batches at once, ``chunked`` for
+        length-sorted parts. The third entry, an upper bound on the rows' series bins plus note tokens,
+        becomes ``Batch.tokens`` (a model may pack the real positions into that many slots).
         """
-        ehr_w, note_w = widths or (self.max_ehr, self.max_note)
+        ehr_w, note_w, *tokens = widths or (self.max_ehr, self.max_note)
         ehr, ehr_len = _pad(self.ehr, self.ehr_offsets, idx, ehr_w)
         note, note_len = _pad(self.note, self.note_offsets, idx, note_w)
-        return Batch(ehr=ehr, ehr_len=ehr_len, note=note.float(), note_len=note_len, patient_id=self.patient_id[idx])
+        return Batch(ehr=ehr, ehr_len=ehr_len, note=note.float(), note_len=note_len, patient_id=self.patient_id[idx],
+                     tokens=tokens[0] if tokens else None)
 
-    def batch_widths(self, batches: list[torch.Tensor], multiple: int = 16) -> list[tuple[int, int]]:
+    def batch_widths(self, batches: list[torch.Tensor], multiple: int = 16) -> list[tuple[int, int, int]]:
         """Padded widths of each batch (its longest series and note, rounded up to ``multiple`` and
-        capped at the split's longest), read back to the host in one transfer for all batches."""
+        capped at the split's longest) and its real positions (series bins plus note tokens, summed
+        over its rows), read back to the host in one transfer for all batches."""
         if not batches:
             return []
         sizes = torch.tensor([len(b) for b in batches])
         idx = torch.cat(batches)
         segment = torch.repeat_interleave(torch.arange(len(batches)), sizes).to(idx.device)
-        maxima = torch.zeros(len(batches), 2, dtype=torch.long, device=idx.device)
-        maxima[:, 0].scatter_reduce_(0, segment, self.ehr_len[idx], "amax")
-        maxima[:, 1].scatter_reduce_(0, segment, self.note_len[idx], "amax")
-        return [(_round_up(a, multiple, self.max_ehr), _round_up(b, multiple, self.max_note))
-                for a, b in maxima.cpu().tolist()]
+        stats = torch.zeros(len(batches), 3, dtype=torch.long, device=idx.device)
+        stats[:, 0].scatter_reduce_(0, segment, self.ehr_len[idx], "amax")
+        stats[:, 1].scatter_reduce_(0, segment, self.note_len[idx], "amax")
+        stats[:, 2].scatter_add_(0, segment, self.ehr_len[idx] + self.note_len[idx])
+        return [(_round_up(a, multiple, self.max_ehr), _round_up(b, multiple, self.max_note), t)
+                for a, b, t in stats.cpu().tolist()]
 
     def chunked(self, batches: list[torch.Tensor], chunks: int, multiple: int = 16):
         """Each batch's rows sorted by series length and cut into ``chunks`` near-equal parts, with

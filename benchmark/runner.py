@@ -36,7 +36,7 @@ from .records import SCHEMA_VERSION, RecordStore, claimed, now_utc, run_id
 from .registry import MethodEntry, get_method
 from .generator import GENERATOR_VERSION
 from .lifetime import exit_with_parent
-from .trainer import STOP, autocast_dtype, train
+from .trainer import STOP, autocast_dtype, resolve_token_layout, train
 
 PACKINGS = ("auto", "threads", "processes")
 
@@ -144,7 +144,8 @@ def _peak_memory(device: torch.device) -> int:
 
 @claimed  # one process per run, even with two benches on one results folder
 def run_one(spec: dict, results: str, device_name: str = "auto", precision: str = "auto",
-            cuda_graphs: str = "auto", length_chunks: int | None = None, packed: int = 1) -> dict:
+            cuda_graphs: str = "auto", length_chunks: int | None = None, token_layout: str = "auto",
+            packed: int = 1) -> dict:
     """Run one spec to a record (done or failed) and write it. Returns the record."""
     device = _device(device_name)
     entry = get_method(spec["method"]["name"])
@@ -176,6 +177,7 @@ def run_one(spec: dict, results: str, device_name: str = "auto", precision: str 
                         "precision": "bf16" if autocast_dtype(precision, device) else "fp32",
                         "cuda_graphs": cuda_graphs if device.type == "cuda" and method.capturable else "off",
                         "length_chunks": length_chunks or 1,
+                        "token_layout": resolve_token_layout(token_layout, device),
                         # Runs sharing the device at once: timings then include the others' contention,
                         # and the peak memory is the device's, all of them together.
                         "packed_runs": packed,
@@ -198,6 +200,7 @@ def run_one(spec: dict, results: str, device_name: str = "auto", precision: str 
             precision=precision,
             cuda_graphs=cuda_graphs,
             length_chunks=length_chunks,
+            token_layout=token_layout,
             # The only place the clean training labels meet a method's output: scored, not handed over.
             score_corrections=scorer(train_split.labels, noisy_labels),
         )
@@ -237,7 +240,7 @@ def default_jobs(device_name: str) -> int:
 
 def execute(specs: list[dict], results: str, device_name: str, jobs: int,
             report: Callable[[dict, dict], None], precision: str = "auto", cuda_graphs: str = "auto",
-            length_chunks: int | None = None, packing: str = "auto") -> list[dict]:
+            length_chunks: int | None = None, packing: str = "auto", token_layout: str = "auto") -> list[dict]:
     """Run ``specs``, ``jobs`` at a time; ``report(spec, record)`` after each one.
 
     ``packing``: how concurrent runs share the machine. "processes": one worker process per job
@@ -248,7 +251,7 @@ def execute(specs: list[dict], results: str, device_name: str, jobs: int,
     """
     if packing not in PACKINGS:
         raise ValueError(f"packing must be one of {PACKINGS}, got {packing!r}")
-    args = (results, device_name, precision, cuda_graphs, length_chunks)
+    args = (results, device_name, precision, cuda_graphs, length_chunks, token_layout)
     if jobs <= 1:
         records = []
         for spec in specs:

@@ -13,6 +13,10 @@ Execution switch ``cuda_graphs``: "auto" (on CUDA, full-batch steps of methods t
 Execution switch ``length_chunks``: models that declare ``accepts_parts`` get each batch as this many
 length-sorted parts, each padded to its own longest stay (``Split.chunked``); same samples, same
 function, a fraction of the padding. Default 1 (see ``train``).
+Execution switch ``token_layout``: "auto" (packed on CUDA, padded on CPU), "padded" or "packed", for
+models that have a ``token_layout`` (FlexCare): "packed" runs the position-wise layers over the real
+positions only (``backbones/packed.py``); same function, different dropout draws. CPU keeps
+"padded" by default so that CPU results stay comparable with those recorded before the switch.
 """
 from __future__ import annotations
 
@@ -55,6 +59,7 @@ def seed_everything(seed: int) -> None:
 
 PRECISIONS = ("auto", "bf16", "fp32")
 CUDA_GRAPHS = ("auto", "off")
+TOKEN_LAYOUTS = ("auto", "padded", "packed")
 WARMUP_STEPS = 3  # eager steps before the first capture: optimiser state and library handles exist
 
 
@@ -64,6 +69,20 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
         return torch.bfloat16
     return None
+
+
+def resolve_token_layout(token_layout: str, device: torch.device) -> str:
+    if token_layout not in TOKEN_LAYOUTS:
+        raise ValueError(f"token_layout must be one of {TOKEN_LAYOUTS}, got {token_layout!r}")
+    if token_layout == "auto":
+        return "packed" if device.type == "cuda" else "padded"
+    return token_layout
+
+
+def _set_token_layout(model: torch.nn.Module, layout: str) -> None:
+    for module in model.modules():
+        if hasattr(module, "token_layout"):
+            module.token_layout = layout
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None):
@@ -126,6 +145,7 @@ def train(
     precision: str = "auto",
     cuda_graphs: str = "auto",
     length_chunks: int | None = None,
+    token_layout: str = "auto",
     score_corrections: Callable[[dict], dict] | None = None,
 ) -> TrainResult:
     """Train ``method`` on ``noisy_labels`` (the clean ones never enter) and test every epoch.
@@ -138,6 +158,7 @@ def train(
         raise ValueError(f"cuda_graphs must be one of {CUDA_GRAPHS}, got {cuda_graphs!r}")
     seed_everything(seed)
     model = method.build_model().to(device)
+    _set_token_layout(model, resolve_token_layout(token_layout, device))
     on_cuda = device.type == "cuda"
     # On CUDA the learning rate is a device tensor that the scheduler fills in place, so a captured
     # optimiser step reads the current epoch's rate.

@@ -1,8 +1,11 @@
 """Where one FlexCare training step spends its GPU time: eager steps at paper size, torch profiler.
 
 Usage (on a GPU): PYTHONPATH=. python perf/profile_step.py [--ehr 512] [--note 60] [--batch 128]
-Prints ms per eager step and the kernels by total CUDA time over three profiled steps. Inputs are
-random, every stay at full width (the widest batches of the full track).
+    [--token-layout padded|packed] [--lengths full|widest]
+Prints ms per eager step, the kernel time per step and the kernels by total CUDA time over three
+profiled steps. Inputs are random; their lengths follow the full track's law (series bins log-normal
+with median 45 capped at ``--ehr``, notes about 31 +- 10 tokens capped at ``--note``) with one stay at
+each cap, as in most full-track batches, or (``--lengths widest``) every stay at full width.
 """
 from __future__ import annotations
 
@@ -22,14 +25,24 @@ def main() -> None:
     p.add_argument("--note", type=int, default=60, help="note tokens per stay")
     p.add_argument("--note-dim", type=int, default=768)
     p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--token-layout", default="packed", choices=("padded", "packed"))
+    p.add_argument("--lengths", default="full", choices=("full", "widest"))
     args = p.parse_args()
     dev = torch.device("cuda")
     b = args.batch
-    batch = Batch(torch.randn(b, args.ehr, 76, device=dev), torch.randint(1, args.ehr + 1, (b,), device=dev),
-                  torch.randn(b, args.note, args.note_dim, device=dev),
-                  torch.randint(1, args.note + 1, (b,), device=dev), torch.arange(b, device=dev))
+    g = torch.Generator().manual_seed(0)
+    if args.lengths == "widest":
+        ehr_len, note_len = torch.full((b,), args.ehr), torch.full((b,), args.note)
+    else:
+        ehr_len = (torch.randn(b, generator=g) * 0.8).exp().mul(45).ceil().clamp(6, args.ehr).long()
+        note_len = (torch.randn(b, generator=g) * 10 + 31).round().clamp(5, args.note).long()
+        ehr_len[0], note_len[0] = args.ehr, args.note
+    batch = Batch(torch.randn(b, args.ehr, 76, device=dev), ehr_len.to(dev),
+                  torch.randn(b, args.note, args.note_dim, device=dev), note_len.to(dev), torch.arange(b, device=dev),
+                  tokens=int((ehr_len + note_len).sum()))
     torch.manual_seed(0)
     model = FlexCare(25, note_dim=args.note_dim).to(dev).train()
+    model.token_layout = args.token_layout
     opt = torch.optim.Adam(model.parameters(), fused=True)
 
     def step():
@@ -46,11 +59,15 @@ def main() -> None:
     for _ in range(args.steps):
         step()
     torch.cuda.synchronize()
-    print(f"{1e3 * (time.perf_counter() - t) / args.steps:.1f} ms per eager step ({torch.cuda.get_device_name()})")
+    print(f"{1e3 * (time.perf_counter() - t) / args.steps:.1f} ms per eager step ({torch.cuda.get_device_name()}, "
+          f"{args.token_layout}, {batch.tokens + 4 * b} real positions of {b * (4 + args.ehr + args.note)} padded)")
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         for _ in range(3):
             step()
         torch.cuda.synchronize()
+    rows = prof.key_averages()
+    kernel_us = sum(getattr(r, "self_device_time_total", 0) or getattr(r, "self_cuda_time_total", 0) for r in rows)
+    print(f"{kernel_us / 3e3:.2f} ms of kernel time per step (what a CUDA graph replays)")
     print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=20, max_name_column_width=70))
 
 

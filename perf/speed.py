@@ -3,7 +3,8 @@
 naive: every step tokenises the batch's notes and runs the frozen text encoder on them, in fp32, with
        197 padded image tokens in the sequence and a non-fused Adam, as the reference code does.
 fast:  the harness's own run (``benchmark.runner.run_one``): cached note embeddings, tensors resident
-       on the device, bf16 autocast, fused Adam, per-batch padding widths, no host sync inside an epoch.
+       on the device, bf16 autocast, fused Adam, per-batch padding widths, FlexCare's position-wise
+       layers over real positions only (``--token-layout packed``), no host sync inside an epoch.
 
 Prints and writes (``--out``) ms per step, epoch time, whole-run time, samples per second, peak memory,
 the FLOP floor of a step and the naive/fast ratio; with ``--pack K`` also the grid throughput of K runs
@@ -86,6 +87,18 @@ def step_flops(batch: int, t_ehr: int, t_note: int, size, note_dim: int, labels:
     inputs = batch * (t_ehr * 76 + t_note * note_dim) * d * 2
     moe = batch * 3 * size.experts * 2 * d * d * 2
     return 3 * (size.layers * per_layer + inputs + moe + batch * 2 * d * labels * 2)
+
+
+def real_step_flops(ehr_len: torch.Tensor, note_len: torch.Tensor, size, note_dim: int, labels: int) -> float:
+    """``step_flops`` over real positions only (batches of lengths [n_batches, B]): position-wise work
+    on each sample's own 4 + series + note positions, attention within each sample."""
+    d = size.hidden
+    positions = 4 + ehr_len + note_len
+    per_layer = positions.sum(1).mean() * (4 * d * d + 2 * d * size.ff) * 2 + (positions**2).sum(1).mean() * d * 4
+    inputs = (ehr_len * 76 + note_len * note_dim).sum(1).mean() * d * 2
+    b = ehr_len.shape[1]
+    moe = b * 3 * size.experts * 2 * d * d * 2
+    return float(3 * (size.layers * per_layer + inputs + moe + b * 2 * d * labels * 2))
 
 
 def naive_steps(spec, data, texts: list[str], encoder_name: str, steps: int, device: torch.device) -> dict:
@@ -209,6 +222,8 @@ def main() -> None:
     p.add_argument("--pack-modes", default="threads,processes")
     p.add_argument("--parity", default=None, metavar="ENCODER", help="also run the quick-track parity check")
     p.add_argument("--skip-naive", action="store_true")
+    p.add_argument("--padded-too", action="store_true",
+                   help="also time the fast run with FlexCare's padded token layout (the default packs on CUDA)")
     p.add_argument("--length-chunks", default="1", metavar="K,K",
                    help="also time the fast run with these length-sorted parts per batch (e.g. 1,4)")
     args = p.parse_args()
@@ -254,8 +269,17 @@ def main() -> None:
     report["fast"]["step_gflop"] = flops / 1e9
     report["fast"]["flop_floor_ms"] = 1e3 * flops / (report["bf16_matmul_tflops"] * 1e12)
     report["fast"]["floor_fraction"] = report["fast"]["flop_floor_ms"] / report["fast"]["ms_per_step"]
+    # The work a step must do: only real positions, attention within each sample (no padding at all).
+    real = real_step_flops(lengths_e[idx], lengths_n[idx], track.backbone, data.note_dim, task.num_labels)
+    report["fast"]["real_positions_step_gflop"] = real / 1e9
+    report["fast"]["real_positions_floor_ms"] = 1e3 * real / (report["bf16_matmul_tflops"] * 1e12)
 
     save(report, args.out)
+    if args.padded_too:
+        other = run_one(spec, tempfile.mkdtemp(prefix="speed-"), args.device, token_layout="padded")
+        report["fast_padded"] = (fast_summary(other, len(data.train), epochs, steps_per_epoch)
+                                 if other["status"] == "done" else {"failed": other["failure"]})
+        save(report, args.out)
     for k in [int(c) for c in args.length_chunks.split(",") if c.strip() and int(c) > 1]:
         # Length-sorted parts per batch (same batches): less padding, more (captured) kernels.
         other = run_one(spec, tempfile.mkdtemp(prefix="speed-"), args.device, length_chunks=k)
@@ -304,6 +328,7 @@ def fast_summary(record: dict, n_train: int, epochs: int, steps_per_epoch: int) 
         "graphs_captured": tm.get("graphs_captured", 0),
         "cuda_graphs": record["environment"].get("cuda_graphs"),
         "length_chunks": record["environment"].get("length_chunks"),
+        "token_layout": record["environment"].get("token_layout"),
     }
 
 

@@ -22,8 +22,9 @@ def test_chunked_keeps_the_batch_and_sorts_parts_by_series_length():
         lengths = split.ehr_len[rows]
         assert torch.all(lengths[1:] >= lengths[:-1])
         parts = rows.tensor_split(len(widths))
-        for part, (ehr_w, note_w) in zip(parts, widths):
+        for part, (ehr_w, note_w, tokens) in zip(parts, widths):
             assert ehr_w >= int(split.ehr_len[part].max()) and note_w >= int(split.note_len[part].max())
+            assert tokens == int((split.ehr_len[part] + split.note_len[part]).sum())
             assert ehr_w % 16 == 0 or ehr_w == split.max_ehr
     # The longest stay only pads its own part: total padded rows never grow, and shrink here.
     whole = sum(len(b) * w[0] for b, w in zip(batches, split.batch_widths(batches)))
@@ -48,11 +49,14 @@ def test_parts_and_wider_padding_give_the_same_predictions():
         (sorted_rows, widths), = split.chunked([rows], 4)
         parted = torch.empty_like(whole)
         parted[sorted_rows] = model(inputs(split, sorted_rows, widths)).logits
-        wide = tuple((bucket(a, 1024) + 16, bucket(b, 1024) + 16) for a, b in widths)
+        wide = tuple((bucket(a, 1024) + 16, bucket(b, 1024) + 16) for a, b, _ in widths)
         padded = torch.empty_like(whole)
         padded[sorted_rows] = model(inputs(split, sorted_rows, list(wide))).logits
     torch.testing.assert_close(parted, whole, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(padded, whole, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(predict(model, split, chunks=4), whole, atol=1e-5, rtol=1e-5)
+    model.token_layout = "packed"  # real positions only: the same function
+    torch.testing.assert_close(predict(model, split), whole, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(predict(model, split, chunks=4), whole, atol=1e-5, rtol=1e-5)
 
 
@@ -81,6 +85,7 @@ def test_graph_keys_of_several_parts_take_few_values_and_never_cut_a_part():
     from benchmark.graphs import bucketed
 
     assert bucketed([(33, 20)], 512, 80) == ((48, 24),)
+    assert bucketed([(33, 20, 5000)], 512, 80) == ((48, 24, 6144),)  # real positions: multiples of 2048
     parts = [(9, 3), (40, 70), (130, 12), (500, 80)]
     key = bucketed(parts, 512, 80)
     assert key == ((16, 80), (64, 80), (256, 80), (512, 80))

@@ -47,10 +47,10 @@ def test_additive_structural_mask_reproduces_the_reference_bias_and_blocking_dif
     blocking.load_state_dict(additive.state_dict())
     assert not torch.allclose(additive(batch).logits, blocking(batch).logits)
     pad = torch.zeros(1, 2 + 3 + 3, dtype=torch.bool)
-    mask = additive._attention_mask(2, 2, pad)[0, 0]
+    mask = additive._attention_mask(2, 2, pad, torch.float32)[0, 0]
     # EHR-CLS (row 2) to a note token (col 6): "blocked" in the reference = +1 added, not -inf.
     assert mask[2, 6] == 1.0 and mask[0, 6] == 0.0
-    assert blocking._attention_mask(2, 2, pad)[0, 0][2, 6] == float("-inf")
+    assert blocking._attention_mask(2, 2, pad, torch.float32)[0, 0][2, 6] == float("-inf")
 
 
 def test_both_modalities_shape_the_prediction():
@@ -87,3 +87,50 @@ def test_modality_ablation_ignores_the_other_modality():
     torch.testing.assert_close(note_only(batch).logits, note_only(swapped_ehr).logits)
     both = small().eval()
     assert not torch.allclose(both(batch).logits, both(swapped_note).logits)
+
+
+def test_the_packed_layout_is_the_same_function_and_really_packs(monkeypatch):
+    """Position-wise layers over the real positions only (``Batch.tokens`` bounds them): the same
+    logits, regularisers and gradients as over the padded batch, missing modalities included."""
+    import dataclasses
+
+    from benchmark.backbones import packed
+
+    batch = make_batch(b=6, t=12, n=9, ehr_len=[12, 3, 0, 7, 1, 0], note_len=[9, 0, 2, 0, 5, 9], seed=1)
+    tokens = int((batch.ehr_len + batch.note_len).sum())
+    packs = []
+    monkeypatch.setattr(packed.PackedPositions, "pack",
+                        lambda self, x, f=packed.PackedPositions.pack: packs.append(1) or f(self, x))
+    for mode in ("additive", "blocking"):
+        for modalities in ("both", "ehr"):
+            model = small(structural_mask=mode, modalities=modalities).eval()
+            outputs, grads = [], []
+            for layout, b in (("padded", batch), ("packed", dataclasses.replace(batch, tokens=tokens))):
+                model.token_layout = layout
+                model.zero_grad()
+                out = model(b)
+                out.logits.sum().add(out.aux).backward()
+                outputs.append((out.logits, out.aux))
+                grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+            torch.testing.assert_close(outputs[1], outputs[0], atol=1e-5, rtol=1e-5)
+            assert grads[1].keys() == grads[0].keys()
+            for name in grads[0]:
+                torch.testing.assert_close(grads[1][name], grads[0][name], atol=1e-5, rtol=1e-4, msg=name)
+    assert len(packs) == 4 * (1 + 2)  # per forward: the input, then once per layer after attention
+    model.token_layout = "packed"
+    assert model(batch).logits.shape == (6, 25)  # no bound on the real positions: runs padded
+
+
+def test_packed_positions_round_trip_and_reject_a_bad_capacity():
+    import pytest
+
+    from benchmark.backbones.packed import PackedPositions
+
+    keep = torch.tensor([[True, False, True], [False, False, True]])
+    x = torch.arange(6.0).view(2, 3, 1)
+    p = PackedPositions(keep, capacity=4)
+    assert p.pack(x).flatten().tolist() == [0.0, 2.0, 5.0, 0.0]  # real positions in order, then a zero row
+    assert p.unpack(p.pack(x)).flatten().tolist() == [0.0, 0.0, 2.0, 0.0, 0.0, 5.0]
+    assert p.read(p.pack(x), [2]).flatten().tolist() == [2.0, 5.0]
+    with pytest.raises(ValueError, match="capacity must be in 1..6"):
+        PackedPositions(keep, capacity=7)

@@ -134,3 +134,41 @@ def test_a_method_that_wants_the_output_gets_the_models_extras():
     for rows, output in seen:
         assert {"ehr_cls", "note_cls", "has_ehr", "has_note", "patient_id"} <= set(output.extras)
         assert output.logits.shape[0] == rows and output.extras["patient_id"].shape == (rows,)
+
+
+class NoDropout(Spy):
+    """FlexCare without dropout: then neither token layout draws random numbers in the encoder layers."""
+
+    def build_model(self):
+        model = super().build_model()
+        for layer in model.layers:
+            layer.dropout, layer.drop.p = 0.0, 0.0
+        return model
+
+
+def test_training_on_packed_positions_follows_the_padded_run():
+    """Same seed, same batches: the packed layout trains the same model (dropout off, so both layouts
+    draw the same random numbers), and the layout the trainer chose is the one the model used."""
+    spec, data, info = smoke_task()
+    noisy = noisy_labels(data)
+    budget = dataclasses.replace(SMOKE.budget, epochs=2)
+    curves = {}
+    for layout in ("padded", "packed"):
+        method = NoDropout(info, {})
+        built = []
+        method.build_model = lambda f=method.build_model: built.append(f()) or built[-1]
+        curves[layout] = train(method, data.train, noisy, data.test, budget, 30, token_layout=layout).curve
+        assert built[0].token_layout == layout
+    for a, b in zip(curves["padded"], curves["packed"]):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+        assert a["map"] == pytest.approx(b["map"], abs=1e-4)
+
+
+def test_token_layout_auto_packs_on_cuda_only_and_names_the_choices():
+    from benchmark.trainer import resolve_token_layout
+
+    assert resolve_token_layout("auto", torch.device("cpu")) == "padded"
+    assert resolve_token_layout("auto", torch.device("cuda")) == "packed"
+    assert resolve_token_layout("packed", torch.device("cpu")) == "packed"
+    with pytest.raises(ValueError, match=r"token_layout must be one of \('auto', 'padded', 'packed'\), got 'dense'"):
+        resolve_token_layout("dense", torch.device("cpu"))

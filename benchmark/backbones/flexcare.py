@@ -18,13 +18,16 @@ The model returns logits (not probabilities) and, as ``aux``, its own regularise
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .packed import PackedPositions
+
 STRUCTURAL_MASKS = ("additive", "blocking")
+TOKEN_LAYOUTS = ("padded", "packed")
 MODALITIES = ("both", "ehr", "note")
 TASK_INDEX = {"phenotyping": 2, "diagnosis": 5}  # FlexCare's task-embedding rows
 MAX_POSITIONS = 600
@@ -39,6 +42,9 @@ class Batch:
     note: torch.Tensor  # [B, n, note_dim] frozen encoder token embeddings
     note_len: torch.Tensor  # [B] long
     patient_id: torch.Tensor  # [B] long
+    # Known on the host, not read from the tensors: an upper bound on sum(ehr_len + note_len), so that a
+    # model can pack the real positions into a fixed number of slots (None: no bound known).
+    tokens: int | None = None
 
 
 @dataclass
@@ -60,13 +66,20 @@ class EncoderLayer(nn.Module):
         self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        b, s, d = x.shape
-        q, k, v = self.qkv(x).view(b, s, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, packed: PackedPositions | None = None) -> torch.Tensor:
+        """``x``: [B, S, d], or [N, d] real positions with ``packed`` (attention alone runs padded)."""
+        qkv = self.qkv(x)
+        if packed is not None:
+            qkv = packed.unpack(qkv)
+        b, s, _ = qkv.shape
+        d = qkv.shape[-1] // 3
+        q, k, v = qkv.view(b, s, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         a = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
-        )
-        x = self.norm1(x + self.drop(self.proj(a.transpose(1, 2).reshape(b, s, d))))
+        ).transpose(1, 2).reshape(b, s, d)
+        if packed is not None:
+            a = packed.pack(a)
+        x = self.norm1(x + self.drop(self.proj(a)))
         return self.norm2(x + self.drop(self.ff2(self.drop(F.relu(self.ff1(x))))))
 
 
@@ -127,6 +140,11 @@ def _cv_squared(v: torch.Tensor) -> torch.Tensor:
 
 
 class FlexCare(nn.Module):
+    #: Execution switch, not a hyper-parameter (the same function; the trainer sets it): "padded" runs
+    #: every layer over the batch padded to its longest stay and note; "packed" runs the position-wise
+    #: layers over the real positions only when the batch bounds them (``Batch.tokens``; packed.py).
+    token_layout = "padded"
+
     def __init__(
         self,
         num_labels: int,
@@ -170,7 +188,7 @@ class FlexCare(nn.Module):
         self.pool_norm = nn.LayerNorm(d)
         self.head = nn.Linear(2 * d, num_labels)
 
-    def _attention_mask(self, t_ehr: int, t_note: int, pad: torch.Tensor) -> torch.Tensor:
+    def _attention_mask(self, t_ehr: int, t_note: int, pad: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """Float [B, 1, S, S] mask added to the attention logits: structure + key padding."""
         s = 2 + (1 + t_ehr) + (1 + t_note)
         # Block of each position: 0 task, 1 MM, 2 EHR, 3 note (by comparisons: no host-to-device copy,
@@ -186,8 +204,9 @@ class FlexCare(nn.Module):
             struct = torch.zeros(s, s, device=pad.device).masked_fill(~allowed, float("-inf"))
         eye = torch.eye(s, dtype=torch.bool, device=pad.device)
         # A padded query still sees itself, so no row is empty (its output is never read).
-        key_pad = pad.unsqueeze(1) & ~eye  # [B, S, S]
-        return (struct + torch.zeros_like(key_pad, dtype=torch.float).masked_fill(key_pad, float("-inf"))).unsqueeze(1)
+        key_pad = (pad.unsqueeze(1) & ~eye).unsqueeze(1)  # [B, 1, S, S]
+        # One pass in the compute dtype (0, 1 and -inf are exact in bf16): the mask is B * S^2 values.
+        return torch.where(key_pad, float("-inf"), struct.to(dtype))
 
     #: The trainer may hand ``forward`` a batch as length-sorted parts (``Split.chunked``): every
     #: sample is encoded independently, so the parts are encoded apart and fused together.
@@ -220,8 +239,8 @@ class FlexCare(nn.Module):
         t_note = batch.note.shape[1]
         if self.modalities != "both":  # ablation: the other modality is missing for everyone
             zero = torch.zeros_like(batch.ehr_len)
-            batch = Batch(batch.ehr, batch.ehr_len if self.modalities == "ehr" else zero, batch.note,
-                          batch.note_len if self.modalities == "note" else zero, batch.patient_id)
+            batch = replace(batch, ehr_len=batch.ehr_len if self.modalities == "ehr" else zero,
+                            note_len=batch.note_len if self.modalities == "note" else zero)
         has_ehr, has_note = batch.ehr_len > 0, batch.note_len > 0
         task = self.task_embed.weight[self.task_index].expand(b, 1, -1)
         ehr = torch.cat([self.ehr_cls.expand(b, -1, -1), self.ehr_proj(batch.ehr)], 1)
@@ -240,12 +259,30 @@ class FlexCare(nn.Module):
             ],
             1,
         )
-        mask = self._attention_mask(t_ehr, t_note, pad).to(x.dtype)
+        mask = self._attention_mask(t_ehr, t_note, pad, _attention_dtype(x))
+        read = [0, 1, 2, 3 + t_ehr]  # task, MM, EHR-CLS, NOTE-CLS: read even when their modality is missing
+        packed = self._packing(pad, read, batch.tokens)
+        if packed is not None:
+            x = packed.pack(x)
         for layer in self.layers:
-            x = layer(x, mask)
-        tokens = torch.stack([x[:, 1], x[:, 2], x[:, 3 + t_ehr]], 1)  # MM, EHR-CLS, NOTE-CLS
+            x = layer(x, mask, packed)
+        out = x[:, read] if packed is None else packed.read(x, read)
         avail = torch.stack([has_ehr & has_note, has_ehr, has_note], 1)
-        return x[:, 0], tokens, avail
+        return out[:, 0], out[:, 1:], avail
+
+    def _packing(self, pad: torch.Tensor, read: list[int], tokens: int | None) -> PackedPositions | None:
+        b, s = pad.shape
+        if self.token_layout != "packed" or tokens is None or tokens + 4 * b >= b * s:
+            return None
+        keep = ~pad
+        keep[:, read] = True  # the summary tokens of a missing modality are read (L_ortho) though padded
+        return PackedPositions(keep, tokens + 4 * b)  # 4 = the positions read, one per sample each
+
+
+def _attention_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype attention runs in: autocast's, if on (the mask is then built in it, not cast per layer)."""
+    kind = x.device.type
+    return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype
 
 
 def _decorrelation_loss(tokens: torch.Tensor) -> torch.Tensor:
