@@ -266,7 +266,7 @@ class FlexCare(nn.Module):
             x = packed.pack(x)
         for layer in self.layers:
             x = layer(x, mask, packed)
-        out = x[:, read] if packed is None else packed.read(x, read)
+        out = torch.stack([x[:, i] for i in read], 1) if packed is None else packed.read(x, read)
         avail = torch.stack([has_ehr & has_note, has_ehr, has_note], 1)
         return out[:, 0], out[:, 1:], avail
 
@@ -275,7 +275,8 @@ class FlexCare(nn.Module):
         if self.token_layout != "packed" or tokens is None or tokens + 4 * b >= b * s:
             return None
         keep = ~pad
-        keep[:, read] = True  # the summary tokens of a missing modality are read (L_ortho) though padded
+        for i in read:  # the summary tokens of a missing modality are read (L_ortho) though padded
+            keep[:, i] = True
         return PackedPositions(keep, tokens + 4 * b)  # 4 = the positions read, one per sample each
 
 

@@ -47,4 +47,6 @@ class PackedPositions:
     def read(self, h: torch.Tensor, positions: list[int]) -> torch.Tensor:
         """Rows of ``positions`` (each kept in every sample) of every sample: [B, len(positions), e]."""
         b, s = self.shape
-        return h[self.slot.view(b, s)[:, positions]]
+        slots = self.slot.view(b, s)
+        # Integer indexing only: a list index would be copied from the host, which a CUDA graph forbids.
+        return torch.stack([h[slots[:, i]] for i in positions], 1)
