@@ -85,6 +85,21 @@ def _set_token_layout(model: torch.nn.Module, layout: str) -> None:
             module.token_layout = layout
 
 
+def _packs(model: torch.nn.Module) -> bool:
+    return any(getattr(module, "token_layout", None) == "packed" for module in model.modules())
+
+
+def graph_widths(widths: list[tuple], split: Split, packs: bool) -> tuple:
+    """A batch's widths as a graph key (``bucketed``). The count of real positions is part of the key
+    only for a model that packs them; every note is then padded to the split's longest (a few more
+    padded positions, for attention only) so that the key does not also vary with the note width."""
+    if packs:
+        widths = [(w[0], split.max_note, *w[2:]) for w in widths]
+    else:
+        widths = [w[:2] for w in widths]
+    return bucketed(widths, split.max_ehr, split.max_note)
+
+
 def _autocast(device: torch.device, dtype: torch.dtype | None):
     """The forward pass's autocast context: bf16 when ``dtype`` is set, a no-op otherwise."""
     # No weight-cast cache: each weight is cast once per forward anyway, and a cache must not outlive
@@ -103,7 +118,7 @@ def predict(model: torch.nn.Module, split: Split, dtype: torch.dtype | None = No
     out = torch.empty(len(split), split.labels.shape[1], device=device)
     for rows, widths in split.chunked(batches, _parts(model, chunks)):
         if graphs is not None:
-            widths = bucketed(widths, split.max_ehr, split.max_note)
+            widths = graph_widths(widths, split, _packs(model))
             if graphs.can_replay(rows, widths):
                 out[rows] = graphs(rows, widths, widths)
                 continue
@@ -159,6 +174,7 @@ def train(
     seed_everything(seed)
     model = method.build_model().to(device)
     _set_token_layout(model, resolve_token_layout(token_layout, device))
+    packs = _packs(model)
     on_cuda = device.type == "cuda"
     # On CUDA the learning rate is a device tensor that the scheduler fills in place, so a captured
     # optimiser step reads the current epoch's rate.
@@ -206,7 +222,7 @@ def train(
         loss_sum = torch.zeros((), device=device)
         for index, widths in train_split.chunked(list(order.split(budget.batch_size)), chunks):
             if graphs is not None:  # bucketed widths: a few graphs per run; padding is masked out
-                widths = bucketed(widths, train_split.max_ehr, train_split.max_note)
+                widths = graph_widths(widths, train_split, packs)
             key = (widths, decay, method.capture_key(epoch))
             if graphs is not None and steps_done >= WARMUP_STEPS and graphs.can_replay(index, key):
                 graph_epoch = epoch  # read only while capturing: the key fixes what the graph depends on

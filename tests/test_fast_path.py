@@ -85,7 +85,7 @@ def test_graph_keys_of_several_parts_take_few_values_and_never_cut_a_part():
     from benchmark.graphs import bucketed
 
     assert bucketed([(33, 20)], 512, 80) == ((48, 24),)
-    assert bucketed([(33, 20, 5000)], 512, 80) == ((48, 24, 6144),)  # real positions: multiples of 2048
+    assert bucketed([(33, 20, 5000)], 512, 80) == ((48, 24, 8192),)  # real positions: multiples of 4096
     parts = [(9, 3), (40, 70), (130, 12), (500, 80)]
     key = bucketed(parts, 512, 80)
     assert key == ((16, 80), (64, 80), (256, 80), (512, 80))
@@ -118,3 +118,15 @@ def test_the_graphs_of_one_run_share_one_memory_pool():
     six_more = torch.cuda.memory_reserved(device) - before - one
     torch.testing.assert_close(out, step(index, (8192,)), rtol=1e-4, atol=0)
     assert six_more <= one, (one, six_more)
+
+
+def test_graph_keys_carry_real_positions_only_for_a_model_that_packs_them():
+    from benchmark.trainer import graph_widths
+
+    _, data, _ = smoke_task()
+    split = data.train
+    widths = [(9, 5, 3000)]
+    ehr_w, note_w = bucket(9, split.max_ehr), bucket(5, split.max_note)
+    assert graph_widths(widths, split, packs=False) == ((ehr_w, note_w),)  # M3Care, MedFuse, padded FlexCare
+    # packed: every note padded to the split's longest, real positions rounded up to TOKEN_STEP
+    assert graph_widths(widths, split, packs=True) == ((ehr_w, split.max_note, 4096),)
