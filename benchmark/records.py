@@ -72,6 +72,7 @@ READ_FIELDS: dict[tuple[str, str], tuple[type, ...]] = {
     ("environment", "gpu"): (str, type(None)),
     ("environment", "precision"): (str, type(None)),
     ("environment", "packed_runs"): (int,),
+    ("environment", "token_layout"): (str,),
 }
 
 

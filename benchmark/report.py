@@ -45,6 +45,7 @@ def run_row(record: dict) -> dict:
         "hardware": hardware_class(env),
         "precision": env.get("precision"),
         "packed_runs": env.get("packed_runs", 1),
+        "token_layout": env.get("token_layout", "padded"),  # records before the switch ran padded
         "parameters": record["method"].get("parameters"),
         "code_hash": record["method"].get("code_hash"),
         "peak_memory_bytes": record["peak_memory_bytes"],

@@ -205,8 +205,15 @@ def compute_line(method: str, runs: list[dict]) -> dict:
         "peak_memory_bytes": max(r["peak_memory_bytes"] for r in runs),
         "phases": {p: s / whole for p, s in phase_sums.items()},
         "mean_map": float(np.mean([np.mean(v) for v in cells])) if cells else None, "cells": len(cells),
-        "setting": ", ".join(sorted({f"{r['precision']}, {r['packed_runs']} packed" for r in runs})),
+        "setting": "; ".join(sorted({_setting(r) for r in runs})),
     }
+
+
+def _setting(row: dict) -> str:
+    """How a run executed, as far as it moves its compute time: precision, runs sharing the device,
+    and FlexCare's token layout when packed (1.47x faster steps on the full track)."""
+    tokens = ", tokens packed" if row.get("token_layout") == "packed" else ""
+    return f"{row['precision']}, {row['packed_runs']} packed{tokens}"
 
 
 def method_meta(rows: list[dict], manifests: dict) -> list[dict]:
