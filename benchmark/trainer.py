@@ -116,9 +116,10 @@ def predict(model: torch.nn.Module, split: Split, dtype: torch.dtype | None = No
     device = split.labels.device
     batches = list(torch.arange(len(split), device=device).split(EVAL_BATCH))
     out = torch.empty(len(split), split.labels.shape[1], device=device)
+    packs = _packs(model)
     for rows, widths in split.chunked(batches, _parts(model, chunks)):
         if graphs is not None:
-            widths = graph_widths(widths, split, _packs(model))
+            widths = graph_widths(widths, split, packs)
             if graphs.can_replay(rows, widths):
                 out[rows] = graphs(rows, widths, widths)
                 continue

@@ -27,7 +27,6 @@ from torch import nn
 from .packed import PackedPositions
 
 STRUCTURAL_MASKS = ("additive", "blocking")
-TOKEN_LAYOUTS = ("padded", "packed")
 MODALITIES = ("both", "ehr", "note")
 TASK_INDEX = {"phenotyping": 2, "diagnosis": 5}  # FlexCare's task-embedding rows
 MAX_POSITIONS = 600
@@ -272,12 +271,14 @@ class FlexCare(nn.Module):
 
     def _packing(self, pad: torch.Tensor, read: list[int], tokens: int | None) -> PackedPositions | None:
         b, s = pad.shape
-        if self.token_layout != "packed" or tokens is None or tokens + 4 * b >= b * s:
+        # Real series and note positions, plus the positions read, which every sample keeps.
+        capacity = None if tokens is None else tokens + len(read) * b
+        if self.token_layout != "packed" or capacity is None or capacity >= b * s:
             return None
         keep = ~pad
         for i in read:  # the summary tokens of a missing modality are read (L_ortho) though padded
             keep[:, i] = True
-        return PackedPositions(keep, tokens + 4 * b)  # 4 = the positions read, one per sample each
+        return PackedPositions(keep, capacity)
 
 
 def _attention_dtype(x: torch.Tensor) -> torch.dtype:
