@@ -378,9 +378,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--length-chunks", type=_positive_int, default=None, metavar="K",
                    help="cut each batch into K length-sorted parts, each padded to its own longest stay "
                         "(default 1; results do not depend on it)")
-    b.add_argument("--token-layout", default="auto", choices=("auto", "padded", "packed"),
-                   help="FlexCare's position-wise layers over the padded batch or over its real positions only "
-                        "(packed: same function, 4-5x fewer positions at full scale); auto = packed on CUDA")
+    b.add_argument("--token-layout", default="auto", choices=("auto", "padded", "packed", "varlen"),
+                   help="FlexCare over the padded batch, or over its real positions only: position-wise layers "
+                        "(packed) or those and attention too (varlen); same function, 4-5x fewer positions at "
+                        "full scale; auto = varlen on CUDA, padded on CPU")
     b.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a hyper-parameter of the method's manifest (part of the run id); repeatable")
     b.add_argument("--encoder", help="note encoder for every task: 'minilm', a local folder or a hub name")

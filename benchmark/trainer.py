@@ -13,9 +13,10 @@ Execution switch ``cuda_graphs``: "auto" (on CUDA, full-batch steps of methods t
 Execution switch ``length_chunks``: models that declare ``accepts_parts`` get each batch as this many
 length-sorted parts, each padded to its own longest stay (``Split.chunked``); same samples, same
 function, a fraction of the padding. Default 1 (see ``train``).
-Execution switch ``token_layout``: "auto" (packed on CUDA, padded on CPU), "padded" or "packed", for
-models that have a ``token_layout`` (FlexCare): "packed" runs the position-wise layers over the real
-positions only (``backbones/packed.py``); same function, different dropout draws. CPU keeps
+Execution switch ``token_layout``: "auto" (varlen on CUDA, padded on CPU), "padded", "packed" or
+"varlen", for models that have a ``token_layout`` (FlexCare): "packed" runs the position-wise layers
+over the real positions only (``backbones/packed.py``), "varlen" also attention (``backbones/varlen.py``;
+flash kernels on CUDA in bf16, a dense form on CPU); same function, different dropout draws. CPU keeps
 "padded" by default so that CPU results stay comparable with those recorded before the switch.
 """
 from __future__ import annotations
@@ -59,7 +60,7 @@ def seed_everything(seed: int) -> None:
 
 PRECISIONS = ("auto", "bf16", "fp32")
 CUDA_GRAPHS = ("auto", "off")
-TOKEN_LAYOUTS = ("auto", "padded", "packed")
+TOKEN_LAYOUTS = ("auto", "padded", "packed", "varlen")
 WARMUP_STEPS = 3  # eager steps before the first capture: optimiser state and library handles exist
 
 
@@ -75,7 +76,7 @@ def resolve_token_layout(token_layout: str, device: torch.device) -> str:
     if token_layout not in TOKEN_LAYOUTS:
         raise ValueError(f"token_layout must be one of {TOKEN_LAYOUTS}, got {token_layout!r}")
     if token_layout == "auto":
-        return "packed" if device.type == "cuda" else "padded"
+        return "varlen" if device.type == "cuda" else "padded"
     return token_layout
 
 
@@ -86,7 +87,7 @@ def _set_token_layout(model: torch.nn.Module, layout: str) -> None:
 
 
 def _packs(model: torch.nn.Module) -> bool:
-    return any(getattr(module, "token_layout", None) == "packed" for module in model.modules())
+    return any(getattr(module, "token_layout", None) in ("packed", "varlen") for module in model.modules())
 
 
 def graph_widths(widths: list[tuple], split: Split, packs: bool) -> tuple:

@@ -1,7 +1,7 @@
 """Where one FlexCare training step spends its GPU time: eager steps at paper size, torch profiler.
 
 Usage (on a GPU): PYTHONPATH=. python perf/profile_step.py [--ehr 512] [--note 60] [--batch 128]
-    [--token-layout padded|packed] [--lengths full|widest]
+    [--token-layout padded|packed|varlen] [--lengths full|widest]
 Prints ms per eager step, the kernel time per step and the kernels by total CUDA time over three
 profiled steps. Inputs are random; their lengths follow the full track's law (series bins log-normal
 with median 45 capped at ``--ehr``, notes about 31 +- 10 tokens capped at ``--note``) with one stay at
@@ -25,7 +25,7 @@ def main() -> None:
     p.add_argument("--note", type=int, default=60, help="note tokens per stay")
     p.add_argument("--note-dim", type=int, default=768)
     p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--token-layout", default="packed", choices=("padded", "packed"))
+    p.add_argument("--token-layout", default="packed", choices=("padded", "packed", "varlen"))
     p.add_argument("--lengths", default="full", choices=("full", "widest"))
     args = p.parse_args()
     dev = torch.device("cuda")
@@ -67,7 +67,9 @@ def main() -> None:
         torch.cuda.synchronize()
     rows = prof.key_averages()
     kernel_us = sum(getattr(r, "self_device_time_total", 0) or getattr(r, "self_cuda_time_total", 0) for r in rows)
-    print(f"{kernel_us / 3e3:.2f} ms of kernel time per step (what a CUDA graph replays)")
+    launches = sum(r.count for r in rows)
+    print(f"{kernel_us / 3e3:.2f} ms of kernel time per step (what a CUDA graph replays), "
+          f"{launches / 3:.0f} kernels and copies per step")
     print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=20, max_name_column_width=70))
 
 

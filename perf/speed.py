@@ -3,8 +3,8 @@
 naive: every step tokenises the batch's notes and runs the frozen text encoder on them, in fp32, with
        197 padded image tokens in the sequence and a non-fused Adam, as the reference code does.
 fast:  the harness's own run (``benchmark.runner.run_one``): cached note embeddings, tensors resident
-       on the device, bf16 autocast, fused Adam, per-batch padding widths, FlexCare's position-wise
-       layers over real positions only (``--token-layout packed``), no host sync inside an epoch.
+       on the device, bf16 autocast, fused Adam, per-batch padding widths, FlexCare over real positions
+       only (``--token-layout varlen``: position-wise layers and attention), no host sync inside an epoch.
 
 Prints and writes (``--out``) ms per step, epoch time, whole-run time, samples per second, peak memory,
 the FLOP floor of a step and the naive/fast ratio; with ``--pack K`` also the grid throughput of K runs
@@ -222,7 +222,9 @@ def main() -> None:
     p.add_argument("--parity", default=None, metavar="ENCODER", help="also run the quick-track parity check")
     p.add_argument("--skip-naive", action="store_true")
     p.add_argument("--padded-too", action="store_true",
-                   help="also time the fast run with FlexCare's padded token layout (the default packs on CUDA)")
+                   help="also time the fast run with FlexCare's padded token layout (the default is varlen on CUDA)")
+    p.add_argument("--packed-too", action="store_true",
+                   help="also time the fast run with the packed layout (padded attention; the default before varlen)")
     p.add_argument("--length-chunks", default="1", metavar="K,K",
                    help="also time the fast run with these length-sorted parts per batch (e.g. 1,4)")
     args = p.parse_args()
@@ -284,6 +286,8 @@ def main() -> None:
 
     if args.padded_too:
         variant("fast_padded", token_layout="padded")
+    if args.packed_too:
+        variant("fast_packed", token_layout="packed")
     for k in [int(c) for c in args.length_chunks.split(",") if c.strip() and int(c) > 1]:
         # Length-sorted parts per batch (same batches): less padding, more (captured) kernels.
         variant(f"fast_chunks_{k}", length_chunks=k)

@@ -55,9 +55,10 @@ def test_parts_and_wider_padding_give_the_same_predictions():
     torch.testing.assert_close(parted, whole, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(padded, whole, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(predict(model, split, chunks=4), whole, atol=1e-5, rtol=1e-5)
-    model.token_layout = "packed"  # real positions only: the same function
-    torch.testing.assert_close(predict(model, split), whole, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(predict(model, split, chunks=4), whole, atol=1e-5, rtol=1e-5)
+    for layout in ("packed", "varlen"):  # real positions only: the same function
+        model.token_layout = layout
+        torch.testing.assert_close(predict(model, split), whole, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(predict(model, split, chunks=4), whole, atol=1e-5, rtol=1e-5)
 
 
 def test_training_in_parts_keeps_logits_targets_and_rows_aligned():

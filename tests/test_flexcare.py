@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from benchmark.backbones.flexcare import Batch, FlexCare, count_parameters
@@ -46,11 +47,13 @@ def test_additive_structural_mask_reproduces_the_reference_bias_and_blocking_dif
     additive, blocking = small(structural_mask="additive").eval(), small(structural_mask="blocking").eval()
     blocking.load_state_dict(additive.state_dict())
     assert not torch.allclose(additive(batch).logits, blocking(batch).logits)
-    pad = torch.zeros(1, 2 + 3 + 3, dtype=torch.bool)
-    mask = additive._attention_mask(2, 2, pad, torch.float32)[0, 0]
+    from benchmark.backbones.flexcare import _blocks
+
+    pad, blocks = torch.zeros(1, 2 + 3 + 3, dtype=torch.bool), _blocks(2, 2, torch.device("cpu"))
+    mask = additive._attention_mask(blocks, pad, torch.float32)[0, 0]
     # EHR-CLS (row 2) to a note token (col 6): "blocked" in the reference = +1 added, not -inf.
     assert mask[2, 6] == 1.0 and mask[0, 6] == 0.0
-    assert blocking._attention_mask(2, 2, pad, torch.float32)[0, 0][2, 6] == float("-inf")
+    assert blocking._attention_mask(blocks, pad, torch.float32)[0, 0][2, 6] == float("-inf")
 
 
 def test_both_modalities_shape_the_prediction():
@@ -89,36 +92,113 @@ def test_modality_ablation_ignores_the_other_modality():
     assert not torch.allclose(both(batch).logits, both(swapped_note).logits)
 
 
-def test_the_packed_layout_is_the_same_function_and_really_packs(monkeypatch):
-    """Position-wise layers over the real positions only (``Batch.tokens`` bounds them): the same
-    logits, regularisers and gradients as over the padded batch, missing modalities included."""
+def assert_same_function_as_padded(layout: str, batch, tokens: int, modalities: tuple) -> None:
+    """``layout`` on ``batch`` bounded by ``tokens`` gives the padded layout's logits, regularisers,
+    summary tokens and gradients, in both structural-mask modes."""
     import dataclasses
 
-    from benchmark.backbones import packed
-
-    batch = make_batch(b=6, t=12, n=9, ehr_len=[12, 3, 0, 7, 1, 0], note_len=[9, 0, 2, 0, 5, 9], seed=1)
-    tokens = int((batch.ehr_len + batch.note_len).sum())
-    packs = []
-    monkeypatch.setattr(packed.PackedPositions, "pack",
-                        lambda self, x, f=packed.PackedPositions.pack: packs.append(1) or f(self, x))
     for mode in ("additive", "blocking"):
-        for modalities in ("both", "ehr"):
-            model = small(structural_mask=mode, modalities=modalities).eval()
+        for modality in modalities:
+            model = small(structural_mask=mode, modalities=modality).eval()
             outputs, grads = [], []
-            for layout, b in (("padded", batch), ("packed", dataclasses.replace(batch, tokens=tokens))):
-                model.token_layout = layout
+            for name, b in (("padded", batch), (layout, dataclasses.replace(batch, tokens=tokens))):
+                model.token_layout = name
                 model.zero_grad()
                 out = model(b)
                 out.logits.sum().add(out.aux).backward()
-                outputs.append((out.logits, out.aux))
+                outputs.append((out.logits, out.aux, out.extras["ehr_cls"], out.extras["note_cls"]))
                 grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
             torch.testing.assert_close(outputs[1], outputs[0], atol=1e-5, rtol=1e-5)
             assert grads[1].keys() == grads[0].keys()
             for name in grads[0]:
                 torch.testing.assert_close(grads[1][name], grads[0][name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_the_packed_layout_is_the_same_function_and_really_packs(monkeypatch):
+    """Position-wise layers over the real positions only (``Batch.tokens`` bounds them): the same
+    logits, regularisers and gradients as over the padded batch, missing modalities included."""
+    from benchmark.backbones import packed
+
+    batch = make_batch(b=6, t=12, n=9, ehr_len=[12, 3, 0, 7, 1, 0], note_len=[9, 0, 2, 0, 5, 9], seed=1)
+    packs = []
+    monkeypatch.setattr(packed.PackedPositions, "pack",
+                        lambda self, x, f=packed.PackedPositions.pack: packs.append(1) or f(self, x))
+    assert_same_function_as_padded("packed", batch, int((batch.ehr_len + batch.note_len).sum()), ("both", "ehr"))
     assert len(packs) == 4 * (1 + 2)  # per forward: the input, then once per layer after attention
+    model = small()
     model.token_layout = "packed"
     assert model(batch).logits.shape == (6, 25)  # no bound on the real positions: runs padded
+
+
+def test_varlen_attention_is_the_same_function(monkeypatch):
+    """Attention over each sample's real positions (the structural bias and key padding folded into
+    extra channels): the same logits, regularisers and gradients as the padded batch, missing
+    modalities and read-only CLS rows included. On CPU the folded channels run through the padded
+    form (flash kernels need a GPU: tested below)."""
+    from benchmark.backbones import varlen
+
+    batch = make_batch(b=6, t=12, n=9, ehr_len=[12, 3, 0, 7, 1, 0], note_len=[9, 0, 2, 0, 5, 9], seed=2)
+    calls = []
+    monkeypatch.setattr(varlen.SampleAttention, "attend",
+                        lambda *a, f=varlen.SampleAttention.attend: calls.append(1) or f(*a))
+    # A bound with unused rows, as in training.
+    assert_same_function_as_padded("varlen", batch, int((batch.ehr_len + batch.note_len).sum()) + 5, ("both", "note"))
+    assert len(calls) == 2 * 4  # each of the 2 layers in the 4 cases
+
+
+def _dense_varlen(q, k, v, cu, scale, valid):
+    """Attention within each sequence cu[i]:cu[i+1], written out in full (the test's reference)."""
+    rows = torch.arange(len(q), device=q.device)
+    seq = torch.searchsorted(cu[1:].long(), rows, right=True)
+    same = (seq.unsqueeze(0) == seq.unsqueeze(1)) & valid.view(1, -1)
+    scores = torch.einsum("ihe,jhe->hij", q, k) * scale
+    weights = torch.softmax(scores.masked_fill(~same, float("-inf")), -1).nan_to_num(0.0)
+    return torch.einsum("hij,jhe->ihe", weights, v) * valid
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="flash attention needs a GPU")
+def test_flash_varlen_attention_matches_the_dense_form_with_gradients():
+    from benchmark.backbones.varlen import attention
+
+    torch.manual_seed(0)
+    dev = torch.device("cuda")
+    q, k, v = (torch.randn(300, 2, 72, device=dev).bfloat16().requires_grad_() for _ in range(3))
+    cu = torch.tensor([0, 40, 41, 200, 290], dtype=torch.int32, device=dev)  # 10 unused rows
+    valid = (torch.arange(300, device=dev) < 290).view(-1, 1, 1)
+    grad = torch.randn(300, 2, 72, device=dev).bfloat16()
+    results = []
+    dense = tuple(t.detach().float().requires_grad_() for t in (q, k, v))
+    for inputs, fn in (((q, k, v), lambda *t: attention(*t, cu, 160, 0.0, 0.125, valid)),  # 160 >= longest
+                       (dense, lambda *t: _dense_varlen(*t, cu, 0.125, valid))):
+        out = fn(*inputs)
+        out.float().backward(grad.float())
+        results.append([out.float()] + [t.grad.float() for t in inputs])
+    for flash, dense in zip(*results):
+        torch.testing.assert_close(flash, dense, atol=3e-2, rtol=3e-2)
+    assert all((t[290:] == 0).all() for t in results[0])  # unused rows: no output, no gradient
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="flash attention needs a GPU")
+def test_varlen_layout_on_the_gpu_agrees_with_padded_to_bf16_tolerance():
+    import dataclasses
+
+    batch = make_batch(b=6, t=12, n=9, ehr_len=[12, 3, 0, 7, 1, 0], note_len=[9, 0, 2, 0, 5, 9], seed=2)
+    batch = dataclasses.replace(batch, **{f: getattr(batch, f).cuda() for f in ("ehr", "ehr_len", "note", "note_len", "patient_id")},
+                                tokens=int((batch.ehr_len + batch.note_len).sum()) + 7)
+    model = small().cuda().eval()
+    logits = {}
+    for layout in ("padded", "varlen"):
+        model.token_layout = layout
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            logits[layout] = model(batch).logits.float()
+    assert torch.isfinite(logits["varlen"]).all()
+    torch.testing.assert_close(logits["varlen"], logits["padded"], atol=5e-2, rtol=5e-2)
+    model.train()  # attention dropout inside the flash kernel; gradients reach every layer
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = model(batch)
+    out.logits.float().sum().add(out.aux).backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    assert model.layers[0].qkv.weight.grad.abs().sum() > 0
 
 
 def test_packed_positions_round_trip_and_reject_a_bad_capacity():

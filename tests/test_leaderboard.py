@@ -204,3 +204,6 @@ def test_the_compute_table_says_which_runs_packed_their_tokens():
     packed["environment"]["token_layout"] = "packed"
     assert compute_line("bce", [row(padded)])["setting"] == "bf16, 1 packed"
     assert compute_line("bce", [row(padded), row(packed)])["setting"] == "bf16, 1 packed; bf16, 1 packed, tokens packed"
+    varlen = make_record(gpu="NVIDIA H100", seed=100)
+    varlen["environment"]["token_layout"] = "varlen"
+    assert compute_line("bce", [row(varlen)])["setting"] == "bf16, 1 packed, tokens packed, varlen attention"

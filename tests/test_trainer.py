@@ -147,28 +147,29 @@ class NoDropout(Spy):
 
 
 def test_training_on_packed_positions_follows_the_padded_run():
-    """Same seed, same batches: the packed layout trains the same model (dropout off, so both layouts
+    """Same seed, same batches: the packed and varlen layouts train the same model (dropout off, so both layouts
     draw the same random numbers), and the layout the trainer chose is the one the model used."""
     spec, data, info = smoke_task()
     noisy = noisy_labels(data)
     budget = dataclasses.replace(SMOKE.budget, epochs=2)
     curves = {}
-    for layout in ("padded", "packed"):
+    for layout in ("padded", "packed", "varlen"):
         method = NoDropout(info, {})
         built = []
         method.build_model = lambda f=method.build_model: built.append(f()) or built[-1]
         curves[layout] = train(method, data.train, noisy, data.test, budget, 30, token_layout=layout).curve
         assert built[0].token_layout == layout
-    for a, b in zip(curves["padded"], curves["packed"]):
-        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
-        assert a["map"] == pytest.approx(b["map"], abs=1e-4)
+    for layout in ("packed", "varlen"):
+        for a, b in zip(curves["padded"], curves[layout]):
+            assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+            assert a["map"] == pytest.approx(b["map"], abs=1e-4)
 
 
 def test_token_layout_auto_packs_on_cuda_only_and_names_the_choices():
     from benchmark.trainer import resolve_token_layout
 
     assert resolve_token_layout("auto", torch.device("cpu")) == "padded"
-    assert resolve_token_layout("auto", torch.device("cuda")) == "packed"
+    assert resolve_token_layout("auto", torch.device("cuda")) == "varlen"
     assert resolve_token_layout("packed", torch.device("cpu")) == "packed"
-    with pytest.raises(ValueError, match=r"token_layout must be one of \('auto', 'padded', 'packed'\), got 'dense'"):
+    with pytest.raises(ValueError, match=r"token_layout must be one of \('auto', 'padded', 'packed', 'varlen'\), got 'dense'"):
         resolve_token_layout("dense", torch.device("cpu"))

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .packed import PackedPositions
+from .varlen import BLOCKED, SampleAttention
 
 STRUCTURAL_MASKS = ("additive", "blocking")
 MODALITIES = ("both", "ehr", "note")
@@ -65,19 +66,23 @@ class EncoderLayer(nn.Module):
         self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, packed: PackedPositions | None = None) -> torch.Tensor:
-        """``x``: [B, S, d], or [N, d] real positions with ``packed`` (attention alone runs padded)."""
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, packed: PackedPositions | None = None,
+                samples: SampleAttention | None = None) -> torch.Tensor:
+        """``x``: [B, S, d], or [N, d] real positions with ``packed``; attention then runs padded with
+        ``mask``, or over each sample's real positions with ``samples`` (varlen.py)."""
         qkv = self.qkv(x)
-        if packed is not None:
-            qkv = packed.unpack(qkv)
-        b, s, _ = qkv.shape
-        d = qkv.shape[-1] // 3
-        q, k, v = qkv.view(b, s, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        a = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
-        ).transpose(1, 2).reshape(b, s, d)
-        if packed is not None:
-            a = packed.pack(a)
+        dropout = self.dropout if self.training else 0.0
+        if samples is not None:
+            a = samples.attend(qkv, self.heads, dropout)
+        else:
+            if packed is not None:
+                qkv = packed.unpack(qkv)
+            b, s, _ = qkv.shape
+            d = qkv.shape[-1] // 3
+            q, k, v = qkv.view(b, s, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout).transpose(1, 2).reshape(b, s, d)
+            if packed is not None:
+                a = packed.pack(a)
         x = self.norm1(x + self.drop(self.proj(a)))
         return self.norm2(x + self.drop(self.ff2(self.drop(F.relu(self.ff1(x))))))
 
@@ -141,7 +146,8 @@ def _cv_squared(v: torch.Tensor) -> torch.Tensor:
 class FlexCare(nn.Module):
     #: Execution switch, not a hyper-parameter (the same function; the trainer sets it): "padded" runs
     #: every layer over the batch padded to its longest stay and note; "packed" runs the position-wise
-    #: layers over the real positions only when the batch bounds them (``Batch.tokens``; packed.py).
+    #: layers over the real positions only when the batch bounds them (``Batch.tokens``; packed.py);
+    #: "varlen" also runs attention over each sample's real positions (varlen.py).
     token_layout = "padded"
 
     def __init__(
@@ -187,20 +193,19 @@ class FlexCare(nn.Module):
         self.pool_norm = nn.LayerNorm(d)
         self.head = nn.Linear(2 * d, num_labels)
 
-    def _attention_mask(self, t_ehr: int, t_note: int, pad: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """Float [B, 1, S, S] mask added to the attention logits: structure + key padding."""
-        s = 2 + (1 + t_ehr) + (1 + t_note)
-        # Block of each position: 0 task, 1 MM, 2 EHR, 3 note (by comparisons: no host-to-device copy,
-        # so the step can be captured in a CUDA graph).
-        pos = torch.arange(s, device=pad.device)
-        blocks = (pos >= 1).long() + (pos >= 2).long() + (pos >= 3 + t_ehr).long()
-        qb, kb = blocks.unsqueeze(1), blocks.unsqueeze(0)
+    def _block_bias(self, device: torch.device, blocked: float) -> torch.Tensor:
+        """[4, 4] logit offset of (query block, key block); blocks 0 task, 1 MM, 2 EHR, 3 note."""
+        qb = torch.arange(4, device=device).unsqueeze(1)
+        kb = qb.t()
         allowed = (qb == 0) | (qb == kb) | ((qb == 1) & (kb >= 2))
-        allowed |= torch.eye(s, dtype=torch.bool, device=pad.device)
         if self.structural_mask == "additive":
-            struct = (~allowed).float()  # the reference's +1 "blocked" bias
-        else:
-            struct = torch.zeros(s, s, device=pad.device).masked_fill(~allowed, float("-inf"))
+            return (~allowed).float()  # the reference's +1 "blocked" bias
+        return torch.zeros(4, 4, device=device).masked_fill(~allowed, blocked)
+
+    def _attention_mask(self, blocks: torch.Tensor, pad: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Float [B, 1, S, S] mask added to the attention logits: structure + key padding."""
+        s = len(blocks)
+        struct = self._block_bias(pad.device, float("-inf"))[blocks.unsqueeze(1), blocks.unsqueeze(0)]
         eye = torch.eye(s, dtype=torch.bool, device=pad.device)
         # A padded query still sees itself, so no row is empty (its output is never read).
         key_pad = (pad.unsqueeze(1) & ~eye).unsqueeze(1)  # [B, 1, S, S]
@@ -258,13 +263,21 @@ class FlexCare(nn.Module):
             ],
             1,
         )
-        mask = self._attention_mask(t_ehr, t_note, pad, _attention_dtype(x))
+        blocks = _blocks(t_ehr, t_note, x.device)
+        dtype = _attention_dtype(x)
         read = [0, 1, 2, 3 + t_ehr]  # task, MM, EHR-CLS, NOTE-CLS: read even when their modality is missing
         packed = self._packing(pad, read, batch.tokens)
+        samples = mask = None
+        if packed is not None and self.token_layout == "varlen":
+            layer0 = self.layers[0]
+            samples = SampleAttention(packed, blocks, pad, self._block_bias(x.device, -BLOCKED),
+                                      layer0.qkv.out_features // 3 // layer0.heads, dtype)
+        else:
+            mask = self._attention_mask(blocks, pad, dtype)
         if packed is not None:
             x = packed.pack(x)
         for layer in self.layers:
-            x = layer(x, mask, packed)
+            x = layer(x, mask, packed, samples)
         out = torch.stack([x[:, i] for i in read], 1) if packed is None else packed.read(x, read)
         avail = torch.stack([has_ehr & has_note, has_ehr, has_note], 1)
         return out[:, 0], out[:, 1:], avail
@@ -273,12 +286,18 @@ class FlexCare(nn.Module):
         b, s = pad.shape
         # Real series and note positions, plus the positions read, which every sample keeps.
         capacity = None if tokens is None else tokens + len(read) * b
-        if self.token_layout != "packed" or capacity is None or capacity >= b * s:
+        if self.token_layout not in ("packed", "varlen") or capacity is None or capacity >= b * s:
             return None
         keep = ~pad
         for i in read:  # the summary tokens of a missing modality are read (L_ortho) though padded
             keep[:, i] = True
         return PackedPositions(keep, capacity)
+
+def _blocks(t_ehr: int, t_note: int, device: torch.device) -> torch.Tensor:
+    """Block of each position: 0 task, 1 MM, 2 EHR, 3 note. Built by comparisons, not copied from the
+    host, so that the step can be captured in a CUDA graph."""
+    pos = torch.arange(4 + t_ehr + t_note, device=device)
+    return (pos >= 1).long() + (pos >= 2).long() + (pos >= 3 + t_ehr).long()
 
 
 def _attention_dtype(x: torch.Tensor) -> torch.dtype:

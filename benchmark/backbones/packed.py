@@ -24,7 +24,8 @@ class PackedPositions:
         b, s = keep.shape
         if capacity < 1 or capacity > b * s:
             raise ValueError(f"capacity must be in 1..{b * s} (batch x positions), got {capacity}")
-        self.shape = (b, s)
+        self.shape, self.capacity = (b, s), capacity
+        self.keep, self.counts = keep, keep.sum(1)  # kept positions per sample, in the packed order
         flat = keep.reshape(-1)
         # Slot of each kept position, in order; the rest go to one spill slot past the end. The caller
         # guarantees at most ``capacity`` kept positions (an overflow fails as an index error).

@@ -211,8 +211,8 @@ def compute_line(method: str, runs: list[dict]) -> dict:
 
 def _setting(row: dict) -> str:
     """How a run executed, as far as it moves its compute time: precision, runs sharing the device,
-    and FlexCare's token layout when packed (1.47x faster steps on the full track)."""
-    tokens = ", tokens packed" if row.get("token_layout") == "packed" else ""
+    and FlexCare's token layout when not padded (packed: 1.47x faster steps on the full track)."""
+    tokens = {"packed": ", tokens packed", "varlen": ", tokens packed, varlen attention"}.get(row.get("token_layout"), "")
     return f"{row['precision']}, {row['packed_runs']} packed{tokens}"
 
 

@@ -1,0 +1,106 @@
+"""Attention over each sample's real positions only, on the packed rows (``packed.py``).
+
+With the position-wise layers packed, attention was the one part still run over the padded batch:
+a full-track batch pads ~13.5k real positions to ~60k, so the kernels did ~20x the work of the real
+pairs and the rows were scattered out and gathered back in every layer. Here the packed rows are the
+sequences of a variable-length ("varlen") flash attention: sample i is rows ``cu[i]:cu[i+1]``.
+
+Varlen flash attention takes no mask, so FlexCare's two masks are folded into the dot product:
+- The structural bias depends only on the blocks (task, MM, EHR, note) of the query and the key,
+  so it is a rank-4 product: each query gets ``CHANNELS`` extra channels, the one-hot of its block
+  times 1/scale, and each key the column of the 4x4 bias for its block. ``scale * q.k`` then gains
+  exactly ``bias[block(q), block(k)]`` (0, 1, 1/scale are exact in bf16 for power-of-two head sizes).
+- Key padding: the rows kept only to be read (the CLS token of a missing modality) are not keys for
+  anyone but themselves, as in the padded layout, whose mask lets a padded query see itself. Such a
+  row is alone in its block within its sample, so "every other block" is exactly "everyone else":
+  its key channels get ``-BLOCKED`` for the other blocks.
+The padding of the packed rows (unused capacity) belongs to no sequence: it is never read, and its
+outputs and gradients are zeroed so that no stale memory reaches a weight gradient.
+
+On CUDA in bf16/fp16 the kernel is PyTorch's flash attention (with its own attention dropout, the
+same distribution as the padded path's). Elsewhere (CPU, fp32) the rows go back to the padded batch
+for attention, as in the packed layout, with the same folded channels.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .packed import PackedPositions
+
+CHANNELS = 8  # 4 blocks, rounded up: flash attention wants head sizes in multiples of 8
+BLOCKED = 1e4  # a logit offset that no softmax survives (exp(-1e4) == 0 in fp32)
+
+
+class SampleAttention:
+    """Per-forward metadata: the sequences of the packed rows and their folded bias channels."""
+
+    def __init__(self, packed: PackedPositions, blocks: torch.Tensor, pad: torch.Tensor, bias: torch.Tensor,
+                 head_dim: int, dtype: torch.dtype):
+        """``blocks``: [S] block of each padded position; ``pad``: [B, S] True where not a key (padding
+        and the read-only rows); ``bias``: [4, 4] float logit offset of (query block, key block)."""
+        b, s = pad.shape
+        self.packed, self.keep = packed, packed.keep
+        self.max_len, self.scale = s, head_dim**-0.5
+        self.cu = F.pad(packed.counts.cumsum(0), (1, 0)).to(torch.int32)
+        rows = torch.arange(packed.capacity, device=pad.device)
+        self.valid = (rows < self.cu[-1]).view(-1, 1, 1)
+        block = packed.pack(blocks.expand(b, s).unsqueeze(-1)).squeeze(-1)  # unused rows: block 0
+        not_key = packed.pack(pad.unsqueeze(-1).to(torch.uint8)).squeeze(-1).bool()
+        onehot = F.one_hot(block, CHANNELS).to(torch.float32)
+        self.q_extra = (onehot / self.scale).to(dtype)
+        # Column block(k) of the bias, padded to CHANNELS; read-only rows block every other block.
+        k_extra = F.pad(bias.to(torch.float32), (0, 0, 0, CHANNELS - bias.shape[0])).t()[block]
+        k_extra = k_extra - BLOCKED * (not_key.unsqueeze(-1) & (onehot == 0))
+        self.k_extra = k_extra.to(dtype)
+
+    def attend(self, qkv: torch.Tensor, heads: int, dropout: float) -> torch.Tensor:
+        """``qkv``: [rows, 3d] packed projections -> [rows, d] attention outputs."""
+        n, three_d = qkv.shape
+        d = three_d // 3
+        q, k, v = qkv.view(n, 3, heads, d // heads).unbind(1)
+        q = torch.cat([q, self.q_extra.unsqueeze(1).expand(n, heads, CHANNELS)], -1)
+        k = torch.cat([k, self.k_extra.unsqueeze(1).expand(n, heads, CHANNELS)], -1)
+        v = F.pad(v, (0, CHANNELS))
+        if q.is_cuda and q.dtype in (torch.bfloat16, torch.float16):
+            out = attention(q, k, v, self.cu, self.max_len, dropout, self.scale, self.valid)
+        else:
+            out = self._padded(q, k, v, dropout)
+        return out[..., : d // heads].reshape(n, d)
+
+    def _padded(self, q, k, v, dropout: float) -> torch.Tensor:
+        """The same attention where flash kernels do not run (CPU, fp32): the rows scattered back into
+        the padded batch, keys limited to each sample's kept rows (the folded channels do the rest)."""
+        n, heads, e = q.shape
+        b, s = self.packed.shape
+        q, k, v = (self.packed.unpack(t.reshape(n, -1)).view(b, s, heads, e).transpose(1, 2) for t in (q, k, v))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=self.keep.view(b, 1, 1, s), dropout_p=dropout,
+                                             scale=self.scale)
+        return self.packed.pack(out.transpose(1, 2).reshape(b, s, -1)).view(n, heads, e)
+
+
+def attention(q, k, v, cu, max_len: int, dropout: float, scale: float, valid) -> torch.Tensor:
+    """Flash attention within each sequence ``cu[i]:cu[i+1]`` of [rows, heads, e] bf16/fp16 CUDA
+    tensors; rows past ``cu[-1]`` (``~valid``) give zeros and get zero gradients."""
+    return _FlashVarlen.apply(q, k, v, cu, max_len, dropout, scale, valid)
+
+
+class _FlashVarlen(torch.autograd.Function):
+    """PyTorch's varlen flash attention kernels (forward and backward), with attention dropout."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, cu, max_len, dropout, scale, valid):
+        out, lse, rng, unused, _ = torch.ops.aten._flash_attention_forward(
+            q, k, v, cu, cu, max_len, max_len, dropout, False, False, scale=scale)
+        out = out.where(valid, 0.0)  # rows past cu[-1] were never written: may hold NaN, so not a product
+        ctx.save_for_backward(q, k, v, out, lse, cu, rng, unused, valid)
+        ctx.max_len, ctx.dropout, ctx.scale = max_len, dropout, scale
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        q, k, v, out, lse, cu, rng, unused, valid = ctx.saved_tensors
+        dq, dk, dv = torch.ops.aten._flash_attention_backward(
+            grad.contiguous(), q, k, v, out, lse, cu, cu, ctx.max_len, ctx.max_len, ctx.dropout, False,
+            rng, unused, scale=ctx.scale)
+        return dq.where(valid, 0.0), dk.where(valid, 0.0), dv.where(valid, 0.0), None, None, None, None, None
