@@ -1,7 +1,7 @@
 """Where one FlexCare training step spends its GPU time: eager steps at paper size, torch profiler.
 
 Usage (on a GPU): PYTHONPATH=. python perf/profile_step.py [--ehr 512] [--note 60] [--batch 128]
-    [--token-layout padded|packed|varlen] [--lengths full|widest]
+    [--token-layout padded|packed|varlen] [--lengths full|widest] [--compile off|layers|model]
 Prints ms per eager step, the kernel time per step and the kernels by total CUDA time over three
 profiled steps. Inputs are random; their lengths follow the full track's law (series bins log-normal
 with median 45 capped at ``--ehr``, notes about 31 +- 10 tokens capped at ``--note``) with one stay at
@@ -27,6 +27,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--token-layout", default="packed", choices=("padded", "packed", "varlen"))
     p.add_argument("--lengths", default="full", choices=("full", "widest"))
+    p.add_argument("--compile", default="off", choices=("off", "layers", "model"),
+                   help="torch.compile the encoder layers or the whole model first (how much fusion would save)")
     args = p.parse_args()
     dev = torch.device("cuda")
     b = args.batch
@@ -43,6 +45,11 @@ def main() -> None:
     torch.manual_seed(0)
     model = FlexCare(25, note_dim=args.note_dim).to(dev).train()
     model.token_layout = args.token_layout
+    if args.compile == "layers":
+        for layer in model.layers:
+            layer.compile()
+    elif args.compile == "model":
+        model.compile()
     opt = torch.optim.Adam(model.parameters(), fused=True)
 
     def step():
@@ -52,15 +59,17 @@ def main() -> None:
         opt.step()
         opt.zero_grad(set_to_none=False)
 
+    t = time.perf_counter()
     for _ in range(5):
         step()
     torch.cuda.synchronize()
+    print(f"warm-up (compilation included): {time.perf_counter() - t:.1f} s")
     t = time.perf_counter()
     for _ in range(args.steps):
         step()
     torch.cuda.synchronize()
     print(f"{1e3 * (time.perf_counter() - t) / args.steps:.1f} ms per eager step ({torch.cuda.get_device_name()}, "
-          f"{args.token_layout}, {batch.tokens + 4 * b} real positions of {b * (4 + args.ehr + args.note)} padded)")
+          f"{args.token_layout}, compile {args.compile}, {batch.tokens + 4 * b} real positions of {b * (4 + args.ehr + args.note)} padded)")
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         for _ in range(3):
             step()
