@@ -128,12 +128,13 @@ def cmd_bench(args) -> int:
               f"elapsed {_duration(elapsed)}, ETA {_duration(eta)})", flush=True)
 
     options = {"device": args.device, "jobs": jobs, "precision": args.precision, "cuda_graphs": args.cuda_graphs,
-               "length_chunks": args.length_chunks, "packing": args.packing, "token_layout": args.token_layout}
+               "length_chunks": args.length_chunks, "packing": args.packing, "token_layout": args.token_layout,
+               "compile": args.compile}
     lost = 0
     try:
         if args.executor == "local":
             execute(todo, args.results, args.device, jobs, report, args.precision, args.cuda_graphs, args.length_chunks,
-                    args.packing, args.token_layout)
+                    args.packing, args.token_layout, args.compile)
         elif todo:
             from .executors import make_executor
 
@@ -382,6 +383,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="FlexCare over the padded batch, or over its real positions only: position-wise layers "
                         "(packed) or those and attention too (varlen); same function, 4-5x fewer positions at "
                         "full scale; auto = varlen on CUDA, padded on CPU")
+    b.add_argument("--compile", default="off", choices=("off", "on"),
+                   help="torch.compile the model with symbolic shapes (fewer, fused kernels per step; the first "
+                        "run pays the compilation, later runs reuse its cache). Same function")
     b.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a hyper-parameter of the method's manifest (part of the run id); repeatable")
     b.add_argument("--encoder", help="note encoder for every task: 'minilm', a local folder or a hub name")

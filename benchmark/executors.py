@@ -57,13 +57,15 @@ def load_profile(path: str | None) -> dict:
 
 def run_specs(executor: str, specs: list[dict], results: str, options: dict) -> list[str]:
     """The job function: runs ``specs`` in a submitted job (its records are the output). Returns their
-    statuses. ``options``: device, jobs, precision, cuda_graphs, length_chunks, packing, token_layout."""
+    statuses. ``options``: device, jobs, precision, cuda_graphs, length_chunks, packing, token_layout,
+    compile."""
     os.environ[ENV_EXECUTOR] = executor  # worker processes inherit it; run_one records it
     from .runner import execute
 
     records = execute(specs, results, options.get("device", "auto"), options.get("jobs", 1), lambda s, r: None,
                       options.get("precision", "auto"), options.get("cuda_graphs", "auto"),
-                      options.get("length_chunks"), options.get("packing", "auto"), options.get("token_layout", "auto"))
+                      options.get("length_chunks"), options.get("packing", "auto"), options.get("token_layout", "auto"),
+                      options.get("compile", "off"))
     return [r["status"] for r in records]
 
 
@@ -79,7 +81,7 @@ class LocalExecutor:
 
         o = self.options
         execute(specs, results, o["device"], o["jobs"], report, o["precision"], o["cuda_graphs"], o["length_chunks"],
-                o["packing"], o.get("token_layout", "auto"))
+                o["packing"], o.get("token_layout", "auto"), o.get("compile", "off"))
         return 0
 
 

@@ -73,6 +73,7 @@ READ_FIELDS: dict[tuple[str, str], tuple[type, ...]] = {
     ("environment", "precision"): (str, type(None)),
     ("environment", "packed_runs"): (int,),
     ("environment", "token_layout"): (str,),
+    ("environment", "compile"): (str,),
 }
 
 

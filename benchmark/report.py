@@ -46,6 +46,7 @@ def run_row(record: dict) -> dict:
         "precision": env.get("precision"),
         "packed_runs": env.get("packed_runs", 1),
         "token_layout": env.get("token_layout", "padded"),  # records before the switch ran padded
+        "compile": env.get("compile", "off"),
         "parameters": record["method"].get("parameters"),
         "code_hash": record["method"].get("code_hash"),
         "peak_memory_bytes": record["peak_memory_bytes"],

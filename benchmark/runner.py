@@ -145,7 +145,7 @@ def _peak_memory(device: torch.device) -> int:
 @claimed  # one process per run, even with two benches on one results folder
 def run_one(spec: dict, results: str, device_name: str = "auto", precision: str = "auto",
             cuda_graphs: str = "auto", length_chunks: int | None = None, token_layout: str = "auto",
-            packed: int = 1) -> dict:
+            compile_model: str = "off", packed: int = 1) -> dict:
     """Run one spec to a record (done or failed) and write it. Returns the record."""
     device = _device(device_name)
     entry = get_method(spec["method"]["name"])
@@ -178,6 +178,7 @@ def run_one(spec: dict, results: str, device_name: str = "auto", precision: str 
                         "cuda_graphs": cuda_graphs if device.type == "cuda" and method.capturable else "off",
                         "length_chunks": length_chunks or 1,
                         "token_layout": resolve_token_layout(token_layout, device),
+                        "compile": compile_model,
                         # Runs sharing the device at once: timings then include the others' contention,
                         # and the peak memory is the device's, all of them together.
                         "packed_runs": packed,
@@ -201,6 +202,7 @@ def run_one(spec: dict, results: str, device_name: str = "auto", precision: str 
             cuda_graphs=cuda_graphs,
             length_chunks=length_chunks,
             token_layout=token_layout,
+            compile_model=compile_model,
             # The only place the clean training labels meet a method's output: scored, not handed over.
             score_corrections=scorer(train_split.labels, noisy_labels),
         )
@@ -240,7 +242,8 @@ def default_jobs(device_name: str) -> int:
 
 def execute(specs: list[dict], results: str, device_name: str, jobs: int,
             report: Callable[[dict, dict], None], precision: str = "auto", cuda_graphs: str = "auto",
-            length_chunks: int | None = None, packing: str = "auto", token_layout: str = "auto") -> list[dict]:
+            length_chunks: int | None = None, packing: str = "auto", token_layout: str = "auto",
+            compile_model: str = "off") -> list[dict]:
     """Run ``specs``, ``jobs`` at a time; ``report(spec, record)`` after each one.
 
     ``packing``: how concurrent runs share the machine. "processes": one worker process per job
@@ -251,7 +254,7 @@ def execute(specs: list[dict], results: str, device_name: str, jobs: int,
     """
     if packing not in PACKINGS:
         raise ValueError(f"packing must be one of {PACKINGS}, got {packing!r}")
-    args = (results, device_name, precision, cuda_graphs, length_chunks, token_layout)
+    args = (results, device_name, precision, cuda_graphs, length_chunks, token_layout, compile_model)
     if jobs <= 1:
         records = []
         for spec in specs:

@@ -18,6 +18,11 @@ Execution switch ``token_layout``: "auto" (varlen on CUDA, padded on CPU), "padd
 over the real positions only (``backbones/packed.py``), "varlen" also attention (``backbones/varlen.py``;
 flash kernels on CUDA in bf16, a dense form on CPU); same function, different dropout draws. CPU keeps
 "padded" by default so that CPU results stay comparable with those recorded before the switch.
+Execution switch ``compile_model``: "off" (default) or "on": ``torch.compile`` the model with symbolic
+shapes, so that one compilation serves every batch width (a full-track run has ~18 graph keys); its
+random draws (dropout, gating noise) come from the compiled kernels, so runs differ from eager ones
+by run-to-run noise. A shape that would compile anew while a CUDA graph is captured runs eagerly
+instead (``graphs.py``). Opt-in: the compilation costs a first run about as much as it saves.
 """
 from __future__ import annotations
 
@@ -61,6 +66,7 @@ def seed_everything(seed: int) -> None:
 PRECISIONS = ("auto", "bf16", "fp32")
 CUDA_GRAPHS = ("auto", "off")
 TOKEN_LAYOUTS = ("auto", "padded", "packed", "varlen")
+COMPILE = ("off", "on")
 WARMUP_STEPS = 3  # eager steps before the first capture: optimiser state and library handles exist
 
 
@@ -163,6 +169,7 @@ def train(
     cuda_graphs: str = "auto",
     length_chunks: int | None = None,
     token_layout: str = "auto",
+    compile_model: str = "off",
     score_corrections: Callable[[dict], dict] | None = None,
 ) -> TrainResult:
     """Train ``method`` on ``noisy_labels`` (the clean ones never enter) and test every epoch.
@@ -173,10 +180,14 @@ def train(
     dtype = autocast_dtype(precision, device)
     if cuda_graphs not in CUDA_GRAPHS:
         raise ValueError(f"cuda_graphs must be one of {CUDA_GRAPHS}, got {cuda_graphs!r}")
+    if compile_model not in COMPILE:
+        raise ValueError(f"compile_model must be one of {COMPILE}, got {compile_model!r}")
     seed_everything(seed)
     model = method.build_model().to(device)
     _set_token_layout(model, resolve_token_layout(token_layout, device))
     packs = _packs(model)
+    if compile_model == "on":
+        model.compile(dynamic=True)
     on_cuda = device.type == "cuda"
     # On CUDA the learning rate is a device tensor that the scheduler fills in place, so a captured
     # optimiser step reads the current epoch's rate.

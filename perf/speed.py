@@ -223,6 +223,8 @@ def main() -> None:
     p.add_argument("--skip-naive", action="store_true")
     p.add_argument("--padded-too", action="store_true",
                    help="also time the fast run with FlexCare's padded token layout (the default is varlen on CUDA)")
+    p.add_argument("--compiled-too", action="store_true",
+                   help="also time the fast run with the model compiled (--compile on; compilation included)")
     p.add_argument("--packed-too", action="store_true",
                    help="also time the fast run with the packed layout (padded attention; the default before varlen)")
     p.add_argument("--length-chunks", default="1", metavar="K,K",
@@ -288,6 +290,8 @@ def main() -> None:
         variant("fast_padded", token_layout="padded")
     if args.packed_too:
         variant("fast_packed", token_layout="packed")
+    if args.compiled_too:
+        variant("fast_compiled", compile_model="on")
     for k in [int(c) for c in args.length_chunks.split(",") if c.strip() and int(c) > 1]:
         # Length-sorted parts per batch (same batches): less padding, more (captured) kernels.
         variant(f"fast_chunks_{k}", length_chunks=k)
@@ -334,6 +338,7 @@ def fast_summary(record: dict, n_train: int, epochs: int, steps_per_epoch: int) 
         "cuda_graphs": record["environment"].get("cuda_graphs"),
         "length_chunks": record["environment"].get("length_chunks"),
         "token_layout": record["environment"].get("token_layout"),
+        "compile": record["environment"].get("compile"),
     }
 
 

@@ -259,7 +259,7 @@ def test_fuzz_noise_strings(text):
 CLI_VALUES = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=12)
 CLI_OPTIONS = ["--method", "--track", "--tasks", "--noise", "--seeds", "--set", "--jobs", "--device", "--encoder",
                "--length-chunks", "--noise-seed", "--precision", "--packing", "--runs-per-gpu",
-               "--token-layout"]
+               "--token-layout", "--compile"]
 
 
 @FUZZ

@@ -201,6 +201,26 @@ def test_varlen_layout_on_the_gpu_agrees_with_padded_to_bf16_tolerance():
     assert model.layers[0].qkv.weight.grad.abs().sum() > 0
 
 
+def test_a_compiled_model_compiles_once_for_batches_of_many_widths():
+    """Symbolic shapes (``compile_model="on"``): batches of other series and note widths, and other
+    counts of real positions, reuse one compilation instead of compiling per width."""
+    import dataclasses
+
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    model = small().eval()
+    model.token_layout = "varlen"
+    model.compile(dynamic=True)
+    with torch.no_grad():
+        for t, n, seed in ((12, 9, 1), (20, 5, 2), (7, 14, 3), (33, 11, 4)):
+            batch = make_batch(b=6, t=t, n=n, seed=seed, ehr_len=[t, t // 2, 0, 3, 1, t - 1],
+                               note_len=[n, 0, 2, n // 2, 1, n])
+            model(dataclasses.replace(batch, tokens=int((batch.ehr_len + batch.note_len).sum()) + 3))
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] <= 2
+
+
 def test_packed_positions_round_trip_and_reject_a_bad_capacity():
     import pytest
 
@@ -211,6 +231,6 @@ def test_packed_positions_round_trip_and_reject_a_bad_capacity():
     p = PackedPositions(keep, capacity=4)
     assert p.pack(x).flatten().tolist() == [0.0, 2.0, 5.0, 0.0]  # real positions in order, then a zero row
     assert p.unpack(p.pack(x)).flatten().tolist() == [0.0, 0.0, 2.0, 0.0, 0.0, 5.0]
-    assert p.read(p.pack(x), [2]).flatten().tolist() == [2.0, 5.0]
+    assert p.read(p.pack(x), torch.tensor([2])).flatten().tolist() == [2.0, 5.0]
     with pytest.raises(ValueError, match="capacity must be in 1..6"):
         PackedPositions(keep, capacity=7)

@@ -207,3 +207,5 @@ def test_the_compute_table_says_which_runs_packed_their_tokens():
     varlen = make_record(gpu="NVIDIA H100", seed=100)
     varlen["environment"]["token_layout"] = "varlen"
     assert compute_line("bce", [row(varlen)])["setting"] == "bf16, 1 packed, tokens packed, varlen attention"
+    varlen["environment"]["compile"] = "on"
+    assert compute_line("bce", [row(varlen)])["setting"] == "bf16, 1 packed, tokens packed, varlen attention, compiled"

@@ -173,3 +173,27 @@ def test_token_layout_auto_packs_on_cuda_only_and_names_the_choices():
     assert resolve_token_layout("packed", torch.device("cpu")) == "packed"
     with pytest.raises(ValueError, match=r"token_layout must be one of \('auto', 'padded', 'packed', 'varlen'\), got 'dense'"):
         resolve_token_layout("dense", torch.device("cpu"))
+
+
+def test_a_compiled_model_trains_as_the_eager_one(monkeypatch):
+    """``compile_model="on"``: the same training (dropout off; the compiled kernels draw the gating
+    noise as eager ones do when told to), compiled for training and for evaluation."""
+    import torch._dynamo
+    import torch._inductor.config
+
+    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)
+    spec, data, info = smoke_task()
+    noisy = noisy_labels(data)
+    budget = dataclasses.replace(SMOKE.budget, epochs=2)
+    curves = {}
+    for mode in ("off", "on"):
+        torch._dynamo.reset()
+        torch._dynamo.utils.counters.clear()
+        curves[mode] = train(NoDropout(info, {}), data.train, noisy, data.test, budget, 30, compile_model=mode).curve
+    compiled = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    assert 2 <= compiled <= 4  # training and evaluation (the last, shorter batch may add one)
+    for a, b in zip(curves["off"], curves["on"]):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+        assert a["map"] == pytest.approx(b["map"], abs=1e-3)
+    with pytest.raises(ValueError, match=r"compile_model must be one of \('off', 'on'\), got 'max'"):
+        train(NoDropout(info, {}), data.train, noisy, data.test, budget, 30, compile_model="max")

@@ -265,7 +265,11 @@ class FlexCare(nn.Module):
         )
         blocks = _blocks(t_ehr, t_note, x.device)
         dtype = _attention_dtype(x)
-        read = [0, 1, 2, 3 + t_ehr]  # task, MM, EHR-CLS, NOTE-CLS: read even when their modality is missing
+        # Task, MM, EHR-CLS, NOTE-CLS: read even when their modality is missing. A device tensor built
+        # by arithmetic: no host copy (graph capture), and no Python index that a compiler would
+        # specialise on the series width (one compilation per width).
+        read = torch.arange(4, device=x.device)
+        read = read + (read == 3).long() * t_ehr
         packed = self._packing(pad, read, batch.tokens)
         samples = mask = None
         if packed is not None and self.token_layout == "varlen":
@@ -278,20 +282,18 @@ class FlexCare(nn.Module):
             x = packed.pack(x)
         for layer in self.layers:
             x = layer(x, mask, packed, samples)
-        out = torch.stack([x[:, i] for i in read], 1) if packed is None else packed.read(x, read)
+        out = x.index_select(1, read) if packed is None else packed.read(x, read)
         avail = torch.stack([has_ehr & has_note, has_ehr, has_note], 1)
         return out[:, 0], out[:, 1:], avail
 
-    def _packing(self, pad: torch.Tensor, read: list[int], tokens: int | None) -> PackedPositions | None:
+    def _packing(self, pad: torch.Tensor, read: torch.Tensor, tokens: int | None) -> PackedPositions | None:
         b, s = pad.shape
         # Real series and note positions, plus the positions read, which every sample keeps.
         capacity = None if tokens is None else tokens + len(read) * b
         if self.token_layout not in ("packed", "varlen") or capacity is None or capacity >= b * s:
             return None
-        keep = ~pad
-        for i in read:  # the summary tokens of a missing modality are read (L_ortho) though padded
-            keep[:, i] = True
-        return PackedPositions(keep, capacity)
+        # The summary tokens of a missing modality are read (L_ortho) though padded.
+        return PackedPositions((~pad).index_fill(1, read, True), capacity)
 
 def _blocks(t_ehr: int, t_note: int, device: torch.device) -> torch.Tensor:
     """Block of each position: 0 task, 1 MM, 2 EHR, 3 note. Built by comparisons, not copied from the

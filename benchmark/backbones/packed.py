@@ -45,9 +45,8 @@ class PackedPositions:
         padded = h.new_zeros(b * s + 1, h.shape[-1]).index_copy(0, self.source, h)
         return padded[: b * s].view(b, s, -1)
 
-    def read(self, h: torch.Tensor, positions: list[int]) -> torch.Tensor:
-        """Rows of ``positions`` (each kept in every sample) of every sample: [B, len(positions), e]."""
+    def read(self, h: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Rows of ``positions`` (a device tensor; each kept in every sample) of every sample:
+        [B, len(positions), e]."""
         b, s = self.shape
-        slots = self.slot.view(b, s)
-        # Integer indexing only: a list index would be copied from the host, which a CUDA graph forbids.
-        return torch.stack([h[slots[:, i]] for i in positions], 1)
+        return h[self.slot.view(b, s).index_select(1, positions)]

@@ -213,7 +213,8 @@ def _setting(row: dict) -> str:
     """How a run executed, as far as it moves its compute time: precision, runs sharing the device,
     and FlexCare's token layout when not padded (packed: 1.47x faster steps on the full track)."""
     tokens = {"packed": ", tokens packed", "varlen": ", tokens packed, varlen attention"}.get(row.get("token_layout"), "")
-    return f"{row['precision']}, {row['packed_runs']} packed{tokens}"
+    compiled = ", compiled" if row.get("compile") == "on" else ""
+    return f"{row['precision']}, {row['packed_runs']} packed{tokens}{compiled}"
 
 
 def method_meta(rows: list[dict], manifests: dict) -> list[dict]:
