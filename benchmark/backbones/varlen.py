@@ -9,7 +9,8 @@ Varlen flash attention takes no mask, so FlexCare's two masks are folded into th
 - The structural bias depends only on the blocks (task, MM, EHR, note) of the query and the key,
   so it is a rank-4 product: each query gets ``CHANNELS`` extra channels, the one-hot of its block
   times 1/scale, and each key the column of the 4x4 bias for its block. ``scale * q.k`` then gains
-  exactly ``bias[block(q), block(k)]`` (0, 1, 1/scale are exact in bf16 for power-of-two head sizes).
+  exactly ``bias[block(q), block(k)]``: 1/scale = sqrt(head size) is exact in bf16 for head sizes
+  16, 64 (paper size) and 256; for others the bias is off by bf16 rounding, at most 0.4 %.
 - Key padding: the rows kept only to be read (the CLS token of a missing modality) are not keys for
   anyone but themselves, as in the padded layout, whose mask lets a padded query see itself. Such a
   row is alone in its block within its sample, so "every other block" is exactly "everyone else":
