@@ -18,6 +18,31 @@ from torch.profiler import ProfilerActivity, profile
 from benchmark.backbones.flexcare import Batch, FlexCare
 
 
+def full_track_batch(b: int, ehr: int, note: int, note_dim: int, lengths: str, dev: torch.device) -> Batch:
+    """Random inputs whose lengths follow the full track's law (one stay at each cap), or all at full
+    width (``lengths="widest"``)."""
+    g = torch.Generator().manual_seed(0)
+    if lengths == "widest":
+        ehr_len, note_len = torch.full((b,), ehr), torch.full((b,), note)
+    else:
+        ehr_len = (torch.randn(b, generator=g) * 0.8).exp().mul(45).ceil().clamp(6, ehr).long()
+        note_len = (torch.randn(b, generator=g) * 10 + 31).round().clamp(5, note).long()
+        ehr_len[0], note_len[0] = ehr, note
+    return Batch(torch.randn(b, ehr, 76, device=dev), ehr_len.to(dev), torch.randn(b, note, note_dim, device=dev),
+                 note_len.to(dev), torch.arange(b, device=dev), tokens=int((ehr_len + note_len).sum()))
+
+
+def kernel_time(step, reps: int = 3):
+    """GPU kernel time (ms) and kernel count of one ``step``, averaged over ``reps`` profiled steps."""
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            step()
+        torch.cuda.synchronize()
+    rows = prof.key_averages()
+    kernel_us = sum(getattr(r, "self_device_time_total", 0) or getattr(r, "self_cuda_time_total", 0) for r in rows)
+    return kernel_us / reps / 1e3, sum(r.count for r in rows) / reps, prof
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--batch", type=int, default=128)
@@ -32,16 +57,7 @@ def main() -> None:
     args = p.parse_args()
     dev = torch.device("cuda")
     b = args.batch
-    g = torch.Generator().manual_seed(0)
-    if args.lengths == "widest":
-        ehr_len, note_len = torch.full((b,), args.ehr), torch.full((b,), args.note)
-    else:
-        ehr_len = (torch.randn(b, generator=g) * 0.8).exp().mul(45).ceil().clamp(6, args.ehr).long()
-        note_len = (torch.randn(b, generator=g) * 10 + 31).round().clamp(5, args.note).long()
-        ehr_len[0], note_len[0] = args.ehr, args.note
-    batch = Batch(torch.randn(b, args.ehr, 76, device=dev), ehr_len.to(dev),
-                  torch.randn(b, args.note, args.note_dim, device=dev), note_len.to(dev), torch.arange(b, device=dev),
-                  tokens=int((ehr_len + note_len).sum()))
+    batch = full_track_batch(b, args.ehr, args.note, args.note_dim, args.lengths, dev)
     torch.manual_seed(0)
     model = FlexCare(25, note_dim=args.note_dim).to(dev).train()
     model.token_layout = args.token_layout
@@ -70,17 +86,9 @@ def main() -> None:
     torch.cuda.synchronize()
     print(f"{1e3 * (time.perf_counter() - t) / args.steps:.1f} ms per eager step ({torch.cuda.get_device_name()}, "
           f"{args.token_layout}, compile {args.compile}, {batch.tokens + 4 * b} real positions of {b * (4 + args.ehr + args.note)} padded)")
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(3):
-            step()
-        torch.cuda.synchronize()
-    rows = prof.key_averages()
-    kernel_us = sum(getattr(r, "self_device_time_total", 0) or getattr(r, "self_cuda_time_total", 0) for r in rows)
-    launches = sum(r.count for r in rows)
-    print(f"{kernel_us / 3e3:.2f} ms of kernel time per step (what a CUDA graph replays), "
-          f"{launches / 3:.0f} kernels and copies per step")
+    ms, kernels, prof = kernel_time(step)
+    print(f"{ms:.2f} ms of kernel time per step (what a CUDA graph replays), {kernels:.0f} kernels and copies per step")
     print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=20, max_name_column_width=70))
-
 
 if __name__ == "__main__":
     main()
