@@ -16,7 +16,7 @@ function, a fraction of the padding. Default 1 (see ``train``).
 Execution switch ``token_layout``: "auto" (varlen on CUDA, padded on CPU), "padded", "packed" or
 "varlen", for models that have a ``token_layout`` (FlexCare): "packed" runs the position-wise layers
 over the real positions only (``backbones/packed.py``), "varlen" also attention (``backbones/varlen.py``;
-flash kernels on CUDA in bf16, a dense form on CPU); same function, different dropout draws. CPU keeps
+flash kernels on CUDA in bf16, the padded form elsewhere); same function, different dropout draws. CPU keeps
 "padded" by default so that CPU results stay comparable with those recorded before the switch.
 Execution switch ``compile_model``: "off" (default) or "on": ``torch.compile`` the model with symbolic
 shapes, so that one compilation serves every batch width (a full-track run has ~18 graph keys); its

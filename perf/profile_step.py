@@ -90,5 +90,6 @@ def main() -> None:
     print(f"{ms:.2f} ms of kernel time per step (what a CUDA graph replays), {kernels:.0f} kernels and copies per step")
     print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=20, max_name_column_width=70))
 
+
 if __name__ == "__main__":
     main()

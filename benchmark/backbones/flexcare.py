@@ -207,7 +207,8 @@ class FlexCare(nn.Module):
         s = len(blocks)
         struct = self._block_bias(pad.device, float("-inf"))[blocks.unsqueeze(1), blocks.unsqueeze(0)]
         eye = torch.eye(s, dtype=torch.bool, device=pad.device)
-        # A padded query still sees itself, so no row is empty (its output is never read).
+        # A padded query still sees itself. Its output is read only for the CLS token of a missing
+        # modality (L_ortho, MoE input masked out); every other padded row is never read.
         key_pad = (pad.unsqueeze(1) & ~eye).unsqueeze(1)  # [B, 1, S, S]
         # One pass in the compute dtype (0, 1 and -inf are exact in bf16): the mask is B * S^2 values.
         return torch.where(key_pad, float("-inf"), struct.to(dtype))
@@ -294,6 +295,7 @@ class FlexCare(nn.Module):
             return None
         # The summary tokens of a missing modality are read (L_ortho) though padded.
         return PackedPositions((~pad).index_fill(1, read, True), capacity)
+
 
 def _blocks(t_ehr: int, t_note: int, device: torch.device) -> torch.Tensor:
     """Block of each position: 0 task, 1 MM, 2 EHR, 3 note. Built by comparisons, not copied from the

@@ -41,7 +41,7 @@ class SampleAttention:
         """``blocks``: [S] block of each padded position; ``pad``: [B, S] True where not a key (padding
         and the read-only rows); ``bias``: [4, 4] float logit offset of (query block, key block)."""
         b, s = pad.shape
-        self.packed, self.keep = packed, packed.keep
+        self.packed = packed
         self.max_len, self.scale = s, head_dim**-0.5
         self.cu = F.pad(packed.counts.cumsum(0), (1, 0)).to(torch.int32)
         rows = torch.arange(packed.capacity, device=pad.device)
@@ -75,7 +75,7 @@ class SampleAttention:
         n, heads, e = q.shape
         b, s = self.packed.shape
         q, k, v = (self.packed.unpack(t.reshape(n, -1)).view(b, s, heads, e).transpose(1, 2) for t in (q, k, v))
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=self.keep.view(b, 1, 1, s), dropout_p=dropout,
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=self.packed.keep.view(b, 1, 1, s), dropout_p=dropout,
                                              scale=self.scale)
         return self.packed.pack(out.transpose(1, 2).reshape(b, s, -1)).view(n, heads, e)
 
