@@ -65,7 +65,7 @@ def run_specs(executor: str, specs: list[dict], results: str, options: dict) -> 
     records = execute(specs, results, options.get("device", "auto"), options.get("jobs", 1), lambda s, r: None,
                       options.get("precision", "auto"), options.get("cuda_graphs", "auto"),
                       options.get("length_chunks"), options.get("packing", "auto"), options.get("token_layout", "auto"),
-                      options.get("compile", "off"))
+                      options.get("compile", "auto"))
     return [r["status"] for r in records]
 
 
@@ -81,7 +81,7 @@ class LocalExecutor:
 
         o = self.options
         execute(specs, results, o["device"], o["jobs"], report, o["precision"], o["cuda_graphs"], o["length_chunks"],
-                o["packing"], o.get("token_layout", "auto"), o.get("compile", "off"))
+                o["packing"], o.get("token_layout", "auto"), o.get("compile", "auto"))
         return 0
 
 

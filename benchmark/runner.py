@@ -240,10 +240,29 @@ def default_jobs(device_name: str) -> int:
     return max(1, min(os.cpu_count() or 1, 8))
 
 
+#: ``--compile auto`` compiles when a GPU runs at least this many runs one after another. Measured on an
+#: H100 (full PHE track, BCE; docs/performance.md): the first compiled run takes 163 s against 64 s
+#: eager, and the runs after it in the same process 30 s, as they reuse its compilation. Four runs
+#: cost 253 s compiled and 256 s eager.
+COMPILE_AUTO_MIN_RUNS = 4
+
+
+def resolve_compile(choice: str, device_name: str, jobs: int, runs: int) -> str:
+    """``--compile``: "on", "off", or "auto": "on" for ``runs`` that a GPU runs one at a time (one
+    process compiles once for all of them) when there are enough of them to pay for it. Runs packed as
+    threads (``jobs`` > 1) stay eager unless asked: compiling there is not measured."""
+    if choice not in ("auto", "off", "on"):
+        raise ValueError(f"compile must be one of ('auto', 'off', 'on'), got {choice!r}")
+    if choice != "auto":
+        return choice
+    on = _device(device_name).type == "cuda" and jobs <= 1 and runs >= COMPILE_AUTO_MIN_RUNS
+    return "on" if on else "off"
+
+
 def execute(specs: list[dict], results: str, device_name: str, jobs: int,
             report: Callable[[dict, dict], None], precision: str = "auto", cuda_graphs: str = "auto",
             length_chunks: int | None = None, packing: str = "auto", token_layout: str = "auto",
-            compile_model: str = "off") -> list[dict]:
+            compile_model: str = "auto") -> list[dict]:
     """Run ``specs``, ``jobs`` at a time; ``report(spec, record)`` after each one.
 
     ``packing``: how concurrent runs share the machine. "processes": one worker process per job
@@ -254,6 +273,7 @@ def execute(specs: list[dict], results: str, device_name: str, jobs: int,
     """
     if packing not in PACKINGS:
         raise ValueError(f"packing must be one of {PACKINGS}, got {packing!r}")
+    compile_model = resolve_compile(compile_model, device_name, jobs, len(specs))
     args = (results, device_name, precision, cuda_graphs, length_chunks, token_layout, compile_model)
     if jobs <= 1:
         records = []
