@@ -208,6 +208,8 @@ def run_one(spec: dict, results: str, device_name: str = "auto", precision: str 
         )
         record["metrics"]["final"] = {k: v for k, v in result.final.items() if k not in ("method", "lr", "train_loss", "corrections")}
         timings.update(result.timings)
+        if result.compile_fallback:  # what ran, not what was asked for
+            record["environment"].update(compile="off", compile_fallback=result.compile_fallback)
     except RunFailed as e:
         record.update(status="failed", failure=str(e))
     except torch.cuda.OutOfMemoryError:

@@ -22,12 +22,13 @@ Execution switch ``compile_model``: "off" (default) or "on": ``torch.compile`` t
 shapes, so that one compilation serves every batch width (a full-track run has ~18 graph keys); its
 random draws (dropout, gating noise) come from the compiled kernels, so runs differ from eager ones
 by run-to-run noise. A shape that would compile anew while a CUDA graph is captured runs eagerly
-instead (``graphs.py``). Only training compiles: evaluation runs the eager kernels (``_eager_if``).
+instead (``graphs.py``). Only training compiles: evaluation runs the eager kernels. Where compilation
+fails (a compiler bug), the run trains eagerly and ``TrainResult.compile_fallback`` says why.
 """
 from __future__ import annotations
 
-import contextlib
 import random
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -56,6 +57,7 @@ class TrainResult:
     curve: list[dict]  # one entry per epoch: train loss, lr, test metrics, method diagnostics
     final: dict  # the last epoch's test metrics: the run's headline
     timings: dict = field(default_factory=dict)  # seconds per phase
+    compile_fallback: str | None = None  # why a model asked to compile trained eagerly instead
 
 
 def seed_everything(seed: int) -> None:
@@ -68,6 +70,8 @@ PRECISIONS = ("auto", "bf16", "fp32")
 CUDA_GRAPHS = ("auto", "off")
 TOKEN_LAYOUTS = ("auto", "padded", "packed", "varlen")
 COMPILE = ("off", "on")
+#: Model classes whose compilation failed in this process, with the error: later runs train them eagerly.
+_COMPILE_FAILED: dict[type, str] = {}
 WARMUP_STEPS = 3  # eager steps before the first capture: optimiser state and library handles exist
 
 
@@ -187,8 +191,10 @@ def train(
     model = method.build_model().to(device)
     _set_token_layout(model, resolve_token_layout(token_layout, device))
     packs = _packs(model)
-    if compile_model == "on":
-        model.compile(dynamic=True)
+    # ``net`` trains; evaluation runs ``model``'s eager kernels: compiling the eval-mode forward as well
+    # cost a full-track run 42 s on an H100, ten times the evaluation it would speed up.
+    fallback = _COMPILE_FAILED.get(type(model)) if compile_model == "on" else None
+    net = torch.compile(model, dynamic=True) if compile_model == "on" and fallback is None else model
     on_cuda = device.type == "cuda"
     # On CUDA the learning rate is a device tensor that the scheduler fills in place, so a captured
     # optimiser step reads the current epoch's rate.
@@ -204,7 +210,7 @@ def train(
         """Forward, loss, backward and update of one batch; the loss, detached. Gradients are
         overwritten, not accumulated: callers zero them (eagerly) or captured that (graphs)."""
         with _autocast(device, dtype):
-            out = model(inputs(train_split, index, widths))
+            out = net(inputs(train_split, index, widths))
         logits = out.logits.float()
         extra = {"output": out} if method.wants_output else {}
         loss = task_weight * (method.loss(logits, targets[index], index, epoch, **extra) + out.aux.float())
@@ -243,7 +249,20 @@ def train(
                 loss = graphs(index, widths, key, before_capture=lambda: opt.zero_grad(set_to_none=True))
             else:
                 opt.zero_grad(set_to_none=True)
-                loss = step(index, widths, epoch)
+                try:
+                    loss = step(index, widths, epoch)
+                except torch._dynamo.exc.TorchDynamoException as e:
+                    if net is model:
+                        raise
+                    # A compiler bug for this model or these shapes (seen on GPU: Inductor asserting on
+                    # the smoke track's shapes, MedFuse's LSTM under autocast): the run trains
+                    # eagerly, its record says so, and this process stops trying for the model.
+                    fallback = _COMPILE_FAILED[type(model)] = f"{type(e).__name__}: {str(e).strip()[:300]}"
+                    print(f"warning: compiling {type(model).__name__} failed ({fallback}); training eagerly",
+                          file=sys.stderr, flush=True)
+                    net = model
+                    opt.zero_grad(set_to_none=True)
+                    loss = step(index, widths, epoch)
             loss_sum += loss * len(index)
             steps_done += 1
             pause()
@@ -256,8 +275,7 @@ def train(
         diagnostics = method.end_epoch(EpochView(epoch, budget.epochs, targets, train_logits)) or {}
         t2 = _clock(device)
 
-        with _eager_if(compile_model == "on"):
-            logits = predict(model, test_split, dtype, chunks, test_graphs if epoch > 1 else None)
+        logits = predict(model, test_split, dtype, chunks, test_graphs if epoch > 1 else None)
         with released():  # host-side scoring: packed runs go on meanwhile
             metrics = evaluate(test_split.labels, logits, empty_label)
         t3 = _clock(device)
@@ -275,13 +293,7 @@ def train(
             on_epoch(row)
     if graphs is not None:
         timings["graphs_captured"] = graphs.captures + test_graphs.captures
-    return TrainResult(curve=curve, final=dict(curve[-1]), timings=timings)
-
-
-def _eager_if(eager: bool):
-    """Evaluation of a compiled model runs its eager kernels (captured in graphs on CUDA): compiling the
-    eval-mode forward too cost a full-track run 42 s on an H100, ten times the evaluation it speeds up."""
-    return torch.compiler.set_stance("force_eager") if eager else contextlib.nullcontext()
+    return TrainResult(curve=curve, final=dict(curve[-1]), timings=timings, compile_fallback=fallback)
 
 
 def _clock(device: torch.device) -> float:
