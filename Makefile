@@ -88,7 +88,7 @@ test: setup
 perf: setup
 	$(BIN)/python -m pytest perf -q -p no:cacheprovider --benchmark-columns=min,median,max,rounds
 	@if $(BIN)/python -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then \
-	  PYTHONPATH=. $(BIN)/python perf/speed.py --pack 4 --padded-too --packed-too --length-chunks 1,4 --parity minilm --out docs/perf-latest.json; \
+	  PYTHONPATH=. $(BIN)/python perf/speed.py --pack 4 --padded-too --packed-too --length-chunks 1,4 --compiled-too --parity minilm --out docs/perf-latest.json; \
 	else echo "no CUDA device: perf/speed.py (GPU training speed) skipped"; fi
 
 # Keeps results/: run records are the expensive part.

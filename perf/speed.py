@@ -7,7 +7,8 @@ fast:  the harness's own run (``benchmark.runner.run_one``): cached note embeddi
        only (``--token-layout varlen``: position-wise layers and attention), no host sync inside an epoch.
 
 Prints and writes (``--out``) ms per step, epoch time, whole-run time, samples per second, peak memory,
-the FLOP floor of a step and the naive/fast ratio; with ``--pack K`` also the grid throughput of K runs
+the FLOP floor of a step and the naive/fast ratio (also per steady step: without the first epoch's
+warm-up, graph captures and compilation, as a grid's later runs step); with ``--pack K`` also the grid throughput of K runs
 sharing the GPU (as threads, and as processes) against one run alone, and with ``--parity ENCODER``
 the quick track's last-epoch mAP of the fast path against eager fp32 over three seeds plus a fixed-seed
 forward pass in both. Usage (on a GPU):
