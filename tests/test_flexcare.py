@@ -234,3 +234,37 @@ def test_packed_positions_round_trip_and_reject_a_bad_capacity():
     assert p.read(p.pack(x), torch.tensor([2])).flatten().tolist() == [2.0, 5.0]
     with pytest.raises(ValueError, match="capacity must be in 1..6"):
         PackedPositions(keep, capacity=7)
+
+
+def test_the_encoder_is_the_references_transformer_with_its_masks_missing_modalities_included():
+    """The reference runs ``nn.TransformerEncoder`` (post-norm, ReLU) with the 0/1 float structural
+    mask as ``mask`` and the padding as ``src_key_padding_mask``: a padded position is no key for any
+    query, itself included. The positions FlexCare reads (task, MM, EHR-CLS, NOTE-CLS; a missing
+    modality's CLS feeds L_ortho) must come out as there."""
+    from benchmark.backbones.flexcare import _blocks
+
+    model = small(dropout=0.0).eval()
+    batch = make_batch(ehr_len=[10, 0, 4, 0, 10, 1], note_len=[7, 7, 0, 0, 3, 0])
+    seen = {}
+    model.layers[0].register_forward_pre_hook(lambda m, args: seen.update(x=args[0]))
+    model.layers[-1].register_forward_hook(lambda m, args, out: seen.update(out=out))
+    model(batch)
+    d, t, n = 32, batch.ehr.shape[1], batch.note.shape[1]
+    reference = torch.nn.TransformerEncoder(
+        torch.nn.TransformerEncoderLayer(d, 2, 64, dropout=0.0, batch_first=True), 2, enable_nested_tensor=False)
+    for ours, theirs in zip(model.layers, reference.layers):
+        theirs.self_attn.in_proj_weight.data.copy_(ours.qkv.weight)
+        theirs.self_attn.in_proj_bias.data.copy_(ours.qkv.bias)
+        for a, b in [("proj", "self_attn.out_proj"), ("ff1", "linear1"), ("ff2", "linear2"), ("norm1", "norm1"),
+                     ("norm2", "norm2")]:
+            theirs.get_submodule(b).load_state_dict(ours.get_submodule(a).state_dict())
+    blocks = _blocks(t, n, torch.device("cpu"))
+    struct = model._block_bias(torch.device("cpu"), 0.0)[blocks.unsqueeze(1), blocks.unsqueeze(0)]
+    pos_e, pos_n = torch.arange(1 + t), torch.arange(1 + n)
+    pad = torch.cat([torch.zeros(6, 2, dtype=torch.bool),
+                     (pos_e > batch.ehr_len[:, None]) | (batch.ehr_len[:, None] == 0),
+                     (pos_n > batch.note_len[:, None]) | (batch.note_len[:, None] == 0)], 1)
+    reference.train()  # the plain (not the fused inference) path, as the reference trains; dropout is 0
+    expected = reference(seen["x"], mask=struct, src_key_padding_mask=pad)
+    read = torch.tensor([0, 1, 2, 3 + t])
+    torch.testing.assert_close(seen["out"][:, read], expected[:, read], atol=1e-5, rtol=1e-4)

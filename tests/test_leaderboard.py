@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from benchmark import __version__
 from benchmark.leaderboard import Options, build
 from benchmark.leaderboard.tables import render
 from record_factory import board_records, make_record, write_records
@@ -123,7 +124,7 @@ def test_publish_stamps_version_and_date_and_serves_from_a_plain_folder(results,
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1767225600")  # 2026-01-01
     build(results, tmp_path, Options(), published=True)
     html = (tmp_path / "index.html").read_text()
-    assert "published 2026-01-01 00:00 UTC" in html and "harness version 0.1.0" in html
+    assert "published 2026-01-01 00:00 UTC" in html and f"harness version {__version__}" in html
     assert (tmp_path / ".nojekyll").exists()
 
 

@@ -11,6 +11,10 @@ Named switch ``structural_mask``:
     only padding removes keys.
   "blocking": the mask the reference intended — task sees all, MM sees the modality tokens, each
     modality block sees only itself.
+Key padding, as the reference's ``src_key_padding_mask``: a padded position is no key for any query,
+itself included. The CLS token of a missing modality is such a position, and it is still read (for
+L_ortho). Under "blocking" it would see no key at all, so there it sees itself. Before harness 0.2.0,
+it saw itself under both masks, which differed from the reference.
 Switch ``modalities`` ("both" default; "ehr" or "note" for ablations): the other modality is treated
 as missing for every sample.
 The model returns logits (not probabilities) and, as ``aux``, its own regularisers
@@ -206,10 +210,13 @@ class FlexCare(nn.Module):
         """Float [B, 1, S, S] mask added to the attention logits: structure + key padding."""
         s = len(blocks)
         struct = self._block_bias(pad.device, float("-inf"))[blocks.unsqueeze(1), blocks.unsqueeze(0)]
-        eye = torch.eye(s, dtype=torch.bool, device=pad.device)
-        # A padded query still sees itself. Its output is read only for the CLS token of a missing
-        # modality (L_ortho, MoE input masked out); every other padded row is never read.
-        key_pad = (pad.unsqueeze(1) & ~eye).unsqueeze(1)  # [B, 1, S, S]
+        key_pad = pad.unsqueeze(1)
+        if self.structural_mask == "blocking":
+            # A padded query must still see a key: under the blocking mask the CLS token of a missing
+            # modality (read for L_ortho) would see none, so it sees itself. With the additive mask it
+            # sees the task and MM tokens, and, as in the reference, not itself.
+            key_pad = key_pad & ~torch.eye(s, dtype=torch.bool, device=pad.device)
+        key_pad = key_pad.unsqueeze(1)  # [B, 1, S, S]
         # One pass in the compute dtype (0, 1 and -inf are exact in bf16): the mask is B * S^2 values.
         return torch.where(key_pad, float("-inf"), struct.to(dtype))
 
@@ -276,7 +283,8 @@ class FlexCare(nn.Module):
         if packed is not None and self.token_layout == "varlen":
             layer0 = self.layers[0]
             samples = SampleAttention(packed, blocks, pad, self._block_bias(x.device, -BLOCKED),
-                                      layer0.qkv.out_features // 3 // layer0.heads, dtype)
+                                      layer0.qkv.out_features // 3 // layer0.heads, dtype,
+                                      read_rows_see_themselves=self.structural_mask == "blocking")
         else:
             mask = self._attention_mask(blocks, pad, dtype)
         if packed is not None:

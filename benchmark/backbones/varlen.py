@@ -11,10 +11,11 @@ Varlen flash attention takes no mask, so FlexCare's two masks are folded into th
   times 1/scale, and each key the column of the 4x4 bias for its block. ``scale * q.k`` then gains
   exactly ``bias[block(q), block(k)]``: 1/scale = sqrt(head size) is exact in bf16 for head sizes
   16, 64 (paper size) and 256; for others the bias is off by bf16 rounding, at most 0.4 %.
-- Key padding: the rows kept only to be read (the CLS token of a missing modality) are not keys for
-  anyone but themselves, as in the padded layout, whose mask lets a padded query see itself. Such a
-  row is alone in its block within its sample, so "every other block" is exactly "everyone else":
-  its key channels get ``-BLOCKED`` for the other blocks.
+- Key padding: the rows kept only to be read (the CLS token of a missing modality) are no keys: their
+  key channels get ``-BLOCKED`` for every block, as the reference's padding mask, which hides them
+  from every query, themselves included. Under the blocking structural mask such a row would then
+  see no key at all, so there (``read_rows_see_themselves``, as the padded layout's mask) they stay
+  keys for their own block only; a read row is alone in its block within its sample.
 The padding of the packed rows (unused capacity) belongs to no sequence: it is never read, and its
 outputs and gradients are zeroed so that no stale memory reaches a weight gradient.
 
@@ -37,7 +38,7 @@ class SampleAttention:
     """Per-forward metadata: the sequences of the packed rows and their folded bias channels."""
 
     def __init__(self, packed: PackedPositions, blocks: torch.Tensor, pad: torch.Tensor, bias: torch.Tensor,
-                 head_dim: int, dtype: torch.dtype):
+                 head_dim: int, dtype: torch.dtype, read_rows_see_themselves: bool = False):
         """``blocks``: [S] block of each padded position; ``pad``: [B, S] True where not a key (padding
         and the read-only rows); ``bias``: [4, 4] float logit offset of (query block, key block)."""
         b, s = pad.shape
@@ -50,9 +51,11 @@ class SampleAttention:
         not_key = packed.pack(pad.unsqueeze(-1).to(torch.uint8)).squeeze(-1).bool()
         onehot = F.one_hot(block, CHANNELS).to(torch.float32)
         self.q_extra = (onehot / self.scale).to(dtype)
-        # Column block(k) of the bias, padded to CHANNELS; read-only rows block every other block.
+        # Column block(k) of the bias, padded to CHANNELS; read-only rows are blocked for every block
+        # (or every other block: ``read_rows_see_themselves``).
         k_extra = F.pad(bias.to(torch.float32), (0, 0, 0, CHANNELS - bias.shape[0])).t()[block]
-        k_extra = k_extra - BLOCKED * (not_key.unsqueeze(-1) & (onehot == 0))
+        hidden = not_key.unsqueeze(-1) & (onehot == 0) if read_rows_see_themselves else not_key.unsqueeze(-1)
+        k_extra = k_extra - BLOCKED * hidden
         self.k_extra = k_extra.to(dtype)
 
     def attend(self, qkv: torch.Tensor, heads: int, dropout: float) -> torch.Tensor:
