@@ -39,6 +39,7 @@ import torch
 
 from .data import Split
 from .errors import RunFailed
+from .backbones.flexcare import PACKED_LAYOUTS
 from .graphs import CapturedSteps, bucketed
 from .method import EpochView, Method
 from .metrics import evaluate
@@ -98,7 +99,7 @@ def _set_token_layout(model: torch.nn.Module, layout: str) -> None:
 
 
 def _packs(model: torch.nn.Module) -> bool:
-    return any(getattr(module, "token_layout", None) in ("packed", "varlen") for module in model.modules())
+    return any(getattr(module, "token_layout", None) in PACKED_LAYOUTS for module in model.modules())
 
 
 def graph_widths(widths: list[tuple], split: Split, packs: bool) -> tuple:

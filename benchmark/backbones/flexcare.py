@@ -32,6 +32,7 @@ from .packed import PackedPositions
 from .varlen import BLOCKED, SampleAttention
 
 STRUCTURAL_MASKS = ("additive", "blocking")
+PACKED_LAYOUTS = ("packed", "varlen")  # token layouts that run over the real positions only
 MODALITIES = ("both", "ehr", "note")
 TASK_INDEX = {"phenotyping": 2, "diagnosis": 5}  # FlexCare's task-embedding rows
 MAX_POSITIONS = 600
@@ -299,7 +300,7 @@ class FlexCare(nn.Module):
         b, s = pad.shape
         # Real series and note positions, plus the positions read, which every sample keeps.
         capacity = None if tokens is None else tokens + len(read) * b
-        if self.token_layout not in ("packed", "varlen") or capacity is None or capacity >= b * s:
+        if self.token_layout not in PACKED_LAYOUTS or capacity is None or capacity >= b * s:
             return None
         # The summary tokens of a missing modality are read (L_ortho) though padded.
         return PackedPositions((~pad).index_fill(1, read, True), capacity)
