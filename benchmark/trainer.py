@@ -18,7 +18,8 @@ Execution switch ``token_layout``: "auto" (varlen on CUDA, padded on CPU), "padd
 over the real positions only (``backbones/packed.py``), "varlen" also attention (``backbones/varlen.py``;
 flash kernels on CUDA in bf16, the padded form elsewhere); same function, different dropout draws. CPU keeps
 "padded" by default so that CPU results stay comparable with those recorded before the switch.
-Execution switch ``compile_model``: "off" (default) or "on": ``torch.compile`` the model with symbolic
+Execution switch ``compile_model``: "off" (default here; the CLI's "auto" is resolved per grid by
+``runner.resolve_compile``) or "on": ``torch.compile`` the model with symbolic
 shapes, so that one compilation serves every batch width (a full-track run has ~18 graph keys); its
 random draws (dropout, gating noise) come from the compiled kernels, so runs differ from eager ones
 by run-to-run noise. A shape that would compile anew while a CUDA graph is captured runs eagerly
