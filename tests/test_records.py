@@ -87,3 +87,27 @@ def test_corrupt_and_truncated_files_are_reported_by_path_and_scanning_goes_on(r
     assert store.status(record["spec"])[0] == "corrupt"
     moved = store.quarantine(record["spec"])
     assert moved.exists() and store.status(record["spec"]) == ("missing", "")
+
+
+def test_a_record_says_what_ran_when_compiling_failed(tmp_path, monkeypatch):
+    """Asked to compile, a model the compiler fails on trains eagerly: the record says "off" and why,
+    so a compute table never credits compilation to an eager run."""
+    import torch
+    import torch._dynamo
+
+    from benchmark import trainer
+
+    def broken(model, **kwargs):
+        def call(*args):
+            raise torch._dynamo.exc.BackendCompilerFailed("inductor", RuntimeError("an Inductor assertion"), None)
+        return call
+
+    monkeypatch.setattr(trainer, "_COMPILE_FAILED", {})
+    monkeypatch.setattr(torch, "compile", broken)
+    spec = plan("bce", "smoke", ["syn-phe"], ["sym-20"], [30]).specs[0]
+    record = run_one(spec, str(tmp_path), "cpu", compile_model="on")
+    assert record["status"] == "done"
+    assert record["environment"]["compile"] == "off"
+    assert "an Inductor assertion" in record["environment"]["compile_fallback"]
+    assert 0 < record["timings"]["train_first_epoch"] <= record["timings"]["train"]
+    validate(json.loads((next(tmp_path.rglob("*.json"))).read_text()))
