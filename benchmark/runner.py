@@ -36,7 +36,7 @@ from .records import SCHEMA_VERSION, RecordStore, claimed, now_utc, run_id
 from .registry import MethodEntry, get_method
 from .generator import GENERATOR_VERSION
 from .lifetime import exit_with_parent
-from .trainer import STOP, autocast_dtype, resolve_token_layout, train
+from .trainer import COMPILE, STOP, autocast_dtype, resolve_token_layout, train
 
 PACKINGS = ("auto", "threads", "processes")
 
@@ -253,8 +253,8 @@ def resolve_compile(choice: str, device_name: str, jobs: int, runs: int) -> str:
     """``--compile``: "on", "off", or "auto": "on" for ``runs`` that a GPU runs one at a time (one
     process compiles once for all of them) when there are enough of them to pay for it. Runs packed as
     threads (``jobs`` > 1) stay eager unless asked: compiling there is not measured."""
-    if choice not in ("auto", "off", "on"):
-        raise ValueError(f"compile must be one of ('auto', 'off', 'on'), got {choice!r}")
+    if choice not in ("auto", *COMPILE):
+        raise ValueError(f"compile must be one of {('auto', *COMPILE)}, got {choice!r}")
     if choice != "auto":
         return choice
     on = _device(device_name).type == "cuda" and jobs <= 1 and runs >= COMPILE_AUTO_MIN_RUNS

@@ -104,3 +104,13 @@ def smoke_run(method, results):
     records = [json.loads(p.read_text()) for p in Path(results).rglob("*.json")]
     assert all(r["status"] == "done" for r in records)
     return proc.stdout, records
+
+
+def compile_failing_with(message):
+    """A stand-in for ``torch.compile`` whose compiled model raises what Inductor raises on a compiler
+    bug, naming ``message``."""
+    def compile(model, **kwargs):
+        def call(*args):
+            raise torch._dynamo.exc.BackendCompilerFailed("inductor", RuntimeError(message), None)
+        return call
+    return compile

@@ -93,17 +93,12 @@ def test_a_record_says_what_ran_when_compiling_failed(tmp_path, monkeypatch):
     """Asked to compile, a model the compiler fails on trains eagerly: the record says "off" and why,
     so a compute table never credits compilation to an eager run."""
     import torch
-    import torch._dynamo
 
     from benchmark import trainer
-
-    def broken(model, **kwargs):
-        def call(*args):
-            raise torch._dynamo.exc.BackendCompilerFailed("inductor", RuntimeError("an Inductor assertion"), None)
-        return call
+    from helpers import compile_failing_with
 
     monkeypatch.setattr(trainer, "_COMPILE_FAILED", {})
-    monkeypatch.setattr(torch, "compile", broken)
+    monkeypatch.setattr(torch, "compile", compile_failing_with("an Inductor assertion"))
     spec = plan("bce", "smoke", ["syn-phe"], ["sym-20"], [30]).specs[0]
     record = run_one(spec, str(tmp_path), "cpu", compile_model="on")
     assert record["status"] == "done"

@@ -9,7 +9,7 @@ from benchmark.method import EpochView, Method
 from benchmark.protocol import SMOKE, Budget
 from benchmark.trainer import train
 
-from helpers import noisy_labels, smoke_task
+from helpers import compile_failing_with, noisy_labels, smoke_task
 
 
 class Spy(Method):
@@ -222,20 +222,14 @@ def test_compile_auto_compiles_only_a_gpu_grid_long_enough_to_pay_for_it(monkeyp
 def test_a_model_that_fails_to_compile_trains_eagerly_and_says_so(monkeypatch):
     """A compiler bug must not cost the run: it trains eagerly (the same curve as an eager run), the
     result names the error, and later runs of the model in this process do not try again."""
-    import torch._dynamo
     from benchmark import trainer
-
-    def broken(model, **kwargs):
-        def call(*args):
-            raise torch._dynamo.exc.BackendCompilerFailed("inductor", RuntimeError("an Inductor assertion"), None)
-        return call
 
     spec, data, info = smoke_task()
     noisy = noisy_labels(data)
     budget = dataclasses.replace(SMOKE.budget, epochs=2)
     eager = train(NoDropout(info, {}), data.train, noisy, data.test, budget, 30, compile_model="off")
     monkeypatch.setattr(trainer, "_COMPILE_FAILED", {})
-    monkeypatch.setattr(torch, "compile", broken)
+    monkeypatch.setattr(torch, "compile", compile_failing_with("an Inductor assertion"))
     fell_back = train(NoDropout(info, {}), data.train, noisy, data.test, budget, 30, compile_model="on")
     assert eager.compile_fallback is None
     assert "BackendCompilerFailed" in fell_back.compile_fallback and "an Inductor assertion" in fell_back.compile_fallback
