@@ -239,3 +239,22 @@ def test_a_model_that_fails_to_compile_trains_eagerly_and_says_so(monkeypatch):
     monkeypatch.setattr(torch, "compile", lambda model, **kw: calls.append(model) or model)
     again = train(NoDropout(info, {}), data.train, noisy, data.test, budget, 30, compile_model="on")
     assert calls == [] and again.compile_fallback == fell_back.compile_fallback
+
+
+def test_the_compiled_optimiser_update_is_adams():
+    """``--compile on`` compiles Adam's update too (on CUDA): the same rule as eager Adam, step by step."""
+    from benchmark.trainer import _optimizer
+
+    torch.manual_seed(0)
+    models = [torch.nn.Linear(6, 3), torch.nn.Linear(6, 3)]
+    models[1].load_state_dict(models[0].state_dict())
+    x = torch.randn(32, 6)
+    pairs = [_optimizer(m, 1e-2, on_cuda=False, compiled=c) for m, c in zip(models, (False, True))]
+    for _ in range(4):
+        for m, (opt, update) in zip(models, pairs):
+            opt.zero_grad(set_to_none=True)
+            m(x).square().mean().backward()
+            update()
+    for a, b in zip(models[0].parameters(), models[1].parameters()):
+        assert not torch.equal(a, torch.zeros_like(a))
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
