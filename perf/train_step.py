@@ -1,0 +1,92 @@
+"""The harness's own training step, timed at several batch sizes, without preparing a task.
+
+Usage (on a GPU): PYTHONPATH=. python perf/train_step.py [--batches 128,256,512] [--compile off|on]
+    [--method bce] [--steps 100] [--epochs 4] [--out FILE]
+
+Runs ``benchmark.trainer.train`` (CUDA graphs, varlen layout, bf16, everything a real run does) on a
+random split whose lengths follow the full track's law: series bins log-normal with median 45, capped
+at 512 (about one stay in a hundred above 300 hours, as in most full-track batches), notes 31 +- 10
+tokens capped at 80, 5 % without a note, BERT-base-sized token embeddings. Reports the steady ms per
+step (epochs after the first) and samples per second for each batch size.
+
+Why batch sizes: K runs packed on one GPU do K times a run's work per step of time. A single run with
+a K times larger batch does the same arithmetic and memory traffic in larger kernels, with no second
+set of launches to interleave, so its throughput bounds what packing K runs can reach: if a batch of
+512 runs only 1.4x the samples per second of a batch of 128, four packed runs cannot reach 2.5x.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from benchmark import trainer
+from benchmark.data import Split
+from benchmark.method import TaskInfo
+from benchmark.protocol import Budget, get_track
+from benchmark.registry import get_method
+
+
+def random_split(n: int, device: torch.device, generator: torch.Generator, note_dim: int = 768,
+                 labels: int = 25) -> Split:
+    """``n`` stays with the full track's lengths and random contents (timing only)."""
+    ehr_len = (torch.randn(n, generator=generator) * 0.8).exp().mul(45).ceil().clamp(6, 512).long()
+    note_len = (torch.randn(n, generator=generator) * 10 + 31).round().clamp(5, 80).long()
+    note_len[torch.rand(n, generator=generator) < 0.05] = 0
+    ehr_offsets = torch.cat([torch.zeros(1, dtype=torch.long), ehr_len.cumsum(0)])
+    note_offsets = torch.cat([torch.zeros(1, dtype=torch.long), note_len.cumsum(0)])
+    ehr = torch.randn(int(ehr_offsets[-1]) + 1, 76, generator=generator)
+    note = torch.randn(int(note_offsets[-1]) + 1, note_dim, generator=generator).half()
+    ehr[-1], note[-1] = 0, 0  # the padding row every split ends with
+    y = (torch.rand(n, labels, generator=generator) < 0.18).to(torch.uint8)
+    return Split(ehr, ehr_offsets, note, note_offsets, torch.arange(n), y).to(device)
+
+
+def time_steps(method_name: str, batch: int, steps: int, epochs: int, compile_model: str,
+               device: torch.device) -> dict:
+    generator = torch.Generator().manual_seed(0)
+    train, test = random_split(batch * steps, device, generator), random_split(512, device, generator)
+    entry = get_method(method_name)
+    info = TaskInfo("random", "phenotyping", 25, len(train), 76, 768, tuple(f"label{i}" for i in range(25)),
+                    get_track("full").backbone)
+    t = time.perf_counter()
+    result = trainer.train(entry.load_class()(info, entry.hparams), train, train.labels.clone(), test,
+                           Budget(epochs=epochs, batch_size=batch), 30, compile_model=compile_model)
+    tm = result.timings
+    steady_s = (tm["train"] - tm["train_first_epoch"]) / ((epochs - 1) * steps)
+    return {"batch": batch, "steady_ms_per_step": 1e3 * steady_s, "samples_per_s": batch / steady_s,
+            "first_epoch_s": tm["train_first_epoch"], "wall_s": time.perf_counter() - t,
+            "graphs": tm.get("graphs_captured"), "compile_fallback": result.compile_fallback}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--batches", default="128,256,512")
+    p.add_argument("--method", default="bce")
+    p.add_argument("--compile", default="off", choices=trainer.COMPILE)
+    p.add_argument("--steps", type=int, default=100, help="steps per epoch")
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--out", default=None)
+    args = p.parse_args()
+    if args.epochs < 2:
+        p.error("--epochs must be at least 2: the steady step leaves out the first epoch")
+    device = torch.device(args.device)
+    rows = []
+    for batch in [int(b) for b in args.batches.split(",")]:
+        rows.append(time_steps(args.method, batch, args.steps, args.epochs, args.compile, device))
+        rows[-1]["vs_first"] = rows[-1]["samples_per_s"] / rows[0]["samples_per_s"]
+        print(f"batch {batch}: {rows[-1]['steady_ms_per_step']:.2f} ms per step, "
+              f"{rows[-1]['samples_per_s']:,.0f} samples/s ({rows[-1]['vs_first']:.2f}x batch {rows[0]['batch']})",
+              flush=True)
+    report = {"gpu": torch.cuda.get_device_name() if device.type == "cuda" else None, "method": args.method,
+              "compile": args.compile, "rows": rows}
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(report, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
