@@ -23,8 +23,9 @@ Execution switch ``compile_model``: "off" (default here; the CLI's "auto" is res
 shapes, so that one compilation serves every batch width (a full-track run has ~18 graph keys); its
 random draws (dropout, gating noise) come from the compiled kernels, so runs differ from eager ones
 by run-to-run noise. A shape that would compile anew while a CUDA graph is captured runs eagerly
-instead (``graphs.py``). Only training compiles: evaluation runs the eager kernels. Where compilation
-fails (a compiler bug), the run trains eagerly and ``TrainResult.compile_fallback`` says why.
+instead (``graphs.py``). Only training compiles: evaluation runs the eager kernels. On CUDA, Adam's
+update compiles too (``COMPILE_OPTIMIZER``). Where compilation fails (a compiler bug), the run trains
+eagerly and ``TrainResult.compile_fallback`` says why.
 """
 from __future__ import annotations
 

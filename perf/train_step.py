@@ -1,13 +1,14 @@
 """The harness's own training step, timed at several batch sizes, without preparing a task.
 
 Usage (on a GPU): PYTHONPATH=. python perf/train_step.py [--batches 128,256,512] [--compile off|on]
-    [--method bce] [--steps 100] [--epochs 4] [--out FILE]
+    [--method bce] [--steps 100] [--epochs 4] [--profile] [--out FILE]
 
 Runs ``benchmark.trainer.train`` (CUDA graphs, varlen layout, bf16, everything a real run does) on a
 random split whose lengths follow the full track's law: series bins log-normal with median 45, capped
 at 512 (about one stay in a hundred above 300 hours, as in most full-track batches), notes 31 +- 10
 tokens capped at 80, 5 % without a note, BERT-base-sized token embeddings. Reports the steady ms per
-step (epochs after the first) and samples per second for each batch size.
+step (epochs after the first) and samples per second for each batch size; with ``--profile``, the
+kernels of the last epoch (graph replays included; its evaluation of 512 rows too) per step.
 
 Why batch sizes: K runs packed on one GPU do K times a run's work per step of time. A single run with
 a K times larger batch does the same arithmetic and memory traffic in larger kernels, with no second
@@ -45,20 +46,41 @@ def random_split(n: int, device: torch.device, generator: torch.Generator, note_
 
 
 def time_steps(method_name: str, batch: int, steps: int, epochs: int, compile_model: str,
-               device: torch.device) -> dict:
+               device: torch.device, profile: bool = False) -> dict:
     generator = torch.Generator().manual_seed(0)
     train, test = random_split(batch * steps, device, generator), random_split(512, device, generator)
     entry = get_method(method_name)
     info = TaskInfo("random", "phenotyping", 25, len(train), 76, 768, tuple(f"label{i}" for i in range(25)),
                     get_track("full").backbone)
+    profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) if profile else None
+
+    def on_epoch(row: dict) -> None:  # profile the last epoch only: warm-up and captures are over
+        if profiler is not None and row["epoch"] == epochs - 1:
+            profiler.__enter__()
+        elif profiler is not None and row["epoch"] == epochs:
+            torch.cuda.synchronize()
+            profiler.__exit__(None, None, None)
+
     t = time.perf_counter()
     result = trainer.train(entry.load_class()(info, entry.hparams), train, train.labels.clone(), test,
-                           Budget(epochs=epochs, batch_size=batch), 30, compile_model=compile_model)
+                           Budget(epochs=epochs, batch_size=batch), 30, compile_model=compile_model,
+                           on_epoch=on_epoch)
+    if profiler is not None:
+        print_kernels(profiler, steps, f"batch {batch}, compile {compile_model}")
     tm = result.timings
     steady_s = (tm["train"] - tm["train_first_epoch"]) / ((epochs - 1) * steps)
     return {"batch": batch, "steady_ms_per_step": 1e3 * steady_s, "samples_per_s": batch / steady_s,
             "first_epoch_s": tm["train_first_epoch"], "wall_s": time.perf_counter() - t,
             "graphs": tm.get("graphs_captured"), "compile_fallback": result.compile_fallback}
+
+
+def print_kernels(profiler, steps: int, title: str, rows: int = 40) -> None:
+    averages = profiler.key_averages()
+    total = sum(a.self_device_time_total for a in averages)
+    print(f"{title}: {total / steps / 1e3:.3f} ms of kernel time per step, "
+          f"{sum(a.count for a in averages) / steps:.0f} kernels per step")
+    for a in sorted(averages, key=lambda a: -a.self_device_time_total)[:rows]:
+        print(f"{a.self_device_time_total / steps:8.1f} us/step {a.count / steps:6.1f}/step  {a.key[:150]}")
 
 
 def main() -> None:
@@ -68,15 +90,18 @@ def main() -> None:
     p.add_argument("--compile", default="off", choices=trainer.COMPILE)
     p.add_argument("--steps", type=int, default=100, help="steps per epoch")
     p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--profile", action="store_true", help="also list the last epoch's kernels per step")
     p.add_argument("--device", default="cuda")
     p.add_argument("--out", default=None)
     args = p.parse_args()
     if args.epochs < 2:
         p.error("--epochs must be at least 2: the steady step leaves out the first epoch")
     device = torch.device(args.device)
+    if args.profile and device.type != "cuda":
+        p.error("--profile lists CUDA kernels: it needs --device cuda")
     rows = []
     for batch in [int(b) for b in args.batches.split(",")]:
-        rows.append(time_steps(args.method, batch, args.steps, args.epochs, args.compile, device))
+        rows.append(time_steps(args.method, batch, args.steps, args.epochs, args.compile, device, args.profile))
         rows[-1]["vs_first"] = rows[-1]["samples_per_s"] / rows[0]["samples_per_s"]
         print(f"batch {batch}: {rows[-1]['steady_ms_per_step']:.2f} ms per step, "
               f"{rows[-1]['samples_per_s']:,.0f} samples/s ({rows[-1]['vs_first']:.2f}x batch {rows[0]['batch']})",
