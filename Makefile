@@ -89,6 +89,7 @@ perf: setup
 	$(BIN)/python -m pytest perf -q -p no:cacheprovider --benchmark-columns=min,median,max,rounds
 	@if $(BIN)/python -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then \
 	  PYTHONPATH=. $(BIN)/python perf/speed.py --pack 4 --padded-too --packed-too --length-chunks 1,4 --compiled-too --parity minilm --out docs/perf-latest.json; \
+	  PYTHONPATH=. $(BIN)/python perf/train_step.py --batches 128,256,512 --out docs/perf-train-step.json; \
 	else echo "no CUDA device: perf/speed.py (GPU training speed) skipped"; fi
 
 # Keeps results/: run records are the expensive part.
