@@ -18,15 +18,21 @@ from torch.profiler import ProfilerActivity, profile
 from benchmark.backbones.flexcare import Batch, FlexCare
 
 
+def full_track_lengths(n: int, ehr: int, note: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Series bins and note tokens of ``n`` stays, as the full track draws them: log-normal series
+    with median 45 (capped at ``ehr``), notes of about 31 +- 10 tokens (capped at ``note``)."""
+    ehr_len = (torch.randn(n, generator=generator) * 0.8).exp().mul(45).ceil().clamp(6, ehr).long()
+    note_len = (torch.randn(n, generator=generator) * 10 + 31).round().clamp(5, note).long()
+    return ehr_len, note_len
+
+
 def full_track_batch(b: int, ehr: int, note: int, note_dim: int, lengths: str, dev: torch.device) -> Batch:
     """Random inputs whose lengths follow the full track's law (one stay at each cap), or all at full
     width (``lengths="widest"``)."""
-    g = torch.Generator().manual_seed(0)
     if lengths == "widest":
         ehr_len, note_len = torch.full((b,), ehr), torch.full((b,), note)
     else:
-        ehr_len = (torch.randn(b, generator=g) * 0.8).exp().mul(45).ceil().clamp(6, ehr).long()
-        note_len = (torch.randn(b, generator=g) * 10 + 31).round().clamp(5, note).long()
+        ehr_len, note_len = full_track_lengths(b, ehr, note, torch.Generator().manual_seed(0))
         ehr_len[0], note_len[0] = ehr, note
     return Batch(torch.randn(b, ehr, 76, device=dev), ehr_len.to(dev), torch.randn(b, note, note_dim, device=dev),
                  note_len.to(dev), torch.arange(b, device=dev), tokens=int((ehr_len + note_len).sum()))

@@ -28,13 +28,13 @@ from benchmark.data import Split
 from benchmark.method import TaskInfo
 from benchmark.protocol import Budget, get_track
 from benchmark.registry import get_method
+from profile_step import full_track_lengths  # perf/, this script's folder
 
 
 def random_split(n: int, device: torch.device, generator: torch.Generator, note_dim: int = 768,
                  labels: int = 25) -> Split:
     """``n`` stays with the full track's lengths and random contents (timing only)."""
-    ehr_len = (torch.randn(n, generator=generator) * 0.8).exp().mul(45).ceil().clamp(6, 512).long()
-    note_len = (torch.randn(n, generator=generator) * 10 + 31).round().clamp(5, 80).long()
+    ehr_len, note_len = full_track_lengths(n, 512, 80, generator)
     note_len[torch.rand(n, generator=generator) < 0.05] = 0
     ehr_offsets = torch.cat([torch.zeros(1, dtype=torch.long), ehr_len.cumsum(0)])
     note_offsets = torch.cat([torch.zeros(1, dtype=torch.long), note_len.cumsum(0)])
