@@ -9,8 +9,10 @@ import argparse
 import sys
 import time
 
+from . import options
 from .errors import BenchError, UsageError
 from .noise import NOISE_SEED_POLICIES
+from .options import count, positive_int
 from .protocol import NOISE_SETTINGS, SEEDS, TRACKS
 from .records import RecordStore
 
@@ -32,28 +34,6 @@ def _seeds(text: str | None) -> list[int] | None:
     if bad:
         raise UsageError(f"--seeds: seed {bad[0]} is not in [0, 2**32)")
     return seeds
-
-
-DEVICE_RE = r"auto|cpu|cuda(:\d+)?"
-
-
-def _device_name(text: str) -> str:
-    import re
-
-    if not re.fullmatch(DEVICE_RE, text):
-        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
-    return text
-
-
-def _positive_int(text: str, least: int = 1) -> int:
-    if not text.strip().isdigit() or int(text) < least:
-        raise argparse.ArgumentTypeError(f"expected a {'positive' if least else 'non-negative'} integer, got {text!r}")
-    return int(text)
-
-
-def _count(text: str) -> int:
-    """0 (the default: chosen for the device) or a positive number."""
-    return _positive_int(text, least=0)
 
 
 def _duration(seconds: float) -> str:
@@ -83,7 +63,7 @@ def cmd_bench(args) -> int:
     # Ctrl-C must stop a grid cleanly even if the parent shell started us with SIGINT ignored.
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
-    from .runner import default_jobs, execute, plan, resolve_compile
+    from .runner import execute, plan
 
     if args.data:
         os.environ["EHRBENCH_DATA"] = args.data  # inherited by worker processes
@@ -108,12 +88,15 @@ def cmd_bench(args) -> int:
             print(f"warning: {detail}; moved to {moved} and the run will be redone", file=sys.stderr)
         if status != "done":
             todo.append(spec)
-    jobs = args.jobs or args.runs_per_gpu or default_jobs(args.device)
-    jobs = min(jobs, max(1, len(todo)))
+    execution = options.from_args(args)
     n = len(specs)
-    where = f"{jobs} worker{'s' if jobs > 1 else ''}" if args.executor == "local" else f"executor {args.executor}"
-    if args.executor == "local" and resolve_compile(args.compile, args.device, jobs, len(todo)) == "on":
-        where += ", model compiled once for all runs"
+    if execution.executor == "local":  # elsewhere the runs resolve it where they execute
+        execution = execution.resolved(len(todo))
+        where = f"{execution.jobs} worker{'s' if execution.jobs > 1 else ''}"
+        if execution.compile == "on":
+            where += ", model compiled once for all runs"
+    else:
+        where = f"executor {execution.executor}"
     print(f"{','.join(g.method.name for g in grids)} on track '{grid.track.name}': {n} runs, {n - len(todo)} already done, "
           f"{len(todo)} to run ({where}, device {args.device})", flush=True)
 
@@ -129,22 +112,14 @@ def cmd_bench(args) -> int:
               f"{spec['noise']['name']:<10} seed {spec['seed']:<3} {outcome}  ({_duration(record['timings']['total'])}; "
               f"elapsed {_duration(elapsed)}, ETA {_duration(eta)})", flush=True)
 
-    options = {"device": args.device, "jobs": jobs, "precision": args.precision, "cuda_graphs": args.cuda_graphs,
-               "length_chunks": args.length_chunks, "packing": args.packing, "token_layout": args.token_layout,
-               "compile": args.compile}
     lost = 0
     try:
-        if args.executor == "local":
-            execute(todo, args.results, args.device, jobs, report, args.precision, args.cuda_graphs, args.length_chunks,
-                    args.packing, args.token_layout, args.compile)
+        if execution.executor == "local":
+            execute(todo, args.results, execution, report)
         elif todo:
             from .executors import make_executor
 
-            if args.executor != "local-gpus":
-                options["jobs"] = 1  # one run per array task
-            else:
-                options["jobs"] = args.runs_per_gpu or args.jobs or 1
-            lost = make_executor(args.executor, args.results, options, _slurm_params(args)).run(
+            lost = make_executor(execution, args.results, _slurm_params(args)).run(
                 todo, args.results, report, wait=not args.no_wait)
             if args.no_wait:
                 print(f"not waiting: `ehrbench status` shows their progress; rerun the same command to collect "
@@ -367,29 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--noise-seed", default="reference", choices=NOISE_SEED_POLICIES,
                    help="'reference': seed 123 for every run (the paper); 'per-seed': the run seed")
     b.add_argument("--results", default="results", help="folder of run records (default results/)")
-    b.add_argument("--device", default="auto", type=_device_name, help="auto, cpu, cuda or cuda:N")
-    b.add_argument("--jobs", type=_count, default=0, help="worker processes (default: one per CPU core on CPU, 1 on GPU)")
-    b.add_argument("--runs-per-gpu", type=_count, default=0,
-                   help="on a GPU, run this many runs of the grid concurrently (they share the device)")
-    b.add_argument("--packing", default="auto", choices=("auto", "threads", "processes"),
-                   help="how concurrent runs share the machine: auto = threads on a GPU (one CUDA stream "
-                        "each, kernels overlap), processes on CPU")
-    b.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
-                   help="auto: bf16 autocast on CUDA, fp32 on CPU")
-    b.add_argument("--cuda-graphs", default="auto", choices=("auto", "off"),
-                   help="auto: replay full-batch training steps from CUDA graphs (methods that allow it)")
-    b.add_argument("--length-chunks", type=_positive_int, default=None, metavar="K",
-                   help="cut each batch into K length-sorted parts, each padded to its own longest stay "
-                        "(default 1; results do not depend on it)")
-    b.add_argument("--token-layout", default="auto", choices=("auto", "padded", "packed", "varlen"),
-                   help="FlexCare over the padded batch, or over its real positions only: position-wise layers "
-                        "(packed) or those and attention too (varlen); same function, 4-5x fewer positions at "
-                        "full scale; auto = varlen on CUDA, padded on CPU")
-    b.add_argument("--compile", default="auto", choices=("auto", "off", "on"),
-                   help="torch.compile the model with symbolic shapes: fewer, fused kernels per step; the first "
-                        "run pays the compilation (~100 s on an H100 at full scale), the later runs of the same "
-                        "process reuse it (2.2x faster each). auto = on for 4 or more runs one at a time on a GPU. "
-                        "Same function, other random draws")
+    options.add_arguments(b, exclude=("executor",))
     b.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a hyper-parameter of the method's manifest (part of the run id); repeatable")
     b.add_argument("--encoder", help="note encoder for every task: 'minilm', a local folder or a hub name")
@@ -397,16 +350,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--format", default="simple", help="table format (tabulate's: simple, github, latex, ...)")
     b.set_defaults(func=cmd_bench)
 
-    b.add_argument("--executor", default="local", choices=("local", "local-gpus", "slurm", "submitit-local"),
-                   help="local: this process (default); local-gpus: one worker per visible GPU, --runs-per-gpu runs "
-                        "on each; slurm: a submitit job array, one run per task; submitit-local: the same through submitit's local "
-                        "backend, one subprocess per run (docs/scale-out.md)")
+    options.add_arguments(b, include=("executor",))
     b.add_argument("--profile", help="YAML file of Slurm settings (partition, time, gpus_per_task, "
                                      "array_parallelism, account, cpus_per_task, mem_gb)")
     b.add_argument("--partition", help="Slurm partition")
-    b.add_argument("--time", type=_positive_int, help="time limit per run, minutes (default 60)")
-    b.add_argument("--gpus-per-task", type=_count, help="GPUs per array task")
-    b.add_argument("--array-parallelism", type=_positive_int, help="most array tasks running at once")
+    b.add_argument("--time", type=positive_int, help="time limit per run, minutes (default 60)")
+    b.add_argument("--gpus-per-task", type=count, help="GPUs per array task")
+    b.add_argument("--array-parallelism", type=positive_int, help="most array tasks running at once")
     b.add_argument("--account", help="Slurm account")
     b.add_argument("--no-wait", action="store_true", help="submit and return (executors other than local)")
 
@@ -469,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     md.add_argument("names", nargs="*", help="methods to describe (default: all available)")
     md.add_argument("--track", default="full", help="track whose task shapes and backbone width size the model (default full)")
     md.add_argument("--task", help="task of the track (default: its first, e.g. mimic4-phe on full)")
-    md.add_argument("--note-dim", type=_positive_int, default=768,
+    md.add_argument("--note-dim", type=positive_int, default=768,
                     help="note encoder width (default 768, the paper's BioBERT; 384 for MiniLM)")
     md.set_defaults(func=cmd_methods_describe)
     sub.add_parser("tracks", help="list the tracks and their tasks").set_defaults(func=cmd_tracks)

@@ -64,3 +64,22 @@ def describe(device: torch.device) -> dict:
 def hardware_class(env: dict) -> str:
     """What compute times may be compared across: the GPU model, else the CPU model."""
     return env.get("gpu") or f"CPU: {env.get('cpu')}"
+
+
+#: Set by a submitted job (``executors.run_specs``) for the runs it executes; worker processes inherit it.
+ENV_EXECUTOR = "EHRBENCH_EXECUTOR"
+
+
+def executor() -> dict:
+    """Where a run executed: executor, node, scheduler job id (None when local)."""
+    import os
+    import socket
+
+    job = None
+    if os.environ.get("SLURM_ARRAY_JOB_ID"):
+        job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}"
+    elif os.environ.get("SLURM_JOB_ID"):
+        job = os.environ["SLURM_JOB_ID"]
+    elif os.environ.get("SUBMITIT_LOCAL_JOB_ID"):
+        job = os.environ["SUBMITIT_LOCAL_JOB_ID"]
+    return {"name": os.environ.get(ENV_EXECUTOR, "local"), "node": socket.gethostname(), "job_id": job}

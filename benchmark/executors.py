@@ -13,33 +13,19 @@ import errno
 import fcntl
 import json
 import os
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from .environment import ENV_EXECUTOR
 from .errors import UsageError
+from .options import EXECUTORS, Execution
 from .records import RecordStore, now_utc, run_id
 
-EXECUTORS = ("local", "local-gpus", "slurm", "submitit-local")
 # Slurm settings a profile (YAML) or the CLI may give, and submitit's names for them.
 SLURM_KEYS = {"partition": "slurm_partition", "time": "timeout_min", "gpus_per_task": "gpus_per_task",
               "array_parallelism": "slurm_array_parallelism", "account": "slurm_account",
               "cpus_per_task": "cpus_per_task", "mem_gb": "mem_gb"}
-ENV_EXECUTOR = "EHRBENCH_EXECUTOR"
-
-
-def describe() -> dict:
-    """What a record states about where it ran: executor, node, scheduler job id (None when local)."""
-    job = None
-    if os.environ.get("SLURM_ARRAY_JOB_ID"):
-        job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}"
-    elif os.environ.get("SLURM_JOB_ID"):
-        job = os.environ["SLURM_JOB_ID"]
-    elif os.environ.get("SUBMITIT_LOCAL_JOB_ID"):
-        job = os.environ["SUBMITIT_LOCAL_JOB_ID"]
-    return {"name": os.environ.get(ENV_EXECUTOR, "local"), "node": socket.gethostname(), "job_id": job}
-
 
 def load_profile(path: str | None) -> dict:
     if not path:
@@ -55,33 +41,26 @@ def load_profile(path: str | None) -> dict:
     return data
 
 
-def run_specs(executor: str, specs: list[dict], results: str, options: dict) -> list[str]:
-    """The job function: runs ``specs`` in a submitted job (its records are the output). Returns their
-    statuses. ``options``: device, jobs, precision, cuda_graphs, length_chunks, packing, token_layout,
-    compile."""
+def run_specs(executor: str, specs: list[dict], results: str, execution: Execution) -> list[str]:
+    """The job function: runs ``specs`` in a submitted job (its records are the output), resolving
+    ``execution`` on the node that runs them. Returns their statuses."""
     os.environ[ENV_EXECUTOR] = executor  # worker processes inherit it; run_one records it
     from .runner import execute
 
-    records = execute(specs, results, options.get("device", "auto"), options.get("jobs", 1), lambda s, r: None,
-                      options.get("precision", "auto"), options.get("cuda_graphs", "auto"),
-                      options.get("length_chunks"), options.get("packing", "auto"), options.get("token_layout", "auto"),
-                      options.get("compile", "auto"))
-    return [r["status"] for r in records]
+    return [r["status"] for r in execute(specs, results, execution, lambda s, r: None)]
 
 
 class LocalExecutor:
-    """Today's behaviour: ``runner.execute`` in this process (``--jobs``/``--runs-per-gpu`` packing)."""
+    """``runner.execute`` in this process (``--jobs``/``--runs-per-gpu`` packing)."""
     name = "local"
 
-    def __init__(self, options: dict):
-        self.options = options
+    def __init__(self, execution: Execution):
+        self.execution = execution
 
     def run(self, specs: list[dict], results: str, report: Callable[[dict, dict], None], wait: bool = True) -> int:
         from .runner import execute
 
-        o = self.options
-        execute(specs, results, o["device"], o["jobs"], report, o["precision"], o["cuda_graphs"], o["length_chunks"],
-                o["packing"], o.get("token_layout", "auto"), o.get("compile", "auto"))
+        execute(specs, results, self.execution, report)
         return 0
 
 
@@ -90,15 +69,15 @@ class SubmititExecutor:
 
     ``cluster="slurm"``: one array task per run (``map_array`` semantics through ``executor.batch()``).
     ``cluster="local"`` with ``gpus``: one local job per GPU (``CUDA_VISIBLE_DEVICES`` set by submitit),
-    each running its share of the grid with ``options["jobs"]`` runs packed on its GPU.
+    each running its share of the grid with ``execution.jobs`` runs packed on its GPU.
     ``cluster="local"`` without ``gpus``: one local subprocess job per run (the CI's stand-in for Slurm).
     """
 
-    def __init__(self, name: str, cluster: str, results: str, options: dict, params: dict | None = None,
+    def __init__(self, name: str, cluster: str, results: str, execution: Execution, params: dict | None = None,
                  gpus: int = 0):
         import submitit
 
-        self.name, self.cluster, self.results, self.options, self.gpus = name, cluster, results, options, gpus
+        self.name, self.cluster, self.results, self.execution, self.gpus = name, cluster, results, execution, gpus
         self.folder = Path(results) / ".submitit"
         self.executor = submitit.AutoExecutor(folder=self.folder / "%j", cluster=cluster)
         params = dict(params or {})
@@ -111,7 +90,7 @@ class SubmititExecutor:
         self.executor.update_parameters(**converted)
 
     def submit(self, specs: list[dict]):
-        return self.executor.submit(run_specs, self.name, specs, self.results, self.options)
+        return self.executor.submit(run_specs, self.name, specs, self.results, self.execution)
 
     def submit_all(self, specs: list[dict]) -> list[tuple[list[dict], object]]:
         if self.gpus:  # a share of the grid per GPU, round robin
@@ -165,24 +144,27 @@ class SubmititExecutor:
         return lost
 
 
-def make_executor(name: str, results: str, options: dict, params: dict | None = None):
-    if name not in EXECUTORS:
-        raise UsageError(f"--executor {name}: expected one of {', '.join(EXECUTORS)}")
+def make_executor(execution: Execution, results: str, params: dict | None = None):
+    """The executor ``execution.executor`` names. Its runs resolve ``execution`` where they execute: a
+    login node's ``auto`` says nothing about the GPU node that runs the job."""
+    name = execution.executor
     if name == "local":
-        return LocalExecutor(options)
+        return LocalExecutor(execution)
     if name == "local-gpus":
         gpus = visible_gpus()
         if not gpus:
             raise UsageError("--executor local-gpus: no CUDA device is visible")
-        return SubmititExecutor(name, "local", results, {**options, "device": "cuda"}, params, gpus=gpus)
+        packed = execution.runs_per_gpu or execution.jobs or 1
+        return SubmititExecutor(name, "local", results, execution.replace(device="cuda", jobs=packed), params, gpus=gpus)
+    execution = execution.replace(jobs=1, runs_per_gpu=0)  # one run per array task
     params = dict(params or {})
-    if name == "slurm" and options.get("device") != "cpu" and params.get("gpus_per_task") is None:
+    if name == "slurm" and execution.device != "cpu" and params.get("gpus_per_task") is None:
         params["gpus_per_task"] = 1  # a run is one GPU unless told otherwise
     if not params.get("gpus_per_task"):
         params.pop("gpus_per_task", None)
     if name == "submitit-local":  # Slurm's code path on this machine: one subprocess job per run
-        return SubmititExecutor(name, "local", results, options, params)
-    return SubmititExecutor(name, "slurm", results, options, params)
+        return SubmititExecutor(name, "local", results, execution, params)
+    return SubmititExecutor(name, "slurm", results, execution, params)
 
 
 def visible_gpus() -> int:

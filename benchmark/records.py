@@ -142,8 +142,8 @@ def claimed(run: Callable[..., dict]) -> Callable[..., dict]:
     another process meanwhile is not run again; its record is returned instead."""
     @functools.wraps(run)
     def wrapper(spec: dict, results: str, *args, **kwargs) -> dict:
+        from .lifetime import STOP  # Ctrl-C also ends a wait for another process's run
         from .packing import released
-        from .trainer import STOP  # Ctrl-C also ends a wait for another process's run
 
         def sleep(seconds: float) -> None:
             with released():  # runs packed as threads go on while this one waits

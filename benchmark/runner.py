@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from . import environment, executors
+from . import environment
 from .backbones.flexcare import count_parameters
 from .data import Split, TaskData, check_source, materialise
 from .diagnostics import scorer
@@ -35,10 +35,9 @@ from .protocol import NOISE_SETTINGS, SEEDS, NoiseSetting, TaskSpec, Track, get_
 from .records import SCHEMA_VERSION, RecordStore, claimed, now_utc, run_id
 from .registry import MethodEntry, get_method
 from .generator import GENERATOR_VERSION
-from .lifetime import exit_with_parent
-from .trainer import COMPILE, STOP, autocast_dtype, resolve_token_layout, train
-
-PACKINGS = ("auto", "threads", "processes")
+from .lifetime import STOP, exit_with_parent
+from .options import Execution
+from .trainer import RunData, train
 
 
 def make_spec(entry: MethodEntry, track: Track, task: TaskSpec, noise: NoiseSetting, seed: int, noise_seed_policy: str,
@@ -128,14 +127,6 @@ def resident(spec: TaskSpec, device: torch.device) -> tuple[Split, Split]:
         return held[1], held[2]
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"--device {name}: no CUDA device is visible")
-    return torch.device(name)
-
-
 def _peak_memory(device: torch.device) -> int:
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
@@ -143,11 +134,11 @@ def _peak_memory(device: torch.device) -> int:
 
 
 @claimed  # one process per run, even with two benches on one results folder
-def run_one(spec: dict, results: str, device_name: str = "auto", precision: str = "auto",
-            cuda_graphs: str = "auto", length_chunks: int | None = None, token_layout: str = "auto",
-            compile_model: str = "off", packed: int = 1) -> dict:
-    """Run one spec to a record (done or failed) and write it. Returns the record."""
-    device = _device(device_name)
+def run_one(spec: dict, results: str, execution: Execution = Execution(), packed: int = 1) -> dict:
+    """Run one spec to a record (done or failed) and write it. Returns the record. ``packed``: the
+    runs sharing the device with this one (its timings include their contention)."""
+    execution = execution.resolved()
+    device = torch.device(execution.device)
     entry = get_method(spec["method"]["name"])
     track = get_track(spec["track"])
     task = TaskSpec(**spec["task_spec"])  # the run is a function of its spec, overrides included
@@ -173,39 +164,18 @@ def run_one(spec: dict, results: str, device_name: str = "auto", precision: str 
         "noise": noisy.summary(),
         "method": {"display_name": entry.manifest["display_name"], "code_hash": entry.code_hash(),
                    "parameters": count_parameters(method.build_model())},
-        "environment": {**environment.describe(device),
-                        "precision": "bf16" if autocast_dtype(precision, device) else "fp32",
-                        "cuda_graphs": cuda_graphs if device.type == "cuda" and method.capturable else "off",
-                        "length_chunks": length_chunks or 1,
-                        "token_layout": resolve_token_layout(token_layout, device),
-                        "compile": compile_model,
-                        # Runs sharing the device at once: timings then include the others' contention,
-                        # and the peak memory is the device's, all of them together.
-                        "packed_runs": packed,
-                        "executor": executors.describe()},  # executor, node, scheduler job id
+        "environment": {**environment.describe(device), **execution.describe(packed, method.capturable),
+                        "executor": environment.executor()},  # executor, node, scheduler job id
     }
     timings = {"data": t_data - t_start, "noise": t_noise - t_data}
     noisy_labels = torch.from_numpy(noisy.labels).float().to(device)
     try:
         train_split, test_split = resident(task, device)
-        result = train(
-            method,
-            train_split,
-            noisy_labels,
-            test_split,
-            track.budget,
-            spec["seed"],
-            task_weight=task.task_weight,
-            empty_label=spec["empty_label"],
-            on_epoch=record["metrics"]["curve"].append,
-            precision=precision,
-            cuda_graphs=cuda_graphs,
-            length_chunks=length_chunks,
-            token_layout=token_layout,
-            compile_model=compile_model,
-            # The only place the clean training labels meet a method's output: scored, not handed over.
-            score_corrections=scorer(train_split.labels, noisy_labels),
-        )
+        run_data = RunData(train_split, noisy_labels, test_split, task.task_weight, spec["empty_label"])
+        # The only place the clean training labels meet a method's output: scored, not handed over.
+        result = train(method, run_data, track.budget, spec["seed"], execution,
+                       on_epoch=record["metrics"]["curve"].append,
+                       score_corrections=scorer(train_split.labels, noisy_labels))
         record["metrics"]["final"] = {k: v for k, v in result.final.items() if k not in ("method", "lr", "train_loss", "corrections")}
         timings.update(result.timings)
         if result.compile_fallback:  # what ran, not what was asked for
@@ -235,70 +205,37 @@ def _init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def default_jobs(device_name: str) -> int:
-    """CPU: one single-threaded worker per core (small models scale better so). GPU: one."""
-    if _device(device_name).type == "cuda":
-        return 1
-    return max(1, min(os.cpu_count() or 1, 8))
+def execute(specs: list[dict], results: str, execution: Execution, report: Callable[[dict, dict], None]) -> list[dict]:
+    """Run ``specs``, ``execution.jobs`` at a time; ``report(spec, record)`` after each one.
 
-
-#: ``--compile auto`` compiles when a GPU runs at least this many runs one after another. Measured on an
-#: H100 (full PHE track, BCE; docs/performance.md): the first compiled run takes 163 s against 64 s
-#: eager, and the runs after it in the same process 30 s, as they reuse its compilation. Four runs
-#: cost 253 s compiled and 256 s eager.
-COMPILE_AUTO_MIN_RUNS = 4
-
-
-def resolve_compile(choice: str, device_name: str, jobs: int, runs: int) -> str:
-    """``--compile``: "on", "off", or "auto": "on" for ``runs`` that a GPU runs one at a time (one
-    process compiles once for all of them) when there are enough of them to pay for it. Runs packed as
-    threads (``jobs`` > 1) stay eager unless asked: compiling there is not measured."""
-    if choice not in ("auto", *COMPILE):
-        raise ValueError(f"compile must be one of {('auto', *COMPILE)}, got {choice!r}")
-    if choice != "auto":
-        return choice
-    on = _device(device_name).type == "cuda" and jobs <= 1 and runs >= COMPILE_AUTO_MIN_RUNS
-    return "on" if on else "off"
-
-
-def execute(specs: list[dict], results: str, device_name: str, jobs: int,
-            report: Callable[[dict, dict], None], precision: str = "auto", cuda_graphs: str = "auto",
-            length_chunks: int | None = None, packing: str = "auto", token_layout: str = "auto",
-            compile_model: str = "auto") -> list[dict]:
-    """Run ``specs``, ``jobs`` at a time; ``report(spec, record)`` after each one.
-
-    ``packing``: how concurrent runs share the machine. "processes": one worker process per job
-    (the CPU default: single-threaded workers scale best there). "threads": one thread per job, each
-    on its own CUDA stream with its own RNG state, taking turns to issue work (``packing.py``; the GPU
-    default): kernels of different runs overlap on the device, which separate processes do only under
-    NVIDIA MPS.
+    ``execution.packing``: how concurrent runs share the machine. "processes": one worker process per
+    job (the CPU default: single-threaded workers scale best there). "threads": one thread per job,
+    each on its own CUDA stream with its own RNG state, taking turns to issue work (``packing.py``; the
+    GPU default): kernels of different runs overlap on the device, which separate processes do only
+    under NVIDIA MPS.
     """
-    if packing not in PACKINGS:
-        raise ValueError(f"packing must be one of {PACKINGS}, got {packing!r}")
-    compile_model = resolve_compile(compile_model, device_name, jobs, len(specs))
-    args = (results, device_name, precision, cuda_graphs, length_chunks, token_layout, compile_model)
+    execution = execution.resolved(len(specs))
+    jobs = execution.jobs
     if jobs <= 1:
         records = []
         for spec in specs:
-            records.append(run_one(spec, *args))
+            records.append(run_one(spec, results, execution))
             report(spec, records[-1])
         return records
-    if packing == "auto":
-        packing = "threads" if _device(device_name).type == "cuda" else "processes"
-    if packing == "threads":
+    if execution.packing == "threads":
         pool, baton = ThreadPoolExecutor(jobs, thread_name_prefix="run"), Baton()
-        submit = lambda spec: pool.submit(_run_taking_turns, baton, spec, *args, jobs)  # noqa: E731
+        submit = lambda spec: pool.submit(_run_taking_turns, baton, spec, results, execution, jobs)  # noqa: E731
     else:
         threads = max(1, (os.cpu_count() or 1) // jobs)
         pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
                                    initargs=(threads,))
-        submit = lambda spec: pool.submit(run_one, spec, *args, jobs)  # noqa: E731
+        submit = lambda spec: pool.submit(run_one, spec, results, execution, jobs)  # noqa: E731
     return _drain(pool, {submit(spec): spec for spec in specs}, report)
 
 
-def _run_taking_turns(baton: Baton, spec: dict, *args) -> dict:
-    with turn_taking(baton, _device(args[1])):
-        return run_one(spec, *args)
+def _run_taking_turns(baton: Baton, spec: dict, results: str, execution: Execution, packed: int) -> dict:
+    with turn_taking(baton, torch.device(execution.device)):
+        return run_one(spec, results, execution, packed)
 
 
 def _drain(pool, pending: dict, report: Callable[[dict, dict], None]) -> list[dict]:

@@ -393,7 +393,8 @@ def smoke_run(entry: MethodEntry, cls: type, info, data, noisy, spec, report: Re
     from .backbones.flexcare import count_parameters
     from .errors import RunFailed
     from .protocol import SMOKE
-    from .trainer import train
+    from .options import Execution
+    from .trainer import RunData, train
 
     where = f"{entry.folder / 'method.py'}: smoke run (1 epoch on smoke/{SMOKE_TASK})"
     problems: list[str] = []
@@ -402,8 +403,8 @@ def smoke_run(entry: MethodEntry, cls: type, info, data, noisy, spec, report: Re
         method = cls(info, dict(entry.hparams))
         report.parameters = count_parameters(method.build_model())
         _scalar_loss(method, problems)
-        result = train(method, data.train, noisy, data.test, dataclasses.replace(SMOKE.budget, epochs=1), SMOKE_SEED,
-                       task_weight=spec.task_weight, precision="fp32", cuda_graphs="off")
+        result = train(method, RunData(data.train, noisy, data.test, spec.task_weight), dataclasses.replace(SMOKE.budget, epochs=1), SMOKE_SEED,
+                       Execution(precision="fp32", cuda_graphs="off"))
     except _BadLoss:
         report.problems += [f"{where}: {p}" for p in problems]
         return

@@ -17,6 +17,7 @@ import dataclasses
 
 import benchmark.runner as runner
 from benchmark.backbones import flexcare
+from benchmark.options import Execution
 
 
 def scale_backbone_aux(scale: float) -> None:
@@ -60,7 +61,7 @@ def main() -> None:
         with_cosine_period(args.t_max)
     spec = runner.plan(args.method, args.track, [args.task], [args.noise], [args.seed], encoder=args.encoder).specs[0]
     spec["diagnostic"] = {"aux_scale": args.aux_scale, "cosine_t_max": args.t_max}  # in the record, not the run id
-    record = runner.run_one(spec, args.results, args.device)
+    record = runner.run_one(spec, args.results, Execution(device=args.device))
     if record["status"] != "done":
         raise SystemExit(f"run failed: {record['failure']}")
     for row in record["metrics"]["curve"]:

@@ -41,7 +41,9 @@ from benchmark.method import TaskInfo
 from benchmark.protocol import get_track
 from benchmark.registry import get_method
 from benchmark.runner import execute, plan, run_one
-from benchmark.trainer import autocast_dtype, inputs, seed_everything
+from benchmark.fastpath import autocast_dtype, inputs
+from benchmark.options import Execution
+from benchmark.trainer import seed_everything
 
 CXR_TOKENS = 197
 
@@ -179,7 +181,7 @@ def packing(task: str, track: str, encoder: str, k: int, mode: str, single_epoch
     specs = plan("bce", track, [task], noises, [30], encoder=encoder).specs
     results = tempfile.mkdtemp(prefix=f"pack-{mode}-")
     t = time.perf_counter()
-    records = execute(specs, results, device, k, lambda spec, record: None, packing=mode)
+    records = execute(specs, results, Execution(device=device, jobs=k, packing=mode), lambda spec, record: None)
     wall = time.perf_counter() - t
     failed = [r["failure"] for r in records if r["status"] != "done"]
     if failed:
@@ -195,10 +197,12 @@ def parity(encoder: str) -> dict:
     """Quick track, sym-20, seeds 30/40/100: fast path (bf16, graphs, parts) vs eager fp32, plus one
     fixed-seed forward pass of a fresh model both ways."""
     out = {}
-    for name, options in {"fast": ("auto", "auto", None), "eager_fp32": ("fp32", "off", 1)}.items():
+    for name, execution in {"fast": Execution(device="cuda", jobs=1),
+                            "eager_fp32": Execution(device="cuda", jobs=1, precision="fp32", cuda_graphs="off",
+                                                    length_chunks=1)}.items():
         specs = plan("bce", "quick", ["syn-phe"], ["sym-20"], [30, 40, 100], encoder=encoder).specs
         results = tempfile.mkdtemp(prefix=f"parity-{name}-")
-        records = execute(specs, results, "cuda", 1, lambda spec, record: None, *options)
+        records = execute(specs, results, execution, lambda spec, record: None)
         maps = [r["metrics"]["final"]["map"] for r in records]
         out[name] = {"map": maps, "mean": statistics.mean(maps), "std": statistics.stdev(maps),
                      "train_s": [r["timings"]["train"] for r in records]}
@@ -281,11 +285,11 @@ def main() -> None:
 
     spec = plan("bce", args.track, [args.task], ["sym-20"], [30], encoder=args.encoder).specs[0]
     results = tempfile.mkdtemp(prefix="speed-")
-    record = run_one(spec, results, args.device)
+    record = run_one(spec, results, Execution(device=args.device))
     if record["status"] != "done":  # keep measuring without graphs, and say why
         report["fast_with_graphs_failed"] = record["failure"]
         save(report, args.out)
-        record = run_one(spec, tempfile.mkdtemp(prefix="speed-"), args.device, cuda_graphs="off")
+        record = run_one(spec, tempfile.mkdtemp(prefix="speed-"), Execution(device=args.device, cuda_graphs="off"))
         if record["status"] != "done":
             raise SystemExit(f"the fast run failed: {record['failure']}")
     steps_per_epoch = -(-len(data.train) // 128)
@@ -308,9 +312,9 @@ def main() -> None:
 
     save(report, args.out)
 
-    def variant(name: str, **options) -> None:
+    def variant(name: str, **switches) -> None:
         """The fast run again with other execution switches (same spec, fresh results folder)."""
-        other = run_one(spec, tempfile.mkdtemp(prefix="speed-"), args.device, **options)
+        other = run_one(spec, tempfile.mkdtemp(prefix="speed-"), Execution(device=args.device, **switches))
         report[name] = (fast_summary(other, len(data.train), epochs, steps_per_epoch)
                         if other["status"] == "done" else {"failed": other["failure"]})
         save(report, args.out)
@@ -320,7 +324,7 @@ def main() -> None:
     if args.packed_too:
         variant("fast_packed", token_layout="packed")
     if args.compiled_too:
-        variant("fast_compiled", compile_model="on")
+        variant("fast_compiled", compile="on")
     for k in [int(c) for c in args.length_chunks.split(",") if c.strip() and int(c) > 1]:
         # Length-sorted parts per batch (same batches): less padding, more (captured) kernels.
         variant(f"fast_chunks_{k}", length_chunks=k)

@@ -10,7 +10,7 @@ from benchmark.method import TaskInfo
 from benchmark.noise import make_noisy
 from benchmark.protocol import QUICK, parse_noise
 from benchmark.registry import get_method
-from benchmark.trainer import train
+from benchmark.trainer import RunData, train
 
 
 def test_quick_track_preparation(benchmark):
@@ -28,5 +28,5 @@ def test_quick_track_one_epoch_of_bce(benchmark):
                     tuple(data.label_names), QUICK.backbone)
     noisy = torch.from_numpy(make_noisy(data.train.labels.numpy(), parse_noise("sym-20"), 123).labels).float()
     budget = dataclasses.replace(QUICK.budget, epochs=1)
-    benchmark.pedantic(lambda: train(entry.load_class()(info, entry.hparams), data.train, noisy, data.test, budget, 30),
+    benchmark.pedantic(lambda: train(entry.load_class()(info, entry.hparams), RunData(data.train, noisy, data.test), budget, 30),
                        rounds=3, iterations=1)

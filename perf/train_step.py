@@ -26,6 +26,7 @@ import torch
 from benchmark import trainer
 from benchmark.data import Split
 from benchmark.method import TaskInfo
+from benchmark.options import Execution
 from benchmark.protocol import Budget, get_track
 from benchmark.registry import get_method
 from profile_step import full_track_lengths  # perf/, this script's folder
@@ -62,8 +63,8 @@ def time_steps(method_name: str, batch: int, steps: int, epochs: int, compile_mo
             profiler.__exit__(None, None, None)
 
     t = time.perf_counter()
-    result = trainer.train(entry.load_class()(info, entry.hparams), train, train.labels.clone(), test,
-                           Budget(epochs=epochs, batch_size=batch), 30, compile_model=compile_model,
+    result = trainer.train(entry.load_class()(info, entry.hparams), trainer.RunData(train, train.labels.float(), test),
+                           Budget(epochs=epochs, batch_size=batch), 30, Execution(compile=compile_model),
                            on_epoch=on_epoch)
     if profiler is not None:
         print_kernels(profiler, steps, f"batch {batch}, compile {compile_model}")
@@ -87,7 +88,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--batches", default="128,256,512")
     p.add_argument("--method", default="bce")
-    p.add_argument("--compile", default="off", choices=trainer.COMPILE)
+    p.add_argument("--compile", default="off", choices=("off", "on"))
     p.add_argument("--steps", type=int, default=100, help="steps per epoch")
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--profile", action="store_true", help="also list the last epoch's kernels per step")

@@ -7,7 +7,7 @@ import torch
 from benchmark.diagnostics import score_corrections, scorer
 from benchmark.method import Method
 from benchmark.protocol import SMOKE
-from benchmark.trainer import train
+from benchmark.trainer import RunData, train
 
 from helpers import noisy_labels, smoke_task
 
@@ -58,7 +58,7 @@ class Flagger(Method):
 def test_the_trainer_stores_the_scored_corrections_in_each_epoch_row():
     _, data, info = smoke_task()
     noisy = noisy_labels(data)
-    result = train(Flagger(info, {}), data.train, noisy, data.test, dataclasses.replace(SMOKE.budget, epochs=2), 30,
+    result = train(Flagger(info, {}), RunData(data.train, noisy, data.test), dataclasses.replace(SMOKE.budget, epochs=2), 30,
                    score_corrections=scorer(data.train.labels, noisy))
     expected = float((noisy == data.train.labels.float()).float().mean())
     for row in result.curve:
@@ -75,6 +75,6 @@ def test_without_corrections_the_rows_have_none():
         def corrections(self):
             return None
 
-    result = train(Plain(info, {}), data.train, noisy, data.test, dataclasses.replace(SMOKE.budget, epochs=1), 30,
+    result = train(Plain(info, {}), RunData(data.train, noisy, data.test), dataclasses.replace(SMOKE.budget, epochs=1), 30,
                    score_corrections=scorer(data.train.labels, noisy))
     assert "corrections" not in result.curve[0]

@@ -13,6 +13,7 @@ import pytest
 
 import benchmark.executors as executors
 from benchmark.cli import main
+from benchmark.options import Execution
 from benchmark.records import RecordStore
 
 pytestmark = pytest.mark.slow
@@ -111,8 +112,8 @@ def test_local_gpus_splits_the_grid_one_job_per_gpu(tmp_path, monkeypatch):
 
     monkeypatch.setattr(executors, "visible_gpus", lambda: 3)
     specs = plan("bce", "smoke", ["syn-phe"], ["sym-20", "sym-40"], [30, 40, 100, 1]).specs
-    ex = executors.make_executor("local-gpus", str(tmp_path), {"device": "auto", "jobs": 4})
-    assert ex.gpus == 3 and ex.options["device"] == "cuda" and ex.options["jobs"] == 4
+    ex = executors.make_executor(Execution(executor="local-gpus", jobs=4), str(tmp_path))
+    assert ex.gpus == 3 and ex.execution.device == "cuda" and ex.execution.jobs == 4
     assert ex.executor._executor.parameters["gpus_per_node"] == 1
     submitted = []
 
@@ -126,7 +127,7 @@ def test_local_gpus_splits_the_grid_one_job_per_gpu(tmp_path, monkeypatch):
     assert sorted(s["seed"] for g in submitted for s in g) == sorted(s["seed"] for s in specs)
     monkeypatch.setattr(executors, "visible_gpus", lambda: 0)
     with pytest.raises(Exception, match="no CUDA device"):
-        executors.make_executor("local-gpus", str(tmp_path), {"device": "auto", "jobs": 1})
+        executors.make_executor(Execution(executor="local-gpus", jobs=1), str(tmp_path))
 
 
 def test_profile_is_checked(tmp_path):
@@ -144,7 +145,7 @@ def test_slurm_asks_one_gpu_per_run_unless_on_cpu(tmp_path, monkeypatch):
     seen = []
     monkeypatch.setattr(submitit.AutoExecutor, "update_parameters", lambda self, **kw: seen.append(kw))
     monkeypatch.setattr(submitit.AutoExecutor, "__init__", lambda self, folder, cluster=None: None)
-    executors.make_executor("slurm", str(tmp_path), {"device": "auto"}, {"partition": "gpu", "time": 30})
-    executors.make_executor("slurm", str(tmp_path), {"device": "cpu"}, {"partition": "cpu"})
+    executors.make_executor(Execution(executor="slurm"), str(tmp_path), {"partition": "gpu", "time": 30})
+    executors.make_executor(Execution(executor="slurm", device="cpu"), str(tmp_path), {"partition": "cpu"})
     assert seen == [{"slurm_partition": "gpu", "timeout_min": 30, "gpus_per_task": 1},
                     {"slurm_partition": "cpu", "timeout_min": 60}]

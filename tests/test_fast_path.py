@@ -6,7 +6,9 @@ import torch
 
 from benchmark.graphs import BUCKETS, CapturedSteps, bucket
 from benchmark.protocol import SMOKE
-from benchmark.trainer import inputs, predict, train
+from benchmark.fastpath import inputs, predict
+from benchmark.options import Execution
+from benchmark.trainer import RunData, train
 
 from helpers import method_instance, noisy_labels, smoke_task
 
@@ -67,7 +69,7 @@ def test_training_in_parts_keeps_logits_targets_and_rows_aligned():
     spec, data, info = smoke_task()
     noisy = noisy_labels(data)
     method = Spy(info, {})
-    train(method, data.train, noisy, data.test, dataclasses.replace(SMOKE.budget, epochs=1), 30, length_chunks=4)
+    train(method, RunData(data.train, noisy, data.test), dataclasses.replace(SMOKE.budget, epochs=1), 30, Execution(length_chunks=4))
     rows = torch.cat([index for index, _ in method.seen])
     assert sorted(rows.tolist()) == list(range(len(data.train)))
     for index, targets in method.seen:
@@ -122,7 +124,7 @@ def test_the_graphs_of_one_run_share_one_memory_pool():
 
 
 def test_graph_keys_carry_real_positions_only_for_a_model_that_packs_them():
-    from benchmark.trainer import graph_widths
+    from benchmark.fastpath import graph_widths
 
     _, data, _ = smoke_task()
     split = data.train

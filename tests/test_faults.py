@@ -211,6 +211,7 @@ def test_two_benches_on_one_results_folder_do_every_run_exactly_once(tmp_path):
 
 
 def test_a_claim_waits_for_a_live_holder_and_takes_its_record(tmp_path):
+    from benchmark.options import Execution
     from benchmark.runner import plan, run_one
 
     spec = plan("bce", "smoke", ["syn-phe"], ["sym-20"], [30]).specs[0]
@@ -297,11 +298,12 @@ def test_out_of_memory_names_the_run_and_the_batch_size_and_the_grid_goes_on(tmp
 
 
 def test_the_same_spec_twice_gives_identical_records_on_cpu(tmp_path):
+    from benchmark.options import Execution
     from benchmark.runner import plan, run_one
 
     spec = plan("bce", "smoke", ["syn-phe"], ["bal-40"], [40]).specs[0]
-    first = run_one(spec, str(tmp_path / "a"), "cpu")
-    second = run_one(spec, str(tmp_path / "b"), "cpu")
+    first = run_one(spec, str(tmp_path / "a"), Execution(device="cpu"))
+    second = run_one(spec, str(tmp_path / "b"), Execution(device="cpu"))
     assert comparable(first) == comparable(second)  # every metric, every epoch, every fingerprint: bit for bit
     assert first["metrics"]["curve"][-1]["per_label_ap"] == second["metrics"]["curve"][-1]["per_label_ap"]
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from benchmark.method import EpochView
 from benchmark.protocol import SMOKE
 from benchmark.registry import get_method
-from benchmark.trainer import train
+from benchmark.trainer import RunData, train
 
 from helpers import method_instance, method_module, noisy_labels, smoke_task
 
@@ -251,7 +251,7 @@ def test_mllsc_gradcheck_with_correction_active(smoke):
 def test_mllsc_in_training_records_no_correction_in_epoch_1(smoke):
     _, data, info = smoke
     method = method_instance("mllsc", info)
-    result = train(method, data.train, noisy_labels(data), data.test, dataclasses.replace(SMOKE.budget, epochs=2), 30)
+    result = train(method, RunData(data.train, noisy_labels(data), data.test), dataclasses.replace(SMOKE.budget, epochs=2), 30)
     first, second = (row["method"] for row in result.curve)
     assert not first["corrected"] and first["pos_to_neg"] == first["neg_to_pos"] == 0
     assert second["corrected"] and second["correction_starts"] == 2
@@ -264,6 +264,6 @@ def test_method_trains_on_the_smoke_task_with_finite_loss(name, smoke):
     _, data, info = smoke
     entry = get_method(name)
     method = entry.load_class()(info, entry.hparams)
-    result = train(method, data.train, noisy_labels(data), data.test, SMOKE.budget, 30)
+    result = train(method, RunData(data.train, noisy_labels(data), data.test), SMOKE.budget, 30)
     assert all(np.isfinite(row["train_loss"]) for row in result.curve)
     assert 0 < result.final["map"] <= 1

@@ -13,7 +13,7 @@ from benchmark.backbones.flexcare import ModelOutput
 from benchmark.errors import UsageError
 from benchmark.method import EpochView
 from benchmark.protocol import SMOKE
-from benchmark.trainer import train
+from benchmark.trainer import RunData, train
 
 from helpers import method_module, noisy_labels, smoke_task
 
@@ -377,7 +377,7 @@ def test_the_method_never_holds_clean_training_or_test_labels():
             return super().end_epoch(view)
 
     method = Spy(info, dict(HP))
-    train(method, data.train, noisy, data.test, SMOKE.budget, 30,
+    train(method, RunData(data.train, noisy, data.test), SMOKE.budget, 30,
           score_corrections=lambda c: {"scored": True})
     assert not any(f.name in ("labels", "train", "test") for f in dataclasses.fields(info))
     assert all(not isinstance(v, torch.Tensor) for v in vars(info).values())
@@ -399,7 +399,7 @@ def test_smoke_run_corrects_and_the_harness_scores_the_corrections():
     _, data, info = smoke_task()
     noisy = noisy_labels(data)
     budget = dataclasses.replace(SMOKE.budget, epochs=3)
-    result = train(make(info), data.train, noisy, data.test, budget, 30, score_corrections=scorer(data.train.labels, noisy))
+    result = train(make(info), RunData(data.train, noisy, data.test), budget, 30, score_corrections=scorer(data.train.labels, noisy))
     assert [row["method"]["stage"] for row in result.curve] == ["warm-up", "corrected", "corrected"]
     assert "corrections" not in result.curve[0]
     scored = result.curve[-1]["corrections"]

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from benchmark.method import EpochView
 from benchmark.noise import flip_labels
 from benchmark.protocol import SMOKE
-from benchmark.trainer import train
+from benchmark.trainer import RunData, train
 
 from helpers import method_instance, method_module, noisy_labels, smoke_task
 
@@ -130,7 +130,7 @@ def test_stages_fit_inside_any_budget(epochs, expected):
 def test_smoke_run_estimates_after_the_warm_up_and_records_json_transition_matrices():
     _, data, info = smoke_task()
     method = method_instance("multit", info)
-    result = train(method, data.train, noisy_labels(data), data.test, dataclasses.replace(SMOKE.budget, epochs=3), 30)
+    result = train(method, RunData(data.train, noisy_labels(data), data.test), dataclasses.replace(SMOKE.budget, epochs=3), 30)
     stages = [row["method"]["stage"] for row in result.curve]
     assert stages == ["warm-up", "estimated", "reweighted"]
     est = result.curve[1]["method"]

@@ -5,13 +5,14 @@ import pytest
 
 from benchmark.errors import RecordError
 from benchmark.records import SCHEMA, RecordStore, run_id, validate
+from benchmark.options import Execution
 from benchmark.runner import plan, run_one
 
 
 @pytest.fixture(scope="module")
 def record(tmp_path_factory):
     spec = plan("bce", "smoke", ["syn-phe"], ["asym-20-0"], [30]).specs[0]
-    return run_one(spec, str(tmp_path_factory.mktemp("results")), "cpu")
+    return run_one(spec, str(tmp_path_factory.mktemp("results")), Execution(device="cpu"))
 
 
 def test_run_id_is_a_stable_hash_of_the_whole_spec(record):
@@ -94,13 +95,13 @@ def test_a_record_says_what_ran_when_compiling_failed(tmp_path, monkeypatch):
     so a compute table never credits compilation to an eager run."""
     import torch
 
-    from benchmark import trainer
+    from benchmark import fastpath
     from helpers import compile_failing_with
 
-    monkeypatch.setattr(trainer, "_COMPILE_FAILED", {})
+    monkeypatch.setattr(fastpath, "_COMPILE_FAILED", {})
     monkeypatch.setattr(torch, "compile", compile_failing_with("an Inductor assertion"))
     spec = plan("bce", "smoke", ["syn-phe"], ["sym-20"], [30]).specs[0]
-    record = run_one(spec, str(tmp_path), "cpu", compile_model="on")
+    record = run_one(spec, str(tmp_path), Execution(device="cpu", compile="on"))
     assert record["status"] == "done"
     assert record["environment"]["compile"] == "off"
     assert "an Inductor assertion" in record["environment"]["compile_fallback"]

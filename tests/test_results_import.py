@@ -13,11 +13,12 @@ from benchmark.records import run_id
 @pytest.fixture(scope="module")
 def genuine(tmp_path_factory):
     """Three genuine records (bce, smoke/syn-phe, sym-40, seeds 30, 40, 100) from the real runner."""
+    from benchmark.options import Execution
     from benchmark.runner import plan, run_one
 
     folder = tmp_path_factory.mktemp("genuine")
     for spec in plan("bce", "smoke", ["syn-phe"], ["sym-40"]).specs:
-        assert run_one(spec, str(folder), "cpu")["status"] == "done"
+        assert run_one(spec, str(folder), Execution(device="cpu"))["status"] == "done"
     return folder
 
 

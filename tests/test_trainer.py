@@ -7,7 +7,8 @@ import torch.nn.functional as F
 import benchmark.trainer as trainer_module
 from benchmark.method import EpochView, Method
 from benchmark.protocol import SMOKE, Budget
-from benchmark.trainer import train
+from benchmark.options import Execution
+from benchmark.trainer import RunData, train
 
 from helpers import compile_failing_with, noisy_labels, smoke_task
 
@@ -37,7 +38,7 @@ def run_spy(epochs=2, seed=30):
     spec, data, info = smoke_task()
     noisy = noisy_labels(data)
     method = Spy(info, {})
-    result = train(method, data.train, noisy, data.test, dataclasses.replace(SMOKE.budget, epochs=epochs), seed)
+    result = train(method, RunData(data.train, noisy, data.test), dataclasses.replace(SMOKE.budget, epochs=epochs), seed)
     return method, result, data, noisy
 
 
@@ -94,7 +95,7 @@ def test_weight_decay_comes_from_the_method_hook(monkeypatch):
         return original(self, *a, **k)
 
     monkeypatch.setattr(torch.optim.Adam, "step", spy_step)
-    train(method, data.train, noisy_labels(data), data.test, dataclasses.replace(SMOKE.budget, epochs=2), 30)
+    train(method, RunData(data.train, noisy_labels(data), data.test), dataclasses.replace(SMOKE.budget, epochs=2), 30)
     assert set(seen[: len(seen) // 2]) == {0.0} and set(seen[len(seen) // 2:]) == {1e-5}
 
 
@@ -116,7 +117,7 @@ def test_non_finite_loss_fails_the_run_with_the_epoch():
 
     from benchmark.errors import RunFailed
     with pytest.raises(RunFailed, match="non-finite training loss .* in epoch 2"):
-        train(Explodes(info, {}), data.train, noisy_labels(data), data.test, dataclasses.replace(SMOKE.budget, epochs=3), 30)
+        train(Explodes(info, {}), RunData(data.train, noisy_labels(data), data.test), dataclasses.replace(SMOKE.budget, epochs=3), 30)
 
 
 def test_a_method_that_wants_the_output_gets_the_models_extras():
@@ -130,7 +131,7 @@ def test_a_method_that_wants_the_output_gets_the_models_extras():
             seen.append((len(index), output))
             return torch.nn.functional.binary_cross_entropy_with_logits(logits, targets)
 
-    train(Extras(info, {}), data.train, noisy_labels(data), data.test, dataclasses.replace(SMOKE.budget, epochs=1), 30)
+    train(Extras(info, {}), RunData(data.train, noisy_labels(data), data.test), dataclasses.replace(SMOKE.budget, epochs=1), 30)
     for rows, output in seen:
         assert {"ehr_cls", "note_cls", "has_ehr", "has_note", "patient_id"} <= set(output.extras)
         assert output.logits.shape[0] == rows and output.extras["patient_id"].shape == (rows,)
@@ -157,7 +158,7 @@ def test_training_on_packed_positions_follows_the_padded_run():
         method = NoDropout(info, {})
         built = []
         method.build_model = lambda f=method.build_model: built.append(f()) or built[-1]
-        curves[layout] = train(method, data.train, noisy, data.test, budget, 30, token_layout=layout).curve
+        curves[layout] = train(method, RunData(data.train, noisy, data.test), budget, 30, Execution(token_layout=layout)).curve
         assert built[0].token_layout == layout
     for layout in ("packed", "varlen"):
         for a, b in zip(curves["padded"], curves[layout]):
@@ -165,14 +166,15 @@ def test_training_on_packed_positions_follows_the_padded_run():
             assert a["map"] == pytest.approx(b["map"], abs=1e-4)
 
 
-def test_token_layout_auto_packs_on_cuda_only_and_names_the_choices():
-    from benchmark.trainer import resolve_token_layout
+def test_token_layout_auto_packs_on_cuda_only_and_names_the_choices(monkeypatch):
+    from benchmark import options
 
-    assert resolve_token_layout("auto", torch.device("cpu")) == "padded"
-    assert resolve_token_layout("auto", torch.device("cuda")) == "varlen"
-    assert resolve_token_layout("packed", torch.device("cpu")) == "packed"
+    assert Execution(device="cpu").resolved().token_layout == "padded"
+    assert Execution(device="cpu", token_layout="packed").resolved().token_layout == "packed"
+    monkeypatch.setattr(options, "resolve_device", lambda name: "cuda")
+    assert Execution().resolved().token_layout == "varlen"
     with pytest.raises(ValueError, match=r"token_layout must be one of \('auto', 'padded', 'packed', 'varlen'\), got 'dense'"):
-        resolve_token_layout("dense", torch.device("cpu"))
+        Execution(token_layout="dense")
 
 
 def test_a_compiled_model_trains_as_the_eager_one(monkeypatch):
@@ -189,7 +191,7 @@ def test_a_compiled_model_trains_as_the_eager_one(monkeypatch):
     for mode in ("off", "on"):
         torch._dynamo.reset()
         torch._dynamo.utils.counters.clear()
-        result = train(NoDropout(info, {}), data.train, noisy, data.test, budget, 30, compile_model=mode)
+        result = train(NoDropout(info, {}), RunData(data.train, noisy, data.test), budget, 30, Execution(compile=mode))
         curves[mode] = result.curve
         # The first epoch's share (warm-up, captures, compilation) is told apart from the steady steps.
         assert 0 < result.timings["train_first_epoch"] < result.timings["train"]
@@ -198,52 +200,52 @@ def test_a_compiled_model_trains_as_the_eager_one(monkeypatch):
     for a, b in zip(curves["off"], curves["on"]):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
         assert a["map"] == pytest.approx(b["map"], abs=1e-3)
-    with pytest.raises(ValueError, match=r"compile_model must be one of \('off', 'on'\), got 'max'"):
-        train(NoDropout(info, {}), data.train, noisy, data.test, budget, 30, compile_model="max")
+    with pytest.raises(ValueError, match=r"compile must be one of \('auto', 'off', 'on'\), got 'max'"):
+        Execution(compile="max")
 
 
 def test_compile_auto_compiles_only_a_gpu_grid_long_enough_to_pay_for_it(monkeypatch):
     """``--compile auto``: one compilation serves the runs of a process that run one after another, so
     it is on for a GPU with at least ``COMPILE_AUTO_MIN_RUNS`` of them, off on CPU and for threads."""
-    from benchmark import runner
+    from benchmark import options
 
-    assert runner.resolve_compile("auto", "cpu", 1, 100) == "off"
-    monkeypatch.setattr(runner, "_device", lambda name: torch.device("cuda"))
-    enough = runner.COMPILE_AUTO_MIN_RUNS
-    assert runner.resolve_compile("auto", "cuda", 1, enough) == "on"
-    assert runner.resolve_compile("auto", "cuda", 1, enough - 1) == "off"
-    assert runner.resolve_compile("auto", "cuda", 2, 100) == "off"  # packed threads: not measured compiled
-    assert runner.resolve_compile("on", "cuda", 2, 1) == "on"  # an explicit choice stands
-    assert runner.resolve_compile("off", "cuda", 1, 100) == "off"
+    assert Execution(device="cpu").resolved(runs=100).compile == "off"
+    monkeypatch.setattr(options, "resolve_device", lambda name: "cuda")
+    enough = options.COMPILE_AUTO_MIN_RUNS
+    assert Execution(jobs=1).resolved(enough).compile == "on"
+    assert Execution(jobs=1).resolved(enough - 1).compile == "off"
+    assert Execution(jobs=2).resolved(100).compile == "off"  # packed threads: not measured compiled
+    assert Execution(jobs=2, compile="on").resolved(1).compile == "on"  # an explicit choice stands
+    assert Execution(jobs=1, compile="off").resolved(100).compile == "off"
     with pytest.raises(ValueError, match=r"compile must be one of \('auto', 'off', 'on'\), got 'yes'"):
-        runner.resolve_compile("yes", "cuda", 1, 1)
+        Execution(compile="yes")
 
 
 def test_a_model_that_fails_to_compile_trains_eagerly_and_says_so(monkeypatch):
     """A compiler bug must not cost the run: it trains eagerly (the same curve as an eager run), the
     result names the error, and later runs of the model in this process do not try again."""
-    from benchmark import trainer
+    from benchmark import fastpath
 
     spec, data, info = smoke_task()
     noisy = noisy_labels(data)
     budget = dataclasses.replace(SMOKE.budget, epochs=2)
-    eager = train(NoDropout(info, {}), data.train, noisy, data.test, budget, 30, compile_model="off")
-    monkeypatch.setattr(trainer, "_COMPILE_FAILED", {})
+    eager = train(NoDropout(info, {}), RunData(data.train, noisy, data.test), budget, 30, Execution(compile="off"))
+    monkeypatch.setattr(fastpath, "_COMPILE_FAILED", {})
     monkeypatch.setattr(torch, "compile", compile_failing_with("an Inductor assertion"))
-    fell_back = train(NoDropout(info, {}), data.train, noisy, data.test, budget, 30, compile_model="on")
+    fell_back = train(NoDropout(info, {}), RunData(data.train, noisy, data.test), budget, 30, Execution(compile="on"))
     assert eager.compile_fallback is None
     assert "BackendCompilerFailed" in fell_back.compile_fallback and "an Inductor assertion" in fell_back.compile_fallback
     for a, b in zip(eager.curve, fell_back.curve):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
     calls = []
     monkeypatch.setattr(torch, "compile", lambda model, **kw: calls.append(model) or model)
-    again = train(NoDropout(info, {}), data.train, noisy, data.test, budget, 30, compile_model="on")
+    again = train(NoDropout(info, {}), RunData(data.train, noisy, data.test), budget, 30, Execution(compile="on"))
     assert calls == [] and again.compile_fallback == fell_back.compile_fallback
 
 
 def test_the_compiled_optimiser_update_is_adams():
     """``--compile on`` compiles Adam's update too (on CUDA): the same rule as eager Adam, step by step."""
-    from benchmark.trainer import _optimizer
+    from benchmark.fastpath import _optimizer
 
     torch.manual_seed(0)
     models = [torch.nn.Linear(6, 3), torch.nn.Linear(6, 3)]
