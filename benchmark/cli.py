@@ -185,7 +185,7 @@ def cmd_status(args) -> int:
 
 
 def _table(store: RecordStore, track: str, tasks: set[str] | None, fmt: str) -> str:
-    from .report import render
+    from leaderboard.report import render
 
     records = []
     for path, record, error in store.scan(track):
@@ -205,8 +205,8 @@ def cmd_table(args) -> int:
 
 
 def cmd_leaderboard(args) -> int:
-    from .leaderboard import Options, build
-    from .leaderboard.tables import render
+    from leaderboard import Options, build
+    from leaderboard.tables import render
 
     result = build(args.results, args.out, Options(test=args.test, correction=args.correction, alpha=args.alpha),
                    _csv(args.tracks), published=args.publish)

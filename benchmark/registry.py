@@ -10,12 +10,15 @@ import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from .errors import UsageError, choices_hint
 from .hparams import validate as validate_hparams
-from .method import Method
+
+if TYPE_CHECKING:
+    from .method import Method
 
 # The paper's methods. All have a submission in this version; one missing from the methods folder
 # (e.g. another ``EHRBENCH_METHODS``) is reported as planned, not as unknown.
@@ -62,6 +65,8 @@ class MethodEntry:
         return h.hexdigest()
 
     def load_class(self) -> type[Method]:
+        from .method import Method  # torch: only when a method is loaded, never to read manifests
+
         module_file, _, cls_name = self.manifest["entry"].partition(":")
         path = self.folder / module_file
         if not path.is_file() or not cls_name:

@@ -314,7 +314,7 @@ def _paths(obj, prefix=()):
 def test_fuzz_run_records(data):
     """A valid record with one field anywhere replaced: refused by field, or readable by the tables."""
     from benchmark.records import run_id
-    from benchmark.report import render
+    from leaderboard.report import render
 
     record = copy.deepcopy(make_record())
     path = data.draw(st.sampled_from([p for p in _paths(record) if p]))

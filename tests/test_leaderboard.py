@@ -8,8 +8,8 @@ import sys
 import pytest
 
 from benchmark import __version__
-from benchmark.leaderboard import Options, build
-from benchmark.leaderboard.tables import render
+from leaderboard import Options, build
+from leaderboard.tables import render
 from record_factory import board_records, make_record, write_records
 
 
@@ -149,9 +149,9 @@ def test_cli_leaderboard_prints_the_tables_writes_the_site_and_reports_bad_files
 
 
 def test_method_metadata_names_paper_licence_parameters_and_harness(tmp_path):
-    from benchmark.leaderboard.aggregate import build_board
-    from benchmark.leaderboard.site import write
-    from benchmark.report import run_row
+    from leaderboard.aggregate import build_board
+    from leaderboard.report import run_row
+    from leaderboard.site import write
 
     rows = [run_row(r) for r in board_records()]
     manifests = {"bce": {"citation": "Xu et al.\n  FlexCare. KDD 2024.", "license": "MIT", "version": "1.0",
@@ -167,8 +167,8 @@ def test_method_metadata_names_paper_licence_parameters_and_harness(tmp_path):
 
 
 def test_a_cell_whose_method_code_changed_between_seeds_is_not_averaged():
-    from benchmark.leaderboard.aggregate import build_board
-    from benchmark.report import run_row
+    from leaderboard.aggregate import build_board
+    from leaderboard.report import run_row
 
     edited = [make_record("asl", "bal-40", s, 0.3, code=("c" if s < 100 else "e") * 64) for s in (30, 40, 100)]
     cell = cells(build_board([run_row(r) for r in board_records() + edited], Options()))[("ASL", "bal-40")]
@@ -176,8 +176,8 @@ def test_a_cell_whose_method_code_changed_between_seeds_is_not_averaged():
 
 
 def test_a_cell_on_other_data_than_its_column_is_flagged_not_compared():
-    from benchmark.leaderboard.aggregate import build_board
-    from benchmark.report import run_row
+    from leaderboard.aggregate import build_board
+    from leaderboard.report import run_row
 
     other = [make_record("asl", "bal-40", s, 0.9, data="f" * 64) for s in (30, 40, 100)]
     board = build_board([run_row(r) for r in board_records() + other], Options())
@@ -197,8 +197,8 @@ def test_the_compute_table_says_which_runs_packed_their_tokens():
     """The packed token layout makes FlexCare's steps 1.47x faster: compute times of runs with and
     without it are not like for like, so the setting column names it (records from before the
     switch ran padded)."""
-    from benchmark.leaderboard.aggregate import compute_line
-    from benchmark.report import run_row as row
+    from leaderboard.aggregate import compute_line
+    from leaderboard.report import run_row as row
 
     padded = make_record(gpu="NVIDIA H100")
     packed = make_record(gpu="NVIDIA H100", seed=40)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import sync_playwright
 
-from benchmark.leaderboard import Options, build
+from leaderboard import Options, build
 from record_factory import board_records, write_records
 
 CHROMIUM = Path("/usr/bin/chromium")

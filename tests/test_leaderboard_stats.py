@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from scipy import stats as sp
 
-from benchmark.leaderboard import stats
-from benchmark.leaderboard.aggregate import Options, build_board
-from benchmark.report import run_row
+from leaderboard import stats
+from leaderboard.aggregate import Options, build_board
+from leaderboard.report import run_row
 from record_factory import DIA, MAPS, SEEDS, board_records
 
 

@@ -20,7 +20,7 @@ DOWNLOADS = {"runs.csv": "every run, one row per seed", "board.json": "aggregate
 
 
 def _environment() -> Environment:
-    env = Environment(loader=PackageLoader("benchmark.leaderboard", "templates"), autoescape=select_autoescape(),
+    env = Environment(loader=PackageLoader("leaderboard", "templates"), autoescape=select_autoescape(),
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     env.filters.update(cell_value=tables.cell_value, map_cells=tables.map_cells, cell_title=_cell_title, num=_num,
                        pct=lambda x: f"{100 * x:.1f}", mib=lambda b: f"{b / 2**20:.0f}", slug=_slug)

@@ -2,6 +2,7 @@
 
 ``load`` reads and validates the records (a bad file is reported by name and skipped),
 ``aggregate`` computes the board, ``site`` writes it. ``build`` does all three.
+It reads run records and method manifests only: importing it or building a board never loads torch.
 """
 from __future__ import annotations
 
@@ -26,8 +27,9 @@ class Build:
 
 def load(results: str | Path, tracks: list[str] | None = None) -> tuple[list[dict], list[tuple[str, str]]]:
     """(run rows, skipped files with the reason) of every record under ``results``."""
-    from ..records import RecordStore
-    from ..report import run_row
+    from benchmark.records import RecordStore
+
+    from .report import run_row
 
     rows, skipped = [], []
     for path, record, error in RecordStore(results).scan():
@@ -41,8 +43,8 @@ def load(results: str | Path, tracks: list[str] | None = None) -> tuple[list[dic
 
 def manifests() -> dict:
     """{method name: manifest} of the submissions in this checkout (the page's paper and licence)."""
-    from ..errors import BenchError
-    from ..registry import available_methods, methods_dir, read_manifest
+    from benchmark.errors import BenchError
+    from benchmark.registry import available_methods, methods_dir, read_manifest
 
     out = {}
     for name in available_methods():
@@ -55,8 +57,8 @@ def manifests() -> dict:
 
 def build_info(published: bool) -> dict:
     """Harness version and commit on every page; the date only on a published one (builds stay byte-stable)."""
-    from .. import __version__
-    from ..environment import git_state
+    from benchmark import __version__
+    from benchmark.environment import git_state
 
     info = {"harness_version": __version__, "commit": git_state()["sha"], "date": None}
     if published:

@@ -2,7 +2,7 @@
 
 ``run_row`` flattens a record into one tidy row (the leaderboard's ``runs.csv`` has one per run)
 and ``collect`` groups the rows into cells; the terminal table below and the leaderboard
-(``benchmark/leaderboard``) both read that one aggregation.
+(the rest of this package) both read that one aggregation.
 """
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from collections import defaultdict
 import numpy as np
 from tabulate import tabulate
 
-from .environment import hardware_class
-from .protocol import EXTRA_NOISE_SETTINGS, NOISE_SETTINGS, parse_noise
+from benchmark.environment import hardware_class
+from benchmark.protocol import EXTRA_NOISE_SETTINGS, NOISE_SETTINGS, parse_noise
 
 MIN_SEEDS = 3
 CAPTION = (

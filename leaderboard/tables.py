@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from tabulate import tabulate
 
-from ..report import mean_std
+from .report import mean_std
 
 PHASE_ORDER = ("data", "noise", "train", "method_hooks", "eval")
 STYLES = {  # how bold (best) and the tie group show in each format

@@ -2,7 +2,7 @@
 compute tables, a cross-setting rank summary and method metadata. Plain dicts, ready for JSON,
 the HTML template and the text tables; every number is computed here, none in a template.
 
-Cells are grouped by ``benchmark.report.collect`` (the same aggregation as ``ehrbench table``).
+Cells are grouped by ``leaderboard.report.collect`` (the same aggregation as ``ehrbench table``).
 """
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..errors import UsageError
-from ..protocol import parse_noise
-from ..report import MIN_SEEDS, PHASES, cell_flags, collect, noise_order
+from benchmark.errors import UsageError
+from benchmark.protocol import parse_noise
+
 from . import stats
+from .report import MIN_SEEDS, PHASES, cell_flags, collect, noise_order
 
 FAMILY_NAMES = {"sym": "symmetric", "asym": "asymmetric", "bal": "balanced", "clean": "clean"}
 
