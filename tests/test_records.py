@@ -3,10 +3,20 @@ import json
 
 import pytest
 
+from pathlib import Path
+
 from benchmark.errors import RecordError
-from benchmark.records import SCHEMA, RecordStore, run_id, validate
 from benchmark.options import Execution
+from benchmark.records import SCHEMA, RecordStore, run_id, validate
+from benchmark.registry import get_method
 from benchmark.runner import plan, run_one
+
+DOCS_RECORDS = Path(__file__).resolve().parents[1] / "docs" / "records"
+# Kept for what they showed, not as runs of today's protocol.
+NOT_REPRODUCIBLE = ("diagnostics-h100", "superseded-h100")
+COMMITTED = sorted(p for p in DOCS_RECORDS.rglob("*.json")
+                   if not set(NOT_REPRODUCIBLE) & set(p.relative_to(DOCS_RECORDS).parts)
+                   and "run_id" in json.loads(p.read_text()))
 
 
 @pytest.fixture(scope="module")
@@ -107,3 +117,25 @@ def test_a_record_says_what_ran_when_compiling_failed(tmp_path, monkeypatch):
     assert "an Inductor assertion" in record["environment"]["compile_fallback"]
     assert 0 < record["timings"]["train_first_epoch"] <= record["timings"]["train"]
     validate(json.loads((next(tmp_path.rglob("*.json"))).read_text()))
+
+
+def test_the_committed_records_are_there_to_check():
+    assert len(COMMITTED) >= 40
+
+
+@pytest.mark.parametrize("path", COMMITTED, ids=lambda p: str(p.relative_to(DOCS_RECORDS)))
+def test_a_committed_record_is_planned_again_under_its_own_id(path):
+    """What today's code plans from a record's choices (method, track, task, noise, seed, noise-seed
+    policy, hyper-parameter overrides, encoder) has the record's id, and the record sits at the path
+    that id implies: the protocol, tasks and manifests have not moved under it."""
+    record = json.loads(path.read_text())
+    spec = record["spec"]
+    defaults = get_method(spec["method"]["name"]).hparams
+    overrides = {k: v for k, v in spec["method"]["hparams"].items() if defaults.get(k, object()) != v}
+    encoder = spec["task_spec"]["encoder"]
+    planned = plan(spec["method"]["name"], spec["track"], [spec["task"]], [spec["noise"]["name"]], [spec["seed"]],
+                   spec["noise_seed_policy"], overrides, None if encoder == "minilm" else encoder).specs[0]
+    assert planned == spec
+    assert run_id(planned) == record["run_id"]
+    root = next(p for p in path.parents if p.name == spec["track"]).parent
+    assert RecordStore(root).path(planned) == path
