@@ -138,3 +138,29 @@ def test_relative_imports_are_not_matched_against_the_harness_rules(tmp_path):
     folder = write_method(tmp_path, {"method.py": "from .http import helper\nfrom . import socket\n",
                                      "http.py": "def helper():\n    return 1\n", "socket.py": ""})
     assert check_source(folder) == []
+
+
+def test_the_method_interface_imports_no_backbone_and_no_torch():
+    code = ("import sys, benchmark.method\n"
+            "print(sorted(m for m in ('benchmark.backbones.flexcare', 'torch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).parent.parent).stdout
+    assert out.strip() == "[]"
+
+
+def test_the_default_model_is_flexcare_at_the_tracks_size_as_before():
+    from benchmark.backbones.flexcare import FlexCare
+    from benchmark.method_card import shape_info
+    from benchmark.protocol import SMOKE
+
+    info = shape_info(SMOKE, "syn-dia", note_dim=24)
+    torch.manual_seed(0)
+    built = get_method("bce").load_class()(info, {"structural_mask": "blocking", "modalities": "ehr"}).build_model()
+    size = info.backbone
+    torch.manual_seed(0)
+    direct = FlexCare(num_labels=info.num_labels, task=info.kind, ehr_dim=info.ehr_dim, note_dim=info.note_dim,
+                      hidden=size.hidden, layers=size.layers, heads=size.heads, ff=size.ff, experts=size.experts,
+                      top_k=size.top_k, structural_mask="blocking", modalities="ehr")
+    assert isinstance(built, FlexCare) and (built.structural_mask, built.modalities) == ("blocking", "ehr")
+    assert built.state_dict().keys() == direct.state_dict().keys()
+    assert all(torch.equal(a, b) for a, b in zip(built.state_dict().values(), direct.state_dict().values()))
