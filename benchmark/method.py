@@ -17,12 +17,13 @@ backbone's own regularisers keep their weight whatever the loss, so every loss m
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
-
-from .backbones.flexcare import FlexCare
 from .protocol import BackboneSize
+
+if TYPE_CHECKING:  # annotations only: importing the interface imports neither torch nor a backbone
+    import torch
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -75,22 +76,11 @@ class Method:
         self.hparams = dict(hparams)
 
     def build_model(self) -> nn.Module:
-        """The model: ``model(batch) -> ModelOutput``. Default: FlexCare at the track's size."""
-        size = self.task.backbone
-        return FlexCare(
-            num_labels=self.task.num_labels,
-            task=self.task.kind,
-            ehr_dim=self.task.ehr_dim,
-            note_dim=self.task.note_dim,
-            hidden=size.hidden,
-            layers=size.layers,
-            heads=size.heads,
-            ff=size.ff,
-            experts=size.experts,
-            top_k=size.top_k,
-            structural_mask=self.hparams.get("structural_mask", "additive"),
-            modalities=self.hparams.get("modalities", "both"),
-        )
+        """The model: ``model(batch) -> ModelOutput``. Default: FlexCare at the track's size, with the
+        hyper-parameters ``structural_mask`` and ``modalities`` (``benchmark.backbones.flexcare.build_for``)."""
+        from .backbones.flexcare import build_for
+
+        return build_for(self.task, self.hparams)
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, index: torch.Tensor, epoch: int) -> torch.Tensor:
         """Scalar loss of a batch: ``logits`` [B, C], noisy ``targets`` [B, C] in {0, 1},

@@ -1,13 +1,20 @@
 """Method submissions, found by name under ``methods/`` and validated before any work starts.
 
 A submission is a folder ``methods/<name>/`` with ``manifest.yaml``, a Python module and a README.
-Folders are loaded by file path: ``methods/`` is never an installed package.
+``methods/`` is never an installed package: each folder is loaded from its path as a private package
+(``ehrbench_methods.<name>_<digest of the folder's path>``, no ``__init__.py`` needed), so the entry
+module may import its sibling modules relatively (``from .model import M3Care``).
 """
 from __future__ import annotations
 
 import hashlib
+import importlib
+import importlib.machinery
 import importlib.util
 import os
+import sys
+import threading
+import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,6 +41,12 @@ REQUIRED_FIELDS = {
     "entry": str,
     "hparams": dict,
 }
+
+
+# The parent of every method package: a namespace that finds nothing by itself (``__path__`` empty).
+PACKAGES = "ehrbench_methods"
+_LOADED: dict[Path, str] = {}  # resolved folder -> the code hash its package in sys.modules was imported at
+_LOAD_LOCK = threading.RLock()  # runs packed as threads load their method at once
 
 
 def methods_dir() -> Path:
@@ -65,19 +78,63 @@ class MethodEntry:
         return h.hexdigest()
 
     def load_class(self) -> type[Method]:
-        from .method import Method  # torch: only when a method is loaded, never to read manifests
+        """The manifest's entry class, imported from the folder's private package. Within a process
+        the same folder with the same code gives the same class; changed code is imported anew.
+        Errors inside the method's code (syntax, imports) propagate with the method's file in their
+        traceback; ``submission.validate`` turns them into one line."""
+        from .method import Method  # only when a method is loaded, never to read manifests
 
         module_file, _, cls_name = self.manifest["entry"].partition(":")
         path = self.folder / module_file
-        if not path.is_file() or not cls_name:
+        parts = Path(module_file).with_suffix("").parts
+        if not path.is_file() or not cls_name or not module_file.endswith(".py") or not all(p.isidentifier() for p in parts):
             raise UsageError(f"{self.folder / 'manifest.yaml'}: entry '{self.manifest['entry']}' must be 'FILE.py:Class' with FILE.py in the folder")
-        spec = importlib.util.spec_from_file_location(f"ehrbench_methods.{self.name}", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        module = self.module(".".join(parts))
         cls = getattr(module, cls_name, None)
         if not (isinstance(cls, type) and issubclass(cls, Method)):
             raise UsageError(f"{path}: '{cls_name}' must be a subclass of benchmark.method.Method")
         return cls
+
+    def module(self, name: str | None = None) -> types.ModuleType:
+        """A module of the folder's package, imported on first use: the entry module by default, else
+        ``name`` relative to the folder (``"model"`` is ``model.py``)."""
+        name = name or Path(self.manifest["entry"].partition(":")[0]).with_suffix("").as_posix().replace("/", ".")
+        with _LOAD_LOCK:
+            return importlib.import_module(f"{self.package()}.{name}")
+
+    def package(self) -> str:
+        """The folder as a private package in ``sys.modules``: its name. Created once per folder and
+        code (``code_hash``); when the code changed, the package and its modules are imported anew."""
+        folder = self.folder.resolve()
+        name = f"{PACKAGES}.{self.name}_{hashlib.sha256(str(folder).encode()).hexdigest()[:10]}"
+        digest = self.code_hash()
+        with _LOAD_LOCK:
+            if _LOADED.get(folder) == digest and name in sys.modules:
+                return name
+            for stale in [m for m in sys.modules if m == name or m.startswith(name + ".")]:
+                del sys.modules[stale]
+            importlib.invalidate_caches()  # files added since the last import are found
+            root = sys.modules.get(PACKAGES)
+            if root is None:
+                root = sys.modules[PACKAGES] = types.ModuleType(PACKAGES, "Method folders, loaded by benchmark.registry.")
+                root.__path__ = []
+            init = folder / "__init__.py"
+            if init.is_file():
+                spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[str(folder)])
+            else:  # the folder needs no __init__.py: an empty package module stands in for it
+                spec = importlib.machinery.ModuleSpec(name, None, origin=str(folder), is_package=True)
+                spec.submodule_search_locations = [str(folder)]
+            package = importlib.util.module_from_spec(spec)
+            sys.modules[name] = package
+            try:
+                if spec.loader is not None:
+                    spec.loader.exec_module(package)
+            except BaseException:
+                del sys.modules[name]
+                raise
+            setattr(root, name.rpartition(".")[2], package)
+            _LOADED[folder] = digest
+            return name
 
 
 def read_yaml(path: Path, where: str | None = None, what: str = ""):

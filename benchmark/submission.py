@@ -201,10 +201,13 @@ def _walk(tree: ast.AST) -> list[tuple[int, str]]:
             for a in node.names:
                 aliases[(a.asname or a.name).split(".")[0]] = a.asname and a.name or a.name.split(".")[0]
                 check_name(a.name, node)
-        elif isinstance(node, ast.ImportFrom) and node.module:
+        elif isinstance(node, ast.ImportFrom) and (node.module or node.level):
+            # A relative import names a module of the method's own folder (checked as a file of its
+            # own): its dotted origin keeps the leading dots, so it never matches a harness rule.
+            origin = "." * node.level + (node.module or "")
             for a in node.names:
-                aliases[a.asname or a.name] = f"{node.module}.{a.name}"
-                check_name(f"{node.module}.{a.name}", node)
+                aliases[a.asname or a.name] = f"{origin}.{a.name}" if node.module else origin + a.name
+                check_name(aliases[a.asname or a.name], node)
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute):
             name = dotted(node)
@@ -396,7 +399,7 @@ def smoke_run(entry: MethodEntry, cls: type, info, data, noisy, spec, report: Re
     from .options import Execution
     from .trainer import RunData, train
 
-    where = f"{entry.folder / 'method.py'}: smoke run (1 epoch on smoke/{SMOKE_TASK})"
+    where = f"{entry.folder / entry.manifest['entry'].partition(':')[0]}: smoke run (1 epoch on smoke/{SMOKE_TASK})"
     problems: list[str] = []
     start = time.perf_counter()
     try:
@@ -473,13 +476,33 @@ def _load(entry: MethodEntry, module_file: Path, report: Report) -> type | None:
     except Refused:
         pass  # the guard's line says what was refused
     except SyntaxError as e:
-        report.problems.append(f"{module_file}:{e.lineno}: syntax error: {e.msg}")
+        report.problems.append(f"{_in_folder(e.filename, entry.folder) or module_file}:{e.lineno}: syntax error: {e.msg}")
     except ImportError as e:
-        report.problems.append(f"{module_file}: import failed: {type(e).__name__}: {e}")
+        report.problems.append(f"{_where(e, entry.folder, module_file)}: import failed: {type(e).__name__}: {e}")
     except Exception as e:
         first = (str(e).strip().splitlines() or [""])[0]
-        report.problems.append(f"{module_file}: importing the module raised {type(e).__name__}: {first}")
+        report.problems.append(f"{_where(e, entry.folder, module_file)}: importing the module raised {type(e).__name__}: {first}")
     return None
+
+
+def _where(error: BaseException, folder: Path, module_file: Path) -> str:
+    """``FILE:LINE`` of the method's own code that raised ``error`` (the entry module or a sibling it
+    imports), else the entry module."""
+    where = str(module_file)
+    tb = error.__traceback__
+    while tb is not None:
+        shown = _in_folder(tb.tb_frame.f_code.co_filename, folder)
+        if shown:
+            where = f"{shown}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return where
+
+
+def _in_folder(filename: str | None, folder: Path) -> Path | None:
+    """``filename`` as a path under ``folder`` (as the user named the folder), None if outside."""
+    inside = os.path.realpath(folder) + os.sep
+    real = os.path.realpath(filename) if filename else ""
+    return folder / real[len(inside):] if real.startswith(inside) else None
 
 
 # --- scaffold ----------------------------------------------------------------------------------

@@ -50,17 +50,11 @@ def assert_rows_equal(a, b):
 
 
 def method_module(name):
-    """A submission's module (``methods/<name>/method.py``), loaded by path as the registry does."""
-    import importlib.util
-
+    """A submission's entry module (``methods/<name>/method.py``), imported as the registry imports it
+    (the folder's private package): the module the registry's class comes from."""
     from benchmark.registry import get_method
 
-    entry = get_method(name)
-    path = entry.folder / entry.manifest["entry"].partition(":")[0]
-    spec = importlib.util.spec_from_file_location(f"tests_methods.{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return get_method(name).module()
 
 
 def method_instance(name, info, **override):

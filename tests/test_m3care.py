@@ -5,10 +5,12 @@ import torch
 from helpers import assert_padding_is_ignored, batch_rows, make_batch, smoke_run
 
 from benchmark.backbones.flexcare import count_parameters
-from benchmark.backbones.m3care import M3Care, multi_bandwidth_gaussian
 from benchmark.method_card import shape_info, trainable_parameters
 from benchmark.protocol import FULL
 from benchmark.registry import get_method
+
+m3care_model = get_method("m3care").module("model")  # methods/m3care/model.py, as the method imports it
+M3Care, multi_bandwidth_gaussian = m3care_model.M3Care, m3care_model.multi_bandwidth_gaussian
 
 MISSING = dict(ehr_len=[10, 0, 4, 0, 10, 6], note_len=[7, 7, 0, 0, 3, 0])  # 1: no series, 2 and 5: no note, 3: neither
 

@@ -8,11 +8,12 @@ import torch
 from helpers import assert_padding_is_ignored, batch_rows, make_batch, smoke_run
 
 from benchmark.backbones.flexcare import count_parameters
-from benchmark.backbones.medfuse import MedFuse
 from benchmark.backbones.sequence import last_valid
 from benchmark.method_card import shape_info, trainable_parameters
 from benchmark.protocol import FULL
 from benchmark.registry import get_method
+
+MedFuse = get_method("medfuse").module("model").MedFuse  # methods/medfuse/model.py, as the method imports it
 
 MISSING = dict(ehr_len=[10, 0, 4, 0, 10, 6], note_len=[7, 7, 0, 0, 3, 0])  # 1: no series, 2 and 5: no note, 3: neither
 

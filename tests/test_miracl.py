@@ -22,7 +22,7 @@ HP = __import__("benchmark.registry", fromlist=["get_method"]).get_method("mirac
 
 
 def make(info=None, **override):
-    """The class from this test's module copy (so monkeypatching its functions takes effect)."""
+    """The class from the method's module (monkeypatching the module's functions takes effect)."""
     return miracl.MIRACL(info, {**HP, **override})
 
 

@@ -23,6 +23,7 @@ The model returns logits (not probabilities) and, as ``aux``, its own regularise
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +31,9 @@ from torch import nn
 
 from .packed import PackedPositions
 from .varlen import BLOCKED, SampleAttention
+
+if TYPE_CHECKING:
+    from ..method import TaskInfo
 
 STRUCTURAL_MASKS = ("additive", "blocking")
 PACKED_LAYOUTS = ("packed", "varlen")  # token layouts that run over the real positions only
@@ -304,6 +308,26 @@ class FlexCare(nn.Module):
             return None
         # The summary tokens of a missing modality are read (L_ortho) though padded.
         return PackedPositions((~pad).index_fill(1, read, True), capacity)
+
+
+def build_for(task: TaskInfo, hparams: dict) -> FlexCare:
+    """FlexCare at the track's size (``task.backbone``) for a task: ``Method.build_model``'s default.
+    Hyper-parameters read: ``structural_mask`` (default "additive") and ``modalities`` ("both")."""
+    size = task.backbone
+    return FlexCare(
+        num_labels=task.num_labels,
+        task=task.kind,
+        ehr_dim=task.ehr_dim,
+        note_dim=task.note_dim,
+        hidden=size.hidden,
+        layers=size.layers,
+        heads=size.heads,
+        ff=size.ff,
+        experts=size.experts,
+        top_k=size.top_k,
+        structural_mask=hparams.get("structural_mask", "additive"),
+        modalities=hparams.get("modalities", "both"),
+    )
 
 
 def _blocks(t_ehr: int, t_note: int, device: torch.device) -> torch.Tensor:

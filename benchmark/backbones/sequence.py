@@ -1,4 +1,5 @@
-"""Helpers over padded sequences shared by the stand-alone multimodal models (M3Care, MedFuse).
+"""Helpers over padded sequences shared by the stand-alone multimodal models (M3Care, MedFuse: their
+method folders' ``model.py``).
 
 A padded batch is ``x [B, T, D]`` with true lengths ``lengths [B]``; length 0 means the modality is
 missing. Everything here is shape-static (no host reads), so a step using it can be captured.

@@ -1,12 +1,13 @@
 """M3Care trained with BCE on the noisy labels (the paper's multimodal baseline; no noise handling).
 
-The model (``benchmark/backbones/m3care.py``) adds its stability term as ``aux``; the loss is BCE.
+The model (``model.py``, beside this file) adds its stability term as ``aux``; the loss is BCE.
 Width: the track's backbone width (128 on the full and paper tracks, the spec's D).
 """
 import torch.nn.functional as F
 
-from benchmark.backbones.m3care import M3Care
 from benchmark.method import Method
+
+from .model import M3Care
 
 
 class M3CareBCE(Method):

@@ -1,12 +1,13 @@
 """MedFuse trained with BCE on the noisy labels (the paper's multimodal baseline; no noise handling).
 
-Single stage, end to end, under the harness's budget (``benchmark/backbones/medfuse.py``).
+Single stage, end to end, under the harness's budget (``model.py``, beside this file).
 Width: the track's backbone width (128 on the full and paper tracks, the spec's hidden size).
 """
 import torch.nn.functional as F
 
-from benchmark.backbones.medfuse import MedFuse
 from benchmark.method import Method
+
+from .model import MedFuse
 
 
 class MedFuseBCE(Method):

@@ -19,8 +19,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .flexcare import Batch, ModelOutput
-from .sequence import last_valid, masked_mean
+from benchmark.backbones.flexcare import Batch, ModelOutput
+from benchmark.backbones.sequence import last_valid, masked_mean
 
 
 class MedFuse(nn.Module):

@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .flexcare import Batch, EncoderLayer, ModelOutput
-from .sequence import masked_mean, sinusoid, valid_steps
+from benchmark.backbones.flexcare import Batch, EncoderLayer, ModelOutput
+from benchmark.backbones.sequence import masked_mean, sinusoid, valid_steps
 
 MODALITIES = ("ehr", "note")
 GCN_MASKS = ("column", "outer")
