@@ -14,12 +14,18 @@ def module_name(path: Path) -> str:
 
 
 def imported(path: Path, modules: set[str]) -> set[str]:
-    """The project modules ``path`` imports, anywhere in the file (``from .x import y`` is ``x.y`` if
-    that is a module, else ``x``)."""
+    """The project modules ``path`` imports, anywhere in the file, functions included (``from .x
+    import y`` is ``x.y`` if that is a module, else ``x``)."""
     name = module_name(path)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    tree = ast.parse(path.read_text(), str(path))
+    # ``if TYPE_CHECKING:`` imports never run: annotations only.
+    typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
+                   for stmt in block.body for n in ast.walk(stmt)}
     out = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
