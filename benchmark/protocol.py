@@ -138,7 +138,7 @@ class TaskSpec:
     name: str
     kind: str  # "phenotyping" (25 labels) | "diagnosis" (14 CheXpert labels)
     source: str  # "synthetic" (generated, then read back) | "real" (the user's prepared MIMIC files)
-    layout: str  # on-disk layout: "mimic4" | "mimic3-miracl" | "mimic3-benchmark" (benchmark/loaders.py)
+    layout: str  # on-disk layout: "mimic4" | "mimic3-miracl" | "mimic3-benchmark" (benchmark/data/loaders.py)
     num_labels: int
     # Synthetic tasks: samples over all splits, target mean labels per sample, modality missingness.
     n_total: int = 0

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import torch
 
-from benchmark import generator, notes
+from benchmark.data import generator, notes
 from benchmark.data import series_arrays
-from benchmark.loaders import read_split
+from benchmark.data.loaders import read_split
 from benchmark.protocol import get_track
 
 

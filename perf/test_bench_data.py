@@ -4,7 +4,7 @@ import tempfile
 
 import torch
 
-from benchmark.cache import TensorCache
+from benchmark.data.cache import TensorCache
 from benchmark.data import materialise
 from benchmark.method import TaskInfo
 from benchmark.noise import make_noisy

@@ -3,9 +3,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-import benchmark.data as data_module
-from benchmark import generator
-from benchmark.cache import TensorCache
+import benchmark.data.taskdata as data_module
+from benchmark.data import generator
+from benchmark.data.cache import TensorCache
 from benchmark.data import materialise
 from benchmark.protocol import SMOKE
 

@@ -5,11 +5,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmark import generator
+from benchmark.data import generator
 from benchmark.data import series_arrays
-from benchmark.loaders import read_episodes, read_split
+from benchmark.data.loaders import read_episodes, read_split
 from benchmark.protocol import FULL, QUICK, SMOKE
-from benchmark.timeseries import CHANNELS, discretise
+from benchmark.data.timeseries import CHANNELS, discretise
 
 MIMIC3 = dataclasses.replace(SMOKE.task("syn-phe"), name="syn-mimic3", layout="mimic3-miracl", n_total=120)
 

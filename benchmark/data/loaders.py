@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import UsageError
+from ..errors import UsageError
 from .timeseries import CHANNELS, Origin
 
 EPISODE_HEADER = ["Hours", *CHANNELS]

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 from tabulate import tabulate
 
+from ..protocol import TaskSpec
 from . import generator, notes
 from .loaders import read_split
-from .protocol import TaskSpec
 from .timeseries import MAX_BINS, n_bins
 
 
