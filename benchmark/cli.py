@@ -343,8 +343,8 @@ def cmd_data_prepare(args) -> int:
 
 
 def cmd_data_describe(args) -> int:
-    from .data.cache import TensorCache
     from .data import data_root, synthetic_files
+    from .data.cache import TensorCache
     from .data.describe import describe, render
 
     spec = _task(args)

@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 
 import benchmark.data.taskdata as data_module
-from benchmark.data import generator
+from benchmark.data import generator, materialise
 from benchmark.data.cache import TensorCache
-from benchmark.data import materialise
 from benchmark.protocol import SMOKE
 
 SPEC = SMOKE.task("syn-phe")
