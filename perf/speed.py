@@ -32,10 +32,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from benchmark.data import notes
+from benchmark.cards import label_names
+from benchmark.data import cache_key, materialise, notes, synthetic_files
 from benchmark.data.cache import TensorCache
-from benchmark.data import cache_key, materialise, synthetic_files
-from benchmark.data.generator import label_names
 from benchmark.data.loaders import read_split
 from benchmark.method import TaskInfo
 from benchmark.protocol import get_track

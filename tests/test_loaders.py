@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from benchmark.errors import UsageError
-from benchmark.data.generator import label_names
+from benchmark.cards import label_names
 from benchmark.data.loaders import EPISODE_HEADER, read_episodes, read_split
+from benchmark.errors import UsageError
 
 PHE = label_names("phenotyping")
 DIA = label_names("diagnosis")

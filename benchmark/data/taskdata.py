@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..cards import label_names
 from ..errors import UsageError
 from ..protocol import TaskSpec
 from . import generator, notes, timeseries
@@ -137,7 +138,7 @@ def _normaliser(spec: TaskSpec, train_flat: np.ndarray) -> timeseries.Normaliser
 
 
 def build_arrays(spec: TaskSpec, root: Path, device: torch.device | None = None) -> tuple[dict, list[str], dict]:
-    names = generator.label_names(spec.kind)
+    names = label_names(spec.kind)
     clock = [time.perf_counter()]
 
     def lap() -> float:
