@@ -318,9 +318,9 @@ def cmd_data_prepare(args) -> int:
 
 
 def cmd_data_describe(args) -> int:
-    from .cache import TensorCache
     from .data import data_root, synthetic_files
-    from .describe import describe, render
+    from .data.cache import TensorCache
+    from .data.describe import describe, render
 
     spec = _task(args)
     root = synthetic_files(spec, TensorCache()) if spec.source == "synthetic" else data_root(spec, args.root)

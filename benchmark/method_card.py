@@ -7,11 +7,11 @@ paper's BioBERT unless given), the track's backbone width.
 from __future__ import annotations
 
 from .backbones.flexcare import count_parameters
-from .generator import label_names
+from .cards import label_names
+from .data.timeseries import WIDTH as EHR_DIM
 from .method import TaskInfo
 from .protocol import Track
 from .registry import MethodEntry
-from .timeseries import WIDTH as EHR_DIM
 
 PAPER_NOTE_DIM = 768  # BioBERT base (the paper's frozen note encoder)
 

@@ -1,7 +1,9 @@
 """The benchmark protocol as data: noise settings, seeds, the training budget, tracks and tasks.
 
 Everything that must be identical for every method lives here, as rows in tables rather than
-branches in code. Adding a noise setting is one line in ``NOISE_SETTINGS``.
+branches in code. Adding a noise setting is one line in ``NOISE_SETTINGS``. A track's tasks come
+from the task cards (``datasets/<task>/card.yaml``, read by ``cards``): the real files, or their
+synthetic twin at the card's scale or at the sizes the track writes.
 """
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import math
 import re
 from dataclasses import asdict, dataclass, field
 
+from . import cards
 from .errors import UsageError, choices_hint
 
 SEEDS: tuple[int, ...] = (30, 40, 100)
@@ -138,7 +141,7 @@ class TaskSpec:
     name: str
     kind: str  # "phenotyping" (25 labels) | "diagnosis" (14 CheXpert labels)
     source: str  # "synthetic" (generated, then read back) | "real" (the user's prepared MIMIC files)
-    layout: str  # on-disk layout: "mimic4" | "mimic3-miracl" | "mimic3-benchmark" (benchmark/loaders.py)
+    layout: str  # on-disk layout: "mimic4" | "mimic3-miracl" | "mimic3-benchmark" (benchmark/data/loaders.py)
     num_labels: int
     # Synthetic tasks: samples over all splits, target mean labels per sample, modality missingness.
     n_total: int = 0
@@ -189,6 +192,26 @@ class Track:
         return by_name[name]
 
 
+def card_task(card: cards.Card, source: str, name: str | None = None, **sizes) -> TaskSpec:
+    """A task from its card: ``source="real"`` reads the prepared files under the card's ``data_dir``;
+    ``source="synthetic"`` generates the twin at the card's scale, or at the ``sizes`` a track gives
+    (n_total, missing rates, max_hours, note_tokens, ...). Fields neither sets keep TaskSpec's defaults."""
+    fields = dict(kind=card.kind, layout=card.layout, num_labels=card.num_labels, task_dir=card.task_dir,
+                  task_weight=card.task_weight, **card.task_fields)
+    if source == "synthetic":
+        scale = card.scale
+        fields.update(n_total=scale.n_total, cardinality=scale.cardinality, missing_ehr=scale.missing_ehr,
+                      missing_note=scale.missing_note)
+    elif source == "real":
+        fields.update(data_dir=card.data_dir)
+    else:
+        raise ValueError(f"source must be 'synthetic' or 'real', got {source!r}")
+    return TaskSpec(name or card.name, source=source, **(fields | sizes))
+
+
+_CARDS = {name: cards.get_card(name) for name in ("mimic4-phe", "mimic4-dia", "mimic3-phe")}
+MIMIC4_PHE, MIMIC4_DIA, MIMIC3_PHE = _CARDS.values()
+
 # Sized so that one method's 30-run grid fits in minutes on a 2-core CPU: ~12 training steps per
 # epoch at batch 128 over 1+1+25+17 = 44 tokens, on a narrow backbone. The protocol (epochs,
 # optimiser, schedule, batch size, noise, seeds, metric) is the paper's, unchanged.
@@ -200,10 +223,7 @@ QUICK = Track(
         "76 channels, notes cut to 16 MiniLM tokens; FlexCare narrowed to d=32 / 2 layers / FF 64 / "
         "4 experts. Paper protocol otherwise unchanged."
     ),
-    tasks=(
-        TaskSpec("syn-phe", "phenotyping", "synthetic", "mimic4", 25, n_total=1792, cardinality=4.575,
-                 missing_note=0.08, max_hours=24, note_tokens=16),
-    ),
+    tasks=(card_task(MIMIC4_PHE, "synthetic", "syn-phe", n_total=1792, max_hours=24, note_tokens=16),),
     backbone=BackboneSize(hidden=32, layers=2, heads=2, ff=64, experts=4, top_k=2),
 )
 
@@ -212,39 +232,26 @@ SMOKE = Track(
     name="smoke",
     description="Tiny synthetic tasks and a 2-epoch budget, for tests and smoke checks only.",
     tasks=(
-        TaskSpec("syn-phe", "phenotyping", "synthetic", "mimic4", 25, n_total=160, cardinality=4.575,
-                 missing_ehr=0.1, missing_note=0.1, max_hours=8, note_tokens=8),
-        TaskSpec("syn-dia", "diagnosis", "synthetic", "mimic4", 14, n_total=160, cardinality=2.246,
-                 missing_ehr=0.5, missing_note=0.326, max_hours=8, note_tokens=8, task_dir="diagnosis",
-                 task_weight=0.2),
+        card_task(MIMIC4_PHE, "synthetic", "syn-phe", n_total=160, missing_ehr=0.1, missing_note=0.1, max_hours=8,
+                  note_tokens=8),
+        card_task(MIMIC4_DIA, "synthetic", "syn-dia", n_total=160, missing_ehr=0.5, max_hours=8, note_tokens=8),
     ),
     budget=Budget(epochs=2),
     backbone=BackboneSize(hidden=16, layers=1, heads=2, ff=32, experts=4, top_k=2),
     on_leaderboard=False,
 )
 
-# MIMIC scale (supplement Table 1): sizes, label cardinality and the diagnosis task's missingness.
+# MIMIC scale (the cards' scale statistics, supplement Table 1): sizes, label cardinality and the
+# diagnosis task's missingness.
 FULL = Track(
     name="full",
     description="Synthetic tasks at MIMIC scale (59,798 / 132,576 / 41,904 samples), paper-size FlexCare. GPU.",
-    tasks=(
-        TaskSpec("mimic4-phe", "phenotyping", "synthetic", "mimic4", 25, n_total=59_798, cardinality=4.575,
-                 missing_note=0.08),
-        TaskSpec("mimic4-dia", "diagnosis", "synthetic", "mimic4", 14, n_total=132_576, cardinality=2.246,
-                 missing_ehr=0.763, missing_note=0.326, task_dir="diagnosis", task_weight=0.2),
-        TaskSpec("mimic3-phe", "phenotyping", "synthetic", "mimic3-miracl", 25, n_total=41_904, cardinality=4.126,
-                 missing_note=0.35),
-    ),
+    tasks=tuple(card_task(card, "synthetic") for card in _CARDS.values()),
 )
 PAPER = Track(
     name="paper",
     description="Your prepared MIMIC-IV / MIMIC-III task files under $EHRBENCH_DATA (or --root). GPU.",
-    tasks=(
-        TaskSpec("mimic4-phe", "phenotyping", "real", "mimic4", 25, data_dir="mimic4"),
-        TaskSpec("mimic4-dia", "diagnosis", "real", "mimic4", 14, task_dir="diagnosis", data_dir="mimic4",
-                 task_weight=0.2),
-        TaskSpec("mimic3-phe", "phenotyping", "real", "mimic3-miracl", 25, data_dir="mimic3"),
-    ),
+    tasks=tuple(card_task(card, "real") for card in _CARDS.values()),
 )
 
 TRACKS: dict[str, Track] = {t.name: t for t in (QUICK, FULL, PAPER, SMOKE)}

@@ -168,7 +168,7 @@ def _local_data(task_spec: dict, verify_data: bool, memo: dict):
         memo[key] = None
         spec = TaskSpec(**task_spec)
         if spec.source == "synthetic":
-            from .cache import TensorCache
+            from .data.cache import TensorCache
             from .data import cache_key, materialise
 
             if verify_data:

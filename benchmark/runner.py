@@ -34,7 +34,7 @@ from .packing import Baton, turn_taking
 from .protocol import NOISE_SETTINGS, SEEDS, NoiseSetting, TaskSpec, Track, get_track, parse_noise
 from .records import SCHEMA_VERSION, RecordStore, claimed, now_utc, run_id
 from .registry import MethodEntry, get_method
-from .generator import GENERATOR_VERSION
+from .data.generator import GENERATOR_VERSION
 from .lifetime import STOP, exit_with_parent
 from .options import Execution
 from .trainer import RunData, train

@@ -55,11 +55,9 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _FORBIDDEN_PREFIXES = (
     ("torch.optim", "builds its own optimiser or schedule ({name}): the harness owns Adam, the learning rate and the schedule"),
     ("torch.utils.data", "builds a data loader ({name}): the harness owns batching and the data"),
+    # benchmark.data covers its modules: loaders, generator, the tensor cache, ...
     ("benchmark.data", "reaches for the harness's data ({name}): a method sees only TaskInfo, batches and noisy labels"),
-    ("benchmark.cache", "reaches for the harness's data ({name}): a method sees only TaskInfo, batches and noisy labels"),
     ("benchmark.runner", "reaches for the harness's runner ({name}): a method sees only TaskInfo, batches and noisy labels"),
-    ("benchmark.loaders", "reaches for the harness's data ({name}): a method sees only TaskInfo, batches and noisy labels"),
-    ("benchmark.generator", "reaches for the harness's data ({name}): a method sees only TaskInfo, batches and noisy labels"),
     ("benchmark.trainer", "reaches into the trainer ({name}): the harness owns the epochs and the evaluation"),
     ("benchmark.protocol.Budget", "reaches for the training budget ({name}): the harness owns the epochs"),
     ("socket", "uses the network ({name}): a method runs offline"),
@@ -297,7 +295,8 @@ class Guard:
     def active(self):
         import torch
 
-        from . import cache, data, runner
+        from . import data, runner
+        from .data import cache
 
         if not Guard._hook_installed:
             sys.addaudithook(Guard._audit)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import torch
 
-from benchmark import generator, notes
-from benchmark.data import series_arrays
-from benchmark.loaders import read_split
+from benchmark.cards import label_names
+from benchmark.data import generator, notes, series_arrays
+from benchmark.data.loaders import read_split
 from benchmark.protocol import get_track
 
 
@@ -32,7 +32,7 @@ def main() -> None:
     t = time.perf_counter()
     generator.write(gen, spec, root)
     times["write files"] = time.perf_counter() - t
-    names = generator.label_names(spec.kind)
+    names = label_names(spec.kind)
     t = time.perf_counter()
     raw = {s: read_split(root, spec.layout, spec.task_dir, s, names) for s in ("train", "test")}
     times["read listfiles"] = time.perf_counter() - t

@@ -32,11 +32,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from benchmark import notes
-from benchmark.cache import TensorCache
-from benchmark.data import cache_key, materialise, synthetic_files
-from benchmark.generator import label_names
-from benchmark.loaders import read_split
+from benchmark.cards import label_names
+from benchmark.data import cache_key, materialise, notes, synthetic_files
+from benchmark.data.cache import TensorCache
+from benchmark.data.loaders import read_split
 from benchmark.method import TaskInfo
 from benchmark.protocol import get_track
 from benchmark.registry import get_method

@@ -4,8 +4,8 @@ import tempfile
 
 import torch
 
-from benchmark.cache import TensorCache
 from benchmark.data import materialise
+from benchmark.data.cache import TensorCache
 from benchmark.method import TaskInfo
 from benchmark.noise import make_noisy
 from benchmark.protocol import QUICK, parse_noise

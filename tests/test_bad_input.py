@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 from benchmark.cli import main
 from benchmark.data import series_arrays
+from benchmark.data.loaders import EPISODE_HEADER, read_episodes, read_split
 from benchmark.errors import RecordError, UsageError
-from benchmark.loaders import EPISODE_HEADER, read_episodes, read_split
 from benchmark.protocol import SMOKE, parse_noise
 from benchmark.records import RecordStore, validate
 from benchmark.registry import read_manifest

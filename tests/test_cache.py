@@ -3,10 +3,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-import benchmark.data as data_module
-from benchmark import generator
-from benchmark.cache import TensorCache
-from benchmark.data import materialise
+import benchmark.data.taskdata as data_module
+from benchmark.data import generator, materialise
+from benchmark.data.cache import TensorCache
 from benchmark.protocol import SMOKE
 
 SPEC = SMOKE.task("syn-phe")

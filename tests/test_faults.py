@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import benchmark.cache
-import benchmark.generator
+import benchmark.data.cache
+import benchmark.data.generator
 import benchmark.records
 import benchmark.runner
 import benchmark.trainer
@@ -101,10 +101,10 @@ KILL_POINTS = [
     ("training, first epoch", benchmark.trainer, "evaluate", 1, False, False),
     ("training, last epoch", benchmark.trainer, "evaluate", 2, False, False),
     ("record written, not yet renamed", os, "fsync", 1, False, False),
-    ("tensor cache: first array", benchmark.cache.np, "save", 1, False, True),
-    ("tensor cache: eighth array written", benchmark.cache.np, "save", 8, True, True),
-    ("tensor cache: entry renamed into place", benchmark.cache.os, "replace", 2, False, True),
-    ("generator's files", benchmark.generator, "write", 1, True, True),
+    ("tensor cache: first array", benchmark.data.cache.np, "save", 1, False, True),
+    ("tensor cache: eighth array written", benchmark.data.cache.np, "save", 8, True, True),
+    ("tensor cache: entry renamed into place", benchmark.data.cache.os, "replace", 2, False, True),
+    ("generator's files", benchmark.data.generator, "write", 1, True, True),
     ("record renamed, not yet reported", os, "replace", 1, True, False),
     ("training, second run", benchmark.trainer, "evaluate", 3, False, False),
     ("second record, before its rename", os, "fsync", 2, False, False),

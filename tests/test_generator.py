@@ -5,11 +5,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmark import generator
-from benchmark.data import series_arrays
-from benchmark.loaders import read_episodes, read_split
+from benchmark.cards import label_names
+from benchmark.data import generator, series_arrays
+from benchmark.data.loaders import read_episodes, read_split
+from benchmark.data.timeseries import CHANNELS, discretise
 from benchmark.protocol import FULL, QUICK, SMOKE
-from benchmark.timeseries import CHANNELS, discretise
 
 MIMIC3 = dataclasses.replace(SMOKE.task("syn-phe"), name="syn-mimic3", layout="mimic3-miracl", n_total=120)
 
@@ -18,7 +18,7 @@ MIMIC3 = dataclasses.replace(SMOKE.task("syn-phe"), name="syn-mimic3", layout="m
 def test_files_read_back_through_the_real_loaders_reproduce_the_generator(spec, tmp_path):
     gen = generator.generate(spec)
     generator.write(gen, spec, tmp_path)
-    names = generator.label_names(spec.kind)
+    names = label_names(spec.kind)
     for split, parts in (("train", ["train", "val"]), ("test", ["test"])):
         expected = pd.concat([gen.splits[p] for p in parts if p in gen.splits], ignore_index=True)
         raw = read_split(tmp_path, spec.layout, spec.task_dir, split, names)
@@ -70,7 +70,7 @@ def test_full_tasks_match_the_papers_dataset_table(task):
 
 def test_labels_co_occur_as_in_mimic():
     c = generator.cohort(QUICK.task("syn-phe"))
-    names = generator.label_names("phenotyping")
+    names = label_names("phenotyping")
     y = c.labels.astype(float)
 
     def lift(a, b):
@@ -117,3 +117,19 @@ def test_both_modalities_carry_label_information():
     both = score(np.hstack([e_tr, n_tr]), np.hstack([e_te, n_te]))
     ehr_only, note_only = score(e_tr, e_te), score(n_tr, n_te)
     assert both > ehr_only + 0.03 and both > note_only + 0.03, (both, ehr_only, note_only)
+
+
+def test_the_generator_follows_the_cards_labels_and_refuses_one_it_does_not_model(monkeypatch):
+    from benchmark import cards
+    from benchmark.errors import UsageError
+
+    names = label_names("diagnosis")
+    reordered = names[1:] + names[:1]
+    monkeypatch.setattr(cards, "label_names", lambda kind: reordered)
+    assert [row[0] for row in generator._table("diagnosis")] == reordered
+    monkeypatch.setattr(cards, "label_names", lambda kind: names[:-1] + ["Hernia"])
+    with pytest.raises(UsageError, match="list label 'Hernia', which the synthetic generator does not model"):
+        generator.cohort(SMOKE.task("syn-dia"))
+    monkeypatch.setattr(cards, "label_names", lambda kind: names[:-1])
+    with pytest.raises(UsageError, match="leave out label 'Support Devices', which the synthetic generator models"):
+        generator.cohort(SMOKE.task("syn-dia"))

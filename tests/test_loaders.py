@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
+from benchmark.cards import label_names
+from benchmark.data.loaders import EPISODE_HEADER, read_episodes, read_split
 from benchmark.errors import UsageError
-from benchmark.generator import label_names
-from benchmark.loaders import EPISODE_HEADER, read_episodes, read_split
 
 PHE = label_names("phenotyping")
 DIA = label_names("diagnosis")

@@ -1,8 +1,16 @@
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
+from benchmark import cards
 from benchmark.errors import UsageError
-from benchmark.protocol import NOISE_SETTINGS, SEEDS, Budget, balanced_rho_minus, get_track, parse_noise
+from benchmark.protocol import (NOISE_SETTINGS, SEEDS, Budget, balanced_rho_minus, card_task, get_track,
+                                parse_noise)
 
 
 @pytest.mark.parametrize("epoch, lr", [(1, 1e-3), (6, 5e-4), (10, 2.4471741852e-5), (11, 0.0), (21, 1e-3)])
@@ -90,3 +98,61 @@ def test_full_track_has_the_papers_three_tasks_at_mimic_scale():
                      "mimic3-phe": (41_904, 25, 4.126)}
     dia = get_track("full").task("mimic4-dia")
     assert (dia.missing_ehr, dia.missing_note, dia.task_weight) == (0.763, 0.326, 0.2)
+
+
+# Every field of every task of every track, as they were before the tracks were built from the task cards.
+# A run id hashes its task spec: changing one value here changes every run id of that task.
+_SPEC = {"n_total": 0, "cardinality": 0.0, "missing_ehr": 0.0, "missing_note": 0.0, "max_hours": 512,
+         "note_tokens": 512, "encoder": "minilm", "normaliser": "train", "uncertain": "negative",
+         "task_dir": "phenotyping", "data_dir": "", "task_weight": 1.0}
+_PHE4 = {"kind": "phenotyping", "layout": "mimic4", "num_labels": 25}
+_DIA4 = {"kind": "diagnosis", "layout": "mimic4", "num_labels": 14, "task_dir": "diagnosis", "task_weight": 0.2}
+_PHE3 = {"kind": "phenotyping", "layout": "mimic3-miracl", "num_labels": 25}
+TASK_SPECS = {
+    "quick": [_SPEC | _PHE4 | {"name": "syn-phe", "source": "synthetic", "n_total": 1792, "cardinality": 4.575,
+                               "missing_note": 0.08, "max_hours": 24, "note_tokens": 16}],
+    "full": [
+        _SPEC | _PHE4 | {"name": "mimic4-phe", "source": "synthetic", "n_total": 59798, "cardinality": 4.575,
+                         "missing_note": 0.08},
+        _SPEC | _DIA4 | {"name": "mimic4-dia", "source": "synthetic", "n_total": 132576, "cardinality": 2.246,
+                         "missing_ehr": 0.763, "missing_note": 0.326},
+        _SPEC | _PHE3 | {"name": "mimic3-phe", "source": "synthetic", "n_total": 41904, "cardinality": 4.126,
+                         "missing_note": 0.35},
+    ],
+    "paper": [
+        _SPEC | _PHE4 | {"name": "mimic4-phe", "source": "real", "data_dir": "mimic4"},
+        _SPEC | _DIA4 | {"name": "mimic4-dia", "source": "real", "data_dir": "mimic4"},
+        _SPEC | _PHE3 | {"name": "mimic3-phe", "source": "real", "data_dir": "mimic3"},
+    ],
+    "smoke": [
+        _SPEC | _PHE4 | {"name": "syn-phe", "source": "synthetic", "n_total": 160, "cardinality": 4.575,
+                         "missing_ehr": 0.1, "missing_note": 0.1, "max_hours": 8, "note_tokens": 8},
+        _SPEC | _DIA4 | {"name": "syn-dia", "source": "synthetic", "n_total": 160, "cardinality": 2.246,
+                         "missing_ehr": 0.5, "missing_note": 0.326, "max_hours": 8, "note_tokens": 8},
+    ],
+}
+
+
+@pytest.mark.parametrize("track", sorted(TASK_SPECS))
+def test_tasks_built_from_the_cards_are_field_for_field_the_tracks_of_before(track):
+    got = [dataclasses.asdict(task) for task in get_track(track).tasks]
+    assert got == TASK_SPECS[track]
+    # Equal and of the same types: a run id is the hash of the JSON text, where 1 and 1.0 differ.
+    assert json.dumps(got, sort_keys=True) == json.dumps(TASK_SPECS[track], sort_keys=True)
+
+
+def test_a_track_overrides_only_the_sizes_it_writes():
+    card = cards.get_card("mimic4-dia")
+    task = card_task(card, "synthetic", "tiny", n_total=10, max_hours=4)
+    assert (task.name, task.n_total, task.max_hours, task.missing_ehr, task.cardinality) == ("tiny", 10, 4, 0.763, 2.246)
+    assert (task.uncertain, task.task_dir, task.task_weight, task.data_dir) == ("negative", "diagnosis", 0.2, "")
+    assert card_task(card, "real").data_dir == "mimic4" and card_task(card, "real").n_total == 0
+    with pytest.raises(ValueError, match="source must be 'synthetic' or 'real'"):
+        card_task(card, "demo")
+
+
+def test_importing_the_protocol_reads_the_cards_without_torch():
+    code = "import sys, benchmark.protocol; print(sorted(m for m in ('torch', 'numpy', 'pandas') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parent.parent).stdout.strip()
+    assert out == "[]"

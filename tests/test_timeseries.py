@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from benchmark.loaders import EPISODE_HEADER, read_episodes
-from benchmark.timeseries import CONTINUOUS_COLUMNS, HEADER, WIDTH, Normaliser, discretise, n_bins
+from benchmark.data.loaders import EPISODE_HEADER, read_episodes
+from benchmark.data.timeseries import CONTINUOUS_COLUMNS, HEADER, WIDTH, Normaliser, discretise, n_bins
 
 NORMAL = {"Diastolic blood pressure": 59.0, "Fraction inspired oxygen": 0.21, "Glucose": 128.0, "Heart Rate": 86.0,
           "Height": 170.0, "Mean blood pressure": 77.0, "Oxygen saturation": 98.0, "Respiratory rate": 19.0,

@@ -19,14 +19,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import UsageError
+from ..cards import LAYOUTS, UNCERTAIN_POLICIES  # the layouts and uncertain-label rules (named switch) a card may name
+from ..errors import UsageError
 from .timeseries import CHANNELS, Origin
 
 EPISODE_HEADER = ["Hours", *CHANNELS]
-LAYOUTS = ("mimic4", "mimic3-miracl", "mimic3-benchmark")
-# Named switch for MIMIC-IV diagnosis (CheXpert) labels: 1 positive, 0 negative, -1 uncertain, blank missing.
-#   "negative" (MIRACL, default): uncertain and missing -> 0 (B12);  "positive": uncertain -> 1 (U-Ones), missing -> 0.
-UNCERTAIN_POLICIES = ("negative", "positive")
 
 _MAKER = {
     "mimic4": "mimic4extract (create_phenotyping.py / create_diagnosis.py, then merge_multimodal_data) or `ehrbench data prepare`",

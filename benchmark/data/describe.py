@@ -11,14 +11,15 @@ from pathlib import Path
 import numpy as np
 from tabulate import tabulate
 
-from . import generator, notes
+from ..cards import label_names
+from ..protocol import TaskSpec
+from . import notes
 from .loaders import read_split
-from .protocol import TaskSpec
 from .timeseries import MAX_BINS, n_bins
 
 
 def describe(spec: TaskSpec, root: Path) -> dict:
-    names = generator.label_names(spec.kind)
+    names = label_names(spec.kind)
     raw = {s: read_split(root, spec.layout, spec.task_dir, s, names, spec.uncertain) for s in ("train", "test")}
     labels = np.concatenate([raw[s].labels for s in raw])
     has_series = np.concatenate([[x is not None for x in raw[s].series] for s in raw])

@@ -27,12 +27,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .. import cards
+from ..errors import UsageError
 from .loaders import EPISODE_HEADER
 from .timeseries import CHANNELS
 
 GENERATOR_VERSION = "3"
 
-# label: (prevalence, chronic?, factor loadings {factor: weight}, vital effects {signal: shift}, note terms, note sensitivity)
+# The generative model of each label, by name; the label names and their column order are the task cards'
+# (cards.label_names). Row: (label, prevalence, factor loadings {factor: weight}, vital effects {signal: shift},
+# note terms, note sensitivity).
 FACTORS = ["cardiometabolic", "renal", "pulmonary", "hepatic", "infection", "cardiac", "respiratory", "neuro_bleed"]
 CHRONIC_FACTORS = 4
 PHENOTYPES = [
@@ -62,7 +66,8 @@ PHENOTYPES = [
     ("Septicemia (except in labor)", .14, {"infection": 1}, {"temp": 1.0, "hr": 18, "mbp": -12}, ["sepsis", "bacteremia", "urosepsis"], .3),
     ("Shock", .08, {"infection": .8, "cardiac": .5}, {"mbp": -20, "sbp": -25, "hr": 15, "ph": -.08}, ["shock", "septic shock", "cardiogenic shock"], .2),
 ]  # fmt: skip
-PHENOTYPE_EXCLUSIVE = [(10, 11), (13, 16)]
+PHENOTYPE_EXCLUSIVE = [("Diabetes mellitus with complications", "Diabetes mellitus without complication"),
+                       ("Essential hypertension", "Hypertension with complications and secondary hypertension")]
 DIAGNOSES = [
     ("Atelectasis", .22, {"respiratory": .8}, {"spo2": -2, "rr": 2}, ["atelectasis"], .2),
     ("Cardiomegaly", .18, {"cardiac": .6, "cardiometabolic": .6}, {"weight": 8}, ["cardiomegaly", "chf", "heart failure"], .6),
@@ -258,8 +263,9 @@ def cohort(spec) -> Cohort:
     """Patients, clean labels and which modalities each sample has: the part the dataset table checks."""
     rng = _rng(spec, "labels")
     n = spec.n_total
-    table = PHENOTYPES if spec.kind == "phenotyping" else DIAGNOSES
-    exclusive = PHENOTYPE_EXCLUSIVE if spec.kind == "phenotyping" else []
+    table = _table(spec.kind)
+    names = [row[0] for row in table]
+    exclusive = [(names.index(a), names.index(b)) for a, b in PHENOTYPE_EXCLUSIVE] if spec.kind == "phenotyping" else []
     patient = _assign_patients(rng, n)
     chronic = rng.normal(size=(patient.max() + 1, CHRONIC_FACTORS))[patient]
     acute = rng.normal(size=(n, len(FACTORS) - CHRONIC_FACTORS)) * 0.9 + chronic[:, :1] * 0.3
@@ -273,7 +279,7 @@ def generate(spec) -> Generated:
     c = cohort(spec)
     patient, y, has_ehr, has_note = c.patient, c.labels, c.has_ehr, c.has_note
     n, n_patients = spec.n_total, patient.max() + 1
-    table = PHENOTYPES if spec.kind == "phenotyping" else DIAGNOSES
+    table = _table(spec.kind)
     rng = _rng(spec, "notes")
     notes = [_note(rng, y[i], table) if has_note[i] else "" for i in range(n)]
 
@@ -371,5 +377,16 @@ def _write_episodes(events: pd.DataFrame, ehr_dir: Path) -> None:
         start = stop
 
 
-def label_names(kind: str) -> list[str]:
-    return [row[0] for row in (PHENOTYPES if kind == "phenotyping" else DIAGNOSES)]
+def _table(kind: str) -> list[tuple]:
+    """The model's rows in the column order of the kind's task cards; every card label must be modelled."""
+    model = {row[0]: row for row in (PHENOTYPES if kind == "phenotyping" else DIAGNOSES)}
+    names = cards.label_names(kind)
+    unknown = [name for name in names if name not in model]
+    if unknown:
+        raise UsageError(f"the task cards of kind '{kind}' list label {unknown[0]!r}, which the synthetic generator "
+                         f"does not model (it models: {', '.join(model)})")
+    if len(names) != len(model):
+        left_out = next(name for name in model if name not in names)
+        raise UsageError(f"the task cards of kind '{kind}' leave out label {left_out!r}, which the synthetic "
+                         f"generator models")
+    return [model[name] for name in names]

@@ -25,7 +25,7 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 
-from .errors import UsageError
+from ..errors import UsageError
 
 EPS = 1e-6
 MAX_BINS = 512

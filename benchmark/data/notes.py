@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import UsageError
+from ..errors import UsageError
 
 _WEIGHT_FILES = ("config.json", "tokenizer.json", "vocab.txt", "tokenizer_config.json", "model.safetensors", "pytorch_model.bin")
 
