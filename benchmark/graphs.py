@@ -107,7 +107,7 @@ class CapturedSteps:
             # but another run may be reading its results back to the host meanwhile.
             graph.capture_begin(self.pool, capture_error_mode="thread_local")
             try:
-                # A compiled model (``compile_model``) must not compile inside a capture (compilation
+                # A compiled model (``--compile on``) must not compile inside a capture (compilation
                 # runs and times kernels); a shape its compiled code does not cover runs eagerly.
                 with torch.compiler.set_stance("eager_on_recompile"):
                     outputs = self.step(self.index, widths)

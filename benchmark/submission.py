@@ -59,6 +59,8 @@ _FORBIDDEN_PREFIXES = (
     ("benchmark.data", "reaches for the harness's data ({name}): a method sees only TaskInfo, batches and noisy labels"),
     ("benchmark.runner", "reaches for the harness's runner ({name}): a method sees only TaskInfo, batches and noisy labels"),
     ("benchmark.trainer", "reaches into the trainer ({name}): the harness owns the epochs and the evaluation"),
+    ("benchmark.fastpath", "reaches into how the trainer's steps execute ({name}): the harness owns the epochs and "
+                           "the evaluation"),
     ("benchmark.protocol.Budget", "reaches for the training budget ({name}): the harness owns the epochs"),
     ("socket", "uses the network ({name}): a method runs offline"),
     ("requests", "uses the network ({name}): a method runs offline"),

@@ -224,7 +224,7 @@ def test_a_claim_waits_for_a_live_holder_and_takes_its_record(tmp_path):
             with store.claim(spec) as finished:
                 assert finished is None
                 ready.touch()
-                run_one.__wrapped__(spec, str(tmp_path), "cpu")
+                run_one.__wrapped__(spec, str(tmp_path), Execution(device="cpu"))
         finally:
             os._exit(0)
     while not ready.exists():

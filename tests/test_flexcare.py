@@ -202,7 +202,7 @@ def test_varlen_layout_on_the_gpu_agrees_with_padded_to_bf16_tolerance():
 
 
 def test_a_compiled_model_compiles_once_for_batches_of_many_widths():
-    """Symbolic shapes (``compile_model="on"``): batches of other series and note widths, and other
+    """Symbolic shapes (``--compile on``): batches of other series and note widths, and other
     counts of real positions, reuse one compilation instead of compiling per width."""
     import dataclasses
 

@@ -82,6 +82,8 @@ GALLERY = [
      "opens files (open())"),
     ("data-loader", None, method_source(head="from torch.utils.data import DataLoader\n" + HEAD), False,
      "builds a data loader (torch.utils.data.DataLoader)"),
+    ("evaluates-itself", None, method_source(head="from benchmark.fastpath import predict\n" + HEAD), False,
+     "reaches into how the trainer's steps execute (benchmark.fastpath.predict)"),
     # Hidden from the static check: caught at run time, during the smoke run.
     ("nan-loss", None, method_source(body="    def loss(self, logits, targets, index, epoch):\n        return (logits * float('nan')).mean()\n"),
      True, "non-finite training loss (nan) in epoch 1"),

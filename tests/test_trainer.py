@@ -178,7 +178,7 @@ def test_token_layout_auto_packs_on_cuda_only_and_names_the_choices(monkeypatch)
 
 
 def test_a_compiled_model_trains_as_the_eager_one(monkeypatch):
-    """``compile_model="on"``: the same training (dropout off; the compiled kernels draw the gating
+    """``Execution(compile="on")``: the same training (dropout off; the compiled kernels draw the gating
     noise as eager ones do when told to), compiled for training only: evaluation runs eagerly."""
     import torch._dynamo
     import torch._inductor.config
