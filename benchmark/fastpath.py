@@ -83,7 +83,7 @@ class FastPath:
         on_cuda = self.device.type == "cuda"
         lr = torch.tensor(lr, device=self.device) if on_cuda else lr
         compiled = on_cuda and self.net is not self.model and COMPILE_OPTIMIZER
-        self.optimizer, self.update = _optimizer(self.model, lr, on_cuda, compiled)
+        self.optimizer, self.update = _optimizer(self.model, lr, on_cuda=on_cuda, compiled=compiled)
         return self.optimizer
 
     def forward(self, rows: torch.Tensor, widths: list[tuple]):
@@ -131,7 +131,7 @@ class FastPath:
     def predict(self, epoch: int) -> torch.Tensor:
         """Test logits after ``epoch``; from the second epoch on, full batches replay captured graphs."""
         graphs = self.test_graphs if epoch > 1 else None
-        return predict(self.model, self.test_split, self.dtype, self.chunks, graphs)
+        return predict(self.model, self.test_split, dtype=self.dtype, chunks=self.chunks, graphs=graphs)
 
     @property
     def captures(self) -> int | None:
@@ -197,7 +197,7 @@ def inputs(split: Split, rows: torch.Tensor, widths: list[tuple[int, int]]):
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, split: Split, dtype: torch.dtype | None = None, chunks: int = 1,
+def predict(model: torch.nn.Module, split: Split, *, dtype: torch.dtype | None = None, chunks: int = 1,
             graphs: CapturedSteps | None = None) -> torch.Tensor:
     """Logits of every row of ``split`` in row order, in fixed batches of ``EVAL_BATCH`` rows.
     With ``graphs`` (built by ``eval_graphs``), full batches replay a captured forward pass."""
@@ -226,7 +226,7 @@ def eval_graphs(model: torch.nn.Module, split: Split, dtype: torch.dtype | None)
     return CapturedSteps(forward, EVAL_BATCH, split.labels.device)
 
 
-def _optimizer(model: torch.nn.Module, lr, on_cuda: bool, compiled: bool):
+def _optimizer(model: torch.nn.Module, lr, *, on_cuda: bool, compiled: bool):
     """Adam over ``model``'s weights and the function that applies one update: fused Adam's kernel
     on CUDA, or (``compiled``) foreach Adam compiled into kernels spanning all weights. Same update
     rule either way; ``capturable`` on CUDA, so a CUDA graph can replay it."""

@@ -18,7 +18,7 @@ phi_m only; ``encoders`` is the spec's formula taken literally, whose gradient a
 encoders through H.
 
 Predictions depend on the other patients in the batch (steps 2-3): the harness evaluates in fixed
-batches of ``trainer.EVAL_BATCH`` rows in the test split's row order, so they are reproducible.
+batches of ``fastpath.EVAL_BATCH`` rows in the test split's row order, so they are reproducible.
 Shape-static and free of host reads (a step can be captured in a CUDA graph).
 """
 from __future__ import annotations
