@@ -25,18 +25,18 @@ import torch
 from . import environment
 from .backbones.flexcare import count_parameters
 from .data import Split, TaskData, check_source, materialise
+from .data.generator import GENERATOR_VERSION
 from .diagnostics import scorer
 from .errors import RunFailed, UsageError, out_of_memory
 from .hparams import validate as validate_hparams
+from .lifetime import STOP, exit_with_parent
 from .method import TaskInfo
 from .noise import make_noisy, noise_seed_for
+from .options import Execution
 from .packing import Baton, turn_taking
 from .protocol import NOISE_SETTINGS, SEEDS, NoiseSetting, TaskSpec, Track, get_track, parse_noise
 from .records import SCHEMA_VERSION, RecordStore, claimed, now_utc, run_id
 from .registry import MethodEntry, get_method
-from .data.generator import GENERATOR_VERSION
-from .lifetime import STOP, exit_with_parent
-from .options import Execution
 from .trainer import RunData, train
 
 
