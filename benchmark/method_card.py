@@ -32,10 +32,15 @@ def trainable_parameters(entry: MethodEntry, info: TaskInfo) -> int:
 def card(entry: MethodEntry, track: Track, info: TaskInfo) -> str:
     m = entry.manifest
     hparams = ", ".join(f"{k}={v}" for k, v in m["hparams"].items()) or "-"
-    return "\n".join([
+    model = entry.load_class()(info, entry.hparams).build_model()
+    lines = [
         f"{entry.name}: {m['display_name']} (v{m['version']}, licence {m['license']}, backbone {m['backbone']})",
         f"  citation: {' '.join(m['citation'].split())}",
         f"  hparams: {hparams}",
-        f"  trainable parameters: {trainable_parameters(entry, info):,} on {track.name}/{info.name} "
+        f"  trainable parameters: {count_parameters(model):,} on {track.name}/{info.name} "
         f"({info.num_labels} labels, ehr_dim {info.ehr_dim}, note_dim {info.note_dim}, hidden {track.backbone.hidden})",
-    ])
+    ]
+    if hasattr(model, "fusion_layout"):  # FlexCare: which function it is (backbones/flexcare.py)
+        lines.append(f"  model: {type(model).__name__}, fusion layout {model.fusion_layout}, "
+                     f"structural mask {model.structural_mask}")
+    return "\n".join(lines)

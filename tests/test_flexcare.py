@@ -94,24 +94,24 @@ def test_modality_ablation_ignores_the_other_modality():
 
 def assert_same_function_as_padded(layout: str, batch, tokens: int, modalities: tuple) -> None:
     """``layout`` on ``batch`` bounded by ``tokens`` gives the padded layout's logits, regularisers,
-    summary tokens and gradients, in both structural-mask modes."""
+    summary tokens and gradients, in both structural-mask modes and both fusion layouts."""
     import dataclasses
+    import itertools
 
-    for mode in ("additive", "blocking"):
-        for modality in modalities:
-            model = small(structural_mask=mode, modalities=modality).eval()
-            outputs, grads = [], []
-            for name, b in (("padded", batch), (layout, dataclasses.replace(batch, tokens=tokens))):
-                model.token_layout = name
-                model.zero_grad()
-                out = model(b)
-                out.logits.sum().add(out.aux).backward()
-                outputs.append((out.logits, out.aux, out.extras["ehr_cls"], out.extras["note_cls"]))
-                grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
-            torch.testing.assert_close(outputs[1], outputs[0], atol=1e-5, rtol=1e-5)
-            assert grads[1].keys() == grads[0].keys()
-            for name in grads[0]:
-                torch.testing.assert_close(grads[1][name], grads[0][name], atol=1e-5, rtol=1e-4, msg=name)
+    for mode, modality, fusion in itertools.product(("additive", "blocking"), modalities, ("two_modality", "released")):
+        model = small(structural_mask=mode, modalities=modality, fusion_layout=fusion).eval()
+        outputs, grads = [], []
+        for name, b in (("padded", batch), (layout, dataclasses.replace(batch, tokens=tokens))):
+            model.token_layout = name
+            model.zero_grad()
+            out = model(b)
+            out.logits.sum().add(out.aux).backward()
+            outputs.append((out.logits, out.aux, out.extras["ehr_cls"], out.extras["note_cls"]))
+            grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+        torch.testing.assert_close(outputs[1], outputs[0], atol=1e-5, rtol=1e-5)
+        assert grads[1].keys() == grads[0].keys()
+        for name in grads[0]:
+            torch.testing.assert_close(grads[1][name], grads[0][name], atol=1e-5, rtol=1e-4, msg=name)
 
 
 def test_the_packed_layout_is_the_same_function_and_really_packs(monkeypatch):
@@ -124,7 +124,7 @@ def test_the_packed_layout_is_the_same_function_and_really_packs(monkeypatch):
     monkeypatch.setattr(packed.PackedPositions, "pack",
                         lambda self, x, f=packed.PackedPositions.pack: packs.append(1) or f(self, x))
     assert_same_function_as_padded("packed", batch, int((batch.ehr_len + batch.note_len).sum()), ("both", "ehr"))
-    assert len(packs) == 4 * (1 + 2)  # per forward: the input, then once per layer after attention
+    assert len(packs) == 8 * (1 + 2)  # per forward: the input, then once per layer after attention
     model = small()
     model.token_layout = "packed"
     assert model(batch).logits.shape == (6, 25)  # no bound on the real positions: runs padded
@@ -143,7 +143,7 @@ def test_varlen_attention_is_the_same_function(monkeypatch):
                         lambda *a, f=varlen.SampleAttention.attend: calls.append(1) or f(*a))
     # A bound with unused rows, as in training.
     assert_same_function_as_padded("varlen", batch, int((batch.ehr_len + batch.note_len).sum()) + 5, ("both", "note"))
-    assert len(calls) == 2 * 4  # each of the 2 layers in the 4 cases
+    assert len(calls) == 2 * 8  # each of the 2 layers in the 8 cases
 
 
 def _dense_varlen(q, k, v, cu, scale, valid):
@@ -179,13 +179,14 @@ def test_flash_varlen_attention_matches_the_dense_form_with_gradients():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="flash attention needs a GPU")
-def test_varlen_layout_on_the_gpu_agrees_with_padded_to_bf16_tolerance():
+@pytest.mark.parametrize("fusion_layout", ["two_modality", "released"])
+def test_varlen_layout_on_the_gpu_agrees_with_padded_to_bf16_tolerance(fusion_layout):
     import dataclasses
 
     batch = make_batch(b=6, t=12, n=9, ehr_len=[12, 3, 0, 7, 1, 0], note_len=[9, 0, 2, 0, 5, 9], seed=2)
     batch = dataclasses.replace(batch, **{f: getattr(batch, f).cuda() for f in ("ehr", "ehr_len", "note", "note_len", "patient_id")},
                                 tokens=int((batch.ehr_len + batch.note_len).sum()) + 7)
-    model = small().cuda().eval()
+    model = small(fusion_layout=fusion_layout).cuda().eval()
     logits = {}
     for layout in ("padded", "varlen"):
         model.token_layout = layout
@@ -268,3 +269,170 @@ def test_the_encoder_is_the_references_transformer_with_its_masks_missing_modali
     expected = reference(seen["x"], mask=struct, src_key_padding_mask=pad)
     read = torch.tensor([0, 1, 2, 3 + t])
     torch.testing.assert_close(seen["out"][:, read], expected[:, read], atol=1e-5, rtol=1e-4)
+
+
+# --- The released FlexCare (fusion_layout="released"), against a slow dense implementation of the spec ---------
+# Written from reference/miracl_flexcare.md §10.3-10.6 and §10.10 alone, one sample at a time, in fp64:
+# the sequence [task | MM-CLS | X12 | X13 | X23 | EHR-CLS ehr.. | CXR-CLS | NOTE-CLS tok..], the 0/1 float
+# mask of generate_cross_modal_mask (no X-ray patches: they are padded keys whose outputs feed nothing),
+# key padding, post-norm layers, then availability, L_ortho over 7 tokens, the MoE and the pooling.
+
+def _spec_cross_modal_mask(ehr_cls: int, cxr_cls: int, note_cls: int, total: int) -> torch.Tensor:
+    """1 = "blocked" (a +1 logit under the additive reading), 0 = open, slice by slice as the spec states."""
+    m = torch.ones(total, total, dtype=torch.float64)
+    m[0, :] = 0  # the task token sees everything
+    for row, spans in ((1, [(ehr_cls + 1, cxr_cls), (cxr_cls + 1, note_cls), (note_cls + 1, total)]),  # MM-CLS
+                       (2, [(ehr_cls + 1, cxr_cls), (cxr_cls + 1, note_cls)]),  # X12: EHR + CXR content
+                       (3, [(ehr_cls + 1, cxr_cls), (note_cls + 1, total)]),  # X13: EHR + note content
+                       (4, [(cxr_cls + 1, note_cls), (note_cls + 1, total)])):  # X23: CXR + note content
+        m[row, row] = 0
+        for a, b in spans:
+            m[row, a:b] = 0
+    for cls, end in ((ehr_cls, cxr_cls), (cxr_cls, note_cls), (note_cls, total)):
+        m[cls, cls:end] = 0  # a modality's CLS: itself and its content
+        m[cls + 1:end, cls + 1:end] = 0  # content: its own content only
+    return m
+
+
+def _spec_released(model, batch, blocking=False):
+    """(logits [B, C], L_ortho, L_moe) of the released function, eval mode, as the spec describes it."""
+    d = model.task_embed.weight.shape[1]
+    heads = model.layers[0].heads
+    t_max, n_max = batch.ehr.shape[1], batch.note.shape[1]
+    qs, sevens, avails = [], [], []
+    for i in range(len(batch.ehr_len)):
+        le, ln = int(batch.ehr_len[i]), int(batch.note_len[i])
+        seq = [model.task_embed.weight[model.task_index], model.mm_cls[0, 0], *model.cross_cls[0], model.ehr_cls[0, 0]]
+        seq += [model.ehr_proj(batch.ehr[i, t]) + model.ehr_pos[0, t] for t in range(t_max)]
+        seq += [model.cxr_cls[0, 0], model.note_cls[0, 0]]
+        seq += [model.note_proj(batch.note[i, j]) + model.note_pos[0, j] for j in range(n_max)]
+        x = torch.stack(seq)
+        ehr_cls, cxr_cls, note_cls, total = 5, 6 + t_max, 7 + t_max, len(seq)
+        padded = torch.zeros(total, dtype=torch.bool)
+        for p in range(ehr_cls, cxr_cls):  # the EHR block: CLS + series, real for len + 1 if present
+            padded[p] = le == 0 or p - ehr_cls > le
+        padded[cxr_cls] = True  # no X-ray: its whole block is padded
+        for p in range(note_cls, total):
+            padded[p] = ln == 0 or p - note_cls > ln
+        mask = _spec_cross_modal_mask(ehr_cls, cxr_cls, note_cls, total)
+        if blocking:  # the intended mask; a padded query keeps itself as its one key
+            mask = mask.masked_fill(mask == 1, float("-inf"))
+        for layer in model.layers:
+            q, k, v = layer.qkv(x).view(total, 3, heads, d // heads).unbind(1)
+            attn = torch.zeros(total, d, dtype=torch.float64)
+            for h in range(heads):
+                logits = q[:, h] @ k[:, h].T / (d // heads) ** 0.5 + mask
+                for key in range(total):
+                    if padded[key]:
+                        logits[:, key] = float("-inf")
+                        if blocking:
+                            logits[key, key] = mask[key, key] if mask[key, key] == 0 else 0.0
+                attn[:, h * (d // heads):(h + 1) * (d // heads)] = torch.softmax(logits, -1) @ v[:, h]
+            x = layer.norm1(x + layer.proj(attn))
+            x = layer.norm2(x + layer.ff2(torch.relu(layer.ff1(x))))
+        qs.append(x[0])
+        sevens.append(x[[1, 2, 3, 4, ehr_cls, cxr_cls, note_cls]])
+        has_e, has_n = le > 0, ln > 0
+        avails.append(torch.tensor([False, False, has_e and has_n, False, has_e, False, has_n]))
+    q, m, avail = torch.stack(qs), torch.stack(sevens), torch.stack(avails)
+    b = len(q)
+    centred = m - m.mean(-1, keepdim=True)
+    cov = centred @ centred.transpose(1, 2) / (d - 1)
+    ortho = sum(cov[i, r, c] ** 2 for i in range(b) for r in range(7) for c in range(7) if r != c) / (b * 6 * 6)
+    moe = model.moe
+    fused = torch.zeros_like(m)
+    importance = torch.zeros(moe.w_gate.shape[1], dtype=torch.float64)
+    load = torch.zeros_like(importance)
+    for i in range(b):
+        for j in range(7):
+            if not avail[i, j]:
+                continue  # unavailable tokens skip the MoE and stay zero
+            gate_logits = m[i, j] @ moe.w_gate + q[i] @ moe.w_task
+            top = gate_logits.topk(moe.k)
+            weights = torch.softmax(top.values, -1)
+            for w, e in zip(weights, top.indices):
+                expert = torch.relu(m[i, j] @ moe.w1[e] + moe.b1[e]) @ moe.w2[e] + moe.b2[e]
+                fused[i, j] += w * expert
+                importance[e] += w
+                load[e] += 1
+    cv2 = lambda v: v.var() / v.mean() ** 2  # noqa: E731 - unbiased variance, as the spec's CV^2
+    moe_loss = 0.01 * (cv2(importance) + cv2(load))
+    score = torch.stack([torch.stack([model.pool_v(torch.tanh(model.pool_w(torch.cat([q[i], fused[i, j]]))))[0]
+                                      for j in range(7)]) for i in range(b)])
+    score = score.masked_fill(~avail, -1e7) / 0.2
+    h = (torch.softmax(score, -1).unsqueeze(-1) * fused).sum(1)
+    z = torch.cat([q, model.pool_norm(h)], -1)
+    return model.head(z), ortho, moe_loss
+
+
+def _random_released(structural_mask="additive"):
+    model = small(dropout=0.0, fusion_layout="released", structural_mask=structural_mask).double().eval()
+    with torch.no_grad():  # the zero-initialised tokens, gates and positions at random values, as after training
+        for p in (model.mm_cls, model.cross_cls, model.cxr_cls, model.ehr_cls, model.note_cls, model.ehr_pos,
+                  model.note_pos, model.moe.w_gate, model.moe.w_task):
+            p.normal_(0, 0.5)
+    return model
+
+
+@pytest.mark.parametrize("structural_mask", ["additive", "blocking"])
+@pytest.mark.parametrize("layout", ["padded", "packed", "varlen"])
+def test_the_released_layout_is_the_spec_function_in_every_token_layout(layout, structural_mask):
+    """Every missingness pattern (both, series only, note only, neither; a one-bin series) in one batch."""
+    import dataclasses
+
+    import benchmark.backbones.flexcare as flexcare
+
+    model = _random_released(structural_mask)
+    model.token_layout = layout
+    batch = make_batch(ehr_len=[10, 0, 4, 0, 10, 1], note_len=[7, 7, 0, 0, 3, 0])
+    batch = dataclasses.replace(batch, ehr=batch.ehr.double(), note=batch.note.double(),
+                                tokens=int((batch.ehr_len + batch.note_len).sum()))
+    seen = {}
+    model.moe.register_forward_hook(lambda m, args, out: seen.update(moe=out[1]))
+    ortho_fn = flexcare._decorrelation_loss
+    flexcare._decorrelation_loss = lambda tokens: seen.setdefault("ortho", ortho_fn(tokens))
+    try:
+        with torch.no_grad():
+            out = model(batch)
+            logits, ortho, moe_loss = _spec_released(model, batch, blocking=structural_mask == "blocking")
+    finally:
+        flexcare._decorrelation_loss = ortho_fn
+    torch.testing.assert_close(out.logits, logits, atol=1e-5, rtol=0)
+    torch.testing.assert_close(seen["ortho"], ortho, atol=1e-5, rtol=0)
+    # The gates run in fp32 by design (also under autocast), so L_moe is an fp32 number.
+    torch.testing.assert_close(seen["moe"].double(), moe_loss, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.aux.double(), 0.5 * ortho + moe_loss, atol=1e-5, rtol=0)
+
+
+def test_the_released_layout_differs_from_the_two_modality_reading_and_adds_four_tokens():
+    """The switch is another function (§10.10), not a relabelling, and only adds the X12/X13/X23 and
+    CXR-CLS tokens: the other weights come out of the same seed unchanged."""
+    two, released = small(dropout=0.0).eval(), small(dropout=0.0, fusion_layout="released").eval()
+    assert count_parameters(released) - count_parameters(two) == 4 * 32
+    shared = {k: v for k, v in released.state_dict().items() if k not in ("cross_cls", "cxr_cls")}
+    assert all(torch.equal(v, two.state_dict()[k]) for k, v in shared.items())
+    with torch.no_grad():
+        for m in (two, released):
+            m.ehr_cls.normal_(0, 0.5), m.note_cls.normal_(0, 0.5), m.mm_cls.normal_(0, 0.5)
+        released.cross_cls.normal_(0, 0.5)
+        batch = make_batch(ehr_len=[10, 0, 4, 0, 10, 1], note_len=[7, 7, 0, 0, 3, 0])
+        assert not torch.allclose(two(batch).logits, released(batch).logits, atol=1e-3)
+    with pytest.raises(ValueError, match="fusion_layout must be one of"):
+        small(fusion_layout="three")
+
+
+def test_methods_describe_names_the_fusion_layout_and_its_parameter_count(monkeypatch):
+    from benchmark.backbones import flexcare
+    from benchmark.method_card import card, shape_info
+    from benchmark.protocol import FULL
+    from benchmark.registry import get_method
+
+    entry, info = get_method("bce"), shape_info(FULL, "mimic4-phe")
+    text = card(entry, FULL, info)
+    assert "trainable parameters: 1,434,137 on full/mimic4-phe" in text
+    assert "model: FlexCare, fusion layout two_modality, structural mask additive" in text
+    build = flexcare.build_for
+    monkeypatch.setattr(flexcare, "build_for", lambda task, hp: build(task, {**hp, "fusion_layout": "released"}))
+    text = card(entry, FULL, info)
+    assert f"trainable parameters: {1_434_137 + 4 * 128:,} on full/mimic4-phe" in text  # X12, X13, X23, CXR-CLS
+    assert "fusion layout released" in text

@@ -17,6 +17,18 @@ L_ortho). Under "blocking" it would see no key at all, so there it sees itself. 
 it saw itself under both masks, which differed from the reference.
 Switch ``modalities`` ("both" default; "ehr" or "note" for ablations): the other modality is treated
 as missing for every sample.
+Named switch ``fusion_layout`` (reference/miracl_flexcare.md §10.10):
+  "two_modality" (default in this version): the layout above, a two-modality reading close to MIRACL's
+    2-modality mask (§10.9): MM plus each modality's CLS inside its block, L_ortho over 3 tokens.
+  "released": the function of the authors' released FlexCare with the chest X-ray absent. Sequence
+    ``[task | MM-CLS | X12 | X13 | X23 | EHR-CLS ehr_1..ehr_T | CXR-CLS | NOTE-CLS tok_1..tok_n]``
+    (the X-ray patches are padded keys whose outputs feed nothing, so they are left out exactly). The
+    four fusion tokens are never key-padded; CXR-CLS, a learned token, is a query only (its key is
+    padded). The cross-modal mask is ``generate_cross_modal_mask``'s: the task token sees all; a fusion
+    token sees itself and the content (not the CLS) of its modalities; a modality's CLS sees itself and
+    its content; content sees its own content only. Under "additive" every other pair gets the +1 bias.
+    MoE and pooling take the 7 tokens ``[MM-CLS, X12, X13, X23, EHR-CLS, CXR-CLS, NOTE-CLS]`` with their
+    availability (only X13, EHR-CLS and NOTE-CLS can be available), and L_ortho runs over all 7.
 The model returns logits (not probabilities) and, as ``aux``, its own regularisers
 ``0.5 * L_ortho + L_moe``, which every loss is added to.
 """
@@ -36,6 +48,7 @@ if TYPE_CHECKING:
     from ..method import TaskInfo
 
 STRUCTURAL_MASKS = ("additive", "blocking")
+FUSION_LAYOUTS = ("two_modality", "released")
 PACKED_LAYOUTS = ("packed", "varlen")  # token layouts that run over the real positions only
 MODALITIES = ("both", "ehr", "note")
 TASK_INDEX = {"phenotyping": 2, "diagnosis": 5}  # FlexCare's task-embedding rows
@@ -176,8 +189,14 @@ class FlexCare(nn.Module):
         ortho_weight: float = 0.5,
         structural_mask: str = "additive",
         modalities: str = "both",
+        fusion_layout: str = "two_modality",
     ):
         super().__init__()
+        if fusion_layout not in FUSION_LAYOUTS:
+            raise ValueError(f"fusion_layout must be one of {FUSION_LAYOUTS}, got {fusion_layout!r}")
+        self.fusion_layout = fusion_layout
+        # Which (query block, key block) pairs the cross-modal mask leaves open (``_blocks``).
+        self.register_buffer("allowed", _ALLOWED[fusion_layout].clone(), persistent=False)
         if structural_mask not in STRUCTURAL_MASKS:
             raise ValueError(f"structural_mask must be one of {STRUCTURAL_MASKS}, got {structural_mask!r}")
         if modalities not in MODALITIES:
@@ -195,6 +214,9 @@ class FlexCare(nn.Module):
         self.note_cls = nn.Parameter(torch.zeros(1, 1, d))
         self.ehr_pos = nn.Parameter(torch.zeros(1, MAX_POSITIONS, d))
         self.note_pos = nn.Parameter(torch.zeros(1, MAX_POSITIONS, d))
+        if fusion_layout == "released":  # zero-initialised too: no random draw, the other weights stay as they are
+            self.cross_cls = nn.Parameter(torch.zeros(1, 3, d))  # X12 (EHR+CXR), X13 (EHR+note), X23 (CXR+note)
+            self.cxr_cls = nn.Parameter(torch.zeros(1, 1, d))
         self.layers = nn.ModuleList(EncoderLayer(d, heads, ff, dropout) for _ in range(layers))
         self.moe = NoisyTopKMoE(d, experts, top_k)
         self.pool_w = nn.Linear(2 * d, d, bias=False)
@@ -203,13 +225,11 @@ class FlexCare(nn.Module):
         self.head = nn.Linear(2 * d, num_labels)
 
     def _block_bias(self, device: torch.device, blocked: float) -> torch.Tensor:
-        """[4, 4] logit offset of (query block, key block); blocks 0 task, 1 MM, 2 EHR, 3 note."""
-        qb = torch.arange(4, device=device).unsqueeze(1)
-        kb = qb.t()
-        allowed = (qb == 0) | (qb == kb) | ((qb == 1) & (kb >= 2))
+        """[K, K] logit offset of (query block, key block), for the blocks of ``_blocks``."""
+        allowed = self.allowed.to(device)  # a buffer on the model's device already: no host copy in the step
         if self.structural_mask == "additive":
             return (~allowed).float()  # the reference's +1 "blocked" bias
-        return torch.zeros(4, 4, device=device).masked_fill(~allowed, blocked)
+        return torch.zeros(allowed.shape, device=device).masked_fill(~allowed, blocked)
 
     def _attention_mask(self, blocks: torch.Tensor, pad: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """Float [B, 1, S, S] mask added to the attention logits: structure + key padding."""
@@ -233,7 +253,7 @@ class FlexCare(nn.Module):
         parts = batch if isinstance(batch, list) else [batch]
         q, tokens, avail = (torch.cat(x) for x in zip(*(self._encode(p) for p in parts)))
         b = len(q)
-        ortho = _decorrelation_loss(tokens)
+        ortho = _decorrelation_loss(tokens)  # over every fusion token, available or not (§10.6)
         k = tokens.shape[1]
         fused, moe_loss = self.moe(
             tokens.reshape(b * k, -1), q.repeat_interleave(k, 0), avail.reshape(-1)
@@ -243,15 +263,17 @@ class FlexCare(nn.Module):
         score = score.squeeze(-1).masked_fill(~avail, -1e7) / self.temperature
         h = (torch.softmax(score, -1).unsqueeze(-1) * fused).sum(1)
         z = torch.cat([q, self.pool_norm(h)], -1)
+        e, n = _CLS_TOKENS[self.fusion_layout]
         return ModelOutput(
             logits=self.head(z),
             aux=self.ortho_weight * ortho + moe_loss,
-            extras={"ehr_cls": tokens[:, 1], "note_cls": tokens[:, 2], "has_ehr": avail[:, 1],
-                    "has_note": avail[:, 2], "patient_id": torch.cat([p.patient_id for p in parts])},
+            extras={"ehr_cls": tokens[:, e], "note_cls": tokens[:, n], "has_ehr": avail[:, e],
+                    "has_note": avail[:, n], "patient_id": torch.cat([p.patient_id for p in parts])},
         )
 
     def _encode(self, batch: Batch):
-        """Task token output q [B, d], fusion tokens (MM, EHR-CLS, NOTE-CLS) [B, 3, d], availability [B, 3]."""
+        """Task token output q [B, d], fusion tokens [B, k, d] (k = 3: MM, EHR-CLS, NOTE-CLS; or the
+        released layout's 7), their availability [B, k]."""
         b, t_ehr, _ = batch.ehr.shape
         t_note = batch.note.shape[1]
         if self.modalities != "both":  # ablation: the other modality is missing for everyone
@@ -264,25 +286,31 @@ class FlexCare(nn.Module):
         ehr = ehr + torch.cat([torch.zeros_like(self.ehr_cls), self.ehr_pos[:, :t_ehr]], 1)
         note = torch.cat([self.note_cls.expand(b, -1, -1), self.note_proj(batch.note)], 1)
         note = note + torch.cat([torch.zeros_like(self.note_cls), self.note_pos[:, :t_note]], 1)
-        x = torch.cat([task, self.mm_cls.expand(b, -1, -1), ehr, note], 1)
-
-        pos_e = torch.arange(1 + t_ehr, device=x.device)
-        pos_n = torch.arange(1 + t_note, device=x.device)
-        pad = torch.cat(
-            [
-                torch.zeros(b, 2, dtype=torch.bool, device=x.device),
-                (pos_e > batch.ehr_len.unsqueeze(1)) | ~has_ehr.unsqueeze(1),
-                (pos_n > batch.note_len.unsqueeze(1)) | ~has_note.unsqueeze(1),
-            ],
-            1,
-        )
-        blocks = _blocks(t_ehr, t_note, x.device)
+        pos_e = torch.arange(1 + t_ehr, device=note.device)
+        pos_n = torch.arange(1 + t_note, device=note.device)
+        ehr_pad = (pos_e > batch.ehr_len.unsqueeze(1)) | ~has_ehr.unsqueeze(1)
+        note_pad = (pos_n > batch.note_len.unsqueeze(1)) | ~has_note.unsqueeze(1)
+        none = torch.zeros(b, 1, dtype=torch.bool, device=note.device)
+        if self.fusion_layout == "released":
+            x = torch.cat([task, self.mm_cls.expand(b, -1, -1), self.cross_cls.expand(b, -1, -1), ehr,
+                           self.cxr_cls.expand(b, -1, -1), note], 1)
+            pad = torch.cat([none.expand(b, 5), ehr_pad, ~none, note_pad], 1)  # CXR-CLS: never a key
+            # Task, the four fusion tokens, EHR-CLS, then CXR-CLS and NOTE-CLS after the series.
+            read = torch.arange(8, device=x.device)
+            read = read + (read >= 6).long() * t_ehr
+            both = has_ehr & has_note
+            avail = torch.stack([none[:, 0], none[:, 0], both, none[:, 0], has_ehr, none[:, 0], has_note], 1)
+        else:
+            x = torch.cat([task, self.mm_cls.expand(b, -1, -1), ehr, note], 1)
+            pad = torch.cat([none.expand(b, 2), ehr_pad, note_pad], 1)
+            # Task, MM, EHR-CLS, NOTE-CLS. A device tensor built by arithmetic: no host copy (graph
+            # capture), and no Python index that a compiler would specialise on the series width.
+            read = torch.arange(4, device=x.device)
+            read = read + (read == 3).long() * t_ehr
+            avail = torch.stack([has_ehr & has_note, has_ehr, has_note], 1)
+        # Read even when their modality is missing (L_ortho).
+        blocks = _blocks(t_ehr, t_note, x.device, self.fusion_layout)
         dtype = _attention_dtype(x)
-        # Task, MM, EHR-CLS, NOTE-CLS: read even when their modality is missing. A device tensor built
-        # by arithmetic: no host copy (graph capture), and no Python index that a compiler would
-        # specialise on the series width (one compilation per width).
-        read = torch.arange(4, device=x.device)
-        read = read + (read == 3).long() * t_ehr
         packed = self._packing(pad, read, batch.tokens)
         samples = mask = None
         if packed is not None and self.token_layout == "varlen":
@@ -297,7 +325,6 @@ class FlexCare(nn.Module):
         for layer in self.layers:
             x = layer(x, mask, packed, samples)
         out = x.index_select(1, read) if packed is None else packed.read(x, read)
-        avail = torch.stack([has_ehr & has_note, has_ehr, has_note], 1)
         return out[:, 0], out[:, 1:], avail
 
     def _packing(self, pad: torch.Tensor, read: torch.Tensor, tokens: int | None) -> PackedPositions | None:
@@ -312,7 +339,8 @@ class FlexCare(nn.Module):
 
 def build_for(task: TaskInfo, hparams: dict) -> FlexCare:
     """FlexCare at the track's size (``task.backbone``) for a task: ``Method.build_model``'s default.
-    Hyper-parameters read: ``structural_mask`` (default "additive") and ``modalities`` ("both")."""
+    Hyper-parameters read: ``structural_mask`` (default "additive"), ``modalities`` ("both") and
+    ``fusion_layout`` ("two_modality")."""
     size = task.backbone
     return FlexCare(
         num_labels=task.num_labels,
@@ -327,14 +355,43 @@ def build_for(task: TaskInfo, hparams: dict) -> FlexCare:
         top_k=size.top_k,
         structural_mask=hparams.get("structural_mask", "additive"),
         modalities=hparams.get("modalities", "both"),
+        fusion_layout=hparams.get("fusion_layout", "two_modality"),
     )
 
 
-def _blocks(t_ehr: int, t_note: int, device: torch.device) -> torch.Tensor:
-    """Block of each position: 0 task, 1 MM, 2 EHR, 3 note. Built by comparisons, not copied from the
-    host, so that the step can be captured in a CUDA graph."""
+def _blocks(t_ehr: int, t_note: int, device: torch.device, fusion_layout: str = "two_modality") -> torch.Tensor:
+    """Block of each position, built by comparisons rather than copied from the host, so that the step
+    can be captured in a CUDA graph. "two_modality": 0 task, 1 MM, 2 EHR (CLS and series), 3 note (CLS
+    and tokens). "released": 0 task, 1 MM-CLS, 2 X12, 3 X13, 4 X23, 5 EHR-CLS, 6 series, 7 CXR-CLS,
+    8 NOTE-CLS, 9 note tokens."""
+    if fusion_layout == "released":
+        pos = torch.arange(8 + t_ehr + t_note, device=device)
+        return (pos.clamp(max=5) + (pos >= 6).long() + (pos >= 6 + t_ehr).long() + (pos >= 7 + t_ehr).long()
+                + (pos >= 8 + t_ehr).long())
     pos = torch.arange(4 + t_ehr + t_note, device=device)
     return (pos >= 1).long() + (pos >= 2).long() + (pos >= 3 + t_ehr).long()
+
+
+def _allowed_released() -> torch.Tensor:
+    """(query block, key block) pairs that ``generate_cross_modal_mask`` leaves unmasked (0 there)."""
+    task, mm, x12, x13, x23, ehr_cls, ehr, cxr_cls, note_cls, note = range(10)
+    sees = {task: range(10), mm: (mm, ehr, note), x12: (x12, ehr), x13: (x13, ehr, note), x23: (x23, note),
+            ehr_cls: (ehr_cls, ehr), ehr: (ehr,), cxr_cls: (cxr_cls,), note_cls: (note_cls, note), note: (note,)}
+    allowed = torch.zeros(10, 10, dtype=torch.bool)
+    for query, keys in sees.items():
+        allowed[query, list(keys)] = True
+    return allowed
+
+
+def _allowed_two_modality() -> torch.Tensor:
+    qb = torch.arange(4).unsqueeze(1)
+    kb = qb.t()
+    return (qb == 0) | (qb == kb) | ((qb == 1) & (kb >= 2))
+
+
+_ALLOWED = {"two_modality": _allowed_two_modality(), "released": _allowed_released()}
+# Positions of EHR-CLS and NOTE-CLS among the fusion tokens (``ModelOutput.extras``).
+_CLS_TOKENS = {"two_modality": (1, 2), "released": (4, 6)}
 
 
 def _attention_dtype(x: torch.Tensor) -> torch.dtype:

@@ -6,9 +6,9 @@ pairs and the rows were scattered out and gathered back in every layer. Here the
 sequences of a variable-length ("varlen") flash attention: sample i is rows ``cu[i]:cu[i+1]``.
 
 Varlen flash attention takes no mask, so FlexCare's two masks are folded into the dot product:
-- The structural bias depends only on the blocks (task, MM, EHR, note) of the query and the key,
-  so it is a rank-4 product: each query gets ``CHANNELS`` extra channels, the one-hot of its block
-  times 1/scale, and each key the column of the 4x4 bias for its block. ``scale * q.k`` then gains
+- The structural bias depends only on the blocks (task, MM, EHR, note; or the released layout's 10)
+  of the query and the key, so it is a low-rank product: each query gets extra channels (8 per 8
+  blocks), the one-hot of its block times 1/scale, and each key the column of the KxK bias for its block. ``scale * q.k`` then gains
   exactly ``bias[block(q), block(k)]``: 1/scale = sqrt(head size) is exact in bf16 for head sizes
   16, 64 (paper size) and 256; for others the bias is off by bf16 rounding, at most 0.4 %.
 - Key padding: the rows kept only to be read (the CLS token of a missing modality) are no keys: their
@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from .packed import PackedPositions
 
-CHANNELS = 8  # 4 blocks, rounded up: flash attention wants head sizes in multiples of 8
+CHANNELS = 8  # per 8 blocks (or fewer): flash attention wants head sizes in multiples of 8
 BLOCKED = 1e4  # a logit offset that no softmax survives (exp(-1e4) == 0 in fp32)
 
 
@@ -40,7 +40,7 @@ class SampleAttention:
     def __init__(self, packed: PackedPositions, blocks: torch.Tensor, pad: torch.Tensor, bias: torch.Tensor,
                  head_dim: int, dtype: torch.dtype, read_rows_see_themselves: bool = False):
         """``blocks``: [S] block of each padded position; ``pad``: [B, S] True where not a key (padding
-        and the read-only rows); ``bias``: [4, 4] float logit offset of (query block, key block)."""
+        and the read-only rows); ``bias``: [K, K] float logit offset of (query block, key block)."""
         b, s = pad.shape
         self.packed = packed
         self.max_len, self.scale = s, head_dim**-0.5
@@ -49,11 +49,12 @@ class SampleAttention:
         self.valid = (rows < self.cu[-1]).view(-1, 1, 1)
         block = packed.pack(blocks.expand(b, s).unsqueeze(-1)).squeeze(-1)  # unused rows: block 0
         not_key = packed.pack(pad.unsqueeze(-1).to(torch.uint8)).squeeze(-1).bool()
-        onehot = F.one_hot(block, CHANNELS).to(torch.float32)
+        self.channels = channels = -(-bias.shape[0] // CHANNELS) * CHANNELS
+        onehot = F.one_hot(block, channels).to(torch.float32)
         self.q_extra = (onehot / self.scale).to(dtype)
         # Column block(k) of the bias, padded to CHANNELS; read-only rows are blocked for every block
         # (or every other block: ``read_rows_see_themselves``).
-        k_extra = F.pad(bias.to(torch.float32), (0, 0, 0, CHANNELS - bias.shape[0])).t()[block]
+        k_extra = F.pad(bias.to(torch.float32), (0, 0, 0, channels - bias.shape[0])).t()[block]
         hidden = not_key.unsqueeze(-1) & (onehot == 0) if read_rows_see_themselves else not_key.unsqueeze(-1)
         k_extra = k_extra - BLOCKED * hidden
         self.k_extra = k_extra.to(dtype)
@@ -63,9 +64,10 @@ class SampleAttention:
         n, three_d = qkv.shape
         d = three_d // 3
         q, k, v = qkv.view(n, 3, heads, d // heads).unbind(1)
-        q = torch.cat([q, self.q_extra.unsqueeze(1).expand(n, heads, CHANNELS)], -1)
-        k = torch.cat([k, self.k_extra.unsqueeze(1).expand(n, heads, CHANNELS)], -1)
-        v = F.pad(v, (0, CHANNELS))
+        c = self.channels
+        q = torch.cat([q, self.q_extra.unsqueeze(1).expand(n, heads, c)], -1)
+        k = torch.cat([k, self.k_extra.unsqueeze(1).expand(n, heads, c)], -1)
+        v = F.pad(v, (0, c))
         if q.is_cuda and q.dtype in (torch.bfloat16, torch.float16):
             out = attention(q, k, v, self.cu, self.max_len, dropout, self.scale, self.valid)
         else:
