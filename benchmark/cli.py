@@ -68,8 +68,7 @@ def cmd_bench(args) -> int:
     if args.data:
         os.environ["EHRBENCH_DATA"] = args.data  # inherited by worker processes
     # Several methods (comma-separated) make one grid: packed runs can then mix methods.
-    grids = [plan(method, args.track, _csv(args.tasks), _csv(args.noise), _seeds(args.seeds), args.noise_seed,
-                  _overrides(args.set), args.encoder) for method in (_csv(args.method) or [args.method])]
+    grids = _grids(args)
     grid, specs = grids[0], [spec for g in grids for spec in g.specs]
     store = RecordStore(args.results)
     if store.root.exists() and not store.root.is_dir():
@@ -153,12 +152,17 @@ def _slurm_params(args) -> dict:
     return params
 
 
-def _grid_specs(args) -> list[dict]:
+def _grids(args) -> list:
+    """One plan per method of ``--method`` (comma-separated methods make one grid)."""
     from .runner import plan
 
-    grids = [plan(method, args.track, _csv(args.tasks), _csv(args.noise), _seeds(args.seeds), args.noise_seed,
-                  _overrides(args.set), args.encoder) for method in (_csv(args.method) or [args.method])]
-    return [spec for g in grids for spec in g.specs]
+    return [plan(method, args.track, _csv(args.tasks), _csv(args.noise), _seeds(args.seeds), args.noise_seed,
+                 _overrides(args.set), encoder=args.encoder, normaliser=args.normaliser)
+            for method in (_csv(args.method) or [args.method])]
+
+
+def _grid_specs(args) -> list[dict]:
+    return [spec for g in _grids(args) for spec in g.specs]
 
 
 def cmd_status(args) -> int:
@@ -346,6 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a hyper-parameter of the method's manifest (part of the run id); repeatable")
     b.add_argument("--encoder", help="note encoder for every task: 'minilm', a local folder or a hub name")
+    b.add_argument("--normaliser", help="time-series z-scoring for every task: 'train' (training-split statistics; "
+                   "the synthetic tracks' default), 'reference' (the published MIMIC-III ones; the paper track's "
+                   "default) or a JSON file; part of the run id")
     b.add_argument("--data", help="folder holding real task data (sets EHRBENCH_DATA)")
     b.add_argument("--format", default="simple", help="table format (tabulate's: simple, github, latex, ...)")
     b.set_defaults(func=cmd_bench)
@@ -363,7 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="per run of a grid: done, failed, running or pending (and its job id)")
     for flag, kw in (("--method", {"default": "", "help": "as for bench (comma-separated methods)"}),
                      ("--track", {"default": "quick"}), ("--tasks", {}), ("--noise", {}), ("--seeds", {}),
-                     ("--results", {"default": "results"}), ("--encoder", {}), ("--format", {"default": "simple"})):
+                     ("--results", {"default": "results"}), ("--encoder", {}), ("--normaliser", {}),
+                     ("--format", {"default": "simple"})):
         st.add_argument(flag, **kw)
     st.add_argument("--noise-seed", default="reference", choices=NOISE_SEED_POLICIES)
     st.add_argument("--set", action="append", metavar="KEY=VALUE")

@@ -34,7 +34,7 @@ from .method import TaskInfo
 from .noise import make_noisy, noise_seed_for
 from .options import Execution
 from .packing import Baton, turn_taking
-from .protocol import NOISE_SETTINGS, SEEDS, NoiseSetting, TaskSpec, Track, get_track, parse_noise
+from .protocol import NOISE_SETTINGS, NORMALISERS, SEEDS, NoiseSetting, TaskSpec, Track, get_track, parse_noise
 from .records import SCHEMA_VERSION, RecordStore, claimed, now_utc, run_id
 from .registry import MethodEntry, get_method
 from .trainer import RunData, train
@@ -66,11 +66,12 @@ class Plan:
 
 def plan(method: str, track: str, tasks: Sequence[str] | None = None, noises: Sequence[str] | None = None,
          seeds: Sequence[int] | None = None, noise_seed_policy: str = "reference", overrides: dict | None = None,
-         encoder: str | None = None) -> Plan:
+         encoder: str | None = None, normaliser: str | None = None) -> Plan:
     """Validate every name first (fail in the first second, not after an hour), then expand.
 
     ``overrides`` replace hyper-parameters of the method's manifest; ``encoder`` replaces the tasks'
-    note encoder. Both become part of the run spec, hence of the run id.
+    note encoder, ``normaliser`` their time-series normaliser ("train", "reference" or a JSON file). All
+    become part of the run spec, hence of the run id.
     """
     trk = get_track(track)
     entry = get_method(method)
@@ -84,6 +85,11 @@ def plan(method: str, track: str, tasks: Sequence[str] | None = None, noises: Se
     task_specs = [trk.task(t) for t in tasks] if tasks else list(trk.tasks)
     if encoder:
         task_specs = [dataclasses.replace(t, encoder=encoder) for t in task_specs]
+    if normaliser:
+        if normaliser not in NORMALISERS and not os.path.isfile(normaliser):
+            raise UsageError(f"--normaliser {normaliser}: expected {' or '.join(NORMALISERS)} or a JSON file of "
+                             f"means and stds")
+        task_specs = [dataclasses.replace(t, normaliser=normaliser) for t in task_specs]
     settings = [parse_noise(n) for n in noises] if noises else list(NOISE_SETTINGS)
     seed_list = list(seeds) if seeds else list(SEEDS)
     for task in task_specs:  # real data must be there before anything runs

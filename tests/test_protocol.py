@@ -119,10 +119,11 @@ TASK_SPECS = {
         _SPEC | _PHE3 | {"name": "mimic3-phe", "source": "synthetic", "n_total": 41904, "cardinality": 4.126,
                          "missing_note": 0.35},
     ],
+    # The reference z-scores real data with the published MIMIC-III statistics (11.6).
     "paper": [
-        _SPEC | _PHE4 | {"name": "mimic4-phe", "source": "real", "data_dir": "mimic4"},
-        _SPEC | _DIA4 | {"name": "mimic4-dia", "source": "real", "data_dir": "mimic4"},
-        _SPEC | _PHE3 | {"name": "mimic3-phe", "source": "real", "data_dir": "mimic3"},
+        _SPEC | _PHE4 | {"name": "mimic4-phe", "source": "real", "data_dir": "mimic4", "normaliser": "reference"},
+        _SPEC | _DIA4 | {"name": "mimic4-dia", "source": "real", "data_dir": "mimic4", "normaliser": "reference"},
+        _SPEC | _PHE3 | {"name": "mimic3-phe", "source": "real", "data_dir": "mimic3", "normaliser": "reference"},
     ],
     "smoke": [
         _SPEC | _PHE4 | {"name": "syn-phe", "source": "synthetic", "n_total": 160, "cardinality": 4.575,
@@ -134,7 +135,7 @@ TASK_SPECS = {
 
 
 @pytest.mark.parametrize("track", sorted(TASK_SPECS))
-def test_tasks_built_from_the_cards_are_field_for_field_the_tracks_of_before(track):
+def test_tasks_built_from_the_cards_are_field_for_field_the_pinned_specs(track):
     got = [dataclasses.asdict(task) for task in get_track(track).tasks]
     assert got == TASK_SPECS[track]
     # Equal and of the same types: a run id is the hash of the JSON text, where 1 and 1.0 differ.
@@ -156,3 +157,17 @@ def test_importing_the_protocol_reads_the_cards_without_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parent.parent).stdout.strip()
     assert out == "[]"
+
+
+def test_the_paper_track_normalises_with_the_published_statistics_unless_told_otherwise():
+    from benchmark.errors import UsageError
+    from benchmark.records import run_id
+    from benchmark.runner import plan
+
+    assert {t.normaliser for t in get_track("paper").tasks} == {"reference"}
+    assert {t.normaliser for t in get_track("full").tasks} == {"train"}  # synthetic series are not MIMIC's
+    default = plan("bce", "smoke", ["syn-phe"], ["sym-20"], [30]).specs[0]
+    switched = plan("bce", "smoke", ["syn-phe"], ["sym-20"], [30], normaliser="reference").specs[0]
+    assert switched["task_spec"]["normaliser"] == "reference" and run_id(switched) != run_id(default)
+    with pytest.raises(UsageError, match="--normaliser tarin: expected train or reference or a JSON file"):
+        plan("bce", "paper", normaliser="tarin")
