@@ -18,9 +18,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from .errors import UsageError, choices_hint
+from .yamlfile import read_yaml
 
 KINDS = ("phenotyping", "diagnosis")
 # On-disk layouts (benchmark/data/loaders.py reads them).
@@ -29,7 +28,6 @@ LAYOUTS = ("mimic4", "mimic3-miracl", "mimic3-benchmark")
 #   "negative" (MIRACL, default): uncertain and missing -> 0 (B12);  "positive": uncertain -> 1 (U-Ones), missing -> 0.
 UNCERTAIN_POLICIES = ("negative", "positive")
 ACCESS = ("physionet-credentialed", "open")
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's safe loader where PyYAML has it: cards load at import
 
 _STR, _INT, _NUMBER, _LIST, _MAP = "a string", "an integer", "a number", "a list", "a mapping"
 # field: (what it must be, what it means); all required.
@@ -126,12 +124,7 @@ def get_card(name: str) -> Card:
 def read_card(path: str | Path) -> Card:
     """The validated card at ``path`` (``.../<name>/card.yaml``), or a one-line error."""
     path = Path(path)
-    try:
-        raw = yaml.load(path.read_text(), Loader=_LOADER)
-    except OSError as e:
-        raise UsageError(f"{path}: cannot read the task card ({e.strerror})") from None
-    except yaml.YAMLError as e:
-        raise UsageError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    raw = read_yaml(path, what="the task card")
     if not isinstance(raw, dict):
         raise UsageError(f"{path}: expected a mapping of fields, got {_type(raw)}")
     known = {**REQUIRED, **OPTIONAL}

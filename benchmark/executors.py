@@ -30,7 +30,7 @@ SLURM_KEYS = {"partition": "slurm_partition", "time": "timeout_min", "gpus_per_t
 def load_profile(path: str | None) -> dict:
     if not path:
         return {}
-    from .registry import read_yaml
+    from .yamlfile import read_yaml
 
     data = read_yaml(Path(path), where=f"--profile {path}") or {}
     if not isinstance(data, dict):

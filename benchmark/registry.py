@@ -19,10 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import yaml
-
 from .errors import UsageError, choices_hint
 from .hparams import validate as validate_hparams
+from .yamlfile import read_yaml
 
 if TYPE_CHECKING:
     from .method import Method
@@ -135,17 +134,6 @@ class MethodEntry:
             setattr(root, name.rpartition(".")[2], package)
             _LOADED[folder] = digest
             return name
-
-
-def read_yaml(path: Path, where: str | None = None, what: str = ""):
-    """The parsed YAML file, or one line naming ``where`` (default: the path) and what went wrong."""
-    where = where or str(path)
-    try:
-        return yaml.safe_load(Path(path).read_text())
-    except OSError as e:
-        raise UsageError(f"{where}: cannot read{' ' + what if what else ''} ({e.strerror})") from None
-    except yaml.YAMLError as e:
-        raise UsageError(f"{where}: not valid YAML ({str(e).splitlines()[0]})") from None
 
 
 def read_manifest(folder: Path) -> dict:
