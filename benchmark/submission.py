@@ -408,7 +408,8 @@ def smoke_run(entry: MethodEntry, cls: type, info, data, noisy, spec, report: Re
         method = cls(info, dict(entry.hparams))
         report.parameters = count_parameters(method.build_model())
         _scalar_loss(method, problems)
-        result = train(method, RunData(data.train, noisy, data.test, spec.task_weight), dataclasses.replace(SMOKE.budget, epochs=1), SMOKE_SEED,
+        result = train(method, RunData(data.train, noisy, data.test, spec.task_weight),
+                       dataclasses.replace(SMOKE.budget, epochs=1), SMOKE_SEED,
                        Execution(precision="fp32", cuda_graphs="off"))
     except _BadLoss:
         report.problems += [f"{where}: {p}" for p in problems]

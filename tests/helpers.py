@@ -108,3 +108,17 @@ def compile_failing_with(message):
             raise torch._dynamo.exc.BackendCompilerFailed("inductor", RuntimeError(message), None)
         return call
     return compile
+
+
+def changed(mapping: dict, **changes) -> dict:
+    """A deep copy of ``mapping`` with ``changes`` applied: a value replaces the field, None removes it
+    (for broken manifests and task cards)."""
+    import copy
+
+    out = copy.deepcopy(mapping)
+    for key, value in changes.items():
+        if value is None:
+            out.pop(key)
+        else:
+            out[key] = value
+    return out

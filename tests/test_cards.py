@@ -11,6 +11,7 @@ from benchmark import cards
 from benchmark.data import generator
 from benchmark.errors import UsageError
 from benchmark.protocol import SMOKE
+from helpers import changed
 
 ROOT = Path(__file__).resolve().parent.parent
 DATASETS = ROOT / "datasets"
@@ -136,13 +137,7 @@ def _write(folder: Path, card: dict) -> Path:
 
 
 def _card(source: str = "mimic4-dia", /, **changes) -> dict:
-    card = yaml.safe_load((DATASETS / source / "card.yaml").read_text())
-    for key, value in changes.items():
-        if value is None:
-            card.pop(key)
-        else:
-            card[key] = value
-    return card
+    return changed(yaml.safe_load((DATASETS / source / "card.yaml").read_text()), **changes)
 
 
 def _without_scale(key):

@@ -1,6 +1,5 @@
 """Submitting a method: the scaffold runs as is, and `methods validate` names each problem of a broken
 submission in one line (`results import`: tests/test_results_import.py)."""
-import copy
 from pathlib import Path
 
 import pytest
@@ -8,6 +7,7 @@ import yaml
 
 from benchmark.cli import main
 from benchmark.submission import scaffold, validate
+from helpers import changed
 
 GOOD_MANIFEST = {
     "name": "broken",
@@ -38,13 +38,7 @@ def make_submission(root: Path, manifest=None, source=None, name="broken") -> Pa
 
 
 def manifest_with(**changes):
-    m = copy.deepcopy(GOOD_MANIFEST)
-    for key, value in changes.items():
-        if value is None:
-            m.pop(key)
-        else:
-            m[key] = value
-    return m
+    return changed(GOOD_MANIFEST, **changes)
 
 
 LEAK = "/tmp/ehrbench-validate-leak-{pid}.txt"
