@@ -22,4 +22,4 @@ One run, step by step (``ehrbench bench`` -> a record under ``results/``):
 8. ``records``        writes the record atomically (spec, metrics and curve, timings, ``environment``,
                       fingerprints); ``leaderboard`` (a package of its own, no torch) reads records only.
 """
-__version__ = "0.2.0"
+__version__ = "0.3.0"

@@ -6,7 +6,9 @@
       q: {type: float, gt: 0, max: 1, doc: "exponent of the Lq loss"}
 
 A rule has a ``type`` (float, int, bool, str) and optionally ``min`` / ``max`` (inclusive bounds),
-``gt`` / ``lt`` (exclusive bounds), ``choices`` (a list of allowed values) and ``doc``. The registry
+``gt`` / ``lt`` (exclusive bounds), ``choices`` (a list of allowed values), ``doc`` and ``before``: the
+value that gives the behaviour of runs planned before the key existed (their specs lack it), so a
+record of an older version can be planned again (``legacy_overrides``). The registry
 checks the hparams against the schema when it reads the manifest, i.e. when a grid is planned, so a
 malformed value fails in the first second rather than inside a worker after an hour. Every error is
 one line naming the method, the key and what is allowed.
@@ -18,7 +20,7 @@ import math
 from .errors import UsageError, choices_hint
 
 TYPES: dict[str, tuple[type, ...]] = {"float": (float, int), "int": (int,), "bool": (bool,), "str": (str,)}
-RULE_FIELDS = ("type", "min", "max", "gt", "lt", "choices", "doc")
+RULE_FIELDS = ("type", "min", "max", "gt", "lt", "choices", "doc", "before")
 _BOUNDS = {"min": ">=", "max": "<=", "gt": ">", "lt": "<"}
 
 
@@ -53,7 +55,18 @@ def check_schema(method: str, schema: object) -> dict:
                 raise UsageError(f"{where}: '{bound}' must be a number, got {rule[bound]!r}")
         if "choices" in rule and not (isinstance(rule["choices"], list) and rule["choices"]):
             raise UsageError(f"{where}: 'choices' must be a non-empty list")
+        if "before" in rule:
+            try:
+                _check_value(method, key, rule["before"], rule)
+            except UsageError:
+                raise UsageError(f"{where}: 'before' = {rule['before']!r} breaks its own rule; allowed: "
+                                 f"{allowed(key, rule)}") from None
     return schema
+
+
+def legacy_overrides(schema: dict, recorded: dict) -> dict:
+    """The values that reproduce a spec whose hyper-parameters ``recorded`` predate some keys of ``schema``."""
+    return {key: rule["before"] for key, rule in schema.items() if key not in recorded and "before" in rule}
 
 
 def validate(method: str, hparams: dict, schema: object) -> None:

@@ -30,7 +30,7 @@ def ehrbench(*args, **kw):
     (["bench", "--method", "bce", "--noise", "asym-20"], "malformed noise setting 'asym-20'"),
     (["bench", "--method", "bce", "--seeds", "30,forty"], "--seeds: expected comma-separated integers"),
     (["bench", "--method", "bce", "--set", "nokey"], "--set: expected KEY=VALUE, got 'nokey'"),
-    (["bench", "--method", "bce", "--set", "depth=3"], "method 'bce' has no hyper-parameter 'depth'; its hyper-parameters: modalities, structural_mask"),
+    (["bench", "--method", "bce", "--set", "depth=3"], "method 'bce' has no hyper-parameter 'depth'; its hyper-parameters: fusion_layout, modalities, structural_mask"),
     (["bench", "--method", "bce", "--set", "modalities=text"], "method 'bce': hyper-parameter 'modalities' = 'text' is not allowed; allowed: one of both, ehr, note"),
     (["table", "--track", "nope"], "unknown track 'nope'"),
     (["methods", "describe", "m3car"], "unknown method 'm3car'; did you mean 'm3care'?"),

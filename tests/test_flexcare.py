@@ -67,16 +67,19 @@ def test_both_modalities_shape_the_prediction():
     assert not torch.allclose(base, model(other_ehr).logits)
 
 
-def test_paper_size_parameter_count_matches_the_reference_less_what_we_drop():
-    model = FlexCare(num_labels=25, note_dim=768)
+@pytest.mark.parametrize("fusion_layout", ["released", "two_modality"])
+def test_paper_size_parameter_count_matches_the_reference_less_what_we_drop(fusion_layout):
+    model = FlexCare(num_labels=25, note_dim=768, fusion_layout=fusion_layout)
     reference_total = 1_862_709  # spec §10.7, excluding the text encoder
     dropped = (
         198_272  # the registered but unused template encoder layer
-        + 123_776  # the CXR patch embedding, CLS and positions (no images here)
+        + 123_776 - 128  # the CXR patch embedding and positions (no images here); its CLS stays
         + (112_565 - 6_425)  # the six heads of other tasks
-        + 3 * 128  # four fusion CLS tokens become one (MM) with two modalities
     )
+    if fusion_layout == "two_modality":
+        dropped += 128 + 3 * 128  # no CXR-CLS, and the four fusion CLS tokens become one (MM)
     assert count_parameters(model) == reference_total - dropped
+    assert FlexCare(num_labels=25, note_dim=768).fusion_layout == "released"  # the default since 0.3.0
 
 
 def test_modality_ablation_ignores_the_other_modality():
@@ -241,10 +244,11 @@ def test_the_encoder_is_the_references_transformer_with_its_masks_missing_modali
     """The reference runs ``nn.TransformerEncoder`` (post-norm, ReLU) with the 0/1 float structural
     mask as ``mask`` and the padding as ``src_key_padding_mask``: a padded position is no key for any
     query, itself included. The positions FlexCare reads (task, MM, EHR-CLS, NOTE-CLS; a missing
-    modality's CLS feeds L_ortho) must come out as there."""
+    modality's CLS feeds L_ortho) must come out as there. The three-token layout of harness < 0.3.0;
+    the released layout is checked against the spec's dense implementation below."""
     from benchmark.backbones.flexcare import _blocks
 
-    model = small(dropout=0.0).eval()
+    model = small(dropout=0.0, fusion_layout="two_modality").eval()
     batch = make_batch(ehr_len=[10, 0, 4, 0, 10, 1], note_len=[7, 7, 0, 0, 3, 0])
     seen = {}
     model.layers[0].register_forward_pre_hook(lambda m, args: seen.update(x=args[0]))
@@ -259,7 +263,7 @@ def test_the_encoder_is_the_references_transformer_with_its_masks_missing_modali
         for a, b in [("proj", "self_attn.out_proj"), ("ff1", "linear1"), ("ff2", "linear2"), ("norm1", "norm1"),
                      ("norm2", "norm2")]:
             theirs.get_submodule(b).load_state_dict(ours.get_submodule(a).state_dict())
-    blocks = _blocks(t, n, torch.device("cpu"))
+    blocks = _blocks(t, n, torch.device("cpu"), "two_modality")
     struct = model._block_bias(torch.device("cpu"), 0.0)[blocks.unsqueeze(1), blocks.unsqueeze(0)]
     pos_e, pos_n = torch.arange(1 + t), torch.arange(1 + n)
     pad = torch.cat([torch.zeros(6, 2, dtype=torch.bool),
@@ -407,7 +411,7 @@ def test_the_released_layout_is_the_spec_function_in_every_token_layout(layout, 
 def test_the_released_layout_differs_from_the_two_modality_reading_and_adds_four_tokens():
     """The switch is another function (§10.10), not a relabelling, and only adds the X12/X13/X23 and
     CXR-CLS tokens: the other weights come out of the same seed unchanged."""
-    two, released = small(dropout=0.0).eval(), small(dropout=0.0, fusion_layout="released").eval()
+    two, released = small(dropout=0.0, fusion_layout="two_modality").eval(), small(dropout=0.0).eval()
     assert count_parameters(released) - count_parameters(two) == 4 * 32
     shared = {k: v for k, v in released.state_dict().items() if k not in ("cross_cls", "cxr_cls")}
     assert all(torch.equal(v, two.state_dict()[k]) for k, v in shared.items())
@@ -429,10 +433,10 @@ def test_methods_describe_names_the_fusion_layout_and_its_parameter_count(monkey
 
     entry, info = get_method("bce"), shape_info(FULL, "mimic4-phe")
     text = card(entry, FULL, info)
-    assert "trainable parameters: 1,434,137 on full/mimic4-phe" in text
-    assert "model: FlexCare, fusion layout two_modality, structural mask additive" in text
+    assert "trainable parameters: 1,434,649 on full/mimic4-phe" in text
+    assert "model: FlexCare, fusion layout released, structural mask additive" in text
     build = flexcare.build_for
-    monkeypatch.setattr(flexcare, "build_for", lambda task, hp: build(task, {**hp, "fusion_layout": "released"}))
+    monkeypatch.setattr(flexcare, "build_for", lambda task, hp: build(task, {**hp, "fusion_layout": "two_modality"}))
     text = card(entry, FULL, info)
-    assert f"trainable parameters: {1_434_137 + 4 * 128:,} on full/mimic4-phe" in text  # X12, X13, X23, CXR-CLS
-    assert "fusion layout released" in text
+    assert f"trainable parameters: {1_434_649 - 4 * 128:,} on full/mimic4-phe" in text  # no X12, X13, X23, CXR-CLS
+    assert "fusion layout two_modality" in text

@@ -9,7 +9,7 @@ import yaml
 
 from benchmark.cli import main
 from benchmark.errors import UsageError
-from benchmark.hparams import allowed, validate
+from benchmark.hparams import allowed, check_schema, legacy_overrides, validate
 from benchmark.registry import available_methods, get_method
 
 ROOT = Path(__file__).parent.parent
@@ -90,7 +90,7 @@ def test_every_shipped_method_declares_and_passes_its_schema():
     ("mllsc", "tau_pos", 0.4, "hyper-parameter 'tau_pos' = 0.4 is out of range; allowed: float with 0.5 <= tau_pos < 1"),
     ("mllsc", "warmup_epochs", 2.0, "hyper-parameter 'warmup_epochs' must be int, got float 2.0"),
     ("multit", "window", 0, "hyper-parameter 'window' = 0 is out of range; allowed: int with 1 <= window"),
-    ("multit", "rho_plus", 0.2, "unknown hyper-parameter 'rho_plus'; valid choices: min_selected, sample_epoch,"),
+    ("multit", "rho_plus", 0.2, "unknown hyper-parameter 'rho_plus'; valid choices: fusion_layout, min_selected,"),
 ])
 def test_the_new_methods_manifests_refuse_malformed_values(name, key, value, message):
     manifest = get_method(name).manifest
@@ -114,7 +114,7 @@ def bad_methods_folder(tmp_path, **override):
     ({"structural_mask": "block"}, "method 'bce': hyper-parameter 'structural_mask' = 'block' is not allowed; "
                                    "allowed: one of additive, blocking"),
     ({"structural_mask": 3}, "method 'bce': hyper-parameter 'structural_mask' must be str, got int 3"),
-    ({"gamma": 2.0}, "method 'bce': unknown hyper-parameter 'gamma'; valid choices: modalities, structural_mask"),
+    ({"gamma": 2.0}, "method 'bce': unknown hyper-parameter 'gamma'; valid choices: fusion_layout, modalities, structural_mask"),
 ])
 def test_bench_refuses_a_bad_manifest_in_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys, override, message):
     monkeypatch.setenv("EHRBENCH_METHODS", str(bad_methods_folder(tmp_path, **override)))
@@ -136,3 +136,11 @@ def test_the_cli_process_exits_2_on_a_bad_manifest_before_any_training(tmp_path)
     assert proc.stderr == ("ehrbench: error: method 'bce': hyper-parameter 'structural_mask' = 'block' is not "
                            "allowed; allowed: one of additive, blocking\n")
     assert not results.exists() or not any(results.rglob("*.json"))
+
+
+def test_a_before_value_must_obey_its_own_rule_and_fills_only_keys_a_record_lacks():
+    schema = {"layout": {"type": "str", "choices": ["new", "old"], "before": "old"}, "q": {"type": "float"}}
+    assert legacy_overrides(check_schema("m", schema), {"q": 0.5}) == {"layout": "old"}
+    assert legacy_overrides(schema, {"q": 0.5, "layout": "new"}) == {}
+    with pytest.raises(UsageError, match="hparam_schema entry 'layout': 'before' = 'older' breaks its own rule; allowed: one of new, old"):
+        check_schema("m", {"layout": {**schema["layout"], "before": "older"}})

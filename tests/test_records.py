@@ -6,6 +6,7 @@ import pytest
 from pathlib import Path
 
 from benchmark.errors import RecordError
+from benchmark.hparams import legacy_overrides
 from benchmark.options import Execution
 from benchmark.records import SCHEMA, RecordStore, run_id, validate
 from benchmark.registry import get_method
@@ -127,14 +128,23 @@ def test_the_committed_records_are_there_to_check():
 def test_a_committed_record_is_planned_again_under_its_own_id(path):
     """What today's code plans from a record's choices (method, track, task, noise, seed, noise-seed
     policy, hyper-parameter overrides, encoder) has the record's id, and the record sits at the path
-    that id implies: the protocol, tasks and manifests have not moved under it."""
+    that id implies: the protocol, tasks and manifests have not moved under it. A record made before a
+    switch existed (its spec lacks the key) is planned with the switch's ``before`` value: then the
+    spec is the record's plus exactly those keys, so the old run is still named by what it ran."""
     record = json.loads(path.read_text())
     spec = record["spec"]
-    defaults = get_method(spec["method"]["name"]).hparams
-    overrides = {k: v for k, v in spec["method"]["hparams"].items() if defaults.get(k, object()) != v}
+    entry = get_method(spec["method"]["name"])
+    legacy = legacy_overrides(entry.manifest["hparam_schema"], spec["method"]["hparams"])
+    recorded = {**spec["method"]["hparams"], **legacy}
+    overrides = {k: v for k, v in recorded.items() if entry.hparams.get(k, object()) != v}
     encoder = spec["task_spec"]["encoder"]
     planned = plan(spec["method"]["name"], spec["track"], [spec["task"]], [spec["noise"]["name"]], [spec["seed"]],
                    spec["noise_seed_policy"], overrides, None if encoder == "minilm" else encoder).specs[0]
+    if legacy:
+        version = tuple(int(x) for x in record["environment"]["harness_version"].split("."))
+        assert version < (0, 3, 0)  # only records of older harnesses lack keys
+        assert {k: v for k, v in planned["method"]["hparams"].items() if k not in legacy} == spec["method"]["hparams"]
+        planned["method"]["hparams"] = spec["method"]["hparams"]
     assert planned == spec
     assert run_id(planned) == record["run_id"]
     root = next(p for p in path.parents if p.name == spec["track"]).parent

@@ -138,7 +138,7 @@ def test_bce_passes_validation_with_its_smoke_run_and_parameter_count(capsys):
     assert main(["methods", "validate", "bce"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("bce: ok: manifest, interface, harness boundaries, import hygiene, smoke run (mAP 0.")
-    assert "33,257 trainable parameters on smoke/syn-phe" in out
+    assert "33,321 trainable parameters on smoke/syn-phe" in out
 
 
 def test_the_scaffold_runs_as_is_and_its_test_passes(tmp_path, monkeypatch):

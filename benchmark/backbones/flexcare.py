@@ -1,9 +1,11 @@
 """FlexCare (Xu et al., KDD 2024) on the two modalities of this benchmark: time series and notes.
 
-Written from the spec (reference/miracl_flexcare.md §10), not from the authors' code. With the chest
-X-ray absent, FlexCare's seven fusion tokens reduce to three: the multimodal token MM (both
-modalities; in a two-modality model it is also the only pairwise token), EHR-CLS and NOTE-CLS.
-Sequence: ``[task | MM | EHR-CLS ehr_1..ehr_T | NOTE-CLS tok_1..tok_n]``.
+Written from the spec (reference/miracl_flexcare.md §10), not from the authors' code. By default
+(``fusion_layout="released"``, harness >= 0.3.0) it is the function of the authors' released FlexCare
+with the chest X-ray absent: all seven fusion and CLS tokens stay in the sequence, as described under
+the switch below. The layout of harness < 0.3.0 (``"two_modality"``) keeps three of them: the
+multimodal token MM, EHR-CLS and NOTE-CLS, with the sequence
+``[task | MM | EHR-CLS ehr_1..ehr_T | NOTE-CLS tok_1..tok_n]``.
 
 Named switch ``structural_mask``:
   "additive" (default, reproduces the reference, B9): the cross-modal mask is a float 0/1 matrix that
@@ -18,9 +20,7 @@ it saw itself under both masks, which differed from the reference.
 Switch ``modalities`` ("both" default; "ehr" or "note" for ablations): the other modality is treated
 as missing for every sample.
 Named switch ``fusion_layout`` (reference/miracl_flexcare.md §10.10):
-  "two_modality" (default in this version): the layout above, a two-modality reading close to MIRACL's
-    2-modality mask (§10.9): MM plus each modality's CLS inside its block, L_ortho over 3 tokens.
-  "released": the function of the authors' released FlexCare with the chest X-ray absent. Sequence
+  "released" (default since harness 0.3.0): the function of the authors' released FlexCare with the chest X-ray absent. Sequence
     ``[task | MM-CLS | X12 | X13 | X23 | EHR-CLS ehr_1..ehr_T | CXR-CLS | NOTE-CLS tok_1..tok_n]``
     (the X-ray patches are padded keys whose outputs feed nothing, so they are left out exactly). The
     four fusion tokens are never key-padded; CXR-CLS, a learned token, is a query only (its key is
@@ -29,6 +29,9 @@ Named switch ``fusion_layout`` (reference/miracl_flexcare.md §10.10):
     its content; content sees its own content only. Under "additive" every other pair gets the +1 bias.
     MoE and pooling take the 7 tokens ``[MM-CLS, X12, X13, X23, EHR-CLS, CXR-CLS, NOTE-CLS]`` with their
     availability (only X13, EHR-CLS and NOTE-CLS can be available), and L_ortho runs over all 7.
+  "two_modality" (harness < 0.3.0; records of that version ran it): the three-token layout above, a
+    two-modality reading close to MIRACL's 2-modality mask (§10.9): MM plus each modality's CLS inside
+    its block, L_ortho over 3 tokens. It is a different function (logits up to 0.52 apart, §10.10).
 The model returns logits (not probabilities) and, as ``aux``, its own regularisers
 ``0.5 * L_ortho + L_moe``, which every loss is added to.
 """
@@ -189,7 +192,7 @@ class FlexCare(nn.Module):
         ortho_weight: float = 0.5,
         structural_mask: str = "additive",
         modalities: str = "both",
-        fusion_layout: str = "two_modality",
+        fusion_layout: str = "released",
     ):
         super().__init__()
         if fusion_layout not in FUSION_LAYOUTS:
@@ -340,7 +343,7 @@ class FlexCare(nn.Module):
 def build_for(task: TaskInfo, hparams: dict) -> FlexCare:
     """FlexCare at the track's size (``task.backbone``) for a task: ``Method.build_model``'s default.
     Hyper-parameters read: ``structural_mask`` (default "additive"), ``modalities`` ("both") and
-    ``fusion_layout`` ("two_modality")."""
+    ``fusion_layout`` ("released")."""
     size = task.backbone
     return FlexCare(
         num_labels=task.num_labels,
@@ -355,7 +358,7 @@ def build_for(task: TaskInfo, hparams: dict) -> FlexCare:
         top_k=size.top_k,
         structural_mask=hparams.get("structural_mask", "additive"),
         modalities=hparams.get("modalities", "both"),
-        fusion_layout=hparams.get("fusion_layout", "two_modality"),
+        fusion_layout=hparams.get("fusion_layout", "released"),
     )
 
 
