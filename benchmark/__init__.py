@@ -21,5 +21,7 @@ One run, step by step (``ehrbench bench`` -> a record under ``results/``):
                       against the clean labels it never sees.
 8. ``records``        writes the record atomically (spec, metrics and curve, timings, ``environment``,
                       fingerprints); ``leaderboard`` (a package of its own, no torch) reads records only.
+                      ``marks`` (no torch) is read by both: whether a run collapsed, a record's FlexCare
+                      fusion layout.
 """
 __version__ = "0.3.0"

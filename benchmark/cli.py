@@ -11,6 +11,7 @@ import time
 
 from . import options
 from .errors import BenchError, UsageError
+from .marks import record_collapse
 from .noise import NOISE_SEED_POLICIES
 from .options import count, positive_int
 from .protocol import NOISE_SETTINGS, SEEDS, TRACKS
@@ -107,6 +108,9 @@ def cmd_bench(args) -> int:
         eta = elapsed / len(finished) * (len(todo) - len(finished))
         outcome = (f"mAP {record['metrics']['final']['map']:.4f}" if record["status"] == "done"
                    else f"FAILED: {record['failure']}")
+        if fell := record_collapse(record):
+            outcome += (f" (collapsed: macro AUC {fell['macro_auc']:.3f}, "
+                        + ("never learned)" if fell["never_learned"] else f"fell at epoch {fell['epoch']})"))
         print(f"[{len(finished):>{len(str(len(todo)))}}/{len(todo)}] {spec['method']['name']} {spec['task']} "
               f"{spec['noise']['name']:<10} seed {spec['seed']:<3} {outcome}  ({_duration(record['timings']['total'])}; "
               f"elapsed {_duration(elapsed)}, ETA {_duration(eta)})", flush=True)

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .errors import RecordError, UsageError
+from .marks import COLLAPSE_FIELDS
 from .protocol import parse_noise
 
 SCHEMA_VERSION = 1
@@ -38,7 +39,9 @@ SCHEMA: dict[str, tuple[type | tuple[type, ...], str]] = {
     "spec": (dict, "everything that defines the run; hashed into run_id"),
     "status": (str, "'done' or 'failed'"),
     "failure": ((str, type(None)), "why a failed run failed (null when done)"),
-    "metrics": (dict, "'final': last-epoch test metrics (headline 'map'); 'curve': one entry per epoch"),
+    "metrics": (dict, "'final': last-epoch test metrics (headline 'map'); 'curve': one entry per epoch; "
+                "'collapsed': null, or when and from where a run's last-epoch macro AUC fell below "
+                "marks.COLLAPSE_AUC (marks.COLLAPSE_FIELDS; absent in records before it was written)"),
     "timings": (dict, "wall seconds per phase: data, noise, train, method_hooks, eval, total"),
     "peak_memory_bytes": (int, "peak device memory (CUDA) or peak resident set (CPU)"),
     "fingerprints": (dict, "'data': task tensors sha256; 'noisy_labels': the noisy matrix sha256"),
@@ -66,6 +69,8 @@ READ_FIELDS: dict[tuple[str, str], tuple[type, ...]] = {
     ("method", "display_name"): (str,),
     ("method", "code_hash"): (str, type(None)),
     ("method", "parameters"): (int, type(None)),
+    ("metrics", "curve"): (list,),
+    ("metrics", "collapsed"): (dict, type(None)),
     ("fingerprints", "data"): (str, type(None)),
     ("environment", "harness_version"): (str, type(None)),
     ("environment", "git"): (dict, type(None)),
@@ -77,14 +82,21 @@ READ_FIELDS: dict[tuple[str, str], tuple[type, ...]] = {
 }
 
 
+def _check_type(value: object, types: tuple[type, ...], field: str, source: str) -> None:
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+        raise RecordError(f"{source}: field '{field}' is {value!r}, expected "
+                          f"{' or '.join('null' if t is type(None) else t.__name__ for t in types)}")
+
+
 def _check_read_fields(record: dict, source: str) -> None:
     for (section, key), types in READ_FIELDS.items():
         if key not in record[section] and key != "display_name":
             continue
-        value = record[section].get(key)
-        if not isinstance(value, types) or isinstance(value, bool):
-            raise RecordError(f"{source}: field '{section}.{key}' is {value!r}, expected "
-                              f"{' or '.join('null' if t is type(None) else t.__name__ for t in types)}")
+        _check_type(record[section].get(key), types, f"{section}.{key}", source)
+    collapsed = record["metrics"].get("collapsed")
+    if collapsed is not None:
+        for key, types in COLLAPSE_FIELDS.items():
+            _check_type(collapsed.get(key), types, f"metrics.collapsed.{key}", source)
     bad = [k for k, v in record["timings"].items() if not isinstance(v, (int, float)) or isinstance(v, bool)]
     if bad:
         raise RecordError(f"{source}: field 'timings.{bad[0]}' must be a number of seconds")
@@ -97,6 +109,12 @@ def _check_spec(spec: dict, source: str) -> None:
     for key in ("method", "noise"):
         if not isinstance(spec[key].get("name"), str):
             raise RecordError(f"{source}: field 'spec.{key}.name' is missing or not a str")
+    hparams = spec["method"].get("hparams", {})
+    if not isinstance(hparams, dict):
+        raise RecordError(f"{source}: field 'spec.method.hparams' is not a dict")
+    if not isinstance(hparams.get("fusion_layout", ""), str):  # the tables split FlexCare's rows by it
+        raise RecordError(f"{source}: field 'spec.method.hparams.fusion_layout' is "
+                          f"{hparams['fusion_layout']!r}, expected str")
     try:  # the tables label each column by its noise setting
         parse_noise(spec["noise"]["name"])
     except UsageError as e:

@@ -13,7 +13,8 @@ Verified for every record:
   with hyper-parameters its schema accepts (``runner.make_spec`` rebuilds it; only the note encoder
   may differ from the task's) and the method's code hash equals this checkout's;
 - the metrics are internally consistent: one curve row per epoch of the budget, ``metrics.final``
-  equal to the last row, per-label APs (one per label, in [0, 1]) averaging to the mAP in every row;
+  equal to the last row, per-label APs (one per label, in [0, 1]) averaging to the mAP in every row,
+  ``metrics.collapsed`` (where present) the one ``marks.collapse`` gives for the curve;
 - the noise summary matches the spec (rates, noise seed) and its checksum is the recorded one.
 
 Verified where the data is here: for synthetic tasks already in the tensor cache (or with
@@ -40,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import BenchError, RecordError
+from .marks import collapse
 from .records import FINAL_METRICS, RecordStore
 
 TOLERANCE = 1e-6  # mAP vs mean of per-label APs: float32 on the device, float64 here
@@ -127,6 +129,9 @@ def _check_metrics(metrics: dict, epochs: int, num_labels: int) -> str | None:
     for key in FINAL_METRICS:
         if final.get(key) != curve[-1].get(key):
             return f"metrics.final.{key} differs from the last epoch of the curve ({_short(final.get(key))} vs {_short(curve[-1].get(key))})"
+    # Absent in records written before the field; present, it must be what the curve says (no hidden collapse).
+    if "collapsed" in metrics and metrics["collapsed"] != collapse(curve):
+        return f"metrics.collapsed is not what the curve gives ({_short(metrics['collapsed'])} vs {_short(collapse(curve))})"
     return _check_aps(final, "metrics.final", num_labels)
 
 

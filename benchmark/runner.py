@@ -30,6 +30,7 @@ from .diagnostics import scorer
 from .errors import RunFailed, UsageError, out_of_memory
 from .hparams import validate as validate_hparams
 from .lifetime import STOP, exit_with_parent
+from .marks import collapse
 from .method import TaskInfo
 from .noise import make_noisy, noise_seed_for
 from .options import Execution
@@ -183,6 +184,8 @@ def run_one(spec: dict, results: str, execution: Execution = Execution(), packed
                        on_epoch=record["metrics"]["curve"].append,
                        score_corrections=scorer(train_split.labels, noisy_labels))
         record["metrics"]["final"] = {k: v for k, v in result.final.items() if k not in ("method", "lr", "train_loss", "corrections")}
+        # Last-epoch protocol: a run that fell to chance still counts; the tables mark it from this.
+        record["metrics"]["collapsed"] = collapse(result.curve)
         timings.update(result.timings)
         if result.compile_fallback:  # what ran, not what was asked for
             record["environment"].update(compile="off", compile_fallback=result.compile_fallback)

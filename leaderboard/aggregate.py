@@ -13,10 +13,12 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from benchmark.errors import UsageError
+from benchmark.marks import COLLAPSE_AUC, RELEASED
 from benchmark.protocol import parse_noise
 
 from . import stats
-from .report import MIN_SEEDS, PHASES, cell_flags, collect, noise_order
+from .report import (LAYOUT_LEGEND, LAYOUT_MARK, MIN_SEEDS, PHASES, cell_flags, cell_marks, collect, noise_order,
+                     old_layout)
 
 FAMILY_NAMES = {"sym": "symmetric", "asym": "asymmetric", "bal": "balanced", "clean": "clean"}
 
@@ -48,14 +50,20 @@ def caption(options: Options) -> str:
             f"({correction}; * p<0.05, ** p<0.01, *** p<0.001). Shaded: the tie group, methods not significantly "
             f"worse than the best at alpha={options.alpha:g} by the same test; with 3 seeds the tests have little "
             f"power, so no star means 'not resolved', not 'equal'. Flagged cells (fewer than {MIN_SEEDS} seeds; "
-            f"mixed data fingerprints, harness versions or method code; data other than the column's) are neither "
-            f"ranked nor tested; mixed cells are not averaged.")
+            f"mixed data fingerprints, harness versions, method code or FlexCare fusion layouts; data other than the "
+            f"column's) are neither ranked nor tested; mixed cells are not averaged. "
+            f"[collapsed k/n]: k of the cell's n runs collapsed, their last-epoch macro AUC on the clean test labels "
+            f"below {COLLAPSE_AUC:g}; they stay in the mean, ranking and tests, as the protocol keeps the last epoch. "
+            f"{LAYOUT_MARK}: {LAYOUT_LEGEND}; runs of different fusion layouts are separate rows, a row of a layout "
+            f"other than '{RELEASED}' names it in brackets.")
 
 
 def result_cell(noise: str, cell: dict | None) -> dict:
+    """A cell of a result table. ``flags`` take it out of ranking and tests; ``marks`` (collapsed runs)
+    and ``old_layout`` (FlexCare's two-modality layout, ``LAYOUT_MARK``) only tell the reader."""
     if not cell:
-        return {"noise": noise, "n": 0, "mean": None, "std": None, "values": [], "flags": [], "failed": 0,
-                "eligible": False}
+        return {"noise": noise, "n": 0, "mean": None, "std": None, "values": [], "flags": [], "marks": [],
+                "collapsed": [], "fusion_layouts": [], "old_layout": False, "failed": 0, "eligible": False}
     flags = cell_flags(cell)
     mixed = any(f.startswith("mixed") for f in flags)
     described = stats.describe([] if mixed else cell["maps"])
@@ -63,7 +71,17 @@ def result_cell(noise: str, cell: dict | None) -> dict:
             "values": sorted([r["seed"], r["map"]] for r in cell["runs"]),
             "run_ids": sorted(r["run_id"] for r in cell["runs"]),
             "data": cell["runs"][0]["data_fingerprint"] if cell["runs"] and not mixed else None,
-            "flags": flags, "failed": cell["failed"], "eligible": bool(cell["runs"]) and not flags}
+            "flags": flags, "marks": cell_marks(cell), "collapsed": collapsed_runs(cell["runs"]),
+            "fusion_layouts": sorted({r["fusion_layout"] for r in cell["runs"]} - {None}),
+            "old_layout": old_layout(cell), "failed": cell["failed"], "eligible": bool(cell["runs"]) and not flags}
+
+
+def collapsed_runs(runs: list[dict]) -> list[dict]:
+    """The cell's collapsed runs, by seed: where each fell, its peak and its last-epoch macro AUC."""
+    return [{"seed": r["seed"], "run_id": r["run_id"], "epoch": r["collapsed_epoch"], "macro_auc": r["macro_auc"],
+             "peak_macro_auc": r["collapsed_peak_macro_auc"], "peak_epoch": r["collapsed_peak_epoch"],
+             "never_learned": r["never_learned"]}
+            for r in sorted(runs, key=lambda r: (r["seed"], r["run_id"])) if r["collapsed"]]
 
 
 def _flag_other_data(cells: list[dict]) -> None:
@@ -176,11 +194,13 @@ def compute_tables(rows: list[dict], options: Options) -> list[dict]:
     by_hw = defaultdict(lambda: defaultdict(list))
     for r in rows:
         if r["status"] == "done":
-            by_hw[r["hardware"]][r["display_name"]].append(r)
+            by_hw[r["hardware"]][r["label"]].append(r)  # a FlexCare fusion layout is a row of its own
     blocks = []
     for hardware, methods in sorted(by_hw.items()):
         lines = [compute_line(name, runs) for name, runs in methods.items()]
-        base = next((ln for ln in lines if ln["method_name"] == options.baseline), None)
+        # With runs of two fusion layouts, the baseline is its released layout's (its label says which).
+        base = min((ln for ln in lines if ln["method_name"] == options.baseline),
+                   key=lambda ln: (ln["fusion_layouts"] != [RELEASED], ln["method"]), default=None)
         for ln in lines:
             ln["ratio"] = ln["median_s"] / base["median_s"] if base and base["median_s"] else None
         lines.sort(key=lambda ln: (ln["median_s"], ln["method"]))
@@ -202,6 +222,7 @@ def compute_line(method: str, runs: list[dict]) -> dict:
     whole = sum(phase_sums.values()) or 1.0
     return {
         "method": method, "method_name": runs[0]["method"], "runs": len(runs),
+        "fusion_layouts": sorted({r["fusion_layout"] for r in runs} - {None}),
         "median_s": float(np.median(totals)), "hours": sum(totals) / 3600,
         "peak_memory_bytes": max(r["peak_memory_bytes"] for r in runs),
         "phases": {p: s / whole for p, s in phase_sums.items()},
@@ -235,6 +256,7 @@ def method_meta(rows: list[dict], manifests: dict) -> list[dict]:
             "parameters": sorted({r["parameters"] for r in runs if r["parameters"] is not None}),
             "code_hashes": sorted({(r["code_hash"] or "")[:12] for r in runs}),
             "harness_versions": sorted({r["harness_version"] or "?" for r in runs}),
+            "fusion_layouts": sorted({r["fusion_layout"] for r in runs} - {None}),
         })
     return out
 
@@ -249,5 +271,6 @@ def build_board(rows: list[dict], options: Options, manifests: dict | None = Non
                        "compute": compute_tables(track_rows, options),
                        "methods": method_meta(track_rows, manifests or {})})
     return {"options": asdict(options), "caption": caption(options), "min_seeds": MIN_SEEDS,
+            "collapse_auc": COLLAPSE_AUC,
             "harness_versions": sorted({r["harness_version"] or "?" for r in rows}),
             "runs": len(rows), "tracks": tracks}

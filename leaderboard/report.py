@@ -12,14 +12,22 @@ import numpy as np
 from tabulate import tabulate
 
 from benchmark.environment import hardware_class
+from benchmark.marks import COLLAPSE_AUC, RELEASED, TWO_MODALITY, fusion_layout, record_collapse
 from benchmark.protocol import EXTRA_NOISE_SETTINGS, NOISE_SETTINGS, parse_noise
 
 MIN_SEEDS = 3
+LAYOUT_MARK = "\u2020"  # a dagger: FlexCare runs of the two-modality fusion layout
+LAYOUT_LEGEND = f"FlexCare {TWO_MODALITY.replace('_', '-')} layout of harness < 0.3.0, not the released function"
 CAPTION = (
     "Last-epoch test mAP (macro, clean test labels): mean (std) over seeds, std with ddof=1 "
     "(sample standard deviation). '[n=k]' marks a cell with fewer than {min_seeds} seeds; "
-    "'[mixed data]', '[mixed harness]' and '[mixed code]' mark a cell whose runs differ in data fingerprint, "
-    "harness version or method code (its runs are not averaged); '!' marks a cell whose runs had failed records (not averaged in)."
+    "'[mixed data]', '[mixed harness]', '[mixed code]' and '[mixed layout]' mark a cell whose runs differ in data "
+    "fingerprint, harness version, method code or FlexCare fusion layout (its runs are not averaged); '!' marks a cell "
+    "whose runs had failed records (not averaged in). "
+    "'[collapsed k/n]': k of the cell's n runs collapsed, their last-epoch macro AUC below {collapse_auc:g} "
+    "(still averaged in: the protocol keeps the last epoch). "
+    "'" + LAYOUT_MARK + "': " + LAYOUT_LEGEND + "; runs of different fusion layouts are separate rows, a row "
+    "of a layout other than '" + RELEASED + "' names it in brackets."
 )
 PHASES = ("data", "noise", "train", "method_hooks", "eval")
 
@@ -28,15 +36,25 @@ def run_row(record: dict) -> dict:
     """One flat row per run record: what the tables, the statistics and ``runs.csv`` need."""
     spec, env, timings = record["spec"], record["environment"], record["timings"]
     done = record["status"] == "done"
+    layout, fell = fusion_layout(spec), record_collapse(record)
     return {
         "track": spec["track"],
         "task": spec["task"],
         "method": spec["method"]["name"],
         "display_name": record["method"]["display_name"],
+        "label": row_label(record["method"]["display_name"], layout),
+        "fusion_layout": layout,
         "noise": spec["noise"]["name"],
         "seed": spec["seed"],
         "status": record["status"],
         "map": record["metrics"]["final"]["map"] if done else None,
+        "macro_auc": record["metrics"]["final"].get("macro_auc") if done else None,
+        # Collapsed (marks.collapse): None for a failed run, else whether, and if so when and from where.
+        "collapsed": (fell is not None) if done else None,
+        "collapsed_epoch": fell and fell["epoch"],
+        "collapsed_peak_macro_auc": fell and fell["peak_macro_auc"],
+        "collapsed_peak_epoch": fell and fell["peak_epoch"],
+        "never_learned": fell and fell["never_learned"],
         "failure": record["failure"],
         "run_id": record["run_id"],
         "data_fingerprint": record["fingerprints"].get("data"),
@@ -54,11 +72,18 @@ def run_row(record: dict) -> dict:
     }
 
 
+def row_label(display_name: str, layout: str | None) -> str:
+    """A table row: the method's display name, and the FlexCare fusion layout unless it is the released
+    one (or the method is not on FlexCare), so that runs of two layouts are never one cell."""
+    return display_name if layout in (None, RELEASED) else f"{display_name} [{layout}]"
+
+
 def collect(rows: list[dict]) -> dict:
-    """{(track, task): {method display: {noise name: {"runs": [done rows], "maps": [...], "failed": int}}}}."""
+    """{(track, task): {row label: {noise name: {"runs": [done rows], "maps": [...], "failed": int}}}}; the
+    row label is the method's display name and its fusion layout (``row_label``)."""
     table: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(lambda: {"runs": [], "maps": [], "failed": 0})))
     for row in rows:
-        cell = table[(row["track"], row["task"])][row["display_name"]][row["noise"]]
+        cell = table[(row["track"], row["task"])][row["label"]][row["noise"]]
         if row["status"] == "done":
             cell["runs"].append(row)
             cell["maps"].append(row["map"])
@@ -80,7 +105,25 @@ def cell_flags(cell: dict) -> list[str]:
     # The run id has the method's version, not its code: code edited mid-grid shows here.
     if len({r["code_hash"] for r in runs}) > 1:
         flags.append("mixed code")
+    # Two FlexCare fusion layouts are two functions. ``collect`` keeps them in separate rows, so only a
+    # caller grouping runs some other way can meet this; then it is loud, and nothing is averaged.
+    if len({r.get("fusion_layout") for r in runs}) > 1:
+        flags.append("mixed layout")
     return flags
+
+
+def cell_marks(cell: dict) -> list[str]:
+    """What a reader must see beside a cell's number that does not take it out of the ranking ([] when
+    nothing): how many of its runs collapsed (last-epoch protocol: they count in the mean). The page's
+    tooltip on a mark lists the collapsed runs: a new kind of mark needs its own there."""
+    runs = cell["runs"]
+    collapsed = sum(1 for r in runs if r["collapsed"])
+    return [f"collapsed {collapsed}/{len(runs)}"] if collapsed else []
+
+
+def old_layout(cell: dict) -> bool:
+    """Whether the cell has runs of FlexCare's two-modality layout (``LAYOUT_MARK``)."""
+    return any(r.get("fusion_layout") == TWO_MODALITY for r in cell["runs"])
 
 
 def noise_order(names) -> list[str]:
@@ -98,7 +141,9 @@ def format_cell(cell: dict | None) -> str:
     maps, flags = cell["maps"], cell_flags(cell)
     mixed = [f for f in flags if f.startswith("mixed")]
     text = "failed" if not maps else ("-" if mixed else mean_std(maps))
-    text += "".join(f" [{f}]" for f in flags)
+    text += "".join(f" [{f}]" for f in flags + cell_marks(cell))
+    if old_layout(cell):
+        text += f" {LAYOUT_MARK}"
     if cell["failed"]:
         text += " !"
     return text
@@ -114,4 +159,4 @@ def render(records: list[dict], fmt: str = "simple") -> str:
         blocks.append(f"track {track} / task {task}\n" + tabulate(body, headers, tablefmt=fmt, disable_numparse=True))
     if not blocks:
         return "no finished runs yet"
-    return "\n\n".join(blocks) + "\n" + CAPTION.format(min_seeds=MIN_SEEDS)
+    return "\n\n".join(blocks) + "\n" + CAPTION.format(min_seeds=MIN_SEEDS, collapse_auc=COLLAPSE_AUC)

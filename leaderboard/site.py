@@ -13,7 +13,10 @@ from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
+from benchmark.marks import describe_collapse
+
 from . import plots, tables
+from .report import LAYOUT_LEGEND, LAYOUT_MARK
 
 DOWNLOADS = {"runs.csv": "every run, one row per seed", "board.json": "aggregates, raw and adjusted p-values",
              "board.tex": "LaTeX tables", "board.md": "Markdown tables"}
@@ -22,7 +25,8 @@ DOWNLOADS = {"runs.csv": "every run, one row per seed", "board.json": "aggregate
 def _environment() -> Environment:
     env = Environment(loader=PackageLoader("leaderboard", "templates"), autoescape=select_autoescape(),
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
-    env.filters.update(cell_value=tables.cell_value, map_cells=tables.map_cells, cell_title=_cell_title, num=_num,
+    env.filters.update(cell_value=tables.cell_value, map_cells=tables.map_cells, cell_title=_cell_title,
+                       collapse_title=_collapse_title, layout_title=_layout_title, num=_num,
                        pct=lambda x: f"{100 * x:.1f}", mib=lambda b: f"{b / 2**20:.0f}", slug=_slug)
     return env
 
@@ -42,9 +46,22 @@ def _cell_title(cell: dict) -> str:
     if cell["p"] is not None:
         parts.append(f"one-sided p vs {cell['vs']}: {cell['p']:.3g} (adjusted {cell['p_adjusted']:.3g})")
     parts += [f"flag: {f}" for f in cell["flags"]]
+    if cell["collapsed"]:
+        parts.append(_collapse_title(cell))
+    if cell["old_layout"]:
+        parts.append(_layout_title(cell))
     if cell["failed"]:
         parts.append(f"{cell['failed']} failed run(s) not averaged in")
     return "; ".join(parts)
+
+
+def _collapse_title(cell: dict) -> str:
+    """Each collapsed run of the cell: its seed, the epoch it fell and its macro AUC."""
+    return "; ".join(describe_collapse(c["seed"], c) for c in cell["collapsed"]) + " (still averaged in)"
+
+
+def _layout_title(cell: dict) -> str:
+    return f"{LAYOUT_MARK} {LAYOUT_LEGEND} (fusion layout: {', '.join(cell['fusion_layouts'])})"
 
 
 def figures(board: dict) -> dict:

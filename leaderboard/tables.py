@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from tabulate import tabulate
 
-from .report import mean_std
+from .report import LAYOUT_MARK, mean_std
 
 PHASE_ORDER = ("data", "noise", "train", "method_hooks", "eval")
 STYLES = {  # how bold (best) and the tie group show in each format
@@ -21,7 +21,7 @@ def cell_value(cell: dict) -> str:
 
 
 def cell_text(cell: dict, fmt: str = "simple") -> str:
-    """The value with bold/tie styling, significance stars and flags in the format's own markup."""
+    """The value with bold/tie styling, significance stars, flags and marks in the format's own markup."""
     if not cell["n"] and not cell["failed"]:
         return "-"
     text = cell_value(cell)
@@ -33,8 +33,10 @@ def cell_text(cell: dict, fmt: str = "simple") -> str:
     if cell["stars"]:
         text += {"simple": cell["stars"], "github": cell["stars"].replace("*", r"\*"),
                  "latex_raw": f"$^{{{cell['stars']}}}$"}[fmt]
-    text += "".join(f" [{f}]" for f in cell["flags"]) + (" !" if cell["failed"] else "")
-    return text
+    text += "".join(f" [{f}]" for f in cell["flags"] + cell["marks"])
+    if cell["old_layout"]:
+        text += r" $^\dagger$" if fmt == "latex_raw" else f" {LAYOUT_MARK}"
+    return text + (" !" if cell["failed"] else "")
 
 
 def result_table(table: dict, fmt: str = "simple") -> str:

@@ -14,7 +14,7 @@ import argparse
 import statistics
 import sys
 
-from benchmark.collapse import collapse_of
+from benchmark.marks import record_collapse as collapse_of
 from benchmark.records import RecordStore
 
 

@@ -10,17 +10,20 @@ DISPLAY = {"bce": "FlexCare (BCE)", "focal": "Focal", "gce": "GCE", "asl": "ASL"
 
 def make_record(method="bce", noise="sym-20", seed=30, map=0.4, *, track="quick", task="syn-phe",
                 status="done", data="a" * 64, harness="0.1.0", code="c" * 64, gpu=None, cpu="Test CPU 2-core",
-                total=10.0, peak=2**26, parameters=1000) -> dict:
+                total=10.0, peak=2**26, parameters=1000, hparams=None, aucs=(0.7, 0.8), **metrics) -> dict:
+    """``aucs``: the curve's macro AUC per epoch (the last is the final one); ``metrics``: more fields of
+    the record's ``metrics`` (``collapsed=...``)."""
     family = noise.split("-")[0]
     spec = {"track": track, "task": task, "seed": seed, "noise_seed_policy": "reference",
-            "method": {"name": method, "version": "1.0", "hparams": {}},
+            "method": {"name": method, "version": "1.0", "hparams": dict(hparams or {})},
             "noise": {"name": noise, "family": family}}
-    final = {"map": float(map), "micro_f1": 0.1, "macro_f1": 0.1, "macro_auc": 0.5, "micro_auc": 0.5,
-             "per_label_ap": [float(map)], "epoch": 2, "labels_without_positives": []}
+    final = {"map": float(map), "micro_f1": 0.1, "macro_f1": 0.1, "macro_auc": float(aucs[-1]), "micro_auc": 0.5,
+             "per_label_ap": [float(map)], "epoch": len(aucs), "labels_without_positives": []}
+    curve = [{**final, "epoch": i + 1, "macro_auc": float(a)} for i, a in enumerate(aucs)]
     record = {
         "schema_version": SCHEMA_VERSION, "run_id": run_id(spec), "spec": spec, "status": status,
         "failure": None if status == "done" else "non-finite loss at epoch 2",
-        "metrics": {"final": final if status == "done" else {}, "curve": []},
+        "metrics": {"final": final, "curve": curve, **metrics} if status == "done" else {"final": {}, "curve": []},
         # Phases add up to the total: train 80 %, eval 10 %, data 10 %.
         "timings": {"data": 0.1 * total, "noise": 0.0, "train": 0.8 * total, "method_hooks": 0.0,
                     "eval": 0.1 * total, "total": total},

@@ -143,6 +143,9 @@ def test_a_manifest_entry_that_is_not_a_method_class_is_named(tmp_path, monkeypa
     (lambda r: r["method"].pop("display_name"), "field 'method.display_name' is None, expected str"),
     (lambda r: r["environment"].update(gpu=["H100"]), "field 'environment.gpu' is ['H100'], expected str or null"),
     (lambda r: r["timings"].update(total="10s"), "field 'timings.total' must be a number of seconds"),
+    (lambda r: r["metrics"].update(collapsed=21), "field 'metrics.collapsed' is 21, expected dict or null"),
+    (lambda r: r["spec"]["method"]["hparams"].update(fusion_layout=None),
+     "field 'spec.method.hparams.fusion_layout' is None, expected str"),
 ])
 def test_malformed_records_name_the_field(mutate, message):
     record = copy.deepcopy(make_record())

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from benchmark.errors import RecordError
 from benchmark.hparams import legacy_overrides
+from benchmark.marks import collapse
 from benchmark.options import Execution
 from benchmark.records import SCHEMA, RecordStore, run_id, validate
 from benchmark.registry import get_method
@@ -49,6 +50,24 @@ def test_a_record_carries_provenance_timings_and_the_per_epoch_curve(record):
     assert {"harness_version", "git", "torch", "python", "cpu", "device"} <= set(env)
     assert set(env["git"]) == {"sha", "dirty"}
     assert record["method"]["parameters"] > 0
+
+
+def test_a_record_says_whether_its_run_collapsed_as_its_curve_does(record):
+    assert "collapsed" in record["metrics"]  # null, or where it fell: written, not left to the readers
+    assert record["metrics"]["collapsed"] == collapse(record["metrics"]["curve"])
+
+
+def test_a_run_that_falls_below_the_collapse_auc_records_the_epoch_it_fell(tmp_path, monkeypatch):
+    from benchmark import trainer
+
+    aucs, evaluate = iter([0.8, 0.5]), trainer.evaluate
+    monkeypatch.setattr(trainer, "evaluate", lambda *a, **k: {**evaluate(*a, **k), "macro_auc": next(aucs)})
+    spec = plan("bce", "smoke", ["syn-phe"], ["sym-20"], [30]).specs[0]
+    run_one(spec, str(tmp_path), Execution(device="cpu"))
+    written = RecordStore(tmp_path).read(RecordStore(tmp_path).path(spec))  # validated on the way back
+    assert [row["macro_auc"] for row in written["metrics"]["curve"]] == [0.8, 0.5]
+    assert written["metrics"]["collapsed"] == {"epoch": 2, "macro_auc": 0.5, "peak_macro_auc": 0.8, "peak_epoch": 1,
+                                               "never_learned": False}
 
 
 @pytest.mark.parametrize("mutate, message", [

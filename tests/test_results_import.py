@@ -61,6 +61,9 @@ TAMPERED = [
     ("other-schema-version", lambda r: r.__setitem__("schema_version", 2), "schema_version 2 is not supported"),
     ("other-code", lambda r: r["method"].__setitem__("code_hash", "f" * 64), "method code hash differs from methods/bce"),
     ("failed-run", lambda r: r.update(status="failed", failure="boom"), "a failed run: only finished runs are imported"),
+    ("collapse-rewritten", lambda r: r["metrics"].update(collapsed={"epoch": 9, "macro_auc": 0.1, "peak_macro_auc": 0.9,
+                                                                    "peak_epoch": 1, "never_learned": False}),
+     "metrics.collapsed is not what the curve gives"),
 ]
 
 
