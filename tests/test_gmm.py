@@ -73,7 +73,7 @@ def test_the_k_means_start_replays_sklearns_kmeans_labels(data):
 
     scores, labels = bimodal_scores(2000, 6, 0) if data == "bimodal" else discrete_scores(2000, 6, 0)
     x, mask = gmm.by_label_and_class(scores, labels)
-    high = gmm._kmeans_high(x, mask, mask.double().sum(1), 42).bool()
+    high = gmm._kmeans_high(x, mask, 42).bool()
     for row in range(len(x)):
         values = x[row][mask[row]].numpy()[:, None]
         ref = KMeans(2, n_init=1, random_state=np.random.RandomState(42)).fit(values).labels_  # as GaussianMixture calls it
@@ -100,3 +100,76 @@ def test_groups_are_label_major_with_the_observed_class_as_mask():
 def test_unknown_backend_is_refused():
     with pytest.raises(ValueError, match="gmm backend must be one of"):
         gmm.fit(torch.zeros(1, 2), torch.ones(1, 2, dtype=torch.bool), "numpy")
+
+
+# --- rank-only scores: a value exactly at the midpoint of the two centres -------------------------
+
+def rank_only_mixtures(m, seed, n_max=256):
+    """m groups of rank-only scores k / (L - 1) (L = 3..25 values, uneven shares, some divided by
+    1 + 1e-9 as N(.) leaves them), each kept only if a value lies exactly, in exact arithmetic, at the
+    midpoint of its two k-means++ centres, so the first Lloyd assignment ties. At most 256 values a
+    group: sklearn then sums each cluster in one OpenMP thread whatever its thread count."""
+    rng = np.random.default_rng(seed)
+    x, mask, kept = np.zeros((m, n_max)), np.zeros((m, n_max), dtype=bool), 0
+    while kept < m:
+        L, n = int(rng.integers(3, 26)), int(rng.integers(8, n_max + 1))
+        k = rng.choice(L, size=n, p=rng.dirichlet(np.full(L, rng.choice([0.3, 1.0, 3.0]))))
+        v = k / (L - 1) / (1 + 1e-9 * rng.integers(0, 2))
+        group = v[:, None] - v[:, None].mean(axis=0)
+        centres = gmm._kmeans_plusplus(group, np.random.RandomState(42))
+        ka, kb = (int(k[np.argmin(np.abs(group[:, 0] - c))]) for c in centres)  # the centres' grid steps
+        if ka != kb and (ka + kb) % 2 == 0 and (ka + kb) // 2 in k:
+            x[kept, :n], mask[kept, :n] = v, True
+            kept += 1
+    return torch.from_numpy(x), torch.from_numpy(mask)
+
+
+def test_rank_only_scores_with_midpoint_ties_give_sklearns_fit_to_1e_6():
+    from sklearn.cluster import KMeans
+
+    x, mask = rank_only_mixtures(80, 0)
+    ours, ref = gmm.fit(x, mask, "torch"), gmm.fit(x, mask, "sklearn", random_state=42)
+    for field in ("weights", "means", "variances"):
+        torch.testing.assert_close(getattr(ours, field), getattr(ref, field), atol=1e-6, rtol=0)
+    posterior = (ours.posterior(x) - ref.posterior(x)).abs().amax(-1)
+    assert float(posterior[mask].max()) < 1e-6
+    assert torch.equal(ours.iterations, ref.iterations)
+    high = gmm._kmeans_high(x, mask, 42).bool()
+    for row in range(0, len(x), 4):  # the start itself, on a quarter of them (KMeans costs a few ms a fit)
+        values = x[row][mask[row]].numpy()[:, None]
+        ref_labels = KMeans(2, n_init=1, random_state=np.random.RandomState(42)).fit(values).labels_
+        np.testing.assert_array_equal(high[row][mask[row]].numpy(), ref_labels.astype(bool))
+
+
+def thread_dependent_group():
+    """380 values 0, 1/3, 2/3, 1 (253, 27, 73, 27 of them, shuffled): after the first Lloyd step the
+    upper cluster's mean is 2/3 in exact arithmetic, so every 1/3 lies exactly at the midpoint of
+    the centres and the rounding of the cluster sums decides where it goes."""
+    rng = np.random.default_rng(345)
+    a, b, c = int(rng.integers(150, 500)), int(rng.integers(5, 40)), int(rng.integers(50, 300))
+    return rng.permutation(np.repeat(np.arange(4) / 3, [a, b, c, b]))
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1000, 1), (9000, 1), (1000, 2), (9000, 7), (300, 50)])
+def test_sequential_sums_add_the_rows_one_after_the_other(shape):
+    a = np.random.default_rng(0).normal(size=shape) * 10.0 ** np.random.default_rng(1).integers(-8, 8, size=shape)
+    expected = np.zeros(shape[1])
+    for row in a:  # the order sklearn's Lloyd threads add their values in
+        expected = expected + row
+    np.testing.assert_array_equal(gmm._sequential_sum(a), expected)
+
+
+def test_the_documented_boundary_sklearns_lloyd_sums_depend_on_its_openmp_threads():
+    from sklearn.cluster import KMeans
+    from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
+    from threadpoolctl import threadpool_limits
+
+    values = thread_dependent_group()
+    ours = gmm._kmeans_high(torch.from_numpy(values)[None], torch.ones(1, len(values), dtype=torch.bool), 42)[0]
+    kmeans = lambda: KMeans(2, n_init=1, random_state=np.random.RandomState(42)).fit(values[:, None]).labels_  # noqa: E731
+    with threadpool_limits(1, user_api="openmp"):
+        one_thread = kmeans()
+    np.testing.assert_array_equal(ours.numpy(), one_thread)  # ours = sklearn with one thread
+    if _openmp_effective_n_threads() >= 2:  # two chunks of 256, two partial sums: the tie goes the other way
+        several = kmeans()
+        assert (several != one_thread).sum() == 27 and ours.sum() == 100 and several.sum() == 127

@@ -47,6 +47,24 @@ def ref_asl(z, y, gamma_neg=4.0, gamma_pos=1.0, clip=0.05):
     return -(y * loss_pos + (1 - y) * loss_neg)
 
 
+def ref_asl_official(z, y, gamma_neg=4.0, gamma_pos=1.0, clip=0.05, eps=1e-8):
+    """The official ``AsymmetricLoss.forward`` (Ridnik et al.), transcribed from its formula
+    (baselines spec, section 3) line by line, elementwise and without the sum: probabilities first,
+    the negative's shifted probability by the clip, logs of arguments clamped at eps, one-sided
+    focusing weight (1 - pt)^gamma."""
+    xs_pos = 1 / (1 + np.exp(-z))
+    xs_neg = 1 - xs_pos
+    if clip is not None and clip > 0:
+        xs_neg = np.minimum(xs_neg + clip, 1)
+    los_pos = y * np.log(np.maximum(xs_pos, eps))
+    los_neg = (1 - y) * np.log(np.maximum(xs_neg, eps))
+    loss = los_pos + los_neg
+    pt = xs_pos * y + xs_neg * (1 - y)
+    one_sided_gamma = gamma_pos * y + gamma_neg * (1 - y)
+    loss = loss * np.power(1 - pt, one_sided_gamma)
+    return -loss
+
+
 def ref_gce(z, y, q=0.7):
     p_t = np.where(y == 1, sigmoid(z), sigmoid(-z))
     return (1 - p_t**q) / q
@@ -86,8 +104,9 @@ def per_element(loss_fn, z, y):
 
 LOSSES = {
     "focal": (lambda z, y: focal.focal_loss(z, y, 2.0, 0.25), ref_focal),
-    "asl": (lambda z, y: asl.asl_loss(z, y, 4.0, 1.0, 0.05, True), ref_asl),
-    "asl-undetached": (lambda z, y: asl.asl_loss(z, y, 4.0, 1.0, 0.05, False), ref_asl),
+    "asl": (lambda z, y: asl.asl_loss(z, y, 4.0, 1.0, 0.05, True), ref_asl_official),
+    "asl-undetached": (lambda z, y: asl.asl_loss(z, y, 4.0, 1.0, 0.05, False), ref_asl_official),
+    "asl-exact": (lambda z, y: asl.asl_loss(z, y, 4.0, 1.0, 0.05, True, log_clamp=0.0), ref_asl),
     "gce": (lambda z, y: gce.gce_loss(z, y, 0.7), ref_gce),
     "mllsc": (lambda z, y: mllsc.focal_margin_loss(z, y, 1.0, 2.0), ref_focal_margin),
     "multit": (lambda z, y: multit.reweighted_bce(z, y, multit.importance_weights(z, y, 0.1, 0.3)),
@@ -98,6 +117,7 @@ LOSSES = {
 GRADCHECKED = {
     "focal": LOSSES["focal"][0],
     "asl-undetached": LOSSES["asl-undetached"][0],
+    "asl-exact-undetached": lambda z, y: asl.asl_loss(z, y, 4.0, 1.0, 0.05, False, log_clamp=0.0),
     "gce": LOSSES["gce"][0],
     "mllsc": LOSSES["mllsc"][0],
 }
@@ -155,7 +175,10 @@ def test_focal_with_gamma_0_and_alpha_half_is_half_bce():
 def test_asl_without_focusing_or_clip_is_bce():
     z, y = random_batch(6)
     zt, yt = torch.tensor(z), torch.tensor(y)
-    torch.testing.assert_close(asl.asl_loss(zt, yt, 0.0, 0.0, 0.0), F.binary_cross_entropy_with_logits(zt, yt))
+    torch.testing.assert_close(asl.asl_loss(zt, yt, 0.0, 0.0, 0.0, log_clamp=0.0), F.binary_cross_entropy_with_logits(zt, yt))
+    # With the default clamp: BCE with each log floored at log(1e-8), i.e. each entry capped at 18.42.
+    capped = np.minimum(ref_bce(z, y), -np.log(1e-8)).mean()
+    assert abs(float(asl.asl_loss(zt, yt, 0.0, 0.0, 0.0)) - capped) < 1e-12
 
 
 def test_asl_discards_negatives_below_the_margin():
@@ -169,13 +192,82 @@ def test_asl_discards_negatives_below_the_margin():
 def test_asl_detached_gradient_is_the_weight_times_the_ce_gradient():
     z, y = random_batch(7)
     zt = torch.tensor(z, requires_grad=True)
-    asl.asl_loss(zt, torch.tensor(y), 4.0, 1.0, 0.05, True).backward()
+    asl.asl_loss(zt, torch.tensor(y), 4.0, 1.0, 0.05, True, log_clamp=0.0).backward()
     p = sigmoid(z)
     p_m = np.maximum(p - 0.05, 0)
     grad_pos = -((1 - p) ** 1.0) * (1 - p)  # w+ * d/dz[-log p]
     grad_neg = p_m**4.0 * p * (1 - p) / np.minimum(1 - p + 0.05, 1.0)  # w- * d/dz[-log(1 - p_m)]
     expected = np.where(y == 1, grad_pos, np.where(p > 0.05, grad_neg, 0.0)) / z.size
     np.testing.assert_allclose(zt.grad.numpy(), expected, rtol=0, atol=1e-9)
+    # The default clamp changes exactly the positives with p < 1e-8: there the gradient is 0.
+    zt.grad = None
+    asl.asl_loss(zt, torch.tensor(y), 4.0, 1.0, 0.05, True).backward()
+    clamped = (y == 1) & (p < 1e-8)
+    assert clamped.sum() >= 2
+    np.testing.assert_allclose(zt.grad.numpy(), np.where(clamped, 0.0, expected), rtol=0, atol=1e-9)
+
+
+# The official clamp at its edge: -18.4207 = log(1e-8); -18.42 keeps p just above 1e-8.
+ASL_EDGE_Z = np.array([-50.0, -30.0, -19.0, -18.43, -18.42, -18.0, -10.0, -3.0, -2.944, -0.5, 0.0, 0.7, 3.0,
+                       10.0, 18.0, 18.43, 30.0, 50.0])
+
+
+@pytest.mark.parametrize("gammas, clip", [((4.0, 1.0), 0.05), ((4.0, 1.0), 0.0), ((0.0, 0.0), 0.0), ((2.0, 0.0), 0.2)])
+def test_asl_default_equals_the_official_clamped_formula_at_extreme_and_mid_logits(gammas, clip):
+    z = np.concatenate([ASL_EDGE_Z, np.random.default_rng(0).normal(0, 8, 40)])
+    for label in (0.0, 1.0):
+        y = np.full_like(z, label)
+        expected = ref_asl_official(z, y, *gammas, clip)
+        assert np.isfinite(expected).all()
+        for detach in (True, False):
+            ours = per_element(lambda a, b: asl.asl_loss(a, b, *gammas, clip, detach), z[None], y[None])[0]
+            np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-6)
+        # float32 logits: the same to float32 rounding (the clamped losses are ~18.4).
+        ours32 = [float(asl.asl_loss(torch.tensor([[v]], dtype=torch.float32), torch.tensor([[label]]), *gammas, clip))
+                  for v in z]
+        np.testing.assert_allclose(ours32, expected, rtol=2e-6, atol=1e-6)
+
+
+def test_asl_official_clamp_saturates_a_positive_and_log_clamp_0_keeps_the_exact_form():
+    z = torch.tensor([[-50.0]], dtype=torch.float64)
+    y = torch.ones_like(z)
+    official = float(asl.asl_loss(z, y))
+    exact = float(asl.asl_loss(z, y, log_clamp=0.0))
+    assert abs(official - -np.log(1e-8)) < 1e-9 and abs(official - ref_asl_official(-50.0, 1.0)) < 1e-9
+    assert abs(exact - 50.0) < 1e-9 and abs(exact - ref_asl(np.array(-50.0), np.array(1.0))) < 1e-9
+    # A larger eps floors sooner: eps = 1e-4 caps the positive at 9.21.
+    assert abs(float(asl.asl_loss(z, y, log_clamp=1e-4)) - -np.log(1e-4)) < 1e-9
+
+
+@pytest.mark.parametrize("detach", [True, False])
+def test_asl_gradient_is_zero_where_the_clamp_binds(detach):
+    # Positives with p < 1e-8 (z < -18.42) under the default: no gradient through the clamped log; the
+    # (undetached) focusing weight (1 - p) still moves, by p log(1e-8) ~ 1e-7 at most.
+    z = torch.tensor([[-50.0, -30.0, -19.0, -18.0]], dtype=torch.float64, requires_grad=True)
+    asl.asl_loss(z, torch.ones_like(z), detach_focusing=detach).backward()
+    grad = z.grad[0] * z.numel()
+    if detach:
+        assert torch.equal(grad[:3], torch.zeros(3, dtype=torch.float64))
+    else:
+        p = torch.sigmoid(z.detach()[0, :3])
+        torch.testing.assert_close(grad[:3], p * (1 - p) * np.log(1e-8), rtol=1e-9, atol=0)
+    assert float(grad[3]) < -0.99  # p = 1.5e-8 > 1e-8: the clamp is off, the gradient ~ -(1 - p)^2
+    z.grad = None
+    asl.asl_loss(z, torch.ones_like(z), detach_focusing=detach, log_clamp=0.0).backward()
+    assert (z.grad[0] * z.numel() < -0.99).all()  # the exact form keeps a gradient everywhere
+
+
+def test_asl_under_bf16_autocast_is_finite_and_computed_in_float32():
+    z = torch.tensor([[50.0, -50.0, 50.0, -50.0, 18.0, -18.0]], requires_grad=True)
+    y = torch.tensor([[1.0, 1.0, 0.0, 0.0, 1.0, 1.0]])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = z @ torch.eye(z.shape[1])  # a matmul under autocast: bf16 logits, as the model gives them
+        assert logits.dtype == torch.bfloat16
+        loss = asl.asl_loss(logits, y)
+    loss.backward()
+    assert loss.dtype == torch.float32 and torch.isfinite(loss) and torch.isfinite(z.grad).all()
+    expected = ref_asl_official(logits.detach().double().numpy(), y.double().numpy()).mean()
+    assert abs(float(loss) - expected) < 1e-5
 
 
 # --- GCE ------------------------------------------------------------------------------------------

@@ -58,6 +58,54 @@ def test_vectorised_difficulty_equals_the_run_length_definition():
         assert d[i, j].item() == pytest.approx(mean(False) - mean(True))
 
 
+def spec_difficulty(history, forgetting_weight=1.0):
+    """The spec's definition (section 4.3) as the reference computes it, in NumPy float64: per entry,
+    split the correctness sequence into runs; M, F = np.mean of the wrong / right run lengths (0
+    without such a run); D = M - lambda F."""
+    e, n, c = history.shape
+    d = np.zeros((n, c))
+    for i, j in itertools.product(range(n), range(c)):
+        runs = [(value, len(list(g))) for value, g in itertools.groupby(history[:, i, j].tolist())]
+        mean = lambda v: np.mean([k for x, k in runs if x == v]) if any(x == v for x, _ in runs) else 0.0  # noqa: E731
+        d[i, j] = mean(False) - forgetting_weight * mean(True)
+    return d
+
+
+@pytest.mark.parametrize("forgetting_weight", [1.0, 0.3])
+def test_default_difficulty_is_the_float64_numpy_transcription_to_the_bit(forgetting_weight):
+    history = torch.rand(11, 60, 4, generator=torch.Generator().manual_seed(3)) < 0.55
+    d = miracl.difficulty(history, forgetting_weight)
+    assert d.dtype == torch.float64
+    np.testing.assert_array_equal(d.numpy(), spec_difficulty(history, forgetting_weight))
+    d32 = miracl.difficulty(history, forgetting_weight, torch.float32)
+    assert d32.dtype == torch.float64 and not torch.equal(d32, d)  # float32 rounds M and F (e.g. 4 / 3)
+    torch.testing.assert_close(d32, d, atol=1e-5, rtol=0)
+
+
+def test_switch_difficulty_dtype_float32_reorders_a_near_tie_of_the_selection_score():
+    # Entry A: wrong once, then right 6 epochs (M 1, F 6, D -5), rank 3. Entry B: wrong, right
+    # alternating, then right twice (M 1, F 4/3, D -1/3), rank 1. With D over [-7, 7] and r over
+    # [1, 7], s_A = s_B up to N(.)'s 1e-9: float64 puts A 1.6e-11 below B, as exact arithmetic
+    # does; float32's rounding of 4/3 puts A 1.4e-9 above B.
+    rows = [[0, 1, 1, 1, 1, 1, 1], [0, 1, 0, 1, 0, 1, 1], [1] * 7, [0] * 7]  # A, B, D = -7, D = +7
+    history = torch.tensor(rows, dtype=torch.bool).t().reshape(7, 2, 2)  # [E, N = 2, C = 2]
+    history = torch.cat([history, torch.ones(7, 2, 5, dtype=torch.bool)], 2)  # C = 7 labels, D = -7
+    r = torch.tensor([[3, 1, 2, 4, 5, 6, 7], [1, 7, 2, 3, 4, 5, 6]])  # A = (0, 0) rank 3, B = (0, 1) rank 1
+    noisy = torch.zeros(2, 7, dtype=torch.long)
+    s64, s32 = (miracl.selection_score(miracl.difficulty(history, 1.0, dtype), r, noisy)
+                for dtype in (torch.float64, torch.float32))
+    d_spec = torch.from_numpy(spec_difficulty(history))
+    s_spec = miracl.selection_score(d_spec, r, noisy)
+    assert d_spec[0, 0] == -5 and d_spec[0, 1] == 1 - 4 / 3 and d_spec.min() == -7 and d_spec.max() == 7
+    assert torch.equal(s64, s_spec)
+    assert s64[0, 0] < s64[0, 1] and s32[0, 0] > s32[0, 1]
+
+
+def test_switch_difficulty_dtype_is_refused_unless_float64_or_float32():
+    with pytest.raises(UsageError, match="difficulty_dtype must be one of float64, float32"):
+        make(difficulty_dtype="float16")
+
+
 # --- ranks, N(.), the selection score -------------------------------------------------------------
 
 def test_ranks_are_descending_positions_with_ties_in_label_order():
@@ -321,9 +369,19 @@ def test_corrected_entries_follow_the_equations_with_pstar_weights_1_0_0():
 def test_switch_memorisation_includes_current_epoch_sets_the_history_length(monkeypatch, includes, expected):
     lengths = []
     real = miracl.difficulty
-    monkeypatch.setattr(miracl, "difficulty", lambda h, w: lengths.append(len(h)) or real(h, w))
+    monkeypatch.setattr(miracl, "difficulty", lambda h, *args: lengths.append(len(h)) or real(h, *args))
     drive(make(tiny_info(400, 5), memorisation_includes_current_epoch=includes), 8, upto=6)
     assert lengths == expected
+
+
+@pytest.mark.parametrize("name, dtype", [("float64", torch.float64), ("float32", torch.float32)])
+def test_switch_difficulty_dtype_reaches_the_difficulty(monkeypatch, name, dtype):
+    dtypes = []
+    real = miracl.difficulty
+    monkeypatch.setattr(miracl, "difficulty", lambda h, w, d: dtypes.append(d) or real(h, w, d))
+    drive(make(tiny_info(400, 5), difficulty_dtype=name), 8, upto=6)
+    assert dtypes == [dtype, dtype]
+    assert HP["difficulty_dtype"] == "float64"  # the manifest's default: the reference's arithmetic
 
 
 def test_switch_gmm_backends_give_nearly_the_same_correction():

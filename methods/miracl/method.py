@@ -8,7 +8,8 @@ Per epoch t, from the records of the epoch's own training passes:
   loss (t > t_w)    beta_t BCE(z, Y_corr) + (1 - beta_t) BCE(z, Y_noisy) + lambda_cons L_cons
 Y_corr is rebuilt from the observed labels every epoch (non-cumulative). Switches, each marked
 "Switch" where it acts: rank_only_selection, memorisation_includes_current_epoch, negative_rank_flip,
-pstar_weights, beta_schedule, gmm (and the backbone's structural_mask, handled by Method.build_model).
+pstar_weights, beta_schedule, gmm, difficulty_dtype (and the backbone's structural_mask, handled by
+Method.build_model).
 
 One file because the registry loads a method by file path (no package, so no sibling imports); the
 mixture fitting is shared in ``benchmark/gmm.py``.
@@ -25,6 +26,7 @@ from benchmark.method import EpochView, Method
 
 PARTITION = ("clean", "uncertain", "noisy")  # the codes 0, 1, 2 of the partition matrix
 BETA_SCHEDULES = ("paper", "reference")
+DIFFICULTY_DTYPES = {"float64": torch.float64, "float32": torch.float32}
 GMM_RANDOM_STATE = 42  # the reference's (sklearn backend only)
 
 
@@ -43,19 +45,24 @@ def ranks(probs: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(order).scatter_(1, order, positions)
 
 
-def difficulty(correct: torch.Tensor, forgetting_weight: float = 1.0) -> torch.Tensor:
+def difficulty(correct: torch.Tensor, forgetting_weight: float = 1.0, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """D = M - lambda F per entry from a history ``correct`` [E, N, C] (bool: the epoch's hard
     prediction equals the observed label). M = mean length of the runs of wrong epochs ("how long it
     takes to memorise"), F = mean length of the runs of right epochs ("how long it stays"); 0 when
     there is no such run. Vectorised: a run's start is an epoch that differs from its predecessor,
-    so mean run length = count / number of starts. No history (E = 0) gives D = 0."""
+    so mean run length = count / number of starts. No history (E = 0) gives D = 0.
+
+    The two means and D are computed in ``dtype`` and returned as float64. Switch difficulty_dtype:
+    float64 (default) is the reference's NumPy arithmetic, D = fl(fl(a / b) - lambda fl(c / d));
+    float32 is version 1.0 of this method, whose rounding (~1e-7 relative) can reorder selection
+    scores that agree to ~1e-9."""
     if len(correct) == 0:
         return torch.zeros(correct.shape[1:], dtype=torch.float64, device=correct.device)
     right, wrong = correct, ~correct
     starts_right = right[0].long() + (right[1:] & wrong[:-1]).sum(0)
     starts_wrong = wrong[0].long() + (wrong[1:] & right[:-1]).sum(0)
-    mem = wrong.sum(0) / starts_wrong.clamp_min(1)  # a zero count has zero starts: 0 / 1
-    forget = right.sum(0) / starts_right.clamp_min(1)
+    mem = wrong.sum(0).to(dtype) / starts_wrong.clamp_min(1).to(dtype)  # a zero count has zero starts: 0 / 1
+    forget = right.sum(0).to(dtype) / starts_right.clamp_min(1).to(dtype)
     return (mem - forgetting_weight * forget).double()
 
 
@@ -213,6 +220,8 @@ class MIRACL(Method):
         self.weights = parse_weights(h["pstar_weights"])
         if h["beta_schedule"] not in BETA_SCHEDULES:
             raise UsageError(f"method 'miracl': beta_schedule must be one of {', '.join(BETA_SCHEDULES)}")
+        if h["difficulty_dtype"] not in DIFFICULTY_DTYPES:
+            raise UsageError(f"method 'miracl': difficulty_dtype must be one of {', '.join(DIFFICULTY_DTYPES)}")
         self.correcting = False  # Y_corr is ready and used by the loss
         self.buffers = None  # device state, allocated at the first loss call (the device is known then)
         self.history = None  # [E, N, C] bool: hard prediction == observed label, per epoch
@@ -274,7 +283,8 @@ class MIRACL(Method):
         # Switch memorisation_includes_current_epoch: True (the paper, default) uses epochs 1..t;
         # False reproduces the reference's off-by-one (B3), epochs 1..t-1.
         seen = t if h["memorisation_includes_current_epoch"] else t - 1
-        d = difficulty(self.history[:seen], float(h["forgetting_weight"]))
+        # Switch difficulty_dtype: float64 (the reference's NumPy) or float32 (version 1.0).
+        d = difficulty(self.history[:seen], float(h["forgetting_weight"]), DIFFICULTY_DTYPES[h["difficulty_dtype"]])
         s = selection_score(d, ranks(probs), noisy, float(h["alpha"]), h["rank_only_selection"], h["negative_rank_flip"])
         # Switch gmm: "torch" (batched EM on the device) or "sklearn" (the reference, random_state 42).
         mixtures = gmm.fit(*gmm.by_label_and_class(s, noisy), backend=h["gmm"], random_state=GMM_RANDOM_STATE)
