@@ -14,7 +14,10 @@ switch is one field here, and no function passes the switches one by one.
 - ``cuda_graphs``: on for CUDA (used only by methods that declare ``capturable``), off on CPU.
 - ``token_layout``: varlen on CUDA, padded on CPU (CPU results stay comparable with those recorded
   before the switch existed).
-- ``compile``: on for a GPU running at least ``COMPILE_AUTO_MIN_RUNS`` runs one after another.
+- ``compile`` is not resolved: ``off`` unless asked for. Compiling draws other random numbers (the same
+  function, other dropout masks and bf16 roundings), so a run's number depends on it; with ``auto``
+  (harness < 0.3.0: on for four or more runs on a GPU) a published cell depended on the grid's size.
+  Measured in docs/reliability.md ("A cell across seeds and execution modes").
 """
 from __future__ import annotations
 
@@ -25,14 +28,10 @@ PACKINGS = ("auto", "threads", "processes")
 PRECISIONS = ("auto", "bf16", "fp32")
 CUDA_GRAPHS = ("auto", "on", "off")
 TOKEN_LAYOUTS = ("auto", "padded", "packed", "varlen")
-COMPILES = ("auto", "off", "on")
+COMPILES = ("off", "on")
 EXECUTORS = ("local", "local-gpus", "slurm", "submitit-local")
 
-#: ``--compile auto`` compiles when a GPU runs at least this many runs one after another. Measured on an
-#: H100 (full PHE track, BCE; docs/performance.md): the first compiled run takes 163 s against 64 s
-#: eager, and the runs after it in the same process 30 s, as they reuse its compilation. Four runs
-#: cost 253 s compiled and 256 s eager.
-COMPILE_AUTO_MIN_RUNS = 4
+
 
 
 def _switch(default, help: str, choices: tuple | None = None, kind: str = "str", metavar: str | None = None):
@@ -59,11 +58,11 @@ class Execution:
                                 "position-wise layers (packed) or those and attention too (varlen); same function, "
                                 "4-5x fewer positions at full scale; auto = varlen on CUDA, padded on CPU",
                                 TOKEN_LAYOUTS)
-    compile: str = _switch("auto", "torch.compile the model with symbolic shapes: fewer, fused kernels per step; "
-                           "the first run pays the compilation (~100 s on an H100 at full scale), the later runs of "
-                           "the same process reuse it (2.2x faster each). auto = on for "
-                           f"{COMPILE_AUTO_MIN_RUNS} or more runs one at a time on a GPU. Same function, other "
-                           "random draws", COMPILES)
+    compile: str = _switch("off", "torch.compile the model with symbolic shapes: fewer, fused kernels per step; "
+                           "the first run pays the compilation (~150 s on an H200 at full scale), the later runs of "
+                           "the same process reuse it (about 30 s each against 52 s). Same function, other random "
+                           "draws: the record says which, and the tables keep compiled runs apart. Default off",
+                           COMPILES)
     executor: str = _switch("local", "local: this process (default); local-gpus: one worker per visible GPU, "
                             "--runs-per-gpu runs on each; slurm: a submitit job array, one run per task; "
                             "submitit-local: the same through submitit's local backend, one subprocess per run "
@@ -89,7 +88,6 @@ class Execution:
             "precision": "bf16" if cuda else "fp32",
             "cuda_graphs": "on" if cuda else "off",
             "token_layout": "varlen" if cuda else "padded",
-            "compile": "on" if cuda and jobs <= 1 and runs >= COMPILE_AUTO_MIN_RUNS else "off",
         }
         return self.replace(device=device, jobs=jobs, **{k: v if getattr(self, k) == "auto" else getattr(self, k)
                                                           for k, v in auto.items()})

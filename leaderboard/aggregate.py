@@ -55,7 +55,7 @@ def caption(options: Options) -> str:
             f"[collapsed k/n]: k of the cell's n runs collapsed, their last-epoch macro AUC on the clean test labels "
             f"below {COLLAPSE_AUC:g}; they stay in the mean, ranking and tests, as the protocol keeps the last epoch. "
             f"{LAYOUT_MARK}: {LAYOUT_LEGEND}; runs of different fusion layouts are separate rows, a row of a layout "
-            f"other than '{RELEASED}' names it in brackets.")
+            f"other than '{RELEASED}' names it in brackets; '[compiled]' rows hold runs trained with --compile on.")
 
 
 def result_cell(noise: str, cell: dict | None) -> dict:

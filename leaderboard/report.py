@@ -27,7 +27,8 @@ CAPTION = (
     "'[collapsed k/n]': k of the cell's n runs collapsed, their last-epoch macro AUC below {collapse_auc:g} "
     "(still averaged in: the protocol keeps the last epoch). "
     "'" + LAYOUT_MARK + "': " + LAYOUT_LEGEND + "; runs of different fusion layouts are separate rows, a row "
-    "of a layout other than '" + RELEASED + "' names it in brackets."
+    "of a layout other than '" + RELEASED + "' names it in brackets; '[compiled]' rows hold runs trained with "
+    "--compile on (other random draws than the default eager runs)."
 )
 PHASES = ("data", "noise", "train", "method_hooks", "eval")
 
@@ -42,7 +43,7 @@ def run_row(record: dict) -> dict:
         "task": spec["task"],
         "method": spec["method"]["name"],
         "display_name": record["method"]["display_name"],
-        "label": row_label(record["method"]["display_name"], layout),
+        "label": row_label(record["method"]["display_name"], layout, compiled(env)),
         "fusion_layout": layout,
         "noise": spec["noise"]["name"],
         "seed": spec["seed"],
@@ -72,10 +73,18 @@ def run_row(record: dict) -> dict:
     }
 
 
-def row_label(display_name: str, layout: str | None) -> str:
-    """A table row: the method's display name, and the FlexCare fusion layout unless it is the released
-    one (or the method is not on FlexCare), so that runs of two layouts are never one cell."""
-    return display_name if layout in (None, RELEASED) else f"{display_name} [{layout}]"
+def row_label(display_name: str, layout: str | None, is_compiled: bool = False) -> str:
+    """A table row: the method's display name, the FlexCare fusion layout unless it is the released
+    one (or the method is not on FlexCare), and ``[compiled]`` for compiled runs, so that runs of two
+    layouts, or of the two execution modes that draw other random numbers, are never one cell."""
+    label = display_name if layout in (None, RELEASED) else f"{display_name} [{layout}]"
+    return f"{label} [compiled]" if is_compiled else label
+
+
+def compiled(env: dict) -> bool:
+    """Whether the run trained compiled (``--compile on``, not fallen back to eager): the same function
+    with other random draws, a mode of its own (docs/reliability.md)."""
+    return env.get("compile") == "on" and not env.get("compile_fallback")
 
 
 def collect(rows: list[dict]) -> dict:

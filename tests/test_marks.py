@@ -269,3 +269,18 @@ def test_the_layout_read_from_a_spec_is_the_one_its_model_builds_for_every_metho
         assert seen[name] == fusion_layout(spec), name
     assert {n for n, layout in seen.items() if layout} >= {"bce", "focal", "asl", "gce", "mllsc", "multit", "miracl"}
     assert seen["m3care"] is None and seen["medfuse"] is None
+
+
+def test_compiled_runs_are_a_row_of_their_own():
+    """``--compile on`` is the same function with other random draws: its runs never share a cell with
+    the default eager runs of the same spec."""
+    from leaderboard.report import collect, run_row
+
+    eager = make_record("bce", "sym-40", 30, 0.45)
+    fast = copy.deepcopy(eager)
+    fast["environment"]["compile"] = "on"
+    labels = {run_row(r)["label"] for r in (eager, fast)}
+    assert labels == {eager["method"]["display_name"], eager["method"]["display_name"] + " [compiled]"}
+    fallen_back = copy.deepcopy(fast)
+    fallen_back["environment"].update(compile="off", compile_fallback="BackendCompilerFailed")
+    assert run_row(fallen_back)["label"] == eager["method"]["display_name"]
