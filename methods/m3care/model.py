@@ -11,6 +11,24 @@ Written from the spec (reference/baselines.md section 7), not from any reference
    observed one is gated with its aggregate;
 4. two interaction blocks (self-attention over the two modality tokens) and an MLP head give logits.
 
+Two numerical safeguards, each the plain formula's function wherever that was finite (so neither is
+a switch; tests/test_m3care.py compares them with the plain formulas):
+
+- the series encoder centres its attention keys over each stay's valid steps (``SeriesEncoderLayer``).
+  Softmax ignores a shift common to a query's scores, so that shift, ``q_i . mean(k)``, gets no
+  gradient and drifts as the weights grow: in a CPU reproduction of the full phenotyping task the
+  lowest logsumexp of a query row fell from -5.9 after one epoch to -63 by epoch 19, and kept
+  falling while the learning rate was high. cuDNN's attention backward, which PyTorch picks by
+  default for masked attention on H100/H200 (pytorch/pytorch#196678), overflows on a row whose
+  logsumexp is below -ln(FLT_MAX) = -88.7 when the key length is 64 mod 128 (the 192, 320 and 448
+  width buckets: about half the full task's steps): the loss stays finite, the gradient is NaN, and
+  Adam's update makes the weights NaN. With centred keys a query's scores average 0 over the valid
+  keys, so its logsumexp is at least log(valid steps) >= 0 whatever the weights (README:
+  "Non-finite loss");
+- the gate ``lambda = a / (a + b)`` is evaluated as ``sigmoid(log a - log b)``: where both gate logits
+  are below about -88 both sigmoids round to 0 and the quotient is 0/0, also in the backward of a
+  missing modality's row, whose mixed value ``torch.where`` discards.
+
 The stability term ``sum_m | ||phi_m(H^m)||_F - ||H^m||_F |`` is returned as ``aux``, weighted by
 ``lambda_stab``, so the trainer adds it to whatever loss the method computes. Switch
 ``stability_gradient``: ``phi`` (default) evaluates it on a detached H, so it trains the kernel MLPs
@@ -36,6 +54,41 @@ MODALITIES = ("ehr", "note")
 GCN_MASKS = ("column", "outer")
 KERNEL_FORMS = ("product", "convex")
 STABILITY_GRADIENTS = ("phi", "encoders")
+
+
+class SeriesEncoderLayer(EncoderLayer):
+    """The FlexCare backbone's post-norm layer (same weights) with each stay's keys centred over its
+    valid steps before attention: every score of a query drops by the same ``q_i . mean(k)``, so the
+    attention is unchanged, and a query's scores average 0 over the valid keys, so its logsumexp is at
+    least log(valid steps) >= 0 (Jensen). A query row whose scores all lie far below zero (logsumexp
+    below -88.7) makes cuDNN's attention backward overflow (module docstring)."""
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``x`` [B, T, d]; ``mask`` [B, 1, 1, T] bool, True at a valid key (at least one per row)."""
+        qkv = self.qkv(x)
+        b, s, _ = qkv.shape
+        d = qkv.shape[-1] // 3
+        q, k, v = qkv.view(b, s, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, centred_keys(k, mask), v, attn_mask=mask,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        x = self.norm1(x + self.drop(self.proj(a.transpose(1, 2).reshape(b, s, d))))
+        return self.norm2(x + self.drop(self.ff2(self.drop(F.relu(self.ff1(x))))))
+
+
+def centred_keys(k: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``k`` [B, H, T, dh] minus its mean over the valid keys of each sample (``mask`` [B, 1, 1, T]),
+    computed in fp32 at least and returned in ``k``'s dtype. Shape-static, no host reads."""
+    wide = k.to(torch.promote_types(k.dtype, torch.float32))
+    w = mask.transpose(-1, -2).to(wide.dtype)  # [B, 1, T, 1]
+    mean = (wide * w).sum(-2, keepdim=True) / w.sum(-2, keepdim=True).clamp_min(1)
+    return (wide - mean).to(k.dtype)
+
+
+def gate_share(bar_logit: torch.Tensor, own_logit: torch.Tensor) -> torch.Tensor:
+    """``a / (a + b)`` with ``a = sigmoid(bar_logit)``, ``b = sigmoid(own_logit)``, as
+    ``sigmoid(log a - log b)`` in fp32 at least: the same value, finite where both sigmoids round to 0."""
+    dtype = torch.promote_types(torch.promote_types(bar_logit.dtype, own_logit.dtype), torch.float32)
+    return torch.sigmoid(F.logsigmoid(bar_logit.to(dtype)) - F.logsigmoid(own_logit.to(dtype)))
 
 
 class GraphConvolution(nn.Module):
@@ -135,7 +188,7 @@ class M3Care(nn.Module):
         self.stability_gradient = stability_gradient
         self.kernel_num, self.kernel_mul = kernel_num, kernel_mul
         self.ehr_proj = nn.Linear(ehr_dim, d)
-        self.ehr_layer = EncoderLayer(d, heads[0], 4 * d, dropout)
+        self.ehr_layer = SeriesEncoderLayer(d, heads[0], 4 * d, dropout)
         self.note_proj = nn.Linear(note_dim, d)
         self.phi = nn.ModuleList(_mlp(d) for _ in MODALITIES)
         self.norm = nn.BatchNorm1d(d)  # shared by both modalities and both kernels, as the original
@@ -234,8 +287,7 @@ class M3Care(nn.Module):
             # the original code's mask, which also empties the row of a patient missing m).
             adj = sim * (mi.unsqueeze(0) if self.gcn_mask == "column" else mi.unsqueeze(1) * mi.unsqueeze(0))
             bar = gcn(adj, hi)
-            a, b = torch.sigmoid(self.gate_bar[i](bar)), torch.sigmoid(self.gate_own[i](hi))
-            lam = a / (a + b)
+            lam = gate_share(self.gate_bar[i](bar), self.gate_own[i](hi))  # a / (a + b), finite
             mixed = lam * bar + (1 - lam) * hi
             tilde.append(torch.where(present[:, i : i + 1], mixed, bar))
             bars.append(bar)
