@@ -24,15 +24,20 @@ def shape_info(track: Track, task: str, note_dim: int = PAPER_NOTE_DIM) -> TaskI
                     tuple(label_names(spec.kind)), track.backbone)
 
 
+def build_model(entry: MethodEntry, info: TaskInfo):
+    """The method's model at its manifest's hyper-parameters for a task's shapes."""
+    return entry.load_class()(info, entry.hparams).build_model()
+
+
 def trainable_parameters(entry: MethodEntry, info: TaskInfo) -> int:
     """Trainable parameters of the method's model (the frozen note encoder is outside every model)."""
-    return count_parameters(entry.load_class()(info, entry.hparams).build_model())
+    return count_parameters(build_model(entry, info))
 
 
 def card(entry: MethodEntry, track: Track, info: TaskInfo) -> str:
     m = entry.manifest
     hparams = ", ".join(f"{k}={v}" for k, v in m["hparams"].items()) or "-"
-    model = entry.load_class()(info, entry.hparams).build_model()
+    model = build_model(entry, info)
     lines = [
         f"{entry.name}: {m['display_name']} (v{m['version']}, licence {m['license']}, backbone {m['backbone']})",
         f"  citation: {' '.join(m['citation'].split())}",

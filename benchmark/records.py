@@ -112,9 +112,8 @@ def _check_spec(spec: dict, source: str) -> None:
     hparams = spec["method"].get("hparams", {})
     if not isinstance(hparams, dict):
         raise RecordError(f"{source}: field 'spec.method.hparams' is not a dict")
-    if not isinstance(hparams.get("fusion_layout", ""), str):  # the tables split FlexCare's rows by it
-        raise RecordError(f"{source}: field 'spec.method.hparams.fusion_layout' is "
-                          f"{hparams['fusion_layout']!r}, expected str")
+    if "fusion_layout" in hparams:  # the tables split FlexCare's rows by it
+        _check_type(hparams["fusion_layout"], (str,), "spec.method.hparams.fusion_layout", source)
     try:  # the tables label each column by its noise setting
         parse_noise(spec["noise"]["name"])
     except UsageError as e:

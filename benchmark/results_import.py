@@ -36,7 +36,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -251,19 +251,26 @@ def import_records(source: str | Path, results: str | Path = "results", check_on
     # Consistency with each other and with what is filed already.
     filed = [r for _, r, error in store.scan() if not error] if store.root.is_dir() else []
     fingerprints, checksums = defaultdict(set), defaultdict(set)
+    # What a group's records must agree on: the filed records' value, else the candidates' most common one,
+    # so that which record is refused does not depend on the order of the files (a tie accepts none).
+    def data_key(r):
+        return _data_key(r["spec"])
+
+    def noise_key(r):
+        return _data_key(r["spec"]), r["spec"]["noise"]["name"], r["noise"].get("seed")
+
     for r in filed:
-        fingerprints[_data_key(r["spec"])].add(r["fingerprints"]["data"])
-        checksums[(_data_key(r["spec"]), r["spec"]["noise"]["name"], r["noise"].get("seed"))].add(r["fingerprints"]["noisy_labels"])
+        fingerprints[data_key(r)].add(r["fingerprints"]["data"])
+        checksums[noise_key(r)].add(r["fingerprints"]["noisy_labels"])
+    accepted_data = _agreed(fingerprints, candidates.values(), data_key, lambda r: r["fingerprints"]["data"])
+    accepted_noisy = _agreed(checksums, candidates.values(), noise_key, lambda r: r["fingerprints"]["noisy_labels"])
     for path, record in list(candidates.items()):
-        key = _data_key(record["spec"])
-        others = fingerprints[key] | {r["fingerprints"]["data"] for p, r in candidates.items() if p != path and _data_key(r["spec"]) == key}
-        nkey = (key, record["spec"]["noise"]["name"], record["noise"].get("seed"))
-        noisy_others = checksums[nkey] | {r["fingerprints"]["noisy_labels"] for p, r in candidates.items()
-                                          if p != path and (_data_key(r["spec"]), r["spec"]["noise"]["name"], r["noise"].get("seed")) == nkey}
-        if others - {record["fingerprints"]["data"]}:
+        key = data_key(record)
+        if record["fingerprints"]["data"] not in accepted_data[key]:
+            others = fingerprints[key] | {r["fingerprints"]["data"] for p, r in candidates.items() if p != path and data_key(r) == key}
             out.refused.append(f"{path.relative_to(source)}: data fingerprint {record['fingerprints']['data'][:16]} differs from other "
                                f"records of {'/'.join(key[:2])} ({', '.join(sorted(f[:16] for f in others))})")
-        elif noisy_others - {record["fingerprints"]["noisy_labels"]}:
+        elif record["fingerprints"]["noisy_labels"] not in accepted_noisy[noise_key(record)]:
             out.refused.append(f"{path.relative_to(source)}: noisy-label checksum differs from other records of "
                                f"{'/'.join(key[:2])} {record['spec']['noise']['name']} with the same noise seed")
         else:
@@ -299,3 +306,17 @@ def import_records(source: str | Path, results: str | Path = "results", check_on
             store.write(record)
         out.filed.append(target)
     return out
+
+
+def _agreed(filed: dict, candidates, key, value) -> dict:
+    """Per group (``key`` of a record), the values its records may have: those filed already, else the
+    candidates' one most common value (none when two are equally common)."""
+    counts = defaultdict(Counter)
+    for r in candidates:
+        counts[key(r)][value(r)] += 1
+    agreed = defaultdict(set, {k: set(v) if len(v) == 1 else set() for k, v in filed.items() if v})
+    for k, c in counts.items():
+        if k not in agreed:
+            (top, n), *rest = c.most_common()
+            agreed[k] = {top} if not rest or rest[0][1] < n else set()
+    return agreed

@@ -17,7 +17,7 @@ from benchmark.marks import COLLAPSE_AUC, RELEASED
 from benchmark.protocol import parse_noise
 
 from . import stats
-from .report import (LAYOUT_LEGEND, LAYOUT_MARK, MIN_SEEDS, PHASES, cell_flags, cell_marks, collect, noise_order,
+from .report import (MIN_SEEDS, PHASES, ROWS_LEGEND, cell_flags, cell_marks, collect, noise_order,
                      old_layout)
 
 FAMILY_NAMES = {"sym": "symmetric", "asym": "asymmetric", "bal": "balanced", "clean": "clean"}
@@ -54,8 +54,7 @@ def caption(options: Options) -> str:
             f"column's) are neither ranked nor tested; mixed cells are not averaged. "
             f"[collapsed k/n]: k of the cell's n runs collapsed, their last-epoch macro AUC on the clean test labels "
             f"below {COLLAPSE_AUC:g}; they stay in the mean, ranking and tests, as the protocol keeps the last epoch. "
-            f"{LAYOUT_MARK}: {LAYOUT_LEGEND}; runs of different fusion layouts are separate rows, a row of a layout "
-            f"other than '{RELEASED}' names it in brackets; '[compiled]' rows hold runs trained with --compile on.")
+            f"{ROWS_LEGEND}.")
 
 
 def result_cell(noise: str, cell: dict | None) -> dict:

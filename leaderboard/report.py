@@ -18,6 +18,10 @@ from benchmark.protocol import EXTRA_NOISE_SETTINGS, NOISE_SETTINGS, parse_noise
 MIN_SEEDS = 3
 LAYOUT_MARK = "\u2020"  # a dagger: FlexCare runs of the two-modality fusion layout
 LAYOUT_LEGEND = f"FlexCare {TWO_MODALITY.replace('_', '-')} layout of harness < 0.3.0, not the released function"
+# Which runs are rows of their own (``row_label``), for the terminal's caption and the board's.
+ROWS_LEGEND = (f"'{LAYOUT_MARK}': {LAYOUT_LEGEND}; runs of different fusion layouts are separate rows, a row of a "
+               f"layout other than '{RELEASED}' names it in brackets; '[compiled]' rows hold runs trained with "
+               f"--compile on (other random draws than the default eager runs)")
 CAPTION = (
     "Last-epoch test mAP (macro, clean test labels): mean (std) over seeds, std with ddof=1 "
     "(sample standard deviation). '[n=k]' marks a cell with fewer than {min_seeds} seeds; "
@@ -25,10 +29,7 @@ CAPTION = (
     "fingerprint, harness version, method code or FlexCare fusion layout (its runs are not averaged); '!' marks a cell "
     "whose runs had failed records (not averaged in). "
     "'[collapsed k/n]': k of the cell's n runs collapsed, their last-epoch macro AUC below {collapse_auc:g} "
-    "(still averaged in: the protocol keeps the last epoch). "
-    "'" + LAYOUT_MARK + "': " + LAYOUT_LEGEND + "; runs of different fusion layouts are separate rows, a row "
-    "of a layout other than '" + RELEASED + "' names it in brackets; '[compiled]' rows hold runs trained with "
-    "--compile on (other random draws than the default eager runs)."
+    "(still averaged in: the protocol keeps the last epoch). " + ROWS_LEGEND + "."
 )
 PHASES = ("data", "noise", "train", "method_hooks", "eval")
 
@@ -82,9 +83,9 @@ def row_label(display_name: str, layout: str | None, is_compiled: bool = False) 
 
 
 def compiled(env: dict) -> bool:
-    """Whether the run trained compiled (``--compile on``, not fallen back to eager): the same function
-    with other random draws, a mode of its own (docs/reliability.md)."""
-    return env.get("compile") == "on" and not env.get("compile_fallback")
+    """Whether the run trained compiled: the same function with other random draws, a mode of its own
+    (docs/reliability.md). A run that fell back to eager says ``compile: off`` (``runner.run_one``)."""
+    return env.get("compile") == "on"
 
 
 def collect(rows: list[dict]) -> dict:

@@ -11,11 +11,12 @@ Usage: python perf/stability.py eager=RESULTS_A compiled=RESULTS_B [--track full
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 
 from benchmark.marks import record_collapse as collapse_of
 from benchmark.records import RecordStore
+from leaderboard.report import mean_std
+from leaderboard.stats import describe
 
 
 def load(folder: str, track: str) -> dict[tuple[str, str, str, int], dict]:
@@ -38,13 +39,6 @@ def cell(record: dict | None) -> str:
     return f"{text} (collapsed e{fell['epoch']})" if fell else text
 
 
-def mean_std(values: list[float]) -> str:
-    if not values:
-        return "-"
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.3f} ({std:.3f})"
-
-
 def table(modes: dict[str, dict], seeds: list[int]) -> str:
     keys = sorted({k[:3] for runs in modes.values() for k in runs})
     head = ["task", "noise", "method", "mode", *[f"seed {s}" for s in seeds], "mean (std)", "collapsed"]
@@ -58,12 +52,13 @@ def table(modes: dict[str, dict], seeds: list[int]) -> str:
             means[label] = maps
             fell = sum(1 for r in recs if r and collapse_of(r))
             lines.append(f"| {task} | {noise} | {method} | {label} | " + " | ".join(cell(r) for r in recs)
-                         + f" | {mean_std(maps)} | {fell}/{len(maps)} |")
+                         + f" | {mean_std(maps) if maps else '-'} | {fell}/{len(maps)} |")
         labels = list(modes)
         if len(labels) == 2 and all(len(means[m]) == len(seeds) for m in labels):
             a, b = (means[m] for m in labels)
-            gaps.append((method, max(abs(x - y) for x, y in zip(a, b)), abs(statistics.mean(a) - statistics.mean(b)),
-                         max(statistics.stdev(a), statistics.stdev(b))))
+            da, db = describe(a), describe(b)
+            gaps.append((method, max(abs(x - y) for x, y in zip(a, b)), abs(da["mean"] - db["mean"]),
+                         max(da["std"], db["std"])))
     if gaps:
         lines += ["", f"| method | largest gap {' vs '.join(modes)} on one seed | gap of the means | "
                   "largest seed std |", "|---|---|---|---|"]

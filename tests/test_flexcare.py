@@ -49,7 +49,9 @@ def test_additive_structural_mask_reproduces_the_reference_bias_and_blocking_dif
     assert not torch.allclose(additive(batch).logits, blocking(batch).logits)
     from benchmark.backbones.flexcare import _blocks
 
-    pad, blocks = torch.zeros(1, 2 + 3 + 3, dtype=torch.bool), _blocks(2, 2, torch.device("cpu"))
+    # The block indices below are the two-modality layout's (0 task, 1 MM, 2 EHR, 3 note).
+    additive, blocking = (small(structural_mask=m, fusion_layout="two_modality").eval() for m in ("additive", "blocking"))
+    pad, blocks = torch.zeros(1, 2 + 3 + 3, dtype=torch.bool), _blocks(2, 2, torch.device("cpu"), "two_modality")
     mask = additive._attention_mask(blocks, pad, torch.float32)[0, 0]
     # EHR-CLS (row 2) to a note token (col 6): "blocked" in the reference = +1 added, not -inf.
     assert mask[2, 6] == 1.0 and mask[0, 6] == 0.0

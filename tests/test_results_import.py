@@ -103,3 +103,18 @@ def test_without_local_data_fingerprints_must_agree_with_each_other(genuine, tmp
     out = capsys.readouterr()
     assert "data fingerprint 0000000000000000 differs from other records of smoke/syn-phe" in out.err
     assert "no local data; data fingerprint and noisy-label checksum checked for consistency only" in out.out
+
+
+@pytest.mark.parametrize("tampered", [30, 40, 100])
+def test_the_record_that_disagrees_with_the_others_is_the_one_refused_whatever_the_file_order(
+        genuine, tmp_path, monkeypatch, capsys, tampered):
+    import benchmark.results_import as ri
+
+    monkeypatch.setattr(ri, "_local_data", lambda *a, **kw: None)
+    records = copy_records(genuine, tmp_path / "submitted")
+    record = json.loads(records[tampered].read_text())
+    record["fingerprints"]["data"] = "0" * 64
+    records[tampered].write_text(json.dumps(record))
+    main(["results", "import", str(tmp_path / "submitted"), "--results", str(tmp_path / "results"), "--check"])
+    refused = [line for line in capsys.readouterr().err.splitlines() if "data fingerprint" in line]
+    assert len(refused) == 1 and records[tampered].name in refused[0] and "0000000000000000 differs" in refused[0]

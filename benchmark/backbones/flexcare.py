@@ -362,7 +362,7 @@ def build_for(task: TaskInfo, hparams: dict) -> FlexCare:
     )
 
 
-def _blocks(t_ehr: int, t_note: int, device: torch.device, fusion_layout: str = "two_modality") -> torch.Tensor:
+def _blocks(t_ehr: int, t_note: int, device: torch.device, fusion_layout: str) -> torch.Tensor:
     """Block of each position, built by comparisons rather than copied from the host, so that the step
     can be captured in a CUDA graph. "two_modality": 0 task, 1 MM, 2 EHR (CLS and series), 3 note (CLS
     and tokens). "released": 0 task, 1 MM-CLS, 2 X12, 3 X13, 4 X23, 5 EHR-CLS, 6 series, 7 CXR-CLS,
