@@ -22,6 +22,7 @@ from .fastpath import FastPath
 from .lifetime import STOP
 from .method import EpochView, Method
 from .metrics import evaluate
+from .nonfinite import NonFiniteWatch
 from .options import Execution
 from .packing import pause, released
 from .protocol import Budget
@@ -72,6 +73,7 @@ def train(method: Method, data: RunData, budget: Budget, seed: int, execution: E
     n, targets = len(data.noisy_labels), data.noisy_labels.float()
     curve, timings = [], {"train": 0.0, "method_hooks": 0.0, "eval": 0.0}
     train_logits = torch.empty_like(targets) if method.wants_train_logits else None
+    watch = NonFiniteWatch(model, device)
 
     def step(index: torch.Tensor, widths: list[tuple], epoch: int) -> torch.Tensor:
         """Forward, loss, backward and update of one batch; the loss, detached."""
@@ -80,6 +82,7 @@ def train(method: Method, data: RunData, budget: Budget, seed: int, execution: E
         extra = {"output": out} if method.wants_output else {}
         loss = data.task_weight * (method.loss(logits, targets[index], index, epoch, **extra) + out.aux.float())
         loss.backward()
+        watch.check(loss)
         fast.update()
         if train_logits is not None:
             train_logits[index] = logits.detach()
@@ -103,7 +106,8 @@ def train(method: Method, data: RunData, budget: Budget, seed: int, execution: E
         t1 = fast.clock()
         train_loss = float(loss_sum) / n  # the epoch's one host sync
         if not np.isfinite(train_loss):
-            raise RunFailed(f"non-finite training loss ({train_loss}) in epoch {epoch}")
+            steps = -(-n // budget.batch_size)
+            raise RunFailed(f"non-finite training loss ({train_loss}) in epoch {epoch}; {watch.describe(steps)}")
 
         diagnostics = method.end_epoch(EpochView(epoch, budget.epochs, targets, train_logits)) or {}
         t2 = fast.clock()

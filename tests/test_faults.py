@@ -279,7 +279,8 @@ def test_a_non_finite_loss_fails_the_run_with_its_epoch_and_the_grid_goes_on(tmp
     assert by_method["bce"]["status"] == "done"
     failed = by_method["diverge"]
     assert failed["status"] == "failed" and failed["metrics"]["final"] == {} and len(failed["metrics"]["curve"]) == 1
-    assert failed["failure"] == f"non-finite training loss ({value}) in epoch 2"
+    assert failed["failure"].startswith(f"non-finite training loss ({value}) in epoch 2; first at step ")
+    assert failed["failure"].endswith("in the forward: the loss was non-finite, the gradients before it finite")
 
 
 def test_out_of_memory_names_the_run_and_the_batch_size_and_the_grid_goes_on(tmp_path, monkeypatch, capsys):

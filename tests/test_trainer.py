@@ -108,16 +108,50 @@ def test_same_seed_gives_identical_curves_and_another_seed_does_not():
     assert strip(a.curve) != strip(c.curve)
 
 
-def test_non_finite_loss_fails_the_run_with_the_epoch():
-    spec, data, info = smoke_task()
+def _fail(method_cls, epochs=3):
+    from benchmark.errors import RunFailed
+    _, data, info = smoke_task()
+    with pytest.raises(RunFailed) as failed:
+        train(method_cls(info, {}), RunData(data.train, noisy_labels(data), data.test),
+              dataclasses.replace(SMOKE.budget, epochs=epochs), 30)
+    return str(failed.value), -(-len(data.train) // SMOKE.budget.batch_size)
 
+
+def test_a_non_finite_loss_fails_the_run_naming_the_epoch_and_the_first_bad_step_in_the_forward():
     class Explodes(Spy):
         def loss(self, logits, targets, index, epoch):
             return logits.sum() * float("nan") if epoch == 2 else super().loss(logits, targets, index, epoch)
 
-    from benchmark.errors import RunFailed
-    with pytest.raises(RunFailed, match="non-finite training loss .* in epoch 2"):
-        train(Explodes(info, {}), RunData(data.train, noisy_labels(data), data.test), dataclasses.replace(SMOKE.budget, epochs=3), 30)
+    message, per_epoch = _fail(Explodes)
+    assert message.startswith("non-finite training loss (nan) in epoch 2; ")
+    assert f"first at step {per_epoch + 1:,} (epoch 2, batch 1), in the forward" in message
+
+
+def test_a_gradient_that_breaks_under_a_finite_loss_is_named_with_its_step_and_weight_tensor():
+    _, data, _ = smoke_task()
+    per_epoch = -(-len(data.train) // SMOKE.budget.batch_size)
+
+    class BrokenBackward(Spy):
+        """The gradient of one weight tensor turns NaN at the first step of epoch 2; the loss stays finite."""
+        steps, broken = 0, None
+
+        def build_model(self):
+            model = super().build_model()
+            name, weight = list(model.named_parameters())[-1]
+            BrokenBackward.broken = name
+            weight.register_hook(lambda g: g * float("nan") if BrokenBackward.steps == per_epoch + 1 else g)
+            return model
+
+        def loss(self, logits, targets, index, epoch):
+            BrokenBackward.steps += 1
+            return super().loss(logits, targets, index, epoch)
+
+    message, _ = _fail(BrokenBackward)
+    n = sum(1 for p in Spy(smoke_task()[2], {}).build_model().parameters())
+    # Adam wrote NaN into that tensor at that step, so the loss is non-finite from the next step on.
+    assert message.startswith(f"non-finite training loss (nan) in epoch {2 if per_epoch > 1 else 3}; ")
+    assert (f"first at step {per_epoch + 1:,} (epoch 2, batch 1), in the backward: the loss was finite (" in message)
+    assert message.endswith(f"the gradient of 1 of {n} weight tensors was not ({BrokenBackward.broken})")
 
 
 def test_a_method_that_wants_the_output_gets_the_models_extras():
