@@ -139,14 +139,38 @@ def validate(record: object, source: str = "record") -> dict:
     if record["run_id"] != run_id(record["spec"]):
         raise RecordError(f"{source}: run_id {record['run_id']} does not match the hash of its spec")
     if record["status"] == "done":
-        final = record["metrics"].get("final")
-        if not isinstance(final, dict) or any(k not in final for k in FINAL_METRICS):
-            raise RecordError(f"{source}: a done record needs metrics.final with {', '.join(FINAL_METRICS)}")
-        if not (isinstance(final["map"], float) and math.isfinite(final["map"])):
-            raise RecordError(f"{source}: metrics.final.map must be a finite number")
+        problem = metrics_problem(record["metrics"])
+        if problem:
+            raise RecordError(f"{source}: {problem}")
     elif not record["failure"]:
         raise RecordError(f"{source}: a failed record needs a 'failure' reason")
     return record
+
+
+def _unit(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and 0 <= value <= 1
+
+
+def metrics_problem(metrics: dict) -> str | None:
+    """Why a done record's metrics cannot be what training gave, or None. Every headline metric and
+    per-label AP is a number in [0, 1], and ``final`` is the curve's last epoch (the trainer copies
+    it), so an edited mAP shows. Checks that need the task (label count, mAP as the mean of the APs
+    under the task's empty-label policy, one row per epoch) are ``results_import``'s."""
+    final, curve = metrics.get("final"), metrics.get("curve")
+    if not isinstance(final, dict) or any(k not in final for k in FINAL_METRICS):
+        return f"a done record needs metrics.final with {', '.join(FINAL_METRICS)}"
+    for key in FINAL_METRICS[:-1]:
+        if not _unit(final[key]):
+            return f"metrics.final.{key} is {final[key]!r}, expected a number in [0, 1]"
+    aps = final["per_label_ap"]
+    if not (isinstance(aps, list) and aps and all(map(_unit, aps))):
+        return "metrics.final.per_label_ap must be a list of numbers in [0, 1]"
+    if not curve or not isinstance(curve[-1], dict):
+        return "a done record needs metrics.curve, one row per epoch"
+    for key in FINAL_METRICS:
+        if final[key] != curve[-1].get(key):
+            return f"metrics.final.{key} differs from the last epoch of the curve"
+    return None
 
 
 def _cannot_write(path: Path, e: OSError) -> RecordError:
@@ -271,10 +295,37 @@ class RecordStore:
             os.close(fd)
 
     def scan(self, track: str | None = None) -> Iterator[tuple[Path, dict | None, str]]:
-        """Every record file: (path, record or None, error message or '')."""
+        """Every record file: (path, record or None, error message or ''). A record proves who it is:
+        valid, its id the hash of its spec (``validate``), at the place its spec implies
+        (``_check_place``), and the only file of its run; each other file is an error, never a seed."""
         base = self.root / track if track else self.root
+        seen: dict[tuple, Path] = {}
         for path in sorted(base.rglob("*.json")):
             try:
-                yield path, self.read(path), ""
+                record = self.read(path)
+                self._check_place(path, record)
+                # Compiled and eager runs of one spec share the id (compile is an execution switch) but
+                # are rows of their own (leaderboard.report.row_label): both may stand.
+                key = (record["run_id"], record["environment"].get("compile", "off"))
+                if key in seen:
+                    raise RecordError(f"{path}: a second record of run {record['run_id']}; only the first, "
+                                      f"{seen[key]}, counts")
+                seen[key] = path
+                yield path, record, ""
             except RecordError as e:
                 yield path, None, str(e)
+
+    def _check_place(self, path: Path, record: dict) -> None:
+        """A record counts only at the place its spec implies, ``<track>/<task>/<method>/<run id>.json``
+        (under the results folder, or under a folder of record sets in it): a copy under another name,
+        or in another method's, task's or track's folder, would add a seed to a cell or the run to
+        another method."""
+        spec = record["spec"]
+        expected = (spec["track"], spec["task"], spec["method"]["name"], f"{record['run_id']}.json")
+        got = path.parts[-4:]
+        if got[-1] != expected[-1]:
+            raise RecordError(f"{path}: the file name is not the record's run id {record['run_id']} "
+                              f"(a copy or a renamed file)")
+        if tuple(got) != expected:
+            raise RecordError(f"{path}: a record of {'/'.join(expected[:3])} (its spec's track, task and "
+                              f"method) filed under {'/'.join(got[:3])}")

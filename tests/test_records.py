@@ -76,7 +76,13 @@ def test_a_run_that_falls_below_the_collapse_auc_records_the_epoch_it_fell(tmp_p
     (lambda r: r.update(status="running"), "field 'status' is 'running'"),
     (lambda r: r["spec"].update(seed=1), "does not match the hash of its spec"),
     (lambda r: r["metrics"]["final"].pop("map"), "needs metrics.final"),
-    (lambda r: r["metrics"]["final"].update(map=float("nan")), "must be a finite number"),
+    (lambda r: r["metrics"]["final"].update(map=float("nan")), "metrics.final.map is nan, expected a number in"),
+    (lambda r: r["metrics"]["final"].update(map=1.5), "metrics.final.map is 1.5, expected a number in"),
+    (lambda r: r["metrics"]["final"].update(macro_auc=-0.1), "metrics.final.macro_auc is -0.1, expected a number in"),
+    (lambda r: r["metrics"]["final"]["per_label_ap"].__setitem__(0, 2.0), "per_label_ap must be a list of numbers in"),
+    (lambda r: r["metrics"]["final"].update(map=r["metrics"]["final"]["map"] / 2),
+     "metrics.final.map differs from the last epoch of the curve"),
+    (lambda r: r["metrics"].update(curve=[]), "needs metrics.curve, one row per epoch"),
     (lambda r: r.update(status="failed", failure=None), "needs a 'failure' reason"),
     (lambda r: r.update(peak_memory_bytes="big"), "field 'peak_memory_bytes' has type str"),
 ])
@@ -168,3 +174,51 @@ def test_a_committed_record_is_planned_again_under_its_own_id(path):
     assert run_id(planned) == record["run_id"]
     root = next(p for p in path.parents if p.name == spec["track"]).parent
     assert RecordStore(root).path(planned) == path
+
+
+def _tamper(root: Path, original: Path) -> dict[str, str]:
+    """Copies, moves and edits of one record, each under the results folder: {path: the reason expected}."""
+    text = json.loads(original.read_text())
+    renamed = original.with_name("0123456789abcdef.json")
+    renamed.write_text(original.read_text())
+    focal = root / "smoke" / "syn-phe" / "focal" / original.name
+    focal.parent.mkdir(parents=True)
+    focal.write_text(original.read_text())
+    nested = root / "copies" / "smoke" / "syn-phe" / "bce" / original.name
+    nested.parent.mkdir(parents=True)
+    nested.write_text(original.read_text())
+    edited = copy.deepcopy(text)
+    edited["metrics"]["final"]["map"] = 1.5
+    other_seed = copy.deepcopy(edited)
+    other_seed["spec"]["seed"] = 40
+    other_seed["run_id"] = run_id(other_seed["spec"])
+    forged = RecordStore(root).path(other_seed["spec"])
+    forged.write_text(json.dumps(other_seed))
+    return {str(renamed): "the file name is not the record's run id",
+            str(focal): "a record of smoke/syn-phe/bce (its spec's track, task and method) filed under smoke/syn-phe/focal",
+            str(nested): f"a second record of run {text['run_id']}; only the first",
+            str(forged): "metrics.final.map is 1.5, expected a number in [0, 1]"}
+
+
+def test_a_copied_moved_or_edited_record_never_changes_a_cell_and_is_named(record, tmp_path, capsys):
+    from benchmark.cli import main
+    from leaderboard import load
+
+    store = RecordStore(tmp_path)
+    original = store.write(record)
+    assert main(["table", "--track", "smoke", "--results", str(tmp_path)]) == 0
+    clean = capsys.readouterr().out
+    expected = _tamper(tmp_path, original)
+    assert main(["table", "--track", "smoke", "--results", str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    assert out == clean  # still one run in the cell: '[n=1]', the same mean
+    nested = next(p for p in expected if "/copies/" in p)
+    for path, reason in expected.items():
+        if path != nested:  # the table reads <results>/<track> only
+            assert any(line.startswith(f"warning: skipping {path}: {reason}") for line in err.splitlines()), (path, err)
+    rows, skipped = load(tmp_path, ["smoke"])  # the leaderboard reads every folder: one of the two copies counts
+    assert [r["run_id"] for r in rows] == [record["run_id"]]
+    named = {str(tmp_path / f): e for f, e in skipped}
+    second = str(original) if str(original) in named else nested
+    assert set(named) == set(expected) - {nested} | {second}
+    assert all(named[p].startswith(expected.get(p, expected[nested])) for p in named)
