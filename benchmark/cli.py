@@ -57,6 +57,24 @@ def _overrides(items: list[str] | None) -> dict:
     return out
 
 
+def _eta(finished: list[dict], done_at: list[float], left: int, elapsed: float, workers: int) -> float:
+    """Seconds until the grid is done. With ``workers`` local workers, a run starts at time 0 on each
+    worker and then whenever one finishes (``done_at``, seconds since the start), so the runs in
+    flight are the latest starts, each with the mean finished run's wall still to go minus the time
+    it has had; the runs queued behind them share the workers. (Elapsed time per finished run counts
+    the first runs once per worker: about ``workers`` times too high at the start.) Elsewhere (a
+    scheduler's queue) the observed rate is all there is."""
+    if not left:
+        return 0.0
+    if workers < 1:
+        return elapsed / len(finished) * left
+    per_run = sum(r["timings"]["total"] for r in finished) / len(finished)
+    flying = min(workers, left)
+    starts = ([0.0] * workers + done_at)[-flying:]
+    to_go = [max(0.0, per_run - (elapsed - s)) for s in starts]
+    return max(max(to_go), (sum(to_go) + (left - flying) * per_run) / workers)
+
+
 def cmd_bench(args) -> int:
     import os
     import signal
@@ -100,12 +118,14 @@ def cmd_bench(args) -> int:
     print(f"{','.join(g.method.name for g in grids)} on track '{grid.track.name}': {n} runs, {n - len(todo)} already done, "
           f"{len(todo)} to run ({where}, device {args.device})", flush=True)
 
-    start, finished = time.perf_counter(), []
+    start, finished, done_at = time.perf_counter(), [], []
 
     def report(spec: dict, record: dict) -> None:
         finished.append(record)
         elapsed = time.perf_counter() - start
-        eta = elapsed / len(finished) * (len(todo) - len(finished))
+        done_at.append(elapsed)
+        eta = _eta(finished, done_at, len(todo) - len(finished), elapsed,
+                   execution.jobs if execution.executor == "local" else 0)
         outcome = (f"mAP {record['metrics']['final']['map']:.4f}" if record["status"] == "done"
                    else f"FAILED: {record['failure']}")
         if fell := record_collapse(record):

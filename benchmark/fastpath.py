@@ -233,7 +233,10 @@ def _optimizer(model: torch.nn.Module, lr, *, on_cuda: bool, compiled: bool):
     opt = torch.optim.Adam(model.parameters(), lr=lr, fused=on_cuda and not compiled, foreach=compiled or None,
                            capturable=on_cuda)
     if not compiled:
-        return opt, opt.step
+        # Looked up at each call: the LR scheduler built after this wraps ``opt.step`` to learn that the
+        # optimiser stepped before it; a bound method taken now would bypass the wrapper (and PyTorch
+        # would warn, wrongly, that the schedule steps first).
+        return opt, lambda: opt.step()
 
     @torch.compile(fullgraph=False)
     def update():

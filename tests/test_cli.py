@@ -203,3 +203,16 @@ def test_several_methods_make_one_grid_and_one_table(tmp_path):
     assert "FlexCare (BCE)" in proc.stdout and "Focal" in proc.stdout
     bad = ehrbench(*[a if a != "bce" else "bce,nope" for a in SMOKE], "--results", str(tmp_path / "x"))
     assert bad.returncode == 2 and "unknown method 'nope'" in bad.stderr
+
+
+def test_the_eta_counts_the_runs_in_flight_on_parallel_workers():
+    from benchmark.cli import _eta
+
+    run = {"timings": {"total": 60.0}}
+    # Four 60 s runs on two workers: when the first ends, the second is ending too, two more run together.
+    assert _eta([run], [60.0], 3, 60.0, workers=2) == 60.0
+    assert _eta([run, run], [60.0, 61.0], 2, 61.0, workers=2) == 60.0
+    # One worker: the runs left one after another; a scheduler's queue: the observed rate.
+    assert _eta([run], [60.0], 3, 60.0, workers=1) == 180.0
+    assert _eta([run], [60.0], 3, 60.0, workers=0) == 180.0
+    assert _eta([run] * 4, [60.0] * 4, 0, 60.0, workers=2) == 0.0

@@ -292,3 +292,11 @@ def test_the_compiled_optimiser_update_is_adams():
     for a, b in zip(models[0].parameters(), models[1].parameters()):
         assert not torch.equal(a, torch.zeros_like(a))
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_training_does_not_warn_that_the_schedule_steps_before_the_optimiser():
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run_spy(epochs=2)
+    assert not [w for w in caught if "lr_scheduler.step()" in str(w.message)]
