@@ -100,11 +100,14 @@ clean:
 docker-build:
 	docker build -t $(IMAGE) .
 
-# GPUs, a shared-memory size for PyTorch, results written with the caller's uid, real data read-only.
+# GPUs, a shared-memory size for PyTorch, results written with the caller's uid, real data and a
+# profile read-only; every variable `bench` takes, each path quoted.
 docker-bench:
-	mkdir -p $(RESULTS)
+	mkdir -p "$(RESULTS)"
 	docker run --rm --gpus all --shm-size=8g --user "$$(id -u):$$(id -g)" \
-	  -v "$(abspath $(RESULTS))":/work/results \
+	  -v "$$(realpath -m "$(RESULTS)")":/work/results \
 	  -v "$(MIMIC_DIR)":/data:ro \
-	  $(IMAGE) bench --method "$(METHOD)" --track "$(TRACK)" --results /work/results --device "$(DEVICE)" \
+	  $(if $(PROFILE),-v "$$(realpath "$(PROFILE)")":/work/profile.yaml:ro) \
+	  $(IMAGE) bench --method "$(METHOD)" --track "$(TRACK)" --results /work/results --device "$(DEVICE)" --jobs "$(JOBS)" \
+	  --executor "$(EXECUTOR)" $(if $(PROFILE),--profile /work/profile.yaml) $(BENCH_FLAGS) \
 	  $(if $(TASKS),--tasks "$(TASKS)") $(if $(NOISE),--noise "$(NOISE)") $(if $(SEEDS),--seeds "$(SEEDS)")

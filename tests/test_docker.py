@@ -88,5 +88,19 @@ def test_docker_bench_passes_gpus_shm_uid_results_and_readonly_data():
     assert "--gpus all" in make and "--shm-size=" in make
     assert '--user "$(id -u):$(id -g)"' in make
     assert "-v \"/mimic\":/data:ro" in make
-    assert re.search(r'-v "[^"]*/results":/work/results', make)
+    assert '-v "$(realpath -m "results")":/work/results' in make
     assert "bench --method \"bce\"" in make
+
+
+def test_docker_bench_passes_every_variable_bench_takes_with_paths_quoted():
+    args = ["METHOD=bce,focal", "TRACK=full", "TASKS=mimic4-phe", "NOISE=sym-40", "SEEDS=30", "JOBS=2",
+            "DEVICE=cuda", "EXECUTOR=local", "PROFILE=my profile.yaml", "BENCH_FLAGS=--compile on",
+            "RESULTS=my results", "MIMIC_DIR=/my mimic"]
+    bench = subprocess.run(["make", "-n", "bench", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    docker = subprocess.run(["make", "-n", "docker-bench", *args], cwd=ROOT, capture_output=True, text=True,
+                            check=True).stdout
+    flags = lambda text: set(re.findall(r"(?<=\s)--[a-z-]+", text.split(" bench ", 1)[1]))  # noqa: E731
+    assert flags(bench) <= flags(docker)
+    for quoted in ('mkdir -p "my results"', '-v "$(realpath -m "my results")":/work/results', '"/my mimic":/data:ro', '-v "$(realpath "my profile.yaml")":/work/profile.yaml:ro',
+                   '--jobs "2"', '--tasks "mimic4-phe"', '--compile on'):
+        assert quoted in docker
