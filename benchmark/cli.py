@@ -236,8 +236,9 @@ def cmd_leaderboard(args) -> int:
     from leaderboard import Options, build
     from leaderboard.tables import render
 
-    result = build(args.results, args.out, Options(test=args.test, correction=args.correction, alpha=args.alpha),
-                   _csv(args.tracks), published=args.publish)
+    options = Options(test=args.test, correction=args.correction, alpha=args.alpha,
+                      timing_encoders=args.timing_encoders)
+    result = build(args.results, args.out, options, _csv(args.tracks), published=args.publish)
     for file, error in result.skipped:
         print(f"warning: skipping {file}: {error}", file=sys.stderr)
     if args.format != "none":
@@ -418,6 +419,9 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--correction", default="none", choices=("none", "holm", "bh"),
                     help="multiple-comparison correction over each table's tests (Holm or Benjamini-Hochberg)")
     lb.add_argument("--alpha", type=float, default=0.05, help="level of the tie group (default 0.05)")
+    lb.add_argument("--timing-encoders", action="store_true",
+                    help="also put runs of timing-only note encoders (random weights) in the result tables; "
+                         "they are always in the compute tables")
     lb.add_argument("--publish", action="store_true", help="stamp the build date on the page and add .nojekyll")
     lb.add_argument("--format", default="simple", help="terminal tables: tabulate format (simple, github, ...) or none")
     lb.set_defaults(func=cmd_leaderboard)

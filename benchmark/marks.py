@@ -26,8 +26,20 @@ COLLAPSE_FIELDS: dict[str, tuple[type, ...]] = {
     "never_learned": (bool,),  # no epoch reached COLLAPSE_AUC: ``epoch`` is then the curve's first
 }
 
+# Note encoders that cost what a trained encoder costs but carry no information: their runs measure
+# speed, not what notes add, so the leaderboard keeps them out of its result tables by default. The
+# path is the random-weight BERT-base (``torch.manual_seed(0)``, default config, MiniLM's tokenizer) that
+# embedded the notes of every committed full-track record set (their READMEs, docs/performance.md).
+TIMING_ENCODERS = {"/tmp/ehrc/encoders/bert-base-random": "random-weight BERT-base (timing only)"}
+
 TWO_MODALITY = "two_modality"  # FlexCare's layout in harness < 0.3.0 (the only one those records ran)
 RELEASED = "released"  # the authors' released function, the default from harness 0.3.0
+
+
+def encoder_of(spec: dict) -> str:
+    """The note encoder a run's spec names (a built-in name or a folder), "" when it has none."""
+    task = spec.get("task_spec")
+    return str(task.get("encoder") or "") if isinstance(task, dict) else ""
 
 
 def _auc(row: object) -> float | None:

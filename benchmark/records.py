@@ -51,6 +51,8 @@ SCHEMA: dict[str, tuple[type | tuple[type, ...], str]] = {
                     "conditions (precision, graphs, packing) and, on CUDA, the peak reserved device memory"),
     "created_utc": (str, "when the record was written (ISO 8601)"),
 }
+# The environment fields that make two records of one run id two executions, not a copy.
+EXECUTION_KEYS = ("compile", "token_layout", "packed_runs", "length_chunks", "cuda_graphs", "precision", "gpu", "cpu")
 FINAL_METRICS = ("map", "micro_f1", "macro_f1", "macro_auc", "micro_auc", "per_label_ap")
 
 
@@ -304,9 +306,10 @@ class RecordStore:
             try:
                 record = self.read(path)
                 self._check_place(path, record)
-                # Compiled and eager runs of one spec share the id (compile is an execution switch) but
-                # are rows of their own (leaderboard.report.row_label): both may stand.
-                key = (record["run_id"], record["environment"].get("compile", "off"))
+                # Execution switches (compile, token layout, packing, the device) are not in the spec: one
+                # spec run eagerly and compiled, or in two token layouts, or on two GPUs, is two records
+                # with one id, and both stand (the leaderboard keeps them apart). The same run twice is a copy.
+                key = (record["run_id"], *(str(record["environment"].get(k)) for k in EXECUTION_KEYS))
                 if key in seen:
                     raise RecordError(f"{path}: a second record of run {record['run_id']}; only the first, "
                                       f"{seen[key]}, counts")

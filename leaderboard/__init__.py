@@ -37,7 +37,8 @@ def load(results: str | Path, tracks: list[str] | None = None) -> tuple[list[dic
             # The reason already starts with the path; keep the name short on the page.
             skipped.append((str(Path(path).relative_to(results)), error.removeprefix(f"{path}: ")))
         elif (record["spec"]["track"] in tracks) if tracks else record["spec"]["track"] not in EXCLUDED_TRACKS:
-            rows.append(run_row(record))
+            # The folder above <track>/<task>/<method>/: which record set of the results folder it came from.
+            rows.append({**run_row(record), "record_set": "/".join(Path(path).relative_to(results).parts[:-4]) or "."})
     return rows, skipped
 
 
@@ -71,7 +72,7 @@ def build(results: str | Path, out: str | Path | None, options: Options = Option
           tracks: list[str] | None = None, published: bool = False) -> Build:
     """Read, aggregate and (when ``out`` is given) write the site; returns what was built."""
     rows, skipped = load(results, tracks)
-    board = build_board(rows, options, manifests())
+    board = build_board(rows, options, manifests(), results=str(results))
     result = Build(board, rows, skipped)
     if out is not None:
         from .site import write

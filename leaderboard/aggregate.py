@@ -13,12 +13,13 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from benchmark.errors import UsageError
-from benchmark.marks import COLLAPSE_AUC, RELEASED
+from benchmark.marks import COLLAPSE_AUC, RELEASED, TIMING_ENCODERS
 from benchmark.protocol import parse_noise
 
 from . import stats
-from .report import (MIN_SEEDS, PHASES, ROWS_LEGEND, cell_flags, cell_marks, collect, noise_order,
+from .report import (MIN_SEEDS, ROWS_LEGEND, cell_flags, cell_marks, collect, noise_order,
                      old_layout)
+from .tables import RUN_PHASES
 
 FAMILY_NAMES = {"sym": "symmetric", "asym": "asymmetric", "bal": "balanced", "clean": "clean"}
 
@@ -29,6 +30,7 @@ class Options:
     correction: str = "none"  # or "holm", "bh": over every test of one task's table
     alpha: float = stats.ALPHA
     baseline: str = "bce"  # the method the compute table divides by (FlexCare trained with BCE)
+    timing_encoders: bool = False  # result tables also hold runs of timing-only note encoders (marks.TIMING_ENCODERS)
 
     def __post_init__(self):
         if self.test not in stats.TESTS:
@@ -138,8 +140,20 @@ def task_table(task: str, methods: dict, options: Options) -> dict:
     _apply_tests(tests, options)
     # Pre-sorted as a reader scans: best average of the cell means first.
     rows.sort(key=lambda r: (-_row_mean(r), r["method"]))
-    return {"task": task, "noises": [{"name": n, "label": parse_noise(n).label()} for n in noises],
+    return {"task": task, "noises": [{"name": n, "label": parse_noise(n).label(),
+                                      **_realised([cells.get(n) for cells in methods.values()])} for n in noises],
             "families": _families(noises), "rows": rows, "tests": len(tests)}
+
+
+def _realised(column: list[dict | None]) -> dict:
+    """The flip rates the column's runs realised on their training labels: [min, max] of rho+ and of
+    rho- (the nominal ones are the header; balanced noise sets rho- per task)."""
+    runs = [r for c in column if c for r in c["runs"]]
+    out = {}
+    for key in ("realised_rho_plus", "realised_rho_minus"):
+        values = [r[key] for r in runs if isinstance(r.get(key), (int, float))]
+        out[key] = [min(values), max(values)] if values else None
+    return out
 
 
 def _families(noises: list[str]) -> list[dict]:
@@ -187,45 +201,69 @@ def summary(tables: list[dict], options: Options) -> dict:
     return out
 
 
+
+
 def compute_tables(rows: list[dict], options: Options) -> list[dict]:
-    """Per hardware class: per method median wall time per run, device-hours, peak memory, phase split,
-    and the ratio of median times to the baseline's on the same hardware (never across hardware)."""
-    by_hw = defaultdict(lambda: defaultdict(list))
+    """One block per like-for-like condition: hardware class, task, precision, runs sharing the device,
+    token layout and execution mode (``_condition``). Per method (row label): runs, median wall time per
+    run without data preparation, device-hours, peak memory, phase split, data preparation as its own
+    phase, mean mAP over the cells every method of the block has, and the ratio of median times to the
+    baseline's in the same block (never across blocks)."""
+    by_condition = defaultdict(lambda: defaultdict(list))
     for r in rows:
         if r["status"] == "done":
-            by_hw[r["hardware"]][r["label"]].append(r)  # a FlexCare fusion layout is a row of its own
+            by_condition[_condition(r)][r["label"]].append(r)  # a FlexCare fusion layout is a row of its own
     blocks = []
-    for hardware, methods in sorted(by_hw.items()):
+    for condition, methods in sorted(by_condition.items()):
         lines = [compute_line(name, runs) for name, runs in methods.items()]
+        shared = set.intersection(*(set(ln.pop("cell_maps")) for ln in lines)) if lines else set()
+        for ln, runs in zip(lines, methods.values()):
+            maps = _cell_maps(runs)
+            ln["mean_map"] = float(np.mean([maps[c] for c in shared])) if shared else None
+            ln["cells"] = len(shared)
         # With runs of two fusion layouts, the baseline is its released layout's (its label says which).
         base = min((ln for ln in lines if ln["method_name"] == options.baseline),
                    key=lambda ln: (ln["fusion_layouts"] != [RELEASED], ln["method"]), default=None)
         for ln in lines:
             ln["ratio"] = ln["median_s"] / base["median_s"] if base and base["median_s"] else None
         lines.sort(key=lambda ln: (ln["median_s"], ln["method"]))
-        blocks.append({"hardware": hardware, "gpu": not hardware.startswith("CPU:"),
+        hardware, task = condition[:2]
+        setting = _setting(next(iter(methods.values()))[0])
+        blocks.append({"hardware": hardware, "task": task, "setting": setting, "gpu": not hardware.startswith("CPU:"),
+                       "title": f"{hardware}, {task}, {setting}", "shared_cells": len(shared),
                        "baseline": base["method"] if base else None, "rows": lines})
     return blocks
 
 
-def compute_line(method: str, runs: list[dict]) -> dict:
-    totals = [r["time_total"] for r in runs]
-    # mAP on this hardware: the mean over its (task, noise) cells, each the mean of its seeds;
-    # a cell mixing data or harness versions is left out, as in the result tables.
+def _condition(row: dict) -> tuple:
+    """What must be equal for two compute times to be compared."""
+    return (row["hardware"], row["task"], row["precision"] or "", row["packed_runs"], row["token_layout"],
+            row["compile"])
+
+
+def _cell_maps(runs: list[dict]) -> dict:
+    """{(task, noise): mean mAP over its seeds} of one method's runs; a cell mixing data, harness
+    versions or code is left out, as in the result tables."""
     grouped = defaultdict(list)
     for r in runs:
         grouped[(r["task"], r["noise"])].append(r)
-    cells = [[r["map"] for r in v] for v in grouped.values()
-             if not any(f.startswith("mixed") for f in cell_flags({"runs": v}))]
-    phase_sums = {p: sum(r[f"time_{p}"] or 0.0 for r in runs) for p in PHASES}
+    return {key: float(np.mean([r["map"] for r in v])) for key, v in grouped.items()
+            if not any(f.startswith("mixed") for f in cell_flags({"runs": v}))}
+
+
+def compute_line(method: str, runs: list[dict]) -> dict:
+    walls = [r["time_total"] - (r["time_data"] or 0.0) for r in runs]
+    phase_sums = {p: sum(r[f"time_{p}"] or 0.0 for r in runs) for p in RUN_PHASES}
     whole = sum(phase_sums.values()) or 1.0
     return {
         "method": method, "method_name": runs[0]["method"], "runs": len(runs),
         "fusion_layouts": sorted({r["fusion_layout"] for r in runs} - {None}),
-        "median_s": float(np.median(totals)), "hours": sum(totals) / 3600,
+        "median_s": float(np.median(walls)), "hours": sum(walls) / 3600,
+        "data_s": sum(r["time_data"] or 0.0 for r in runs),
         "peak_memory_bytes": max(r["peak_memory_bytes"] for r in runs),
         "phases": {p: s / whole for p, s in phase_sums.items()},
-        "mean_map": float(np.mean([np.mean(v) for v in cells])) if cells else None, "cells": len(cells),
+        "cell_maps": _cell_maps(runs), "own_cells": len(_cell_maps(runs)),
+        "encoders": sorted({r["encoder"] for r in runs}),
         "setting": "; ".join(sorted({_setting(r) for r in runs})),
     }
 
@@ -260,16 +298,28 @@ def method_meta(rows: list[dict], manifests: dict) -> list[dict]:
     return out
 
 
-def build_board(rows: list[dict], options: Options, manifests: dict | None = None) -> dict:
+def build_board(rows: list[dict], options: Options, manifests: dict | None = None, results: str | None = None) -> dict:
     tracks = []
-    grouped = collect(rows)
-    for track in sorted({t for t, _ in grouped}):
+    shown = [r for r in rows if options.timing_encoders or not r["timing_encoder"]]
+    grouped = collect(shown)
+    for track in sorted({r["track"] for r in rows}):
         tables = [task_table(task, dict(grouped[(t, task)]), options) for t, task in sorted(grouped) if t == track]
         track_rows = [r for r in rows if r["track"] == track]
         tracks.append({"track": track, "tasks": tables, "summary": summary(tables, options),
                        "compute": compute_tables(track_rows, options),
+                       "encoders": encoders(track_rows, options),
                        "methods": method_meta(track_rows, manifests or {})})
     return {"options": asdict(options), "caption": caption(options), "min_seeds": MIN_SEEDS,
-            "collapse_auc": COLLAPSE_AUC,
+            "collapse_auc": COLLAPSE_AUC, "results": results,
             "harness_versions": sorted({r["harness_version"] or "?" for r in rows}),
             "runs": len(rows), "tracks": tracks}
+
+
+def encoders(rows: list[dict], options: Options) -> list[dict]:
+    """The note encoder of each record set (the folder above ``<track>/`` in the results folder) of a
+    track: its runs, whether it is timing-only (``marks.TIMING_ENCODERS``) and so out of the result
+    tables unless ``options.timing_encoders``."""
+    counts = Counter((r.get("record_set", "."), r["encoder"]) for r in rows)
+    return [{"record_set": where, "encoder": e or "(none)", "runs": n, "timing_only": e in TIMING_ENCODERS,
+             "about": TIMING_ENCODERS.get(e), "in_results": options.timing_encoders or e not in TIMING_ENCODERS}
+            for (where, e), n in sorted(counts.items())]

@@ -12,7 +12,8 @@ import numpy as np
 from tabulate import tabulate
 
 from benchmark.environment import hardware_class
-from benchmark.marks import COLLAPSE_AUC, RELEASED, TWO_MODALITY, fusion_layout, record_collapse
+from benchmark.marks import (COLLAPSE_AUC, RELEASED, TIMING_ENCODERS, TWO_MODALITY, encoder_of, fusion_layout,
+                             record_collapse)
 from benchmark.protocol import EXTRA_NOISE_SETTINGS, NOISE_SETTINGS, parse_noise
 
 MIN_SEEDS = 3
@@ -48,6 +49,10 @@ def run_row(record: dict) -> dict:
         "fusion_layout": layout,
         "noise": spec["noise"]["name"],
         "seed": spec["seed"],
+        "realised_rho_plus": record["noise"].get("realised_rho_plus"),
+        "realised_rho_minus": record["noise"].get("realised_rho_minus"),
+        "encoder": encoder_of(spec),
+        "timing_encoder": encoder_of(spec) in TIMING_ENCODERS,
         "status": record["status"],
         "map": record["metrics"]["final"]["map"] if done else None,
         "macro_auc": record["metrics"]["final"].get("macro_auc") if done else None,

@@ -26,7 +26,7 @@ def _environment() -> Environment:
     env = Environment(loader=PackageLoader("leaderboard", "templates"), autoescape=select_autoescape(),
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     env.filters.update(cell_value=tables.cell_value, map_cells=tables.map_cells, cell_title=_cell_title,
-                       collapse_title=_collapse_title, layout_title=_layout_title, num=_num,
+                       collapse_title=_collapse_title, layout_title=_layout_title, num=_num, realised=_realised,
                        pct=lambda x: f"{100 * x:.1f}", mib=lambda b: f"{b / 2**20:.0f}", slug=_slug)
     return env
 
@@ -60,6 +60,13 @@ def _collapse_title(cell: dict) -> str:
     return "; ".join(describe_collapse(c["seed"], c) for c in cell["collapsed"]) + " (still averaged in)"
 
 
+def _realised(noise: dict) -> str:
+    """The column's realised flip rates, 'rho+ / rho-', each a value or a min-max range."""
+    def span(v):
+        return "-" if not v else (f"{v[0]:.3f}" if abs(v[1] - v[0]) < 5e-4 else f"{v[0]:.3f}-{v[1]:.3f}")
+    return f"{span(noise.get('realised_rho_plus'))} / {span(noise.get('realised_rho_minus'))}"
+
+
 def _layout_title(cell: dict) -> str:
     return f"{LAYOUT_MARK} {LAYOUT_LEGEND} (fusion layout: {', '.join(cell['fusion_layouts'])})"
 
@@ -68,13 +75,14 @@ def figures(board: dict) -> dict:
     """{key: inline SVG}: mAP against noise per task, cost against mAP per hardware, CD per track."""
     out = {}
     for track in board["tracks"]:
-        colors = plots.color_map({r["method"] for t in track["tasks"] for r in t["rows"]})
+        colors = plots.color_map({r["method"] for t in track["tasks"] for r in t["rows"]}
+                                 | {r["method"] for b in track["compute"] for r in b["rows"]})
         for table in track["tasks"]:
             key = f"map/{track['track']}/{table['task']}"
             out[key] = plots.map_vs_noise(table, colors, _slug(key))
         for block in track["compute"]:
-            key = f"cost/{track['track']}/{block['hardware']}"
-            out[key] = plots.cost_vs_map(block["rows"], colors, block["hardware"], _slug(key))
+            key = f"cost/{track['track']}/{block['title']}"
+            out[key] = plots.cost_vs_map(block["rows"], colors, block["title"], _slug(key))
         if "ranks" in track["summary"]:
             key = f"cd/{track['track']}"
             out[key] = plots.critical_difference(track["summary"], _slug(key))
@@ -97,7 +105,7 @@ def write(out: Path, board: dict, rows: list[dict], skipped: list[tuple[str, str
     out.mkdir(parents=True, exist_ok=True)
     page = _environment().get_template("index.html.j2").render(
         board=board, figures=figures(board), skipped=skipped, build=build, downloads=DOWNLOADS,
-        phases=tables.PHASE_ORDER)
+        phases=tables.RUN_PHASES)
     files = {
         "index.html": page,
         "runs.csv": runs_csv(rows),

@@ -6,6 +6,7 @@ from tabulate import tabulate
 from .report import LAYOUT_MARK, mean_std
 
 PHASE_ORDER = ("data", "noise", "train", "method_hooks", "eval")
+RUN_PHASES = PHASE_ORDER[1:]  # a run's own work: the compute tables show preparing the task apart
 STYLES = {  # how bold (best) and the tie group show in each format
     "simple": ("{} <", "{} ="),
     "github": ("**{}**", "_{}_"),
@@ -69,14 +70,22 @@ def summary_line(summary: dict) -> str:
 
 def compute_table(block: dict, fmt: str = "simple") -> str:
     unit = "GPU-h" if block["gpu"] else "CPU-h"
-    phases = (f"% {p.replace('_', ' ')}" for p in PHASE_ORDER)
-    headers = ["method", "runs", "mean mAP (cells)", "median s/run", unit, "peak MiB", *phases,
-               f"x {block['baseline'] or 'baseline'}", "setting"]
+    phases = (f"% {p.replace('_', ' ')}" for p in RUN_PHASES)
+    headers = ["method", "runs", "mean mAP (shared cells)", "median s/run", unit, "data prep s", "peak MiB", *phases,
+               f"x {block['baseline'] or 'baseline'}"]
     body = [[_escape(r["method"], fmt), r["runs"], map_cells(r), f"{r['median_s']:.1f}", f"{r['hours']:.3f}",
-             f"{r['peak_memory_bytes'] / 2**20:.0f}", *(f"{100 * r['phases'][p]:.1f}" for p in PHASE_ORDER),
-             "-" if r["ratio"] is None else f"{r['ratio']:.2f}", r["setting"]] for r in block["rows"]]
+             f"{r['data_s']:.1f}", f"{r['peak_memory_bytes'] / 2**20:.0f}",
+             *(f"{100 * r['phases'][p]:.1f}" for p in RUN_PHASES),
+             "-" if r["ratio"] is None else f"{r['ratio']:.2f}"] for r in block["rows"]]
     return tabulate(body, [_escape(h, fmt) for h in headers], tablefmt=fmt, disable_numparse=True,
                     colalign=_align(headers))
+
+
+def encoder_lines(encoders: list[dict]) -> str:
+    return "\n".join(f"record set {e['record_set']}: {e['encoder']}, {e['runs']} run(s)"
+                     + (f", {e['about']}" if e["timing_only"] else "")
+                     + ("" if e["in_results"] else "; left out of the result tables (--timing-encoders)")
+                     for e in encoders)
 
 
 def _align(headers: list[str]) -> tuple[str, ...]:
@@ -114,8 +123,9 @@ def render(board: dict, fmt: str = "simple") -> str:
                 for t in track["tasks"]]
         out.append(_block(f"Track {name}: average rank", summary_table(track["summary"], fmt), fmt,
                           summary_line(track["summary"])))
-        out += [_block(f"Track {name}: compute on {b['hardware']}", compute_table(b, fmt), fmt)
+        out += [_block(f"Track {name}: compute on {b['title']}", compute_table(b, fmt), fmt)
                 for b in track["compute"]]
+        out.append(_block(f"Track {name}: note encoders", encoder_lines(track["encoders"]), fmt))
     caption = board["caption"] + (" Best: '<', tie group: '='." if fmt == "simple" else "")
     out.append(caption if fmt != "latex_raw" else "% " + caption)
     return "\n".join(out) + "\n"

@@ -10,13 +10,17 @@ DISPLAY = {"bce": "FlexCare (BCE)", "focal": "Focal", "gce": "GCE", "asl": "ASL"
 
 def make_record(method="bce", noise="sym-20", seed=30, map=0.4, *, track="quick", task="syn-phe",
                 status="done", data="a" * 64, harness="0.1.0", code="c" * 64, gpu=None, cpu="Test CPU 2-core",
-                total=10.0, peak=2**26, parameters=1000, hparams=None, aucs=(0.7, 0.8), **metrics) -> dict:
-    """``aucs``: the curve's macro AUC per epoch (the last is the final one); ``metrics``: more fields of
-    the record's ``metrics`` (``collapsed=...``)."""
+                total=10.0, peak=2**26, parameters=1000, hparams=None, aucs=(0.7, 0.8), encoder=None, realised=None,
+                **metrics) -> dict:
+    """``aucs``: the curve's macro AUC per epoch (the last is the final one); ``encoder``: the spec's note
+    encoder; ``realised``: the (rho+, rho-) the noise realised; ``metrics``: more fields of the record's
+    ``metrics`` (``collapsed=...``)."""
     family = noise.split("-")[0]
     spec = {"track": track, "task": task, "seed": seed, "noise_seed_policy": "reference",
             "method": {"name": method, "version": "1.0", "hparams": dict(hparams or {})},
             "noise": {"name": noise, "family": family}}
+    if encoder is not None:
+        spec["task_spec"] = {"encoder": encoder}
     final = {"map": float(map), "micro_f1": 0.1, "macro_f1": 0.1, "macro_auc": float(aucs[-1]), "micro_auc": 0.5,
              "per_label_ap": [float(map)], "epoch": len(aucs), "labels_without_positives": []}
     curve = [{**final, "epoch": i + 1, "macro_auc": float(a)} for i, a in enumerate(aucs)]
@@ -29,7 +33,8 @@ def make_record(method="bce", noise="sym-20", seed=30, map=0.4, *, track="quick"
                     "eval": 0.1 * total, "total": total},
         "peak_memory_bytes": peak,
         "fingerprints": {"data": data, "noisy_labels": "b" * 64},
-        "noise": {"rho_plus": 0.2, "rho_minus": 0.2},
+        "noise": {"rho_plus": 0.2, "rho_minus": 0.2,
+                  **({"realised_rho_plus": realised[0], "realised_rho_minus": realised[1]} if realised else {})},
         "method": {"display_name": DISPLAY.get(method, method), "code_hash": code, "parameters": parameters},
         "environment": {"harness_version": harness, "git": {"sha": "d" * 40, "dirty": False}, "cpu": cpu,
                         "gpu": gpu, "device": "cuda" if gpu else "cpu", "precision": "bf16" if gpu else "fp32",

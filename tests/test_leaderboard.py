@@ -9,8 +9,10 @@ import pytest
 
 from benchmark import __version__
 from leaderboard import Options, build
+from leaderboard.aggregate import build_board
+from leaderboard.report import run_row
 from leaderboard.tables import render
-from record_factory import board_records, make_record, write_records
+from record_factory import SEEDS, board_records, make_record, write_records
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +44,8 @@ def test_the_site_and_its_downloads_are_written_next_to_each_other(site):
     runs = list(csv.DictReader((out / "runs.csv").open()))
     assert len(runs) == len(board_records()) and {"seed", "map", "data_fingerprint", "hardware"} <= set(runs[0])
     board = json.loads((out / "board.json").read_text())
-    assert board["options"] == {"test": "paired", "correction": "none", "alpha": 0.05, "baseline": "bce"}
+    assert board["options"] == {"test": "paired", "correction": "none", "alpha": 0.05, "baseline": "bce",
+                                "timing_encoders": False}
     tex = (out / "board.tex").read_text()
     assert "ddof=1" in board["caption"] and r"\textbf{0.410 (0.010)}$^{**}$" in tex and r"\% train" in tex
     assert "| FlexCare (BCE) |" in (out / "board.md").read_text()
@@ -69,20 +72,32 @@ def test_few_seeds_mixed_data_and_mixed_harness_cells_are_flagged_and_never_aver
     assert 'title="no finished run (1 failed)">failed <span class="flag">!</span>' in html
 
 
-def test_compute_table_per_hardware_with_the_ratio_to_bce_on_the_same_hardware_only(site):
-    blocks = {b["hardware"]: b for b in site[0].board["tracks"][0]["compute"]}
-    assert set(blocks) == {"CPU: Test CPU 2-core", "NVIDIA H100"}
-    gpu = {r["method"]: r for r in blocks["NVIDIA H100"]["rows"]}
+def test_compute_tables_compare_like_with_like_only(site):
+    """A block per hardware class, task and execution setting; ratios and mean mAP within a block only,
+    over the cells every method of the block has; preparing the task is a column of its own."""
+    blocks = {(b["hardware"], b["task"]): b for b in site[0].board["tracks"][0]["compute"]}
+    assert set(blocks) == {("CPU: Test CPU 2-core", "syn-phe"), ("NVIDIA H100", "syn-dia")}
+    gpu = {r["method"]: r for r in blocks[("NVIDIA H100", "syn-dia")]["rows"]}
+    # The factory's runs spend 10 % of their total preparing data: the wall per run is the other 90 %.
     assert gpu["FlexCare (BCE)"]["ratio"] == 1.0 and gpu["GCE"]["ratio"] == pytest.approx(4.0)
-    assert gpu["GCE"]["hours"] == pytest.approx(3 * 8.0 / 3600) and blocks["NVIDIA H100"]["gpu"]
+    assert gpu["GCE"]["median_s"] == pytest.approx(0.9 * 8.0) and gpu["GCE"]["data_s"] == pytest.approx(3 * 0.8)
+    assert gpu["GCE"]["hours"] == pytest.approx(3 * 0.9 * 8.0 / 3600) and blocks[("NVIDIA H100", "syn-dia")]["gpu"]
     assert gpu["GCE"]["mean_map"] == pytest.approx(0.45) and gpu["GCE"]["cells"] == 1
-    cpu_gce = next(r for r in blocks["CPU: Test CPU 2-core"]["rows"] if r["method"] == "GCE")
-    assert cpu_gce["cells"] == 3  # its mixed-data cell is not averaged into the cost plot's mAP
-    cpu = {r["method"]: r for r in blocks["CPU: Test CPU 2-core"]["rows"]}
+    cpu = {r["method"]: r for r in blocks[("CPU: Test CPU 2-core", "syn-phe")]["rows"]}
+    # ASL ran only sym-20: every method's mean mAP is over that one shared cell, not over its own cells.
+    assert {r["cells"] for r in cpu.values()} == {1} and cpu["GCE"]["own_cells"] == 3  # its mixed cell left out
     assert cpu["GCE"]["ratio"] == pytest.approx(2.0) and cpu["ASL"]["runs"] == 2
-    assert cpu["GCE"]["phases"] == pytest.approx({"data": 0.1, "noise": 0.0, "train": 0.8, "method_hooks": 0.0,
-                                                  "eval": 0.1})
-    assert "GPU-h" in render(site[0].board) and "CPU-h" in render(site[0].board)
+    assert cpu["GCE"]["phases"] == pytest.approx({"noise": 0.0, "train": 0.8 / 0.9, "method_hooks": 0.0, "eval": 0.1 / 0.9})
+    text = render(site[0].board)
+    assert "GPU-h" in text and "CPU-h" in text and "data prep s" in text
+
+
+def test_a_method_run_on_another_task_gets_no_ratio_to_the_baseline_of_this_one():
+    rows = [run_row(make_record("bce", "sym-20", s, 0.4, gpu="NVIDIA H100", total=10.0, task="syn-phe")) for s in SEEDS]
+    rows += [run_row(make_record("gce", "sym-20", s, 0.3, gpu="NVIDIA H100", total=30.0, task="syn-dia")) for s in SEEDS]
+    blocks = {b["task"]: b for b in build_board(rows, Options())["tracks"][0]["compute"]}
+    assert blocks["syn-dia"]["baseline"] is None and blocks["syn-dia"]["rows"][0]["ratio"] is None
+    assert blocks["syn-phe"]["rows"][0]["ratio"] == 1.0
 
 
 def test_the_page_is_self_contained_with_relative_links_only(site):
@@ -210,3 +225,27 @@ def test_the_compute_table_says_which_runs_packed_their_tokens():
     assert compute_line("bce", [row(varlen)])["setting"] == "bf16, 1 packed, tokens packed, varlen attention"
     varlen["environment"]["compile"] = "on"
     assert compute_line("bce", [row(varlen)])["setting"] == "bf16, 1 packed, tokens packed, varlen attention, compiled"
+
+
+def test_runs_of_a_timing_only_encoder_stay_out_of_the_result_tables_but_not_out_of_compute(tmp_path):
+    from benchmark.marks import TIMING_ENCODERS
+
+    timing = next(iter(TIMING_ENCODERS))
+    real = [make_record(m, "sym-20", s, 0.4, gpu="NVIDIA H100", encoder="minilm", realised=(0.19 + s / 1e4, 0.2))
+            for m in ("bce", "gce") for s in SEEDS]
+    random_notes = [make_record("focal", "sym-20", s, 0.6, gpu="NVIDIA H100", encoder=timing) for s in SEEDS]
+    write_records(tmp_path / "r" / "real", real)
+    write_records(tmp_path / "r" / "random", random_notes)
+    shown = build(tmp_path / "r", tmp_path / "site", Options())
+    track = shown.board["tracks"][0]
+    assert {r["method"] for r in track["tasks"][0]["rows"]} == {"FlexCare (BCE)", "GCE"}
+    assert {r["method"] for b in track["compute"] for r in b["rows"]} == {"FlexCare (BCE)", "GCE", "Focal"}
+    assert [(e["record_set"], e["encoder"], e["runs"], e["in_results"]) for e in track["encoders"]] == [
+        ("random", timing, 3, False), ("real", "minilm", 6, True)]
+    noise = track["tasks"][0]["noises"][0]
+    assert noise["realised_rho_plus"] == [0.193, 0.2] and noise["realised_rho_minus"] == [0.2, 0.2]
+    html = (tmp_path / "site" / "index.html").read_text()
+    assert "random-weight BERT-base (timing only)" in html and "left out of the result tables" in html
+    assert "0.193-0.200 / 0.200" in html and f"read from <code>{tmp_path / 'r'}</code>" in html
+    everything = build(tmp_path / "r", None, Options(timing_encoders=True)).board["tracks"][0]
+    assert "Focal" in {r["method"] for r in everything["tasks"][0]["rows"]}
