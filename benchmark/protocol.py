@@ -85,7 +85,39 @@ NOISE_SYNTAX = "sym-R, asym-RPLUS-RMINUS or bal-RPLUS with rates in percent in [
 
 
 def parse_noise(text: str) -> NoiseSetting:
-    """A noise setting from its name: the paper's ten, 'clean', or any well-formed custom rates."""
+    """A noise setting from its name: the paper's ten, 'clean', or any well-formed custom rates.
+
+    A setting is its rates: the flips depend on (rho_plus, rho_minus) only (``noise.make_noisy``), so the
+    returned setting has the canonical name of its rates (``canonical``): ``sym-20.0`` is ``sym-20``,
+    ``asym-20-20`` (the same rates as sym-20, hence the same noisy labels) is ``sym-20``, ``sym-0`` and
+    ``asym-0-0`` are ``clean``. Balanced settings derive rho_minus from the labels: ``bal-R`` is its own
+    setting for each R. One run spec, one run id and one table column per setting, however it was written."""
+    return canonical(_parse_noise(text))
+
+
+def canonical(setting: NoiseSetting) -> NoiseSetting:
+    """The setting of the paper (or 'clean') with the same rates, else the rates named as ``sym-R`` when
+    equal and ``asym-RPLUS-RMINUS`` otherwise (``bal-R`` for a balanced one), with integral rates written
+    as integers."""
+    for known in NOISE_SETTINGS + EXTRA_NOISE_SETTINGS:
+        if same_rates(known, setting):
+            return known
+    a = _fmt(setting.rho_plus)
+    if setting.family == "bal":
+        return NoiseSetting(f"bal-{a}", "bal", setting.rho_plus, None)
+    if setting.rho_plus == setting.rho_minus:
+        return NoiseSetting(f"sym-{a}", "sym", setting.rho_plus, setting.rho_minus)
+    return NoiseSetting(f"asym-{a}-{_fmt(setting.rho_minus)}", "asym", setting.rho_plus, setting.rho_minus)
+
+
+def same_rates(a: NoiseSetting, b: NoiseSetting) -> bool:
+    """Whether two settings flip labels alike: equal (rho_plus, rho_minus), or both balanced with one rho_plus."""
+    if (a.family == "bal") != (b.family == "bal"):
+        return False
+    return a.rho_plus == b.rho_plus and (a.family == "bal" or a.rho_minus == b.rho_minus)
+
+
+def _parse_noise(text: str) -> NoiseSetting:
     s = text.strip().lower()
     known = {n.name: n for n in NOISE_SETTINGS + EXTRA_NOISE_SETTINGS}
     if s in known:

@@ -63,6 +63,7 @@ class Plan:
     method: MethodEntry
     track: Track
     specs: list[dict]
+    notes: list[str] = dataclasses.field(default_factory=list)  # duplicates merged while planning, one line each
 
 
 def plan(method: str, track: str, tasks: Sequence[str] | None = None, noises: Sequence[str] | None = None,
@@ -91,8 +92,13 @@ def plan(method: str, track: str, tasks: Sequence[str] | None = None, noises: Se
             raise UsageError(f"--normaliser {normaliser}: expected {' or '.join(NORMALISERS)} or a JSON file of "
                              f"means and stds")
         task_specs = [dataclasses.replace(t, normaliser=normaliser) for t in task_specs]
-    settings = [parse_noise(n) for n in noises] if noises else list(NOISE_SETTINGS)
+    settings, notes = _unique_settings(noises) if noises else (list(NOISE_SETTINGS), [])
     seed_list = list(seeds) if seeds else list(SEEDS)
+    if len(set(seed_list)) < len(seed_list):
+        twice = sorted({s for s in seed_list if seed_list.count(s) > 1})
+        seed_list = list(dict.fromkeys(seed_list))
+        notes.append(f"--seeds: seed{'s' if len(twice) > 1 else ''} {', '.join(map(str, twice))} given more than once: "
+                     f"planned once ({len(seed_list)} seed{'s' if len(seed_list) > 1 else ''})")
     for task in task_specs:  # real data must be there before anything runs
         if task.source != "synthetic":
             check_source(task)
@@ -101,7 +107,25 @@ def plan(method: str, track: str, tasks: Sequence[str] | None = None, noises: Se
         make_spec(entry, trk, task, noise, seed, noise_seed_policy, hparams)
         for task in task_specs for noise in settings for seed in seed_list
     ]
-    return Plan(entry, trk, specs)
+    return Plan(entry, trk, specs, notes)
+
+
+def _unique_settings(noises: Sequence[str]) -> tuple[list[NoiseSetting], list[str]]:
+    """The noise settings of ``noises``, each once: names of one setting (``parse_noise``: one setting
+    per rates, e.g. ``sym-20``, ``sym-20.0`` and ``asym-20-20``) are merged, with one note saying so."""
+    by_name: dict[str, list[str]] = {}
+    settings = []
+    for text in noises:
+        setting = parse_noise(text)
+        if setting.name not in by_name:
+            by_name[setting.name] = []
+            settings.append(setting)
+        by_name[setting.name].append(text)
+    merged = [f"{', '.join(dict.fromkeys(given))} are all {name} {parse_noise(name).label()}"
+              for name, given in by_name.items() if len(given) > 1]
+    notes = [f"--noise: one setting given more than once (a setting is its rates): {'; '.join(merged)}; planned "
+             f"once"] if merged else []
+    return settings, notes
 
 
 _LOAD_LOCK = threading.Lock()
