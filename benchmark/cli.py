@@ -324,8 +324,11 @@ def _task(args):
 
     from .protocol import get_track
 
+    from .data.notes import encoder_identity
+
     task = get_track(args.track).task(args.task)
-    return dataclasses.replace(task, encoder=args.encoder) if getattr(args, "encoder", None) else task
+    # As `bench` plans it: a local folder by its content (the cache `bench` then reads).
+    return dataclasses.replace(task, encoder=encoder_identity(args.encoder)) if getattr(args, "encoder", None) else task
 
 
 def cmd_data_prepare(args) -> int:

@@ -183,12 +183,27 @@ class TaskSpec:
     missing_note: float = 0.0
     max_hours: int = 512  # last hourly bins kept per stay
     note_tokens: int = 512  # tokens kept per note (the reference truncates at 512)
-    encoder: str = "minilm"  # frozen note encoder: "minilm" (offline default), a folder or a hub name
+    encoder: str = "minilm"  # frozen note encoder: "minilm" (offline default), a hub name, or a folder by identity (ENCODER_FOLDER)
     normaliser: str = "train"  # "train" split statistics | "reference" (published MIMIC-III ones, B18) | a JSON file
     uncertain: str = "negative"  # diagnosis: CheXpert uncertain -> 0 (MIRACL, B12) | "positive" (U-Ones)
     task_dir: str = "phenotyping"  # folder of the listfiles under the data root
     data_dir: str = ""  # real tasks: folder under $EHRBENCH_DATA (e.g. "mimic4")
     task_weight: float = 1.0  # FlexCare's per-task loss weight (phenotyping 1.0, diagnosis 0.2)
+
+
+# A note encoder in a run spec is named by what it is, never by where it lies: "minilm" (the built-in),
+# a hub name, or, for a local folder, ENCODER_FOLDER followed by the hash of its config, tokenizer and
+# weights files (``data.notes.encoder_identity``). The folder's path is provenance only (the record's
+# ``environment.encoder_path``), so moving or renaming the folder keeps every run id.
+ENCODER_FOLDER = "folder-sha256:"
+ENCODER_IDENTITY_SINCE = "0.4.0"  # specs of earlier harnesses hold the folder's path (legacy_encoder_path)
+
+
+def legacy_encoder_path(encoder: str) -> bool:
+    """Whether a spec's ``task_spec.encoder`` is a local folder's path, as harness < 0.4.0 wrote it (an
+    absolute path, or one starting with '.' or '~'); such a record keeps its id (the hash of its own
+    spec) but is planned again with the folder's identity in place of the path."""
+    return not encoder.startswith(ENCODER_FOLDER) and (encoder.startswith((".", "~")) or encoder.startswith("/"))
 
 
 @dataclass(frozen=True)

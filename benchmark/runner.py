@@ -26,6 +26,7 @@ from . import environment
 from .backbones.flexcare import count_parameters
 from .data import Split, TaskData, check_source, materialise
 from .data.generator import GENERATOR_VERSION
+from .data.notes import ENCODER_FOLDER, encoder_identity, resolve as resolve_encoder
 from .diagnostics import scorer
 from .errors import RunFailed, UsageError, out_of_memory
 from .hparams import validate as validate_hparams
@@ -72,7 +73,7 @@ def plan(method: str, track: str, tasks: Sequence[str] | None = None, noises: Se
     """Validate every name first (fail in the first second, not after an hour), then expand.
 
     ``overrides`` replace hyper-parameters of the method's manifest; ``encoder`` replaces the tasks'
-    note encoder, ``normaliser`` their time-series normaliser ("train", "reference" or a JSON file). All
+    note encoder (a local folder enters the spec by its content, ``data.notes.encoder_identity``), ``normaliser`` their time-series normaliser ("train", "reference" or a JSON file). All
     become part of the run spec, hence of the run id.
     """
     trk = get_track(track)
@@ -87,6 +88,8 @@ def plan(method: str, track: str, tasks: Sequence[str] | None = None, noises: Se
     task_specs = [trk.task(t) for t in tasks] if tasks else list(trk.tasks)
     if encoder:
         task_specs = [dataclasses.replace(t, encoder=encoder) for t in task_specs]
+    # A local folder is in the spec by its content, not its path (data.notes.encoder_identity).
+    task_specs = [dataclasses.replace(t, encoder=encoder_identity(t.encoder)) for t in task_specs]
     if normaliser:
         if normaliser not in NORMALISERS and not os.path.isfile(normaliser):
             raise UsageError(f"--normaliser {normaliser}: expected {' or '.join(NORMALISERS)} or a JSON file of "
@@ -198,6 +201,8 @@ def run_one(spec: dict, results: str, execution: Execution = Execution(), packed
         "environment": {**environment.describe(device), **execution.describe(packed, method.capturable),
                         "executor": environment.executor()},  # executor, node, scheduler job id
     }
+    if task.encoder.startswith(ENCODER_FOLDER):  # provenance only: the spec names the folder by its content
+        record["environment"]["encoder_path"] = resolve_encoder(task.encoder)
     timings = {"data": t_data - t_start, "noise": t_noise - t_data}
     noisy_labels = torch.from_numpy(noisy.labels).float().to(device)
     try:
