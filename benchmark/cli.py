@@ -23,8 +23,18 @@ def _csv(text: str | None) -> list[str] | None:
     return items or None
 
 
-def _seeds(text: str | None) -> list[int] | None:
+def _given(text: str | None, flag: str, example: str) -> list[str] | None:
+    """The items of a comma-separated flag; None when the flag was not given, an error when it was
+    given without any item (``--seeds ,``): never the defaults in silence."""
     items = _csv(text)
+    if items is None and text is not None:
+        raise UsageError(f"{flag}: no value in {text!r}; expected a comma-separated list (e.g. {example}), or leave "
+                         f"the flag out for the defaults")
+    return items
+
+
+def _seeds(text: str | None) -> list[int] | None:
+    items = _given(text, "--seeds", "30,40,100")
     if items is None:
         return None
     try:
@@ -180,9 +190,13 @@ def _grids(args) -> list:
     """One plan per method of ``--method`` (comma-separated methods make one grid)."""
     from .runner import plan
 
-    return [plan(method, args.track, _csv(args.tasks), _csv(args.noise), _seeds(args.seeds), args.noise_seed,
-                 _overrides(args.set), encoder=args.encoder, normaliser=args.normaliser)
-            for method in (_csv(args.method) or [args.method])]
+    grids = [plan(method, args.track, _csv(args.tasks), _given(args.noise, "--noise", "sym-20,asym-0-40"),
+                  _seeds(args.seeds), args.noise_seed, _overrides(args.set), encoder=args.encoder,
+                  normaliser=args.normaliser)
+             for method in (_csv(args.method) or [args.method])]
+    for note in grids[0].notes:  # the same for every method of the grid
+        print(f"note: {note}", file=sys.stderr)
+    return grids
 
 
 def _grid_specs(args) -> list[dict]:
@@ -331,8 +345,11 @@ def _task(args):
 
     from .protocol import get_track
 
+    from .data.notes import encoder_identity
+
     task = get_track(args.track).task(args.task)
-    return dataclasses.replace(task, encoder=args.encoder) if getattr(args, "encoder", None) else task
+    # As `bench` plans it: a local folder by its content (the cache `bench` then reads).
+    return dataclasses.replace(task, encoder=encoder_identity(args.encoder)) if getattr(args, "encoder", None) else task
 
 
 def cmd_data_prepare(args) -> int:

@@ -85,7 +85,39 @@ NOISE_SYNTAX = "sym-R, asym-RPLUS-RMINUS or bal-RPLUS with rates in percent in [
 
 
 def parse_noise(text: str) -> NoiseSetting:
-    """A noise setting from its name: the paper's ten, 'clean', or any well-formed custom rates."""
+    """A noise setting from its name: the paper's ten, 'clean', or any well-formed custom rates.
+
+    A setting is its rates: the flips depend on (rho_plus, rho_minus) only (``noise.make_noisy``), so the
+    returned setting has the canonical name of its rates (``canonical``): ``sym-20.0`` is ``sym-20``,
+    ``asym-20-20`` (the same rates as sym-20, hence the same noisy labels) is ``sym-20``, ``sym-0`` and
+    ``asym-0-0`` are ``clean``. Balanced settings derive rho_minus from the labels: ``bal-R`` is its own
+    setting for each R. One run spec, one run id and one table column per setting, however it was written."""
+    return canonical(_parse_noise(text))
+
+
+def canonical(setting: NoiseSetting) -> NoiseSetting:
+    """The setting of the paper (or 'clean') with the same rates, else the rates named as ``sym-R`` when
+    equal and ``asym-RPLUS-RMINUS`` otherwise (``bal-R`` for a balanced one), with integral rates written
+    as integers."""
+    for known in NOISE_SETTINGS + EXTRA_NOISE_SETTINGS:
+        if same_rates(known, setting):
+            return known
+    a = _fmt(setting.rho_plus)
+    if setting.family == "bal":
+        return NoiseSetting(f"bal-{a}", "bal", setting.rho_plus, None)
+    if setting.rho_plus == setting.rho_minus:
+        return NoiseSetting(f"sym-{a}", "sym", setting.rho_plus, setting.rho_minus)
+    return NoiseSetting(f"asym-{a}-{_fmt(setting.rho_minus)}", "asym", setting.rho_plus, setting.rho_minus)
+
+
+def same_rates(a: NoiseSetting, b: NoiseSetting) -> bool:
+    """Whether two settings flip labels alike: equal (rho_plus, rho_minus), or both balanced with one rho_plus."""
+    if (a.family == "bal") != (b.family == "bal"):
+        return False
+    return a.rho_plus == b.rho_plus and (a.family == "bal" or a.rho_minus == b.rho_minus)
+
+
+def _parse_noise(text: str) -> NoiseSetting:
     s = text.strip().lower()
     known = {n.name: n for n in NOISE_SETTINGS + EXTRA_NOISE_SETTINGS}
     if s in known:
@@ -151,12 +183,27 @@ class TaskSpec:
     missing_note: float = 0.0
     max_hours: int = 512  # last hourly bins kept per stay
     note_tokens: int = 512  # tokens kept per note (the reference truncates at 512)
-    encoder: str = "minilm"  # frozen note encoder: "minilm" (offline default), a folder or a hub name
+    encoder: str = "minilm"  # frozen note encoder: "minilm" (offline default), a hub name, or a folder by identity (ENCODER_FOLDER)
     normaliser: str = "train"  # "train" split statistics | "reference" (published MIMIC-III ones, B18) | a JSON file
     uncertain: str = "negative"  # diagnosis: CheXpert uncertain -> 0 (MIRACL, B12) | "positive" (U-Ones)
     task_dir: str = "phenotyping"  # folder of the listfiles under the data root
     data_dir: str = ""  # real tasks: folder under $EHRBENCH_DATA (e.g. "mimic4")
     task_weight: float = 1.0  # FlexCare's per-task loss weight (phenotyping 1.0, diagnosis 0.2)
+
+
+# A note encoder in a run spec is named by what it is, never by where it lies: "minilm" (the built-in),
+# a hub name, or, for a local folder, ENCODER_FOLDER followed by the hash of its config, tokenizer and
+# weights files (``data.notes.encoder_identity``). The folder's path is provenance only (the record's
+# ``environment.encoder_path``), so moving or renaming the folder keeps every run id.
+ENCODER_FOLDER = "folder-sha256:"
+ENCODER_IDENTITY_SINCE = "0.4.0"  # specs of earlier harnesses hold the folder's path (legacy_encoder_path)
+
+
+def legacy_encoder_path(encoder: str) -> bool:
+    """Whether a spec's ``task_spec.encoder`` is a local folder's path, as harness < 0.4.0 wrote it (an
+    absolute path, or one starting with '.' or '~'); such a record keeps its id (the hash of its own
+    spec) but is planned again with the folder's identity in place of the path."""
+    return not encoder.startswith(ENCODER_FOLDER) and (encoder.startswith((".", "~")) or encoder.startswith("/"))
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,8 @@ Verified as consistency only (real data never leaves its owner): every record of
 encoder), imported or already under ``results/``, has one data fingerprint, and every record of a
 (track, task, encoder, noise setting, noise seed) one noisy-label checksum.
 
-Per group of seeds (method, hyper-parameters, track, task, encoder, noise, seed policy): the imported
+Per group of seeds (a cell: the whole spec less its seed, i.e. method, version, hyper-parameters, track,
+task, encoder, noise, seed policy, budget, backbone, data generator): the imported
 and already filed records together cover the protocol's seeds.
 
 Not verified: that the numbers came from training at all (a consistent forgery passes; a reviewer's
@@ -192,8 +193,8 @@ def _data_key(spec: dict) -> tuple:
 
 
 def _seed_group(spec: dict) -> tuple:
-    return (*_data_key(spec), spec["method"]["name"], spec["method"]["version"],
-            json.dumps(spec["method"]["hparams"], sort_keys=True), spec["noise"]["name"], spec["noise_seed_policy"])
+    """A cell: the whole spec less its seed (as the tables group runs, ``leaderboard.report.cell_key``)."""
+    return (*_data_key(spec), json.dumps({k: v for k, v in spec.items() if k != "seed"}, sort_keys=True))
 
 
 def import_records(source: str | Path, results: str | Path = "results", check_only: bool = False,

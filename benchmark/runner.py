@@ -26,6 +26,7 @@ from . import environment
 from .backbones.flexcare import count_parameters
 from .data import Split, TaskData, check_source, materialise
 from .data.generator import GENERATOR_VERSION
+from .data.notes import ENCODER_FOLDER, encoder_identity, resolve as resolve_encoder
 from .diagnostics import scorer
 from .errors import RunFailed, UsageError, out_of_memory
 from .hparams import validate as validate_hparams
@@ -63,6 +64,7 @@ class Plan:
     method: MethodEntry
     track: Track
     specs: list[dict]
+    notes: list[str] = dataclasses.field(default_factory=list)  # duplicates merged while planning, one line each
 
 
 def plan(method: str, track: str, tasks: Sequence[str] | None = None, noises: Sequence[str] | None = None,
@@ -71,7 +73,7 @@ def plan(method: str, track: str, tasks: Sequence[str] | None = None, noises: Se
     """Validate every name first (fail in the first second, not after an hour), then expand.
 
     ``overrides`` replace hyper-parameters of the method's manifest; ``encoder`` replaces the tasks'
-    note encoder, ``normaliser`` their time-series normaliser ("train", "reference" or a JSON file). All
+    note encoder (a local folder enters the spec by its content, ``data.notes.encoder_identity``), ``normaliser`` their time-series normaliser ("train", "reference" or a JSON file). All
     become part of the run spec, hence of the run id.
     """
     trk = get_track(track)
@@ -86,13 +88,20 @@ def plan(method: str, track: str, tasks: Sequence[str] | None = None, noises: Se
     task_specs = [trk.task(t) for t in tasks] if tasks else list(trk.tasks)
     if encoder:
         task_specs = [dataclasses.replace(t, encoder=encoder) for t in task_specs]
+    # A local folder is in the spec by its content, not its path (data.notes.encoder_identity).
+    task_specs = [dataclasses.replace(t, encoder=encoder_identity(t.encoder)) for t in task_specs]
     if normaliser:
         if normaliser not in NORMALISERS and not os.path.isfile(normaliser):
             raise UsageError(f"--normaliser {normaliser}: expected {' or '.join(NORMALISERS)} or a JSON file of "
                              f"means and stds")
         task_specs = [dataclasses.replace(t, normaliser=normaliser) for t in task_specs]
-    settings = [parse_noise(n) for n in noises] if noises else list(NOISE_SETTINGS)
+    settings, notes = _unique_settings(noises) if noises else (list(NOISE_SETTINGS), [])
     seed_list = list(seeds) if seeds else list(SEEDS)
+    if len(set(seed_list)) < len(seed_list):
+        twice = sorted({s for s in seed_list if seed_list.count(s) > 1})
+        seed_list = list(dict.fromkeys(seed_list))
+        notes.append(f"--seeds: seed{'s' if len(twice) > 1 else ''} {', '.join(map(str, twice))} given more than once: "
+                     f"planned once ({len(seed_list)} seed{'s' if len(seed_list) > 1 else ''})")
     for task in task_specs:  # real data must be there before anything runs
         if task.source != "synthetic":
             check_source(task)
@@ -101,7 +110,25 @@ def plan(method: str, track: str, tasks: Sequence[str] | None = None, noises: Se
         make_spec(entry, trk, task, noise, seed, noise_seed_policy, hparams)
         for task in task_specs for noise in settings for seed in seed_list
     ]
-    return Plan(entry, trk, specs)
+    return Plan(entry, trk, specs, notes)
+
+
+def _unique_settings(noises: Sequence[str]) -> tuple[list[NoiseSetting], list[str]]:
+    """The noise settings of ``noises``, each once: names of one setting (``parse_noise``: one setting
+    per rates, e.g. ``sym-20``, ``sym-20.0`` and ``asym-20-20``) are merged, with one note saying so."""
+    by_name: dict[str, list[str]] = {}
+    settings = []
+    for text in noises:
+        setting = parse_noise(text)
+        if setting.name not in by_name:
+            by_name[setting.name] = []
+            settings.append(setting)
+        by_name[setting.name].append(text)
+    merged = [f"{', '.join(dict.fromkeys(given))} are all {name} {parse_noise(name).label()}"
+              for name, given in by_name.items() if len(given) > 1]
+    notes = [f"--noise: one setting given more than once (a setting is its rates): {'; '.join(merged)}; planned "
+             f"once"] if merged else []
+    return settings, notes
 
 
 _LOAD_LOCK = threading.Lock()
@@ -174,6 +201,8 @@ def run_one(spec: dict, results: str, execution: Execution = Execution(), packed
         "environment": {**environment.describe(device), **execution.describe(packed, method.capturable),
                         "executor": environment.executor()},  # executor, node, scheduler job id
     }
+    if task.encoder.startswith(ENCODER_FOLDER):  # provenance only: the spec names the folder by its content
+        record["environment"]["encoder_path"] = resolve_encoder(task.encoder)
     timings = {"data": t_data - t_start, "noise": t_noise - t_data}
     noisy_labels = torch.from_numpy(noisy.labels).float().to(device)
     try:

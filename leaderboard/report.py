@@ -6,7 +6,10 @@ and ``collect`` groups the rows into cells; the terminal table below and the lea
 """
 from __future__ import annotations
 
-from collections import defaultdict
+import functools
+import hashlib
+import json
+from collections import Counter, defaultdict
 
 import numpy as np
 from tabulate import tabulate
@@ -20,9 +23,11 @@ MIN_SEEDS = 3
 LAYOUT_MARK = "\u2020"  # a dagger: FlexCare runs of the two-modality fusion layout
 LAYOUT_LEGEND = f"FlexCare {TWO_MODALITY.replace('_', '-')} layout of harness < 0.3.0, not the released function"
 # Which runs are rows of their own (``row_label``), for the terminal's caption and the board's.
-ROWS_LEGEND = (f"'{LAYOUT_MARK}': {LAYOUT_LEGEND}; runs of different fusion layouts are separate rows, a row of a "
-               f"layout other than '{RELEASED}' names it in brackets; '[compiled]' rows hold runs trained with "
-               f"--compile on (other random draws than the default eager runs)")
+ROWS_LEGEND = (f"'{LAYOUT_MARK}': {LAYOUT_LEGEND}; a row is one run spec less its seed: runs that differ in anything "
+               f"else (hyper-parameters, noise-seed policy, encoder, budget, ...) are separate rows, and a row that "
+               f"differs from the method's default spec names what differs in brackets (a fusion layout other "
+               f"than '{RELEASED}' by its name); '[compiled]' rows hold runs trained with --compile on (other "
+               f"random draws than the default eager runs)")
 CAPTION = (
     "Last-epoch test mAP (macro, clean test labels): mean (std) over seeds, std with ddof=1 "
     "(sample standard deviation). '[n=k]' marks a cell with fewer than {min_seeds} seeds; "
@@ -45,9 +50,12 @@ def run_row(record: dict) -> dict:
         "task": spec["task"],
         "method": spec["method"]["name"],
         "display_name": record["method"]["display_name"],
-        "label": row_label(record["method"]["display_name"], layout, compiled(env)),
+        "label": row_label(record["method"]["display_name"], layout, compiled(env), spec_differences(spec)),
+        "cell_key": cell_key(spec, compiled(env)),
+        # The row's spec (seed, noise, track, task aside) as canonical JSON: what label_rows compares.
+        "cell_spec": json.dumps({k: v for k, v in spec.items() if k not in _NOT_ROW}, sort_keys=True),
         "fusion_layout": layout,
-        "noise": spec["noise"]["name"],
+        "noise": noise_column(spec["noise"]["name"]),
         "seed": spec["seed"],
         "realised_rho_plus": record["noise"].get("realised_rho_plus"),
         "realised_rho_minus": record["noise"].get("realised_rho_minus"),
@@ -79,12 +87,151 @@ def run_row(record: dict) -> dict:
     }
 
 
-def row_label(display_name: str, layout: str | None, is_compiled: bool = False) -> str:
+def row_label(display_name: str, layout: str | None, is_compiled: bool = False,
+              differences: list[str] | None = None) -> str:
     """A table row: the method's display name, the FlexCare fusion layout unless it is the released
-    one (or the method is not on FlexCare), and ``[compiled]`` for compiled runs, so that runs of two
-    layouts, or of the two execution modes that draw other random numbers, are never one cell."""
+    one (or the method is not on FlexCare), what else of the spec differs from the method's default
+    (``spec_differences``, e.g. ``[modalities=ehr]``, ``[noise seed per-seed]``), and ``[compiled]``
+    for compiled runs, so that runs of two layouts, of two specs, or of the two execution modes that
+    draw other random numbers, are never one cell."""
     label = display_name if layout in (None, RELEASED) else f"{display_name} [{layout}]"
+    if differences:
+        label += f" [{', '.join(differences)}]"
     return f"{label} [compiled]" if is_compiled else label
+
+
+# Spec keys that are not part of a row: the seed (a cell's runs), the noise (its column), the table's
+# track and task. Everything else of the spec separates rows (``cell_key``).
+_NOT_ROW = ("seed", "noise", "track", "task")
+
+
+def cell_key(spec: dict, is_compiled: bool = False) -> str:
+    """What one row of a table holds: a hash of the run spec less its seed, noise, track and task (the
+    column and the table), and whether the runs trained compiled (in ``environment``, not the spec).
+    Runs with one key differ only in their seed: they are one cell per noise setting."""
+    rest = {k: v for k, v in spec.items() if k not in _NOT_ROW}
+    canonical = json.dumps({"spec": rest, "compiled": is_compiled}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def noise_column(name: str) -> str:
+    """A table's column: the noise setting by its rates (``parse_noise``'s canonical name), so
+    ``sym-20.0`` and ``sym-20`` are one column and two columns never share a header."""
+    try:
+        return parse_noise(name).name
+    except Exception:  # records are validated on read; a name parse_noise refuses stays as written
+        return name
+
+
+@functools.lru_cache(maxsize=None)
+def _method_defaults(method: str) -> tuple[str, dict] | None:
+    """(version, hyper-parameters) of ``methods/<method>``'s manifest in this checkout, or None when
+    the method is not here (a record of a submission that is not checked in)."""
+    from benchmark.errors import BenchError
+    from benchmark.registry import get_method
+
+    try:
+        entry = get_method(method)
+    except (BenchError, OSError, ValueError):
+        return None
+    return entry.version, dict(entry.hparams)
+
+
+@functools.lru_cache(maxsize=None)
+def _track_defaults(track: str, task: str) -> dict | None:
+    """The default spec sections of (track, task) in today's protocol: task_spec, budget, backbone."""
+    from benchmark.errors import BenchError
+    from benchmark.protocol import TRACKS, to_dict
+
+    trk = TRACKS.get(track)
+    if trk is None:
+        return None
+    try:
+        task_spec = trk.task(task)
+    except BenchError:
+        return None
+    return {"task_spec": to_dict(task_spec), "budget": to_dict(trk.budget), "backbone": to_dict(trk.backbone)}
+
+
+def _value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return f"{v:g}"
+    return json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else str(v)
+
+
+def spec_differences(spec: dict) -> list[str]:
+    """What of ``spec`` (seed, noise, track and task aside) differs from the default spec the planner
+    gives the method on that track and task today, as short labels: ``modalities=ehr`` for a
+    hyper-parameter, ``noise seed per-seed`` for the noise-seed policy, ``encoder=...``,
+    ``epochs=3`` for other fields. The default is read from this checkout without
+    training code: the method's manifest (``registry``) and the track's definition (``protocol``).
+    Only keys the record has are compared (records of older harnesses lack keys added since, and the
+    leaderboard's small test records lack whole sections), and ``fusion_layout`` is left to
+    ``row_label``, which names it. Fields the defaults do not cover (the data generator, a method
+    that is not checked in) and the method's version (a table holding one version's records of a
+    method is not relabelled when the method moves on) are told apart within a table by ``label_rows``."""
+    out = []
+    method = spec["method"]
+    defaults = _method_defaults(method["name"])
+    if defaults is not None:
+        _, hparams = defaults
+        for key, value in sorted((method.get("hparams") or {}).items()):
+            if key != "fusion_layout" and (key not in hparams or hparams[key] != value):
+                out.append(f"{key}={_value(value)}")
+    if spec.get("noise_seed_policy", "reference") != "reference":
+        out.append(f"noise seed {spec['noise_seed_policy']}")
+    sections = _track_defaults(spec["track"], spec["task"])
+    if sections is not None:
+        for section, default in sections.items():
+            for key, value in sorted((spec.get(section) or {}).items()):
+                if key in default and default[key] != value:
+                    out.append(f"{key}={_value(value)}")
+    return out
+
+
+def _flat(spec: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in spec.items():
+        if not prefix and key in _NOT_ROW:
+            continue
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def label_rows(rows: list[dict]) -> list[dict]:
+    """Make every row label of a (track, task) name one ``cell_key``. ``run_row``'s labels already name
+    what differs from the method's default spec; rows of one label but different keys (a field the
+    defaults do not cover, e.g. the data generator) get the fields that differ from the label's most
+    run key appended, and, should that not tell them apart, the key itself. Idempotent; returns ``rows``."""
+    by_label: dict = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        by_label[(row["track"], row["task"], row["label"])][row["cell_key"]].append(row)
+    for (_, _, label), keys in by_label.items():
+        if len(keys) < 2:
+            continue
+        counts = Counter({k: len(v) for k, v in keys.items()})
+        reference = min(keys, key=lambda k: (-counts[k], k))
+        ref_flat = _flat(json.loads(keys[reference][0]["cell_spec"]))
+        seen: set[str] = set()
+        for key in sorted(keys, key=lambda k: (k != reference, k)):
+            if key == reference:
+                new = label
+            else:
+                flat = _flat(json.loads(keys[key][0]["cell_spec"]))
+                diffs = [f"{k.rpartition('.')[2]}={_value(flat.get(k))}" for k in sorted(set(flat) | set(ref_flat))
+                         if flat.get(k) != ref_flat.get(k) and k != "method.hparams.fusion_layout"]
+                new = f"{label} [{', '.join(diffs)}]" if diffs else label
+            if new in seen:
+                new = f"{new} [spec {key[:8]}]"
+            seen.add(new)
+            for row in keys[key]:
+                row["label"] = new
+    return rows
 
 
 def compiled(env: dict) -> bool:
@@ -94,8 +241,10 @@ def compiled(env: dict) -> bool:
 
 
 def collect(rows: list[dict]) -> dict:
-    """{(track, task): {row label: {noise name: {"runs": [done rows], "maps": [...], "failed": int}}}}; the
-    row label is the method's display name and its fusion layout (``row_label``)."""
+    """{(track, task): {row label: {noise name: {"runs": [done rows], "maps": [...], "failed": int}}}}: a
+    row is one run spec less its seed (``cell_key``), labelled by the method's display name and what
+    differs from its default spec (``row_label``, ``label_rows``); a column is a noise setting by its rates."""
+    label_rows(rows)
     table: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(lambda: {"runs": [], "maps": [], "failed": 0})))
     for row in rows:
         cell = table[(row["track"], row["task"])][row["label"]][row["noise"]]

