@@ -391,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     options.add_arguments(b, exclude=("executor",))
     b.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a hyper-parameter of the method's manifest (part of the run id); repeatable")
-    b.add_argument("--encoder", help="note encoder for every task: 'minilm', a local folder or a hub name")
+    b.add_argument("--encoder", help="note encoder for every task: 'minilm', 'random-bert-base' (random weights: timing only), a local folder or a hub name")
     b.add_argument("--normaliser", help="time-series z-scoring for every task: 'train' (training-split statistics; "
                    "the synthetic tracks' default), 'reference' (the published MIMIC-III ones; the paper track's "
                    "default) or a JSON file; part of the run id")
@@ -452,7 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("--root", help="folder of a real task's files (default $EHRBENCH_DATA/<data_dir>)")
         if name == "prepare":
             c.add_argument("--rebuild", action="store_true", help="rebuild the cache entry even if it is valid")
-            c.add_argument("--encoder", help="note encoder (as `bench --encoder`): 'minilm', a local folder or a hub name")
+            c.add_argument("--encoder", help="note encoder (as `bench --encoder`): 'minilm', 'random-bert-base', a local folder or a hub name")
         c.set_defaults(func=func)
 
     m = sub.add_parser("methods", help="list the methods (`methods describe`: manifests and model sizes)")

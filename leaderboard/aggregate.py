@@ -320,6 +320,11 @@ def encoders(rows: list[dict], options: Options) -> list[dict]:
     track: its runs, whether it is timing-only (``marks.TIMING_ENCODERS``) and so out of the result
     tables unless ``options.timing_encoders``."""
     counts = Counter((r.get("record_set", "."), r["encoder"]) for r in rows)
-    return [{"record_set": where, "encoder": e or "(none)", "runs": n, "timing_only": e in TIMING_ENCODERS,
+    paths = defaultdict(set)
+    for r in rows:
+        if r.get("encoder_path"):
+            paths[r["encoder"]].add(r["encoder_path"])
+    return [{"record_set": where, "encoder": e or "(none)", "paths": sorted(paths[e]), "runs": n,
+             "timing_only": e in TIMING_ENCODERS,
              "about": TIMING_ENCODERS.get(e), "in_results": options.timing_encoders or e not in TIMING_ENCODERS}
             for (where, e), n in sorted(counts.items())]

@@ -60,6 +60,7 @@ def run_row(record: dict) -> dict:
         "realised_rho_plus": record["noise"].get("realised_rho_plus"),
         "realised_rho_minus": record["noise"].get("realised_rho_minus"),
         "encoder": encoder_of(spec),
+        "encoder_path": env.get("encoder_path"),  # provenance only: a folder enters the spec by its content
         "timing_encoder": encoder_of(spec) in TIMING_ENCODERS,
         "status": record["status"],
         "map": record["metrics"]["final"]["map"] if done else None,

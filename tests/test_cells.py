@@ -3,6 +3,7 @@ what differs from the method's default spec; a noise column is a setting by its 
 seed and noise setting once; a local note encoder is in the spec by its content, not its path."""
 import copy
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -170,3 +171,21 @@ def test_an_encoder_path_that_is_no_folder_or_no_model_is_a_usage_error(tmp_path
     (tmp_path / "empty").mkdir()
     with pytest.raises(UsageError, match="no config.json and weights"):
         folder_spec(tmp_path / "empty")
+
+
+def test_the_built_in_timing_encoder_is_named_by_name_and_built_once_into_the_cache(tmp_path, monkeypatch):
+    import transformers
+
+    from benchmark.data import notes
+    from benchmark.marks import TIMING_ENCODER, TIMING_ENCODERS
+
+    monkeypatch.setenv("EHRBENCH_CACHE", str(tmp_path))
+    small = transformers.BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    monkeypatch.setattr(transformers, "BertConfig", lambda: small)  # a BERT-base is 440 MB: the same steps, smaller
+    assert notes.encoder_identity(TIMING_ENCODER) == TIMING_ENCODER and TIMING_ENCODER in TIMING_ENCODERS
+    folder = Path(notes.resolve(TIMING_ENCODER))
+    assert folder == tmp_path / "encoders" / TIMING_ENCODER
+    assert {"config.json", "model.safetensors", "vocab.txt", "tokenizer.json"} <= {f.name for f in folder.iterdir()}
+    first = notes.encoder_id(TIMING_ENCODER)
+    assert notes.resolve(TIMING_ENCODER) == str(folder) and notes.encoder_id(TIMING_ENCODER) == first
+    assert notes.load_tokenizer(TIMING_ENCODER)("a note").input_ids  # MiniLM's tokenizer

