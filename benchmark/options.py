@@ -63,6 +63,10 @@ class Execution:
                            "the same process reuse it (about 30 s each against 52 s). Same function, other random "
                            "draws: the record says which, and the tables keep compiled runs apart. Default off",
                            COMPILES)
+    forensics: str = _switch("", "on a non-finite loss, replay the failing epoch eagerly and take its first bad step "
+                             "apart (anomaly mode, module outputs, fp32 and math-attention variants): a report, the "
+                             "weights and the batch in DIR/<run id>/ (benchmark/forensics.py); costs one copy of the "
+                             "weights per epoch", metavar="DIR")
     executor: str = _switch("local", "local: this process (default); local-gpus: one worker per visible GPU, "
                             "--runs-per-gpu runs on each; slurm: a submitit job array, one run per task; "
                             "submitit-local: the same through submitit's local backend, one subprocess per run "

@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 import traceback
+from pathlib import Path
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
@@ -209,6 +210,8 @@ def run_one(spec: dict, results: str, execution: Execution = Execution(), packed
         train_split, test_split = resident(task, device)
         run_data = RunData(train_split, noisy_labels, test_split, task.task_weight, spec["empty_label"])
         # The only place the clean training labels meet a method's output: scored, not handed over.
+        if execution.forensics:
+            execution = execution.replace(forensics=str(Path(execution.forensics) / record["run_id"]))
         result = train(method, run_data, track.budget, spec["seed"], execution,
                        on_epoch=record["metrics"]["curve"].append,
                        score_corrections=scorer(train_split.labels, noisy_labels))

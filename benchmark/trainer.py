@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,6 +23,7 @@ from .fastpath import FastPath
 from .lifetime import STOP
 from .method import EpochView, Method
 from .metrics import evaluate
+from .forensics import Forensics, math_attention
 from .nonfinite import NonFiniteWatch
 from .options import Execution
 from .packing import pause, released
@@ -74,19 +76,48 @@ def train(method: Method, data: RunData, budget: Budget, seed: int, execution: E
     curve, timings = [], {"train": 0.0, "method_hooks": 0.0, "eval": 0.0}
     train_logits = torch.empty_like(targets) if method.wants_train_logits else None
     watch = NonFiniteWatch(model, device)
+    forensics = Forensics(execution.forensics, model, opt, shuffle) if execution.forensics else None
 
-    def step(index: torch.Tensor, widths: list[tuple], epoch: int) -> torch.Tensor:
-        """Forward, loss, backward and update of one batch; the loss, detached."""
+    def forward_loss(index: torch.Tensor, widths: list[tuple], epoch: int, fast: FastPath = fast):
+        """One batch's loss (with its graph) and logits."""
         out = fast.forward(index, widths)
         logits = out.logits.float()
         extra = {"output": out} if method.wants_output else {}
-        loss = data.task_weight * (method.loss(logits, targets[index], index, epoch, **extra) + out.aux.float())
+        return data.task_weight * (method.loss(logits, targets[index], index, epoch, **extra) + out.aux.float()), logits
+
+    def step(index: torch.Tensor, widths: list[tuple], epoch: int, fast: FastPath = fast) -> torch.Tensor:
+        """Forward, loss, backward and update of one batch; the loss, detached."""
+        loss, logits = forward_loss(index, widths, epoch, fast)
         loss.backward()
         watch.check(loss)
         fast.update()
         if train_logits is not None:
             train_logits[index] = logits.detach()
         return loss.detach()
+
+    def replay(forensics: Forensics, epoch: int) -> str:
+        """The failing epoch again, eagerly (``forensics.py``); the same batches, rows and widths."""
+        eager = {p: FastPath(model, method, data.train, data.test, budget.batch_size,
+                             execution.replace(device=str(device), cuda_graphs="off", compile="off",
+                                               **({"precision": p} if p else {})).resolved())
+                 for p in ("", "fp32")}
+        forensics.optimizer = eager[""].adam(budget.lr)  # the snapshot sets its state and the epoch's lr
+        model.train()
+
+        def train_step(rows, widths):
+            eager[""].optimizer.zero_grad(set_to_none=True)
+            return step(rows, widths, epoch, eager[""])
+
+        def loss_in(fast_path, attention=None):
+            def fn(rows, widths):
+                with attention() if attention else nullcontext():
+                    return forward_loss(rows, widths, epoch, fast_path)[0]
+            return fn
+
+        batches = lambda: fast.batches(torch.randperm(n, generator=shuffle).to(device).split(budget.batch_size))  # noqa: E731
+        variants = {"as run": loss_in(eager[""]), "math attention": loss_in(eager[""], math_attention),
+                    "fp32": loss_in(eager["fp32"]), "fp32, math attention": loss_in(eager["fp32"], math_attention)}
+        return forensics.replay(epoch, batches, train_step, variants)
 
     for epoch in range(1, budget.epochs + 1):
         if STOP.is_set():
@@ -97,6 +128,8 @@ def train(method: Method, data: RunData, budget: Budget, seed: int, execution: E
         for group in opt.param_groups:
             group["weight_decay"] = decay
         model.train()
+        if forensics is not None:
+            forensics.snapshot()
         order = torch.randperm(n, generator=shuffle).to(device)
         loss_sum = torch.zeros((), device=device)
         for index, widths in fast.batches(order.split(budget.batch_size)):
@@ -107,7 +140,10 @@ def train(method: Method, data: RunData, budget: Budget, seed: int, execution: E
         train_loss = float(loss_sum) / n  # the epoch's one host sync
         if not np.isfinite(train_loss):
             steps = -(-n // budget.batch_size)
-            raise RunFailed(f"non-finite training loss ({train_loss}) in epoch {epoch}; {watch.describe(steps)}")
+            message = f"non-finite training loss ({train_loss}) in epoch {epoch}; {watch.describe(steps)}"
+            if forensics is not None:
+                message += "; " + replay(forensics, epoch)
+            raise RunFailed(message)
 
         diagnostics = method.end_epoch(EpochView(epoch, budget.epochs, targets, train_logits)) or {}
         t2 = fast.clock()
