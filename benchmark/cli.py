@@ -99,6 +99,11 @@ def cmd_bench(args) -> int:
     # Several methods (comma-separated) make one grid: packed runs can then mix methods.
     grids = _grids(args)
     grid, specs = grids[0], [spec for g in grids for spec in g.specs]
+    execution = options.from_args(args)
+    if execution.executor == "slurm":  # before anything is written: nothing could run it
+        from .executors import require_slurm
+
+        require_slurm(execution.executor)
     store = RecordStore(args.results)
     if store.root.exists() and not store.root.is_dir():
         raise UsageError(f"--results {args.results}: is a file, expected a folder of run records")
@@ -116,7 +121,6 @@ def cmd_bench(args) -> int:
             print(f"warning: {detail}; moved to {moved} and the run will be redone", file=sys.stderr)
         if status != "done":
             todo.append(spec)
-    execution = options.from_args(args)
     n = len(specs)
     if execution.executor == "local":  # elsewhere the runs resolve it where they execute
         execution = execution.resolved(len(todo))
@@ -492,12 +496,31 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
     except BenchError as e:
         # One line whatever the user typed: control characters in an echoed name are shown escaped.
         message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(e))
         print(f"ehrbench: error: {message}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        return _reader_left()
+
+
+def _reader_left() -> int:
+    """The reader of stdout went away (``ehrbench tracks | head -1``): stop quietly, as ``cat`` does.
+    stdout points at /dev/null so that the interpreter's final flush fails no more."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a file descriptor (a test's capture)
+        pass
+    finally:
+        os.close(devnull)
+    return 128 + 13  # the shell's status for a process ended by SIGPIPE
 
 
 if __name__ == "__main__":

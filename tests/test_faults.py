@@ -363,3 +363,31 @@ def test_sigkill_of_a_bench_with_worker_processes_leaves_no_worker_and_the_rerun
     assert all(records(results).get(p) == b for p, b in kept.items())
     assert main(argv) == 0
     assert len(records(results)) == RUNS and [e for _, _, e in RecordStore(results).scan()] == [""] * RUNS
+
+
+# --- the machine a bench runs on: no Slurm, a closed pipe -------------------------------------
+
+def test_executor_slurm_without_slurm_is_one_line_before_anything_is_written(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no sbatch, no srun
+    argv = GRID[:-4] + ["--noise", "sym-20", "--seeds", "30", "--executor", "slurm", "--results", str(tmp_path / "r")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == ("ehrbench: error: --executor slurm: Slurm is not installed here (no sbatch or srun on PATH); run "
+                   "bench on a Slurm login node, or use --executor local (this machine) or submitit-local (Slurm's "
+                   "code path, on this machine)\n")
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("command", [["tracks"], ["methods"]])
+def test_a_reader_that_closes_the_pipe_gets_no_traceback(command):
+    import subprocess
+    import sys
+
+    read, write = os.pipe()
+    os.close(read)  # as `| head -1` does once it has its line: every write of ours fails
+    try:
+        proc = subprocess.run([sys.executable, "-m", "benchmark", *command], stdout=write, stderr=subprocess.PIPE,
+                              text=True, timeout=120, cwd=Path(__file__).parent.parent)
+    finally:
+        os.close(write)
+    assert proc.stderr == "" and proc.returncode == 141  # 128 + SIGPIPE, as the shell reports a piped cat
