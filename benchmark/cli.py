@@ -104,9 +104,7 @@ def cmd_bench(args) -> int:
         from .executors import require_slurm
 
         require_slurm(execution.executor)
-    store = RecordStore(args.results)
-    if store.root.exists() and not store.root.is_dir():
-        raise UsageError(f"--results {args.results}: is a file, expected a folder of run records")
+    store = _results(args.results)
     try:  # a results path that cannot hold records fails now, not after the first run
         store.root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -121,6 +119,7 @@ def cmd_bench(args) -> int:
             print(f"warning: {detail}; moved to {moved} and the run will be redone", file=sys.stderr)
         if status != "done":
             todo.append(spec)
+    store.prepare(todo)
     n = len(specs)
     if execution.executor == "local":  # elsewhere the runs resolve it where they execute
         execution = execution.resolved(len(todo))
@@ -180,6 +179,17 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def _results(path: str, must_exist: bool = False) -> RecordStore:
+    """The store of ``--results``: a folder, or (where nothing needs to be read) one to be made."""
+    store = RecordStore(path)
+    if store.root.exists() and not store.root.is_dir():
+        raise UsageError(f"--results {path}: is a file, expected a folder of run records")
+    if must_exist and not store.root.exists():
+        raise UsageError(f"--results {path}: no such folder; expected a folder of run records (as `ehrbench bench "
+                         f"--results {path}` writes)")
+    return store
+
+
 def _slurm_params(args) -> dict:
     from .executors import load_profile
 
@@ -214,7 +224,7 @@ def cmd_status(args) -> int:
     from .executors import run_state, submissions
     from .records import run_id
 
-    store, jobs = RecordStore(args.results), submissions(args.results)
+    store, jobs = _results(args.results), submissions(args.results)
     counts: dict[str, int] = {}
     rows = []
     for spec in _grid_specs(args):

@@ -195,7 +195,7 @@ def run_state(store: RecordStore, spec: dict) -> str:
     lock = path.parent / f".{path.stem}.lock"
     try:
         fd = os.open(lock, os.O_RDONLY)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no claim, or no folder for one (a file in its way)
         return "pending"
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)

@@ -14,6 +14,7 @@ import shutil
 import signal
 import time
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
@@ -391,3 +392,144 @@ def test_a_reader_that_closes_the_pipe_gets_no_traceback(command):
     finally:
         os.close(write)
     assert proc.stderr == "" and proc.returncode == 141  # 128 + SIGPIPE, as the shell reports a piped cat
+
+
+# --- folders a bench writes to: results, a record's folder, the tensor cache --------------------
+
+ONE_RUN = GRID[:-4] + ["--noise", "sym-20", "--seeds", "30"]
+
+
+class ReadOnly:
+    """``read_only(folder)``: the folder made, then mode 0o555; ``read_only.undo(folder)``. Root ignores
+    modes, so for root ``os.access`` answers as it would for anyone else (the harness asks it before
+    writing)."""
+
+    def __init__(self):
+        self.folders = []
+
+    def __call__(self, folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        folder.chmod(0o555)
+        self.folders.append(folder)
+        return folder
+
+    def undo(self, folder):
+        folder.chmod(0o755)
+        self.folders.remove(folder)
+
+    def access(self, real):
+        return lambda path, mode, **kw: not (mode & os.W_OK and Path(path) in self.folders) and real(path, mode, **kw)
+
+
+@pytest.fixture
+def read_only(monkeypatch):
+    made = ReadOnly()
+    if os.geteuid() == 0:
+        monkeypatch.setattr(os, "access", made.access(os.access))
+    yield made
+    for folder in list(made.folders):
+        made.undo(folder)
+
+
+@pytest.fixture
+def fresh_cache(tmp_path, monkeypatch):
+    """An empty tensor cache for this test (the process's loaded tasks forgotten before and after)."""
+    monkeypatch.setenv("EHRBENCH_CACHE", str(tmp_path / "cache"))
+    benchmark.runner._load_task.cache_clear()
+    yield tmp_path / "cache"
+    benchmark.runner._load_task.cache_clear()
+
+
+def _one_line_error(capsys, code=2):
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("ehrbench: error: ") and "Traceback" not in err, err
+    return err.removeprefix("ehrbench: error: ").rstrip("\n")
+
+
+def test_a_read_only_results_folder_is_refused_before_any_run(tmp_path, read_only, capsys):
+    results = read_only(tmp_path / "r")
+    with mock.patch("benchmark.runner.execute", side_effect=AssertionError("nothing may run")):
+        assert main(ONE_RUN + ["--results", str(results)]) == 2
+    assert _one_line_error(capsys) == f"--results {results}: the folder is not writable"
+
+
+@pytest.mark.parametrize("in_the_way", ["smoke/syn-phe/bce", "smoke"])
+def test_a_file_where_a_records_folder_must_be_is_named_before_any_run(tmp_path, capsys, in_the_way):
+    blocker = tmp_path / "r" / in_the_way
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("")
+    with mock.patch("benchmark.runner.execute", side_effect=AssertionError("nothing may run")):
+        assert main(ONE_RUN + ["--results", str(tmp_path / "r")]) == 2
+    within = "" if in_the_way.endswith("bce") else f" (records go to {tmp_path / 'r/smoke/syn-phe/bce'})"
+    assert _one_line_error(capsys) == (f"{blocker}: is a file, expected a folder of run records{within}; move it "
+                                       f"aside and rerun the same command (finished runs are kept)")
+
+
+def test_a_read_only_records_folder_is_named_before_any_run(tmp_path, read_only, capsys):
+    folder = read_only(tmp_path / "r" / "smoke" / "syn-phe" / "bce")
+    with mock.patch("benchmark.runner.execute", side_effect=AssertionError("nothing may run")):
+        assert main(ONE_RUN + ["--results", str(tmp_path / "r")]) == 2
+    assert _one_line_error(capsys) == (f"{folder}: the folder of run records is not writable; make it writable or "
+                                       f"choose another --results")
+
+
+def test_a_records_folder_turned_into_a_file_mid_grid_stops_the_run_with_one_line(tmp_path):
+    from benchmark.errors import RecordError
+    from benchmark.runner import plan
+
+    spec = plan("bce", "smoke", ["syn-phe"], ["sym-20"], [30]).specs[0]
+    store = RecordStore(tmp_path)
+    store.path(spec).parent.parent.mkdir(parents=True)
+    store.path(spec).parent.write_text("")  # after the bench's check: the claim is the first to see it
+    with pytest.raises(RecordError) as e:
+        with store.claim(spec):
+            pass
+    assert str(e.value).startswith(f"{store.path(spec).parent}: is a file, expected a folder of run records")
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_cache_path_that_is_a_file_is_one_line(tmp_path, fresh_cache, capsys, jobs):
+    fresh_cache.write_text("")
+    argv = ONE_RUN[:-2] + ["--seeds", "30,40", "--jobs", jobs, "--results", str(tmp_path / "r")]
+    assert main(argv) == 2
+    assert _one_line_error(capsys) == (f"tensor cache {fresh_cache} (EHRBENCH_CACHE): is a file, expected a folder; "
+                                       f"point EHRBENCH_CACHE at a writable folder")
+    assert not list((tmp_path / "r").rglob("*.json"))
+
+
+def test_a_file_inside_the_cache_is_named(tmp_path, fresh_cache, capsys):
+    fresh_cache.mkdir()
+    (fresh_cache / "files").write_text("")  # where the generator's files go
+    assert main(ONE_RUN + ["--results", str(tmp_path / "r")]) == 2
+    assert _one_line_error(capsys) == (f"tensor cache {fresh_cache} (EHRBENCH_CACHE): {fresh_cache / 'files'} is a "
+                                       f"file, expected a folder; point EHRBENCH_CACHE at a writable folder")
+
+
+def test_a_read_only_cache_is_one_line_and_still_serves_what_it_holds(tmp_path, fresh_cache, read_only, capsys):
+    read_only(fresh_cache)
+    assert main(ONE_RUN + ["--results", str(tmp_path / "r")]) == 2
+    assert _one_line_error(capsys) == (f"tensor cache {fresh_cache} (EHRBENCH_CACHE): {fresh_cache} is not "
+                                       f"writable, and the task is not built there yet; point EHRBENCH_CACHE at a "
+                                       f"writable folder")
+    read_only.undo(fresh_cache)
+    assert main(ONE_RUN + ["--results", str(tmp_path / "r")]) == 0  # builds the task
+    benchmark.runner._load_task.cache_clear()
+    for folder in [fresh_cache, *fresh_cache.iterdir()]:
+        read_only(folder)
+    assert main(ONE_RUN[:-1] + ["40", "--results", str(tmp_path / "r")]) == 0  # read from the cache
+
+
+def test_a_full_disk_while_building_the_cache_is_one_line(tmp_path, fresh_cache, monkeypatch, capsys):
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(benchmark.data.cache.np, "save", full)
+    assert main(ONE_RUN + ["--results", str(tmp_path / "r")]) == 2
+    assert _one_line_error(capsys) == (f"tensor cache {fresh_cache} (EHRBENCH_CACHE): cannot write (No space left "
+                                       f"on device); point EHRBENCH_CACHE at a writable folder with free space")
+    assert not list((fresh_cache / "tasks").iterdir())  # no half-written entry
+
+
+def test_status_of_a_results_path_that_is_a_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "r").write_text("")
+    assert main(["status", "--method", "bce", "--track", "smoke", "--results", str(tmp_path / "r")]) == 2
+    assert _one_line_error(capsys) == f"--results {tmp_path / 'r'}: is a file, expected a folder of run records"
