@@ -28,7 +28,7 @@ from .data import Split, TaskData, check_source, materialise
 from .data.generator import GENERATOR_VERSION
 from .data.notes import ENCODER_FOLDER, encoder_identity, resolve as resolve_encoder
 from .diagnostics import scorer
-from .errors import RunFailed, UsageError, out_of_memory
+from .errors import BenchError, RunFailed, UsageError, out_of_memory
 from .hparams import validate as validate_hparams
 from .lifetime import STOP, exit_with_parent
 from .marks import collapse
@@ -38,7 +38,7 @@ from .options import Execution
 from .packing import Baton, turn_taking
 from .protocol import NOISE_SETTINGS, NORMALISERS, SEEDS, NoiseSetting, TaskSpec, Track, get_track, parse_noise
 from .records import SCHEMA_VERSION, RecordStore, claimed, now_utc, run_id
-from .registry import MethodEntry, get_method
+from .registry import MethodEntry, code_line, get_method
 from .trainer import RunData, train
 
 
@@ -186,7 +186,6 @@ def run_one(spec: dict, results: str, execution: Execution = Execution(), packed
     t_noise = time.perf_counter()
     info = TaskInfo(task.name, task.kind, task.num_labels, len(data.train), data.train.ehr.shape[-1],
                     data.note_dim, tuple(data.label_names), track.backbone)
-    method = entry.load_class()(info, spec["method"]["hparams"])
     record = {
         "schema_version": SCHEMA_VERSION,
         "run_id": run_id(spec),
@@ -196,9 +195,8 @@ def run_one(spec: dict, results: str, execution: Execution = Execution(), packed
         "metrics": {"final": {}, "curve": []},
         "fingerprints": {"data": data.fingerprint, "noisy_labels": noisy.checksum},
         "noise": noisy.summary(),
-        "method": {"display_name": entry.manifest["display_name"], "code_hash": entry.code_hash(),
-                   "parameters": count_parameters(method.build_model())},
-        "environment": {**environment.describe(device), **execution.describe(packed, method.capturable),
+        "method": {"display_name": entry.manifest["display_name"], "code_hash": entry.code_hash(), "parameters": None},
+        "environment": {**environment.describe(device), **execution.describe(packed, capturable=False),
                         "executor": environment.executor()},  # executor, node, scheduler job id
     }
     if task.encoder.startswith(ENCODER_FOLDER):  # provenance only: the spec names the folder by its content
@@ -206,6 +204,7 @@ def run_one(spec: dict, results: str, execution: Execution = Execution(), packed
     timings = {"data": t_data - t_start, "noise": t_noise - t_data}
     noisy_labels = torch.from_numpy(noisy.labels).float().to(device)
     try:
+        method = _build_method(entry, info, spec["method"]["hparams"], record, execution, packed)
         train_split, test_split = resident(task, device)
         run_data = RunData(train_split, noisy_labels, test_split, task.task_weight, spec["empty_label"])
         # The only place the clean training labels meet a method's output: scored, not handed over.
@@ -223,6 +222,8 @@ def run_one(spec: dict, results: str, execution: Execution = Execution(), packed
     except torch.cuda.OutOfMemoryError:
         torch.cuda.empty_cache()  # the grid goes on; the next run gets the memory back
         record.update(status="failed", failure=out_of_memory(spec, record["run_id"], device))
+    except SystemExit as e:  # the method's code would end the bench (every run in this process) with it
+        record.update(status="failed", failure=_method_failure(entry, e, "during training"))
     except Exception as e:  # a bug in a method must not stop the grid; the record keeps the reason
         traceback.print_exc(file=sys.stderr)
         record.update(status="failed", failure=f"{type(e).__name__}: {e}")
@@ -234,6 +235,40 @@ def run_one(spec: dict, results: str, execution: Execution = Execution(), packed
         record["environment"]["peak_memory_reserved_bytes"] = int(torch.cuda.max_memory_reserved(device))
     RecordStore(results).write(record)
     return record
+
+
+def _build_method(entry: MethodEntry, info: TaskInfo, hparams: dict, record: dict, execution: Execution,
+                  packed: int):
+    """The method's object, with its parameter count and run conditions put in ``record``. Whatever
+    its code raises while imported, constructed or building its model (a syntax error, an exception,
+    sys.exit) fails this run with one line; the other methods' runs go on."""
+    stage = f"while importing {entry.manifest['entry'].partition(':')[0]}"
+    try:
+        cls = entry.load_class()
+        stage = f"in {cls.__name__}.__init__"
+        method = cls(info, hparams)
+        stage = f"in {cls.__name__}.build_model"
+        record["method"]["parameters"] = count_parameters(method.build_model())
+    except torch.cuda.OutOfMemoryError:
+        raise  # the run's own failure line (``out_of_memory``), not the method's
+    except (Exception, SystemExit) as e:
+        raise RunFailed(_method_failure(entry, e, stage)) from None
+    record["environment"].update(execution.describe(packed, method.capturable))
+    return method
+
+
+def _method_failure(entry: MethodEntry, error: BaseException, stage: str) -> str:
+    """One line for what a method's code raised: where in its folder (FILE:LINE), what, and when."""
+    if isinstance(error, BenchError):  # says which file and field already (a manifest's entry)
+        return str(error)
+    where = code_line(error, entry.folder) or str(entry.folder / entry.manifest["entry"].partition(":")[0])
+    if isinstance(error, SyntaxError):
+        return f"{where}: syntax error: {error.msg} (method '{entry.name}' cannot be imported)"
+    if isinstance(error, SystemExit):
+        return (f"{where}: method '{entry.name}' called sys.exit({error.code!r}) {stage}; a method must raise an "
+                f"exception, not end the process")
+    first = (str(error).strip().splitlines() or [""])[0]
+    return f"{where}: {type(error).__name__} {stage}: {first}"
 
 
 def _init_worker(threads: int) -> None:

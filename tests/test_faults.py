@@ -253,16 +253,21 @@ def test_a_lock_file_left_by_a_killed_process_is_not_stale(tmp_path):
 
 def _method(tmp_path, name, body):
     """A methods folder with bce and a method ``name`` whose loss is ``body``."""
+    return _method_class(tmp_path, name, "    def loss(self, logits, targets, index, epoch):\n"
+                                         f"        {body}\n")
+
+
+def _method_class(tmp_path, name, code):
+    """A methods folder with bce and a method ``name``: class ``NAME`` with ``code`` from line 4 of method.py."""
     methods = tmp_path / "methods"
-    shutil.copytree(METHODS / "bce", methods / "bce")
+    if not (methods / "bce").exists():
+        shutil.copytree(METHODS / "bce", methods / "bce")
     (methods / name).mkdir()
     manifest = (METHODS / "bce" / "manifest.yaml").read_text()
     (methods / name / "manifest.yaml").write_text(manifest.replace("name: bce", f"name: {name}").replace("BCE", name.upper()))
     (methods / name / "method.py").write_text(
-        "import torch\nfrom benchmark.method import Method\n"
-        f"class {name.upper()}(Method):\n"
-        "    def loss(self, logits, targets, index, epoch):\n"
-        f"        {body}\n")
+        "import sys, torch\nfrom benchmark.method import Method\n"
+        f"class {name.upper()}(Method):\n" + code)
     return methods
 
 
@@ -533,3 +538,45 @@ def test_status_of_a_results_path_that_is_a_file_is_one_line(tmp_path, capsys):
     (tmp_path / "r").write_text("")
     assert main(["status", "--method", "bce", "--track", "smoke", "--results", str(tmp_path / "r")]) == 2
     assert _one_line_error(capsys) == f"--results {tmp_path / 'r'}: is a file, expected a folder of run records"
+
+
+# --- a method's own code: it does not parse, its __init__ raises, it exits ---------------------
+
+BCE_LOSS = ("    def loss(self, logits, targets, index, epoch):\n"
+            "        return torch.nn.functional.binary_cross_entropy_with_logits(logits, targets)\n")
+
+
+@pytest.mark.parametrize("name, code, reason", [
+    ("syntax", "    def loss(self, logits:\n", "{file}:4: syntax error: '(' was never closed (method 'syntax' cannot be imported)"),
+    ("initraise", "    def __init__(self, info, hparams):\n        raise ValueError('needs 80 GB')\n" + BCE_LOSS,
+     "{file}:5: ValueError in INITRAISE.__init__: needs 80 GB"),
+    ("initexit", "    def __init__(self, info, hparams):\n        sys.exit('no GPU')\n" + BCE_LOSS,
+     "{file}:5: method 'initexit' called sys.exit('no GPU') in INITEXIT.__init__; a method must raise an "
+     "exception, not end the process"),
+    ("modelraise", "    def build_model(self):\n        raise KeyError('d_model')\n" + BCE_LOSS,
+     "{file}:5: KeyError in MODELRAISE.build_model: 'd_model'"),
+    ("importexit", "    pass\nsys.exit(4)\n", "{file}:5: method 'importexit' called sys.exit(4) while importing method.py; "
+     "a method must raise an exception, not end the process"),
+    ("trainexit", "    def loss(self, logits, targets, index, epoch):\n        sys.exit(3) if epoch == 2 else None\n"
+     "        return torch.nn.functional.binary_cross_entropy_with_logits(logits, targets)\n",
+     "{file}:5: method 'trainexit' called sys.exit(3) during training; a method must raise an exception, not end "
+     "the process"),
+])
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_broken_method_fails_its_runs_with_one_line_and_the_other_methods_go_on(tmp_path, monkeypatch, capsys,
+                                                                                   name, code, reason, jobs):
+    methods = _method_class(tmp_path, name, code)
+    monkeypatch.setenv("EHRBENCH_METHODS", str(methods))
+    argv = GRID[:2] + [f"{name},bce"] + GRID[3:-6] + ["--jobs", jobs, "--noise", "sym-20", "--seeds", "30,40",
+                                                        "--results", str(tmp_path / "r")]
+    assert main(argv) == 1
+    out, err = capsys.readouterr()
+    assert err == f"2 run(s) failed; their records under {tmp_path / 'r'}/ say why\n"  # no traceback
+    reason = reason.format(file=methods / name / "method.py")
+    by_method = {}
+    for record in map(json.loads, records(tmp_path / "r").values()):
+        by_method.setdefault(record["spec"]["method"]["name"], []).append(record)
+    assert [r["status"] for r in by_method["bce"]] == ["done", "done"]
+    assert [(r["status"], r["failure"]) for r in by_method[name]] == [("failed", reason)] * 2
+    for seed in ("30", "40"):
+        assert f"{name} syn-phe sym-20     seed {seed:<3} FAILED: {reason}  (" in out
