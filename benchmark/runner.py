@@ -18,6 +18,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 
 import torch
@@ -28,7 +29,7 @@ from .data import Split, TaskData, check_source, materialise
 from .data.generator import GENERATOR_VERSION
 from .data.notes import ENCODER_FOLDER, encoder_identity, resolve as resolve_encoder
 from .diagnostics import scorer
-from .errors import BenchError, RunFailed, UsageError, out_of_memory
+from .errors import BenchError, RunFailed, UsageError, out_of_memory, worker_lost
 from .hparams import validate as validate_hparams
 from .lifetime import STOP, exit_with_parent
 from .marks import collapse
@@ -271,11 +272,22 @@ def _method_failure(entry: MethodEntry, error: BaseException, stage: str) -> str
     return f"{where}: {type(error).__name__} {stage}: {first}"
 
 
-def _init_worker(threads: int) -> None:
+_STARTED = None  # in a worker process: where it says which run it starts (``_run_in_worker``)
+
+
+def _init_worker(threads: int, started=None) -> None:
+    global _STARTED
     # Ctrl-C reaches the whole process group: the parent handles it and stops the workers itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     exit_with_parent()  # a bench killed with SIGKILL leaves no worker behind
     torch.set_num_threads(threads)
+    _STARTED = started
+
+
+def _run_in_worker(spec: dict, results: str, execution: Execution, packed: int) -> dict:
+    # One small message (an atomic pipe write): the parent names the run of a worker killed mid-run from it.
+    _STARTED.put((os.getpid(), run_id(spec), time.time()))
+    return run_one(spec, results, execution, packed)
 
 
 def execute(specs: list[dict], results: str, execution: Execution, report: Callable[[dict, dict], None]) -> list[dict]:
@@ -295,15 +307,87 @@ def execute(specs: list[dict], results: str, execution: Execution, report: Calla
             records.append(run_one(spec, results, execution))
             report(spec, records[-1])
         return records
-    if execution.packing == "threads":
-        pool, baton = ThreadPoolExecutor(jobs, thread_name_prefix="run"), Baton()
-        submit = lambda spec: pool.submit(_run_taking_turns, baton, spec, results, execution, jobs)  # noqa: E731
-    else:
-        threads = max(1, (os.cpu_count() or 1) // jobs)
-        pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
-                                   initargs=(threads,))
-        submit = lambda spec: pool.submit(run_one, spec, results, execution, jobs)  # noqa: E731
-    return _drain(pool, {submit(spec): spec for spec in specs}, report)
+    if execution.packing != "threads":
+        return _in_processes(specs, results, execution, report)
+    pool, baton = ThreadPoolExecutor(jobs, thread_name_prefix="run"), Baton()
+    records: list[dict] = []
+    _drain(pool, {pool.submit(_run_taking_turns, baton, spec, results, execution, jobs): spec for spec in specs},
+           report, records)
+    return records
+
+
+def _in_processes(specs: list[dict], results: str, execution: Execution,
+                  report: Callable[[dict, dict], None]) -> list[dict]:
+    """``specs`` in ``execution.jobs`` worker processes. A worker killed mid-run (the kernel's OOM
+    killer sends SIGKILL) breaks the pool and ends the runs of the others: its run is recorded as
+    failed with the signal, and the runs left go on in a new pool."""
+    jobs, context, records = execution.jobs, multiprocessing.get_context("spawn"), []
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    left = list(specs)
+    while left:
+        started = context.SimpleQueue()
+        pool = ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker, initargs=(threads, started))
+        pending = {pool.submit(_run_in_worker, spec, results, execution, jobs): spec for spec in left}
+        # pid -> process, all started by the submits; and the pool's thread that reaps them when it breaks.
+        workers = dict(getattr(pool, "_processes", None) or {})
+        reaper = getattr(pool, "_executor_manager_thread", None)
+        try:
+            _drain(pool, pending, report, records)
+            return records
+        except BrokenProcessPool:
+            if reaper is not None:  # a second waitpid racing it would see no exit code
+                reaper.join()
+            for proc in workers.values():
+                proc.join()  # every exit code known: the killed ones, and the others the break ended
+            lost = _lost_runs(workers, started, left, {r["run_id"] for r in records})
+            if not lost:  # no run to blame: going on could break the pool again and again
+                raise RunFailed(f"a worker process ended abruptly without a run to blame; finished runs are kept in "
+                                f"{results}/, rerun the same command to do the others") from None
+            for spec, reason, seconds in lost:
+                records.append(_record_lost(spec, results, execution, reason, seconds))
+                report(spec, records[-1])
+        done = {r["run_id"] for r in records}
+        left = [spec for spec in left if run_id(spec) not in done]
+    return records
+
+
+def _lost_runs(workers: dict, started, specs: list[dict], finished: set[str]) -> list[tuple[dict, str, float]]:
+    """(spec, reason, seconds it ran) of each run whose worker died on its own, not ended by the pool's
+    break (SIGTERM): the last run each worker said it started, unless it ``finished`` (a worker that
+    died between runs)."""
+    last = {}
+    while not started.empty():
+        pid, rid, at = started.get()
+        last[pid] = (rid, at)
+    by_id = {run_id(spec): spec for spec in specs}
+    lost = []
+    for pid, proc in workers.items():
+        if proc.exitcode in (0, -signal.SIGTERM) or pid not in last:
+            continue
+        rid, at = last[pid]
+        if rid in by_id and rid not in finished:
+            lost.append((by_id[rid], worker_lost(pid, proc.exitcode), time.time() - at))
+    return lost
+
+
+def _record_lost(spec: dict, results: str, execution: Execution, reason: str, seconds: float) -> dict:
+    """The failed record of a run whose process died before it could write one (written here, under
+    the run's claim, unless another bench finished it meanwhile)."""
+    entry = get_method(spec["method"]["name"])
+    record = {
+        "schema_version": SCHEMA_VERSION, "run_id": run_id(spec), "spec": spec, "status": "failed", "failure": reason,
+        "metrics": {"final": {}, "curve": []}, "fingerprints": {"data": None, "noisy_labels": None}, "noise": {},
+        "method": {"display_name": entry.manifest["display_name"], "code_hash": entry.code_hash(), "parameters": None},
+        "environment": {**environment.describe(torch.device(execution.device)),
+                        **execution.describe(execution.jobs, capturable=False), "executor": environment.executor()},
+        "timings": {"total": seconds}, "peak_memory_bytes": 0, "created_utc": now_utc(),
+    }
+    store = RecordStore(results)
+    with store.claim(spec) as finished:
+        if finished is not None:
+            return finished
+        store.write(record)
+    return record
 
 
 def _run_taking_turns(baton: Baton, spec: dict, results: str, execution: Execution, packed: int) -> dict:
@@ -311,8 +395,8 @@ def _run_taking_turns(baton: Baton, spec: dict, results: str, execution: Executi
         return run_one(spec, results, execution, packed)
 
 
-def _drain(pool, pending: dict, report: Callable[[dict, dict], None]) -> list[dict]:
-    records = []
+def _drain(pool, pending: dict, report: Callable[[dict, dict], None], records: list[dict]) -> None:
+    """Report each run as it finishes, into ``records`` (kept by the caller if the pool breaks)."""
     try:
         with pool:  # on the way out, waits for threads: they stop at their next epoch once STOP is set
             try:
@@ -333,4 +417,3 @@ def _drain(pool, pending: dict, report: Callable[[dict, dict], None]) -> list[di
                 raise
     finally:
         STOP.clear()
-    return records

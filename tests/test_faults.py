@@ -10,6 +10,7 @@ import errno
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import time
@@ -580,3 +581,36 @@ def test_a_broken_method_fails_its_runs_with_one_line_and_the_other_methods_go_o
     assert [(r["status"], r["failure"]) for r in by_method[name]] == [("failed", reason)] * 2
     for seed in ("30", "40"):
         assert f"{name} syn-phe sym-20     seed {seed:<3} FAILED: {reason}  (" in out
+
+
+# --- a worker process killed by the kernel mid-run ---------------------------------------------
+
+KILLS_ITS_WORKER = ("    def loss(self, logits, targets, index, epoch):\n"
+                    "        import multiprocessing, os, signal\n"
+                    "        if multiprocessing.parent_process() is None:  # never the test's own process\n"
+                    "            raise RuntimeError('expected to run in a worker process')\n"
+                    "        os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer does\n")
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_run_fails_that_run_with_the_signal_and_the_grid_goes_on(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("EHRBENCH_METHODS", str(_method_class(tmp_path, "oomkill", KILLS_ITS_WORKER)))
+    argv = GRID[:2] + ["oomkill,bce"] + GRID[3:-6] + ["--jobs", "2", "--packing", "processes", "--noise", "sym-20",
+                                                     "--seeds", "30,40", "--results", str(tmp_path / "r")]
+    assert main(argv) == 1
+    out, err = capsys.readouterr()
+    assert err == f"2 run(s) failed; their records under {tmp_path / 'r'}/ say why\n"
+    by_method = {}
+    for record in map(json.loads, records(tmp_path / "r").values()):
+        by_method.setdefault(record["spec"]["method"]["name"], []).append(record)
+    assert [r["status"] for r in by_method["bce"]] == ["done", "done"]  # the runs the break ended were run again
+    for record in by_method["oomkill"]:
+        assert record["status"] == "failed" and record["metrics"] == {"final": {}, "curve": []}
+        assert re.fullmatch(r"the worker process running this run \(pid \d+\) was killed by signal 9 \(SIGKILL\); the "
+                            r"kernel's out-of-memory killer sends it when memory runs out: rerun with fewer runs at "
+                            r"once \(--jobs 1\) or with more memory", record["failure"]), record["failure"]
+        assert f"FAILED: {record['failure']}  (" in out
+    assert [e for _, _, e in RecordStore(tmp_path / "r").scan()] == [""] * 4
+    assert not list((tmp_path / "r").rglob(".*.lock"))
+    assert main(argv) == 1  # a rerun redoes the failed runs only
+    assert "4 runs, 2 already done, 2 to run" in capsys.readouterr().out
