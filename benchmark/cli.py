@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 from . import options
 from .errors import BenchError, UsageError
@@ -45,6 +46,20 @@ def _seeds(text: str | None) -> list[int] | None:
     if bad:
         raise UsageError(f"--seeds: seed {bad[0]} is not in [0, 2**32)")
     return seeds
+
+
+def _table_format(*extra: str):
+    """An argparse type: a tabulate format (or one of ``extra``), not tabulate's silent fallback to 'simple'."""
+    def check(text: str) -> str:
+        from tabulate import tabulate_formats
+
+        if text in tabulate_formats or text in extra:
+            return text
+        from .errors import choices_hint
+
+        raise argparse.ArgumentTypeError(f"unknown table format {text!r}{choices_hint(text, [*extra, *tabulate_formats])}")
+    check.__name__ = "table format"
+    return check
 
 
 def _duration(seconds: float) -> str:
@@ -204,7 +219,8 @@ def _grids(args) -> list:
     """One plan per method of ``--method`` (comma-separated methods make one grid)."""
     from .runner import plan
 
-    grids = [plan(method, args.track, _csv(args.tasks), _given(args.noise, "--noise", "sym-20,asym-0-40"),
+    grids = [plan(method, args.track, _given(args.tasks, "--tasks", "syn-phe,syn-dia"),
+                  _given(args.noise, "--noise", "sym-20,asym-0-40"),
                   _seeds(args.seeds), args.noise_seed, _overrides(args.set), encoder=args.encoder,
                   normaliser=args.normaliser)
              for method in (_csv(args.method) or [args.method])]
@@ -255,25 +271,65 @@ def _table(store: RecordStore, track: str, tasks: set[str] | None, fmt: str) -> 
 def cmd_table(args) -> int:
     from .protocol import get_track
 
-    get_track(args.track)
-    print(_table(RecordStore(args.results), args.track, set(_csv(args.tasks)) if args.tasks else None, args.format))
+    track = get_track(args.track)
+    tasks = _given(args.tasks, "--tasks", ",".join(t.name for t in track.tasks))
+    for name in tasks or []:
+        track.task(name)  # an unknown task is named, with the track's tasks
+    store = _results(args.results, must_exist=True)
+    held = _tracks_held(store)
+    if held and track.name not in held:  # not "no finished runs yet": they are there, under another track
+        raise UsageError(f"--results {args.results}: no records of track '{track.name}'; it holds records of track "
+                         f"{', '.join(held)} (--track {held[0]})")
+    print(_table(store, track.name, set(tasks) if tasks else None, args.format))
     return 0
 
 
+def _tracks_held(store: RecordStore) -> list[str]:
+    """The tracks with a record file in their folder under ``store``."""
+    return sorted(p.name for p in store.root.iterdir() if p.name in TRACKS and p.is_dir() and any(p.rglob("*.json")))
+
+
 def cmd_leaderboard(args) -> int:
-    from leaderboard import Options, build
+    from leaderboard import Options, build, publish
     from leaderboard.tables import render
+
+    from .protocol import get_track
 
     options = Options(test=args.test, correction=args.correction, alpha=args.alpha,
                       timing_encoders=args.timing_encoders)
-    result = build(args.results, args.out, options, _csv(args.tracks), published=args.publish)
+    tracks = _given(args.tracks, "--tracks", "quick,full")
+    for name in tracks or []:
+        get_track(name)
+    _results(args.results, must_exist=True)
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UsageError(f"--out {args.out}: is a file, expected a folder for the site (made if missing)")
+    result = build(args.results, None, options, tracks)
     for file, error in result.skipped:
         print(f"warning: skipping {file}: {error}", file=sys.stderr)
+    left = _left_out(result.left_out)
+    if left and not result.rows:  # an empty page would say only "no run records yet"
+        raise UsageError(f"--results {args.results}: nothing to render: {left}")
+    if left:
+        print(f"note: {left}", file=sys.stderr)
+    try:
+        publish(result, args.out, args.publish)
+    except OSError as e:
+        raise UsageError(f"--out {args.out}: cannot write the site ({e.strerror or e})") from None
     if args.format != "none":
         print(render(result.board, args.format))
     print(f"{len(result.rows)} run records, {len(result.skipped)} skipped; site written to {result.page}"
           + (" (ready for a static host)" if args.publish else ""))
     return 0
+
+
+def _left_out(counts: dict[str, int]) -> str:
+    """What the leaderboard left out of the records it read, and why, in one clause ('' for nothing)."""
+    from leaderboard import EXCLUDED_TRACKS
+
+    why = {t: f"the {t} track is for tests and smoke checks, not results; --tracks {t} renders them"
+           for t in EXCLUDED_TRACKS}
+    return "; ".join(f"left out {n} record(s) of track {t} ({why.get(t, 'not in --tracks')})"
+                     for t, n in sorted(counts.items()))
 
 
 def cmd_methods(args) -> int:
@@ -410,7 +466,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "the synthetic tracks' default), 'reference' (the published MIMIC-III ones; the paper track's "
                    "default) or a JSON file; part of the run id")
     b.add_argument("--data", help="folder holding real task data (sets EHRBENCH_DATA)")
-    b.add_argument("--format", default="simple", help="table format (tabulate's: simple, github, latex, ...)")
+    b.add_argument("--format", default="simple", type=_table_format(),
+                   help="table format (tabulate's: simple, github, latex, ...)")
     b.set_defaults(func=cmd_bench)
 
     options.add_arguments(b, include=("executor",))
@@ -427,7 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, kw in (("--method", {"default": "", "help": "as for bench (comma-separated methods)"}),
                      ("--track", {"default": "quick"}), ("--tasks", {}), ("--noise", {}), ("--seeds", {}),
                      ("--results", {"default": "results"}), ("--encoder", {}), ("--normaliser", {}),
-                     ("--format", {"default": "simple"})):
+                     ("--format", {"default": "simple", "type": _table_format()})):
         st.add_argument(flag, **kw)
     st.add_argument("--noise-seed", default="reference", choices=NOISE_SEED_POLICIES)
     st.add_argument("--set", action="append", metavar="KEY=VALUE")
@@ -438,7 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--track", default="quick")
     t.add_argument("--tasks")
     t.add_argument("--results", default="results")
-    t.add_argument("--format", default="simple")
+    t.add_argument("--format", default="simple", type=_table_format())
     t.set_defaults(func=cmd_table)
 
     lb = sub.add_parser("leaderboard", help="render every run record into a static site (tables, tests, plots, downloads)")
@@ -454,7 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also put runs of timing-only note encoders (random weights) in the result tables; "
                          "they are always in the compute tables")
     lb.add_argument("--publish", action="store_true", help="stamp the build date on the page and add .nojekyll")
-    lb.add_argument("--format", default="simple", help="terminal tables: tabulate format (simple, github, ...) or none")
+    lb.add_argument("--format", default="simple", type=_table_format("none"), help="terminal tables: tabulate format (simple, github, ...) or none")
     lb.set_defaults(func=cmd_leaderboard)
 
     d = sub.add_parser("data", help="prepare or describe a task's data").add_subparsers(dest="data_command", required=True)

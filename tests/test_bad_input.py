@@ -82,6 +82,70 @@ def test_control_characters_in_an_echoed_name_keep_the_error_on_one_line(tmp_pat
         "asl, bce, focal, gce, m3care, medfuse, miracl, mllsc, multit\n"
 
 
+# --- table and leaderboard --------------------------------------------------------------------
+
+@pytest.fixture
+def smoke_only(tmp_path):
+    """A results folder holding two smoke-track records only (as a first `bench --track smoke` leaves)."""
+    from record_factory import make_record, write_records
+
+    write_records(tmp_path / "r", [make_record(track="smoke", seed=s) for s in (30, 40)])
+    (tmp_path / "file").write_text("")
+    return tmp_path
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["table", "--track", "smoke", "--tasks", "syn-ph"], "unknown task 'syn-ph' in track 'smoke'; did you mean 'syn-phe'?; "
+     "valid choices: syn-dia, syn-phe"),
+    (["table", "--track", "smoke", "--tasks", ","], "--tasks: no value in ','; expected a comma-separated list (e.g. "
+     "syn-phe,syn-dia), or leave the flag out for the defaults"),
+    (["table", "--track", "quik"], "unknown track 'quik'; did you mean 'quick'?; valid choices: full, paper, quick, smoke"),
+    (["table", "--track", "quick"], "--results {r}: no records of track 'quick'; it holds records of track smoke "
+     "(--track smoke)"),
+    (["table", "--track", "smoke", "--results", "{tmp}/nowhere"], "--results {tmp}/nowhere: no such folder; expected a "
+     "folder of run records (as `ehrbench bench --results {tmp}/nowhere` writes)"),
+    (["table", "--track", "smoke", "--results", "{tmp}/file"], "--results {tmp}/file: is a file, expected a folder of "
+     "run records"),
+    (["leaderboard", "--out", "{tmp}/site"], "--results {r}: nothing to render: left out 2 record(s) of track smoke (the "
+     "smoke track is for tests and smoke checks, not results; --tracks smoke renders them)"),
+    (["leaderboard", "--tracks", "quick,smok", "--out", "{tmp}/site"], "unknown track 'smok'; did you mean 'smoke'?"),
+    (["leaderboard", "--tracks", ",", "--out", "{tmp}/site"], "--tracks: no value in ','"),
+    (["leaderboard", "--results", "{tmp}/nowhere", "--out", "{tmp}/site"], "--results {tmp}/nowhere: no such folder"),
+    (["leaderboard", "--tracks", "smoke", "--out", "{tmp}/file"], "--out {tmp}/file: is a file, expected a folder for "
+     "the site (made if missing)"),
+])
+def test_table_and_leaderboard_refuse_with_one_line(smoke_only, capsys, argv, message):
+    tmp, r = smoke_only, smoke_only / "r"
+    argv = [a.format(tmp=tmp) for a in argv] + ([] if "--results" in argv else ["--results", str(r)])
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"ehrbench: error: {message.format(tmp=tmp, r=r)}"), err
+    assert not (tmp / "site").exists()
+
+
+def test_the_leaderboard_says_what_it_left_out_and_why(smoke_only, capsys):
+    from record_factory import make_record, write_records
+
+    write_records(smoke_only / "r", [make_record(track="quick", seed=s) for s in (30, 40, 100)])
+    assert main(["leaderboard", "--results", str(smoke_only / "r"), "--out", str(smoke_only / "site")]) == 0
+    out, err = capsys.readouterr()
+    assert err == ("note: left out 2 record(s) of track smoke (the smoke track is for tests and smoke checks, not "
+                   "results; --tracks smoke renders them)\n")
+    assert "3 run records, 0 skipped" in out
+    assert main(["leaderboard", "--results", str(smoke_only / "r"), "--out", str(smoke_only / "site"), "--tracks",
+                 "smoke", "--format", "none"]) == 0
+    assert capsys.readouterr().err == "note: left out 3 record(s) of track quick (not in --tracks)\n"
+
+
+@pytest.mark.parametrize("argv", [["table", "--track", "smoke"], ["leaderboard", "--out", "site"],
+                                  ["bench", "--method", "bce"], ["status", "--method", "bce"]])
+def test_an_unknown_table_format_is_named_not_replaced_by_simple(tmp_path, capsys, argv):
+    with pytest.raises(SystemExit) as e:
+        main(argv + ["--results", str(tmp_path), "--format", "githb"])
+    assert e.value.code == 2
+    assert "argument --format: unknown table format 'githb'; did you mean 'github'?; valid choices: " in capsys.readouterr().err
+
+
 # --- method manifests --------------------------------------------------------------------------
 
 def _bce_manifest():
