@@ -252,13 +252,33 @@ def _listfile(root):
     (lambda ok: ok.replace(b",24.0,", b",inf,"), "line 2: column 'period_length' is 'inf', expected a number of hours"),
     (lambda ok: ok.replace(b",0\n", b",1.5\n"), "line 2: label 'Shock' is '1.5', expected 1, 0, -1 or blank"),
     (lambda ok: ok + b'"10,1,,24.0,x' + b",0" * 25 + b"\n", "malformed CSV"),
+    (lambda ok: ok.partition(b"\n")[0] + b"\n", "phenotyping/train_multimodal_listfile.csv and {root}/phenotyping/"
+     "val_multimodal_listfile.csv: no rows after the header, expected one row per sample (made by mimic4extract"),
+    (lambda ok: ok + b"10,2,,24.0\n", "train_multimodal_listfile.csv line 3: 4 fields, expected 30 as in the header "
+     "(a truncated or malformed row: read as it is, its missing labels would be negatives)"),
+    (lambda ok: ok + b"10,2,,24.0,last row cut before its labels", "train_multimodal_listfile.csv line 3: 5 fields, "
+     "expected 30 as in the header (a truncated or malformed row: read as it is, its missing labels would be negatives)"),
+    (lambda ok: ok + b"10,2,,24.0,note" + b",1" * 24 + b"\n", "line 3: 29 fields, expected 30"),
+    (lambda ok: ok.rstrip(b"\n") + b",0\n", "train_multimodal_listfile.csv line 2: 31 fields, expected 30 as in the "
+     "header (a truncated or malformed row)"),
 ])
 def test_malformed_listfiles_name_the_file_and_line(tmp_path, content, message):
     root = write_task(tmp_path, [ok_row(1, note="htn")])
     _listfile(root).write_bytes(content(_listfile(root).read_bytes()))
     with pytest.raises(UsageError) as e:
         read_split(root, "mimic4", "phenotyping", "train", PHE)
-    assert message in str(e.value)
+    assert message.format(root=root) in str(e.value)
+
+
+@pytest.mark.parametrize("entry", ["stay-1", "."])
+def test_a_time_series_entry_naming_a_folder_is_named(tmp_path, entry):
+    root = write_task(tmp_path, [ok_row(1, series=entry)])
+    (root / "ehr" / entry).mkdir(exist_ok=True)
+    raw = read_split(root, "mimic4", "phenotyping", "train", PHE)
+    with pytest.raises(UsageError) as e:
+        series_arrays(raw, SMOKE.task("syn-phe"))
+    assert str(e.value) == (f"{root / 'ehr' / entry}: is a folder, expected an episode file (the CSV of hourly rows "
+                            f"a listfile's time_series column, or stay column, names)")
 
 
 def test_a_key_in_both_train_and_val_and_a_bad_layout_are_named(tmp_path):
