@@ -115,6 +115,7 @@ def cmd_bench(args) -> int:
     grids = _grids(args)
     grid, specs = grids[0], [spec for g in grids for spec in g.specs]
     execution = options.from_args(args)
+    _slurm_flags_need_an_executor(args, execution.executor)
     if execution.executor == "slurm":  # before anything is written: nothing could run it
         from .executors import require_slurm
 
@@ -203,6 +204,17 @@ def _results(path: str, must_exist: bool = False) -> RecordStore:
         raise UsageError(f"--results {path}: no such folder; expected a folder of run records (as `ehrbench bench "
                          f"--results {path}` writes)")
     return store
+
+
+SLURM_FLAGS = ("profile", "partition", "time", "gpus_per_task", "array_parallelism", "account", "no_wait")
+
+
+def _slurm_flags_need_an_executor(args, executor: str) -> None:
+    """Slurm's flags with the local executor: the grid would run here, on a login node say, ignoring them."""
+    given = [f"--{k.replace('_', '-')}" for k in SLURM_FLAGS if getattr(args, k) not in (None, False)]
+    if given and executor == "local":
+        raise UsageError(f"{given[0]}: a setting of submitted jobs, but the executor is local (runs on this machine); "
+                         f"add --executor slurm (or submitit-local, local-gpus), or leave {given[0]} out")
 
 
 def _slurm_params(args) -> dict:
@@ -418,6 +430,9 @@ def _task(args):
     from .data.notes import encoder_identity
 
     task = get_track(args.track).task(args.task)
+    if getattr(args, "root", None) and task.source == "synthetic":  # else --root would be ignored in silence
+        raise UsageError(f"--root {args.root}: task '{task.name}' of track '{args.track}' is synthetic (generated, "
+                         f"not read from files); --root is for real tasks (track paper)")
     # As `bench` plans it: a local folder by its content (the cache `bench` then reads).
     return dataclasses.replace(task, encoder=encoder_identity(args.encoder)) if getattr(args, "encoder", None) else task
 

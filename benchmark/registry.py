@@ -188,6 +188,10 @@ def get_method(name: str) -> MethodEntry:
     if not name:
         raise UsageError(f"no method given (e.g. METHOD=bce); available: {', '.join(available_methods())}")
     available = available_methods()
+    if not methods_dir().is_dir():  # else every name would be "unknown", with no choices
+        how = "EHRBENCH_METHODS" if os.environ.get("EHRBENCH_METHODS") else "methods/ beside the harness"
+        raise UsageError(f"methods folder {methods_dir()} ({how}): no such folder, expected a folder of method "
+                         f"submissions")
     if name not in available:
         if name in PLANNED:
             raise UsageError(

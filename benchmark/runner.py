@@ -27,6 +27,7 @@ from . import environment
 from .backbones.flexcare import count_parameters
 from .data import Split, TaskData, check_source, materialise
 from .data.generator import GENERATOR_VERSION
+from .data.timeseries import Normaliser
 from .data.notes import ENCODER_FOLDER, encoder_identity, resolve as resolve_encoder
 from .diagnostics import scorer
 from .errors import BenchError, RunFailed, UsageError, out_of_memory, worker_lost
@@ -95,6 +96,8 @@ def plan(method: str, track: str, tasks: Sequence[str] | None = None, noises: Se
         if normaliser not in NORMALISERS and not os.path.isfile(normaliser):
             raise UsageError(f"--normaliser {normaliser}: expected {' or '.join(NORMALISERS)} or a JSON file of "
                              f"means and stds")
+        if normaliser not in NORMALISERS:  # read now: a malformed file fails before the first run
+            Normaliser.from_file(normaliser)
         task_specs = [dataclasses.replace(t, normaliser=normaliser) for t in task_specs]
     settings, notes = _unique_settings(noises) if noises else (list(NOISE_SETTINGS), [])
     seed_list = list(seeds) if seeds else list(SEEDS)

@@ -56,6 +56,12 @@ BENCH = ["bench", "--method", "bce", "--track", "smoke", "--tasks", "syn-phe", "
     (["methods", "describe", "--note-dim", "-1"], "argument --note-dim: expected a positive integer, got '-1'"),
     (["data", "prepare", "nope"], "ehrbench: error: unknown task 'nope' in track 'quick'; valid choices: syn-phe"),
     (["leaderboard", "--alpha", "x"], "argument --alpha: invalid float value: 'x'"),
+    (BENCH + ["--tasks", ","], "ehrbench: error: --tasks: no value in ','; expected a comma-separated list"),
+    (BENCH + ["--partition", "gpu"], "ehrbench: error: --partition: a setting of submitted jobs, but the executor is "
+     "local (runs on this machine); add --executor slurm (or submitit-local, local-gpus), or leave --partition out"),
+    (BENCH + ["--no-wait"], "ehrbench: error: --no-wait: a setting of submitted jobs, but the executor is local"),
+    (["data", "prepare", "syn-phe", "--track", "smoke", "--root", "/x"], "ehrbench: error: --root /x: task 'syn-phe' "
+     "of track 'smoke' is synthetic (generated, not read from files); --root is for real tasks (track paper)"),
 ])
 def test_malformed_cli_arguments_are_one_line(argv, message, capsys, tmp_path):
     results = ["--results", str(tmp_path / "r")] if argv[0] == "bench" else []
@@ -67,6 +73,21 @@ def test_malformed_cli_arguments_are_one_line(argv, message, capsys, tmp_path):
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err
     assert not (tmp_path / "r").exists()
+
+
+def test_a_malformed_normaliser_file_is_refused_before_any_run(tmp_path, capsys):
+    (tmp_path / "norm.json").write_text('{"means": [0], "stds": [1]}')
+    with mock.patch("benchmark.runner.execute", side_effect=AssertionError("nothing may run")):
+        assert main(BENCH + ["--normaliser", str(tmp_path / "norm.json"), "--results", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err == f"ehrbench: error: {tmp_path / 'norm.json'}: 'means' and 'stds' must each have 76 values\n"
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_methods_folder_that_is_not_there_is_named(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("EHRBENCH_METHODS", str(tmp_path / "nowhere"))
+    assert main(BENCH + ["--results", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err == (f"ehrbench: error: methods folder {tmp_path / 'nowhere'} (EHRBENCH_METHODS): no "
+                                       f"such folder, expected a folder of method submissions\n")
 
 
 def test_a_results_path_that_is_a_file_is_refused_before_any_run(tmp_path, capsys):
