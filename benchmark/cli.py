@@ -391,6 +391,7 @@ def cmd_methods_new(args) -> int:
 def cmd_results_import(args) -> int:
     from .results_import import import_records
 
+    _results(args.results)
     outcome = import_records(args.dir, args.results, check_only=args.check, verify_data=args.verify_data)
     for line in outcome.refused:
         print(f"refused: {line}", file=sys.stderr)

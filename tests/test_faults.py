@@ -535,9 +535,10 @@ def test_a_full_disk_while_building_the_cache_is_one_line(tmp_path, fresh_cache,
     assert not list((fresh_cache / "tasks").iterdir())  # no half-written entry
 
 
-def test_status_of_a_results_path_that_is_a_file_is_one_line(tmp_path, capsys):
+@pytest.mark.parametrize("command", [["status", "--method", "bce", "--track", "smoke"], ["results", "import", "."]])
+def test_status_and_import_refuse_a_results_path_that_is_a_file(tmp_path, capsys, command):
     (tmp_path / "r").write_text("")
-    assert main(["status", "--method", "bce", "--track", "smoke", "--results", str(tmp_path / "r")]) == 2
+    assert main(command + ["--results", str(tmp_path / "r")]) == 2
     assert _one_line_error(capsys) == f"--results {tmp_path / 'r'}: is a file, expected a folder of run records"
 
 
