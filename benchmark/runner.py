@@ -27,8 +27,8 @@ from . import environment
 from .backbones.flexcare import count_parameters
 from .data import Split, TaskData, check_source, materialise
 from .data.generator import GENERATOR_VERSION
-from .data.timeseries import Normaliser
 from .data.notes import ENCODER_FOLDER, encoder_identity, resolve as resolve_encoder
+from .data.timeseries import Normaliser
 from .diagnostics import scorer
 from .errors import BenchError, RunFailed, UsageError, out_of_memory, worker_lost
 from .hparams import validate as validate_hparams
@@ -344,8 +344,8 @@ def _in_processes(specs: list[dict], results: str, execution: Execution,
                 proc.join()  # every exit code known: the killed ones, and the others the break ended
             lost = _lost_runs(workers, started, left, {r["run_id"] for r in records})
             if not lost:  # no run to blame: going on could break the pool again and again
-                raise RunFailed(f"a worker process ended abruptly without a run to blame; finished runs are kept in "
-                                f"{results}/, rerun the same command to do the others") from None
+                raise BenchError(f"a worker process ended abruptly without a run to blame; finished runs are kept in "
+                                 f"{results}/, rerun the same command to do the others") from None
             for spec, reason, seconds in lost:
                 records.append(_record_lost(spec, results, execution, reason, seconds))
                 report(spec, records[-1])
