@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 from . import options
 from .errors import BenchError, UsageError
@@ -45,6 +46,20 @@ def _seeds(text: str | None) -> list[int] | None:
     if bad:
         raise UsageError(f"--seeds: seed {bad[0]} is not in [0, 2**32)")
     return seeds
+
+
+def _table_format(*extra: str):
+    """An argparse type: a tabulate format (or one of ``extra``), not tabulate's silent fallback to 'simple'."""
+    def check(text: str) -> str:
+        from tabulate import tabulate_formats
+
+        if text in tabulate_formats or text in extra:
+            return text
+        from .errors import choices_hint
+
+        raise argparse.ArgumentTypeError(f"unknown table format {text!r}{choices_hint(text, [*extra, *tabulate_formats])}")
+    check.__name__ = "table format"
+    return check
 
 
 def _duration(seconds: float) -> str:
@@ -99,9 +114,13 @@ def cmd_bench(args) -> int:
     # Several methods (comma-separated) make one grid: packed runs can then mix methods.
     grids = _grids(args)
     grid, specs = grids[0], [spec for g in grids for spec in g.specs]
-    store = RecordStore(args.results)
-    if store.root.exists() and not store.root.is_dir():
-        raise UsageError(f"--results {args.results}: is a file, expected a folder of run records")
+    execution = options.from_args(args)
+    _slurm_flags_need_an_executor(args, execution.executor)
+    if execution.executor == "slurm":  # before anything is written: nothing could run it
+        from .executors import require_slurm
+
+        require_slurm(execution.executor)
+    store = _results(args.results)
     try:  # a results path that cannot hold records fails now, not after the first run
         store.root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -116,7 +135,7 @@ def cmd_bench(args) -> int:
             print(f"warning: {detail}; moved to {moved} and the run will be redone", file=sys.stderr)
         if status != "done":
             todo.append(spec)
-    execution = options.from_args(args)
+    store.prepare(todo)
     n = len(specs)
     if execution.executor == "local":  # elsewhere the runs resolve it where they execute
         execution = execution.resolved(len(todo))
@@ -176,6 +195,28 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def _results(path: str, must_exist: bool = False) -> RecordStore:
+    """The store of ``--results``: a folder, or (where nothing needs to be read) one to be made."""
+    store = RecordStore(path)
+    if store.root.exists() and not store.root.is_dir():
+        raise UsageError(f"--results {path}: is a file, expected a folder of run records")
+    if must_exist and not store.root.exists():
+        raise UsageError(f"--results {path}: no such folder; expected a folder of run records (as `ehrbench bench "
+                         f"--results {path}` writes)")
+    return store
+
+
+SLURM_FLAGS = ("profile", "partition", "time", "gpus_per_task", "array_parallelism", "account", "no_wait")
+
+
+def _slurm_flags_need_an_executor(args, executor: str) -> None:
+    """Slurm's flags with the local executor: the grid would run here, on a login node say, ignoring them."""
+    given = [f"--{k.replace('_', '-')}" for k in SLURM_FLAGS if getattr(args, k) not in (None, False)]
+    if given and executor == "local":
+        raise UsageError(f"{given[0]}: a setting of submitted jobs, but the executor is local (runs on this machine); "
+                         f"add --executor slurm (or submitit-local, local-gpus), or leave {given[0]} out")
+
+
 def _slurm_params(args) -> dict:
     from .executors import load_profile
 
@@ -190,7 +231,8 @@ def _grids(args) -> list:
     """One plan per method of ``--method`` (comma-separated methods make one grid)."""
     from .runner import plan
 
-    grids = [plan(method, args.track, _csv(args.tasks), _given(args.noise, "--noise", "sym-20,asym-0-40"),
+    grids = [plan(method, args.track, _given(args.tasks, "--tasks", "syn-phe,syn-dia"),
+                  _given(args.noise, "--noise", "sym-20,asym-0-40"),
                   _seeds(args.seeds), args.noise_seed, _overrides(args.set), encoder=args.encoder,
                   normaliser=args.normaliser)
              for method in (_csv(args.method) or [args.method])]
@@ -210,7 +252,7 @@ def cmd_status(args) -> int:
     from .executors import run_state, submissions
     from .records import run_id
 
-    store, jobs = RecordStore(args.results), submissions(args.results)
+    store, jobs = _results(args.results), submissions(args.results)
     counts: dict[str, int] = {}
     rows = []
     for spec in _grid_specs(args):
@@ -241,25 +283,65 @@ def _table(store: RecordStore, track: str, tasks: set[str] | None, fmt: str) -> 
 def cmd_table(args) -> int:
     from .protocol import get_track
 
-    get_track(args.track)
-    print(_table(RecordStore(args.results), args.track, set(_csv(args.tasks)) if args.tasks else None, args.format))
+    track = get_track(args.track)
+    tasks = _given(args.tasks, "--tasks", ",".join(t.name for t in track.tasks))
+    for name in tasks or []:
+        track.task(name)  # an unknown task is named, with the track's tasks
+    store = _results(args.results, must_exist=True)
+    held = _tracks_held(store)
+    if held and track.name not in held:  # not "no finished runs yet": they are there, under another track
+        raise UsageError(f"--results {args.results}: no records of track '{track.name}'; it holds records of track "
+                         f"{', '.join(held)} (--track {held[0]})")
+    print(_table(store, track.name, set(tasks) if tasks else None, args.format))
     return 0
 
 
+def _tracks_held(store: RecordStore) -> list[str]:
+    """The tracks with a record file in their folder under ``store``."""
+    return sorted(p.name for p in store.root.iterdir() if p.name in TRACKS and p.is_dir() and any(p.rglob("*.json")))
+
+
 def cmd_leaderboard(args) -> int:
-    from leaderboard import Options, build
+    from leaderboard import Options, build, publish
     from leaderboard.tables import render
+
+    from .protocol import get_track
 
     options = Options(test=args.test, correction=args.correction, alpha=args.alpha,
                       timing_encoders=args.timing_encoders)
-    result = build(args.results, args.out, options, _csv(args.tracks), published=args.publish)
+    tracks = _given(args.tracks, "--tracks", "quick,full")
+    for name in tracks or []:
+        get_track(name)
+    _results(args.results, must_exist=True)
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UsageError(f"--out {args.out}: is a file, expected a folder for the site (made if missing)")
+    result = build(args.results, None, options, tracks)
     for file, error in result.skipped:
         print(f"warning: skipping {file}: {error}", file=sys.stderr)
+    left = _left_out(result.left_out)
+    if left and not result.rows:  # an empty page would say only "no run records yet"
+        raise UsageError(f"--results {args.results}: nothing to render: {left}")
+    if left:
+        print(f"note: {left}", file=sys.stderr)
+    try:
+        publish(result, args.out, args.publish)
+    except OSError as e:
+        raise UsageError(f"--out {args.out}: cannot write the site ({e.strerror or e})") from None
     if args.format != "none":
         print(render(result.board, args.format))
     print(f"{len(result.rows)} run records, {len(result.skipped)} skipped; site written to {result.page}"
           + (" (ready for a static host)" if args.publish else ""))
     return 0
+
+
+def _left_out(counts: dict[str, int]) -> str:
+    """What the leaderboard left out of the records it read, and why, in one clause ('' for nothing)."""
+    from leaderboard import EXCLUDED_TRACKS
+
+    why = {t: f"the {t} track is for tests and smoke checks, not results; --tracks {t} renders them"
+           for t in EXCLUDED_TRACKS}
+    return "; ".join(f"left out {n} record(s) of track {t} ({why.get(t, 'not in --tracks')})"
+                     for t, n in sorted(counts.items()))
 
 
 def cmd_methods(args) -> int:
@@ -309,6 +391,7 @@ def cmd_methods_new(args) -> int:
 def cmd_results_import(args) -> int:
     from .results_import import import_records
 
+    _results(args.results)
     outcome = import_records(args.dir, args.results, check_only=args.check, verify_data=args.verify_data)
     for line in outcome.refused:
         print(f"refused: {line}", file=sys.stderr)
@@ -348,6 +431,9 @@ def _task(args):
     from .data.notes import encoder_identity
 
     task = get_track(args.track).task(args.task)
+    if getattr(args, "root", None) and task.source == "synthetic":  # else --root would be ignored in silence
+        raise UsageError(f"--root {args.root}: task '{task.name}' of track '{args.track}' is synthetic (generated, "
+                         f"not read from files); --root is for real tasks (track paper)")
     # As `bench` plans it: a local folder by its content (the cache `bench` then reads).
     return dataclasses.replace(task, encoder=encoder_identity(args.encoder)) if getattr(args, "encoder", None) else task
 
@@ -396,7 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "the synthetic tracks' default), 'reference' (the published MIMIC-III ones; the paper track's "
                    "default) or a JSON file; part of the run id")
     b.add_argument("--data", help="folder holding real task data (sets EHRBENCH_DATA)")
-    b.add_argument("--format", default="simple", help="table format (tabulate's: simple, github, latex, ...)")
+    b.add_argument("--format", default="simple", type=_table_format(),
+                   help="table format (tabulate's: simple, github, latex, ...)")
     b.set_defaults(func=cmd_bench)
 
     options.add_arguments(b, include=("executor",))
@@ -413,7 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, kw in (("--method", {"default": "", "help": "as for bench (comma-separated methods)"}),
                      ("--track", {"default": "quick"}), ("--tasks", {}), ("--noise", {}), ("--seeds", {}),
                      ("--results", {"default": "results"}), ("--encoder", {}), ("--normaliser", {}),
-                     ("--format", {"default": "simple"})):
+                     ("--format", {"default": "simple", "type": _table_format()})):
         st.add_argument(flag, **kw)
     st.add_argument("--noise-seed", default="reference", choices=NOISE_SEED_POLICIES)
     st.add_argument("--set", action="append", metavar="KEY=VALUE")
@@ -424,7 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--track", default="quick")
     t.add_argument("--tasks")
     t.add_argument("--results", default="results")
-    t.add_argument("--format", default="simple")
+    t.add_argument("--format", default="simple", type=_table_format())
     t.set_defaults(func=cmd_table)
 
     lb = sub.add_parser("leaderboard", help="render every run record into a static site (tables, tests, plots, downloads)")
@@ -440,7 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also put runs of timing-only note encoders (random weights) in the result tables; "
                          "they are always in the compute tables")
     lb.add_argument("--publish", action="store_true", help="stamp the build date on the page and add .nojekyll")
-    lb.add_argument("--format", default="simple", help="terminal tables: tabulate format (simple, github, ...) or none")
+    lb.add_argument("--format", default="simple", type=_table_format("none"), help="terminal tables: tabulate format (simple, github, ...) or none")
     lb.set_defaults(func=cmd_leaderboard)
 
     d = sub.add_parser("data", help="prepare or describe a task's data").add_subparsers(dest="data_command", required=True)
@@ -492,12 +579,31 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
     except BenchError as e:
         # One line whatever the user typed: control characters in an echoed name are shown escaped.
         message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(e))
         print(f"ehrbench: error: {message}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        return _reader_left()
+
+
+def _reader_left() -> int:
+    """The reader of stdout went away (``ehrbench tracks | head -1``): stop quietly, as ``cat`` does.
+    stdout points at /dev/null so that the interpreter's final flush fails no more."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a file descriptor (a test's capture)
+        pass
+    finally:
+        os.close(devnull)
+    return 128 + 13  # the shell's status for a process ended by SIGPIPE
 
 
 if __name__ == "__main__":

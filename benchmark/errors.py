@@ -34,3 +34,17 @@ def out_of_memory(spec: dict, run: str, device: object) -> str:
     return (f"out of memory on {device} in run {run} ({spec['method']['name']} {spec['task']} {spec['noise']['name']} "
             f"seed {spec['seed']}) at batch size {spec['budget']['batch_size']} (the protocol's, fixed): run fewer "
             f"runs at once (--runs-per-gpu 1, --jobs 1), cut batches by length (--length-chunks 4), or use a larger GPU")
+
+
+def worker_lost(pid: int, exitcode: int | None) -> str:
+    """The failure of a run whose worker process died under it (no record of its own)."""
+    import signal
+
+    if exitcode is not None and exitcode < 0:
+        name = signal.Signals(-exitcode).name if -exitcode in signal.valid_signals() else "unknown"
+        how = f"was killed by signal {-exitcode} ({name})"
+        hint = ("; the kernel's out-of-memory killer sends it when memory runs out: rerun with fewer runs at once "
+                "(--jobs 1) or with more memory" if -exitcode == signal.SIGKILL else "; rerun the same command to redo it")
+    else:
+        how, hint = f"exited with status {exitcode} without a record", "; rerun the same command to redo it"
+    return f"the worker process running this run (pid {pid}) {how}{hint}"

@@ -13,6 +13,7 @@ import errno
 import fcntl
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -77,6 +78,8 @@ class SubmititExecutor:
                  gpus: int = 0):
         import submitit
 
+        if cluster == "slurm":
+            require_slurm(name)
         self.name, self.cluster, self.results, self.execution, self.gpus = name, cluster, results, execution, gpus
         self.folder = Path(results) / ".submitit"
         self.executor = submitit.AutoExecutor(folder=self.folder / "%j", cluster=cluster)
@@ -144,6 +147,16 @@ class SubmititExecutor:
         return lost
 
 
+def require_slurm(name: str) -> None:
+    """Slurm's commands must be on PATH (submitit submits with sbatch and its jobs start with srun):
+    without them, one line saying so, not submitit's RuntimeError from deep inside."""
+    missing = [c for c in ("sbatch", "srun") if shutil.which(c) is None]
+    if missing:
+        raise UsageError(f"--executor {name}: Slurm is not installed here (no {' or '.join(missing)} on PATH); run "
+                         f"bench on a Slurm login node, or use --executor local (this machine) or submitit-local "
+                         f"(Slurm's code path, on this machine)")
+
+
 def make_executor(execution: Execution, results: str, params: dict | None = None):
     """The executor ``execution.executor`` names. Its runs resolve ``execution`` where they execute: a
     login node's ``auto`` says nothing about the GPU node that runs the job."""
@@ -182,7 +195,7 @@ def run_state(store: RecordStore, spec: dict) -> str:
     lock = path.parent / f".{path.stem}.lock"
     try:
         fd = os.open(lock, os.O_RDONLY)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no claim, or no folder for one (a file in its way)
         return "pending"
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)

@@ -176,8 +176,18 @@ def metrics_problem(metrics: dict) -> str | None:
 
 
 def _cannot_write(path: Path, e: OSError) -> RecordError:
+    blocker = _file_in_the_way(path)
+    if blocker is not None:  # the OS says only 'Not a directory' or 'File exists'
+        within = f" (records go to {path.parent})" if blocker != path.parent else ""
+        return RecordError(f"{blocker}: is a file, expected a folder of run records{within}; move it aside and "
+                           f"rerun the same command (finished runs are kept)")
     return RecordError(f"{path}: cannot write the record ({e.strerror or e}); finished runs are kept, rerun the "
                        f"same command once the problem is fixed")
+
+
+def _file_in_the_way(path: Path) -> Path | None:
+    """The file standing where a folder above ``path`` must be, if any."""
+    return next((p for p in reversed(path.parents) if p.exists() and not p.is_dir()), None)
 
 
 def claimed(run: Callable[..., dict]) -> Callable[..., dict]:
@@ -269,10 +279,9 @@ class RecordStore:
         another process wrote meanwhile (use it). Waits (``sleep(poll)`` at a time) while another
         live process holds the run."""
         path = self.path(spec)
-        path.parent.mkdir(parents=True, exist_ok=True)
         lock = path.parent / f".{path.stem}.lock"
         while True:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = self._open_lock(path, lock)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as e:
@@ -295,6 +304,26 @@ class RecordStore:
         finally:
             Path(lock).unlink(missing_ok=True)
             os.close(fd)
+
+    @staticmethod
+    def _open_lock(path: Path, lock: Path) -> int:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:  # no record could be written there either
+            raise _cannot_write(path, e) from None
+
+    def prepare(self, specs: list[dict]) -> None:
+        """Make the folders the records of ``specs`` go to, and check they take files: a file in the
+        way or a read-only folder fails before the first run, not when the first record is written."""
+        for folder in sorted({self.path(spec).parent for spec in specs}):
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise _cannot_write(folder / "record.json", e) from None
+            if not os.access(folder, os.W_OK):
+                raise RecordError(f"{folder}: the folder of run records is not writable; make it writable or "
+                                  f"choose another --results")
 
     def scan(self, track: str | None = None) -> Iterator[tuple[Path, dict | None, str]]:
         """Every record file: (path, record or None, error message or ''). A record proves who it is:

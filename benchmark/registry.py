@@ -136,6 +136,29 @@ class MethodEntry:
             return name
 
 
+def code_line(error: BaseException, folder: Path) -> str | None:
+    """``FILE:LINE`` of the innermost frame of ``error`` in a method's own code (its folder: the entry
+    module or a sibling it imports), or None when none of its frames is there. A syntax error has
+    no frame of the file: its own file and line."""
+    if isinstance(error, SyntaxError):
+        shown = in_folder(error.filename, folder)
+        return f"{shown}:{error.lineno}" if shown else None
+    where, tb = None, error.__traceback__
+    while tb is not None:
+        shown = in_folder(tb.tb_frame.f_code.co_filename, folder)
+        if shown:
+            where = f"{shown}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return where
+
+
+def in_folder(filename: str | None, folder: Path) -> Path | None:
+    """``filename`` as a path under ``folder`` (as the user named the folder), None if outside."""
+    inside = os.path.realpath(folder) + os.sep
+    real = os.path.realpath(filename) if filename else ""
+    return folder / real[len(inside):] if real.startswith(inside) else None
+
+
 def read_manifest(folder: Path) -> dict:
     path = folder / "manifest.yaml"
     manifest = read_yaml(path, what="the manifest")
@@ -165,6 +188,10 @@ def get_method(name: str) -> MethodEntry:
     if not name:
         raise UsageError(f"no method given (e.g. METHOD=bce); available: {', '.join(available_methods())}")
     available = available_methods()
+    if not methods_dir().is_dir():  # else every name would be "unknown", with no choices
+        how = "EHRBENCH_METHODS" if os.environ.get("EHRBENCH_METHODS") else "methods/ beside the harness"
+        raise UsageError(f"methods folder {methods_dir()} ({how}): no such folder, expected a folder of method "
+                         f"submissions")
     if name not in available:
         if name in PLANNED:
             raise UsageError(

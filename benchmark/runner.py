@@ -19,6 +19,7 @@ import traceback
 from pathlib import Path
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 
 import torch
@@ -28,8 +29,9 @@ from .backbones.flexcare import count_parameters
 from .data import Split, TaskData, check_source, materialise
 from .data.generator import GENERATOR_VERSION
 from .data.notes import ENCODER_FOLDER, encoder_identity, resolve as resolve_encoder
+from .data.timeseries import Normaliser
 from .diagnostics import scorer
-from .errors import RunFailed, UsageError, out_of_memory
+from .errors import BenchError, RunFailed, UsageError, out_of_memory, worker_lost
 from .hparams import validate as validate_hparams
 from .lifetime import STOP, exit_with_parent
 from .marks import collapse
@@ -39,7 +41,7 @@ from .options import Execution
 from .packing import Baton, turn_taking
 from .protocol import NOISE_SETTINGS, NORMALISERS, SEEDS, NoiseSetting, TaskSpec, Track, get_track, parse_noise
 from .records import SCHEMA_VERSION, RecordStore, claimed, now_utc, run_id
-from .registry import MethodEntry, get_method
+from .registry import MethodEntry, code_line, get_method
 from .trainer import RunData, train
 
 
@@ -95,6 +97,8 @@ def plan(method: str, track: str, tasks: Sequence[str] | None = None, noises: Se
         if normaliser not in NORMALISERS and not os.path.isfile(normaliser):
             raise UsageError(f"--normaliser {normaliser}: expected {' or '.join(NORMALISERS)} or a JSON file of "
                              f"means and stds")
+        if normaliser not in NORMALISERS:  # read now: a malformed file fails before the first run
+            Normaliser.from_file(normaliser)
         task_specs = [dataclasses.replace(t, normaliser=normaliser) for t in task_specs]
     settings, notes = _unique_settings(noises) if noises else (list(NOISE_SETTINGS), [])
     seed_list = list(seeds) if seeds else list(SEEDS)
@@ -187,7 +191,6 @@ def run_one(spec: dict, results: str, execution: Execution = Execution(), packed
     t_noise = time.perf_counter()
     info = TaskInfo(task.name, task.kind, task.num_labels, len(data.train), data.train.ehr.shape[-1],
                     data.note_dim, tuple(data.label_names), track.backbone)
-    method = entry.load_class()(info, spec["method"]["hparams"])
     record = {
         "schema_version": SCHEMA_VERSION,
         "run_id": run_id(spec),
@@ -197,9 +200,8 @@ def run_one(spec: dict, results: str, execution: Execution = Execution(), packed
         "metrics": {"final": {}, "curve": []},
         "fingerprints": {"data": data.fingerprint, "noisy_labels": noisy.checksum},
         "noise": noisy.summary(),
-        "method": {"display_name": entry.manifest["display_name"], "code_hash": entry.code_hash(),
-                   "parameters": count_parameters(method.build_model())},
-        "environment": {**environment.describe(device), **execution.describe(packed, method.capturable),
+        "method": {"display_name": entry.manifest["display_name"], "code_hash": entry.code_hash(), "parameters": None},
+        "environment": {**environment.describe(device), **execution.describe(packed, capturable=False),
                         "executor": environment.executor()},  # executor, node, scheduler job id
     }
     if task.encoder.startswith(ENCODER_FOLDER):  # provenance only: the spec names the folder by its content
@@ -207,6 +209,7 @@ def run_one(spec: dict, results: str, execution: Execution = Execution(), packed
     timings = {"data": t_data - t_start, "noise": t_noise - t_data}
     noisy_labels = torch.from_numpy(noisy.labels).float().to(device)
     try:
+        method = _build_method(entry, info, spec["method"]["hparams"], record, execution, packed)
         train_split, test_split = resident(task, device)
         run_data = RunData(train_split, noisy_labels, test_split, task.task_weight, spec["empty_label"])
         # The only place the clean training labels meet a method's output: scored, not handed over.
@@ -226,6 +229,8 @@ def run_one(spec: dict, results: str, execution: Execution = Execution(), packed
     except torch.cuda.OutOfMemoryError:
         torch.cuda.empty_cache()  # the grid goes on; the next run gets the memory back
         record.update(status="failed", failure=out_of_memory(spec, record["run_id"], device))
+    except SystemExit as e:  # the method's code would end the bench (every run in this process) with it
+        record.update(status="failed", failure=_method_failure(entry, e, "during training"))
     except Exception as e:  # a bug in a method must not stop the grid; the record keeps the reason
         traceback.print_exc(file=sys.stderr)
         record.update(status="failed", failure=f"{type(e).__name__}: {e}")
@@ -239,11 +244,56 @@ def run_one(spec: dict, results: str, execution: Execution = Execution(), packed
     return record
 
 
-def _init_worker(threads: int) -> None:
+def _build_method(entry: MethodEntry, info: TaskInfo, hparams: dict, record: dict, execution: Execution,
+                  packed: int):
+    """The method's object, with its parameter count and run conditions put in ``record``. Whatever
+    its code raises while imported, constructed or building its model (a syntax error, an exception,
+    sys.exit) fails this run with one line; the other methods' runs go on."""
+    stage = f"while importing {entry.manifest['entry'].partition(':')[0]}"
+    try:
+        cls = entry.load_class()
+        stage = f"in {cls.__name__}.__init__"
+        method = cls(info, hparams)
+        stage = f"in {cls.__name__}.build_model"
+        record["method"]["parameters"] = count_parameters(method.build_model())
+    except torch.cuda.OutOfMemoryError:
+        raise  # the run's own failure line (``out_of_memory``), not the method's
+    except (Exception, SystemExit) as e:
+        raise RunFailed(_method_failure(entry, e, stage)) from None
+    record["environment"].update(execution.describe(packed, method.capturable))
+    return method
+
+
+def _method_failure(entry: MethodEntry, error: BaseException, stage: str) -> str:
+    """One line for what a method's code raised: where in its folder (FILE:LINE), what, and when."""
+    if isinstance(error, BenchError):  # says which file and field already (a manifest's entry)
+        return str(error)
+    where = code_line(error, entry.folder) or str(entry.folder / entry.manifest["entry"].partition(":")[0])
+    if isinstance(error, SyntaxError):
+        return f"{where}: syntax error: {error.msg} (method '{entry.name}' cannot be imported)"
+    if isinstance(error, SystemExit):
+        return (f"{where}: method '{entry.name}' called sys.exit({error.code!r}) {stage}; a method must raise an "
+                f"exception, not end the process")
+    first = (str(error).strip().splitlines() or [""])[0]
+    return f"{where}: {type(error).__name__} {stage}: {first}"
+
+
+_STARTED = None  # in a worker process: where it says which run it starts (``_run_in_worker``)
+
+
+def _init_worker(threads: int, started=None) -> None:
+    global _STARTED
     # Ctrl-C reaches the whole process group: the parent handles it and stops the workers itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     exit_with_parent()  # a bench killed with SIGKILL leaves no worker behind
     torch.set_num_threads(threads)
+    _STARTED = started
+
+
+def _run_in_worker(spec: dict, results: str, execution: Execution, packed: int) -> dict:
+    # One small message (an atomic pipe write): the parent names the run of a worker killed mid-run from it.
+    _STARTED.put((os.getpid(), run_id(spec), time.time()))
+    return run_one(spec, results, execution, packed)
 
 
 def execute(specs: list[dict], results: str, execution: Execution, report: Callable[[dict, dict], None]) -> list[dict]:
@@ -263,15 +313,87 @@ def execute(specs: list[dict], results: str, execution: Execution, report: Calla
             records.append(run_one(spec, results, execution))
             report(spec, records[-1])
         return records
-    if execution.packing == "threads":
-        pool, baton = ThreadPoolExecutor(jobs, thread_name_prefix="run"), Baton()
-        submit = lambda spec: pool.submit(_run_taking_turns, baton, spec, results, execution, jobs)  # noqa: E731
-    else:
-        threads = max(1, (os.cpu_count() or 1) // jobs)
-        pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
-                                   initargs=(threads,))
-        submit = lambda spec: pool.submit(run_one, spec, results, execution, jobs)  # noqa: E731
-    return _drain(pool, {submit(spec): spec for spec in specs}, report)
+    if execution.packing != "threads":
+        return _in_processes(specs, results, execution, report)
+    pool, baton = ThreadPoolExecutor(jobs, thread_name_prefix="run"), Baton()
+    records: list[dict] = []
+    _drain(pool, {pool.submit(_run_taking_turns, baton, spec, results, execution, jobs): spec for spec in specs},
+           report, records)
+    return records
+
+
+def _in_processes(specs: list[dict], results: str, execution: Execution,
+                  report: Callable[[dict, dict], None]) -> list[dict]:
+    """``specs`` in ``execution.jobs`` worker processes. A worker killed mid-run (the kernel's OOM
+    killer sends SIGKILL) breaks the pool and ends the runs of the others: its run is recorded as
+    failed with the signal, and the runs left go on in a new pool."""
+    jobs, context, records = execution.jobs, multiprocessing.get_context("spawn"), []
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    left = list(specs)
+    while left:
+        started = context.SimpleQueue()
+        pool = ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker, initargs=(threads, started))
+        pending = {pool.submit(_run_in_worker, spec, results, execution, jobs): spec for spec in left}
+        # pid -> process, all started by the submits; and the pool's thread that reaps them when it breaks.
+        workers = dict(getattr(pool, "_processes", None) or {})
+        reaper = getattr(pool, "_executor_manager_thread", None)
+        try:
+            _drain(pool, pending, report, records)
+            return records
+        except BrokenProcessPool:
+            if reaper is not None:  # a second waitpid racing it would see no exit code
+                reaper.join()
+            for proc in workers.values():
+                proc.join()  # every exit code known: the killed ones, and the others the break ended
+            lost = _lost_runs(workers, started, left, {r["run_id"] for r in records})
+            if not lost:  # no run to blame: going on could break the pool again and again
+                raise BenchError(f"a worker process ended abruptly without a run to blame; finished runs are kept in "
+                                 f"{results}/, rerun the same command to do the others") from None
+            for spec, reason, seconds in lost:
+                records.append(_record_lost(spec, results, execution, reason, seconds))
+                report(spec, records[-1])
+        done = {r["run_id"] for r in records}
+        left = [spec for spec in left if run_id(spec) not in done]
+    return records
+
+
+def _lost_runs(workers: dict, started, specs: list[dict], finished: set[str]) -> list[tuple[dict, str, float]]:
+    """(spec, reason, seconds it ran) of each run whose worker died on its own, not ended by the pool's
+    break (SIGTERM): the last run each worker said it started, unless it ``finished`` (a worker that
+    died between runs)."""
+    last = {}
+    while not started.empty():
+        pid, rid, at = started.get()
+        last[pid] = (rid, at)
+    by_id = {run_id(spec): spec for spec in specs}
+    lost = []
+    for pid, proc in workers.items():
+        if proc.exitcode in (0, -signal.SIGTERM) or pid not in last:
+            continue
+        rid, at = last[pid]
+        if rid in by_id and rid not in finished:
+            lost.append((by_id[rid], worker_lost(pid, proc.exitcode), time.time() - at))
+    return lost
+
+
+def _record_lost(spec: dict, results: str, execution: Execution, reason: str, seconds: float) -> dict:
+    """The failed record of a run whose process died before it could write one (written here, under
+    the run's claim, unless another bench finished it meanwhile)."""
+    entry = get_method(spec["method"]["name"])
+    record = {
+        "schema_version": SCHEMA_VERSION, "run_id": run_id(spec), "spec": spec, "status": "failed", "failure": reason,
+        "metrics": {"final": {}, "curve": []}, "fingerprints": {"data": None, "noisy_labels": None}, "noise": {},
+        "method": {"display_name": entry.manifest["display_name"], "code_hash": entry.code_hash(), "parameters": None},
+        "environment": {**environment.describe(torch.device(execution.device)),
+                        **execution.describe(execution.jobs, capturable=False), "executor": environment.executor()},
+        "timings": {"total": seconds}, "peak_memory_bytes": 0, "created_utc": now_utc(),
+    }
+    store = RecordStore(results)
+    with store.claim(spec) as finished:
+        if finished is not None:
+            return finished
+        store.write(record)
+    return record
 
 
 def _run_taking_turns(baton: Baton, spec: dict, results: str, execution: Execution, packed: int) -> dict:
@@ -279,8 +401,8 @@ def _run_taking_turns(baton: Baton, spec: dict, results: str, execution: Executi
         return run_one(spec, results, execution, packed)
 
 
-def _drain(pool, pending: dict, report: Callable[[dict, dict], None]) -> list[dict]:
-    records = []
+def _drain(pool, pending: dict, report: Callable[[dict, dict], None], records: list[dict]) -> None:
+    """Report each run as it finishes, into ``records`` (kept by the caller if the pool breaks)."""
     try:
         with pool:  # on the way out, waits for threads: they stop at their next epoch once STOP is set
             try:
@@ -301,4 +423,3 @@ def _drain(pool, pending: dict, report: Callable[[dict, dict], None]) -> list[di
                 raise
     finally:
         STOP.clear()
-    return records

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import BenchError, choices_hint
-from .registry import REQUIRED_FIELDS, MethodEntry, methods_dir, read_manifest
+from .registry import REQUIRED_FIELDS, MethodEntry, code_line, in_folder, methods_dir, read_manifest
 
 BACKBONES = ("flexcare", "m3care", "medfuse", "own")
 # SPDX identifiers of licences compatible with redistributing the code in this repository.
@@ -479,7 +479,7 @@ def _load(entry: MethodEntry, module_file: Path, report: Report) -> type | None:
     except Refused:
         pass  # the guard's line says what was refused
     except SyntaxError as e:
-        report.problems.append(f"{_in_folder(e.filename, entry.folder) or module_file}:{e.lineno}: syntax error: {e.msg}")
+        report.problems.append(f"{in_folder(e.filename, entry.folder) or module_file}:{e.lineno}: syntax error: {e.msg}")
     except ImportError as e:
         report.problems.append(f"{_where(e, entry.folder, module_file)}: import failed: {type(e).__name__}: {e}")
     except Exception as e:
@@ -489,23 +489,8 @@ def _load(entry: MethodEntry, module_file: Path, report: Report) -> type | None:
 
 
 def _where(error: BaseException, folder: Path, module_file: Path) -> str:
-    """``FILE:LINE`` of the method's own code that raised ``error`` (the entry module or a sibling it
-    imports), else the entry module."""
-    where = str(module_file)
-    tb = error.__traceback__
-    while tb is not None:
-        shown = _in_folder(tb.tb_frame.f_code.co_filename, folder)
-        if shown:
-            where = f"{shown}:{tb.tb_lineno}"
-        tb = tb.tb_next
-    return where
-
-
-def _in_folder(filename: str | None, folder: Path) -> Path | None:
-    """``filename`` as a path under ``folder`` (as the user named the folder), None if outside."""
-    inside = os.path.realpath(folder) + os.sep
-    real = os.path.realpath(filename) if filename else ""
-    return folder / real[len(inside):] if real.startswith(inside) else None
+    """``FILE:LINE`` of the method's own code that raised ``error``, else the entry module."""
+    return code_line(error, folder) or str(module_file)
 
 
 # --- scaffold ----------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .aggregate import Options, build_board
@@ -23,15 +23,23 @@ class Build:
     rows: list
     skipped: list  # (file, error)
     page: Path | None = None
+    left_out: dict = field(default_factory=dict)  # track -> valid records of it not on the board (not asked for)
 
 
 def load(results: str | Path, tracks: list[str] | None = None) -> tuple[list[dict], list[tuple[str, str]]]:
     """(run rows, skipped files with the reason) of every record under ``results``."""
+    rows, skipped, _ = read(results, tracks)
+    return rows, skipped
+
+
+def read(results: str | Path, tracks: list[str] | None = None) -> tuple[list[dict], list[tuple[str, str]], dict]:
+    """As ``load``, and the count of valid records per track left out: not in ``tracks``, or (by
+    default) of the smoke track."""
     from benchmark.records import RecordStore
 
     from .report import run_row
 
-    rows, skipped = [], []
+    rows, skipped, left_out = [], [], {}
     for path, record, error in RecordStore(results).scan():
         if error:
             # The reason already starts with the path; keep the name short on the page.
@@ -39,7 +47,9 @@ def load(results: str | Path, tracks: list[str] | None = None) -> tuple[list[dic
         elif (record["spec"]["track"] in tracks) if tracks else record["spec"]["track"] not in EXCLUDED_TRACKS:
             # The folder above <track>/<task>/<method>/: which record set of the results folder it came from.
             rows.append({**run_row(record), "record_set": "/".join(Path(path).relative_to(results).parts[:-4]) or "."})
-    return rows, skipped
+        else:
+            left_out[record["spec"]["track"]] = left_out.get(record["spec"]["track"], 0) + 1
+    return rows, skipped, left_out
 
 
 def manifests() -> dict:
@@ -71,13 +81,19 @@ def build_info(published: bool) -> dict:
 def build(results: str | Path, out: str | Path | None, options: Options = Options(),
           tracks: list[str] | None = None, published: bool = False) -> Build:
     """Read, aggregate and (when ``out`` is given) write the site; returns what was built."""
-    rows, skipped = load(results, tracks)
+    rows, skipped, left_out = read(results, tracks)
     board = build_board(rows, options, manifests(), results=str(results))
-    result = Build(board, rows, skipped)
+    result = Build(board, rows, skipped, left_out=left_out)
     if out is not None:
-        from .site import write
-
-        result.page = write(Path(out), board, rows, skipped, build_info(published))
-        if published:
-            (Path(out) / ".nojekyll").write_text("")  # GitHub Pages: serve the files as they are
+        publish(result, out, published)
     return result
+
+
+def publish(result: Build, out: str | Path, published: bool = False) -> Path:
+    """Write the site of ``result`` into ``out``; returns the page's path."""
+    from .site import write
+
+    result.page = write(Path(out), result.board, result.rows, result.skipped, build_info(published))
+    if published:
+        (Path(out) / ".nojekyll").write_text("")  # GitHub Pages: serve the files as they are
+    return result.page

@@ -56,6 +56,12 @@ BENCH = ["bench", "--method", "bce", "--track", "smoke", "--tasks", "syn-phe", "
     (["methods", "describe", "--note-dim", "-1"], "argument --note-dim: expected a positive integer, got '-1'"),
     (["data", "prepare", "nope"], "ehrbench: error: unknown task 'nope' in track 'quick'; valid choices: syn-phe"),
     (["leaderboard", "--alpha", "x"], "argument --alpha: invalid float value: 'x'"),
+    (BENCH + ["--tasks", ","], "ehrbench: error: --tasks: no value in ','; expected a comma-separated list"),
+    (BENCH + ["--partition", "gpu"], "ehrbench: error: --partition: a setting of submitted jobs, but the executor is "
+     "local (runs on this machine); add --executor slurm (or submitit-local, local-gpus), or leave --partition out"),
+    (BENCH + ["--no-wait"], "ehrbench: error: --no-wait: a setting of submitted jobs, but the executor is local"),
+    (["data", "prepare", "syn-phe", "--track", "smoke", "--root", "/x"], "ehrbench: error: --root /x: task 'syn-phe' "
+     "of track 'smoke' is synthetic (generated, not read from files); --root is for real tasks (track paper)"),
 ])
 def test_malformed_cli_arguments_are_one_line(argv, message, capsys, tmp_path):
     results = ["--results", str(tmp_path / "r")] if argv[0] == "bench" else []
@@ -69,6 +75,21 @@ def test_malformed_cli_arguments_are_one_line(argv, message, capsys, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+def test_a_malformed_normaliser_file_is_refused_before_any_run(tmp_path, capsys):
+    (tmp_path / "norm.json").write_text('{"means": [0], "stds": [1]}')
+    with mock.patch("benchmark.runner.execute", side_effect=AssertionError("nothing may run")):
+        assert main(BENCH + ["--normaliser", str(tmp_path / "norm.json"), "--results", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err == f"ehrbench: error: {tmp_path / 'norm.json'}: 'means' and 'stds' must each have 76 values\n"
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_methods_folder_that_is_not_there_is_named(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("EHRBENCH_METHODS", str(tmp_path / "nowhere"))
+    assert main(BENCH + ["--results", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err == (f"ehrbench: error: methods folder {tmp_path / 'nowhere'} (EHRBENCH_METHODS): no "
+                                       f"such folder, expected a folder of method submissions\n")
+
+
 def test_a_results_path_that_is_a_file_is_refused_before_any_run(tmp_path, capsys):
     (tmp_path / "r").write_text("")
     with mock.patch("benchmark.runner.execute", side_effect=AssertionError("nothing may run")):
@@ -80,6 +101,70 @@ def test_control_characters_in_an_echoed_name_keep_the_error_on_one_line(tmp_pat
     assert main(["bench", "--method", "bc\ne", "--results", str(tmp_path)]) == 2
     assert capsys.readouterr().err == "ehrbench: error: unknown method 'bc\\ne'; did you mean 'bce'?; valid choices: " \
         "asl, bce, focal, gce, m3care, medfuse, miracl, mllsc, multit\n"
+
+
+# --- table and leaderboard --------------------------------------------------------------------
+
+@pytest.fixture
+def smoke_only(tmp_path):
+    """A results folder holding two smoke-track records only (as a first `bench --track smoke` leaves)."""
+    from record_factory import make_record, write_records
+
+    write_records(tmp_path / "r", [make_record(track="smoke", seed=s) for s in (30, 40)])
+    (tmp_path / "file").write_text("")
+    return tmp_path
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["table", "--track", "smoke", "--tasks", "syn-ph"], "unknown task 'syn-ph' in track 'smoke'; did you mean 'syn-phe'?; "
+     "valid choices: syn-dia, syn-phe"),
+    (["table", "--track", "smoke", "--tasks", ","], "--tasks: no value in ','; expected a comma-separated list (e.g. "
+     "syn-phe,syn-dia), or leave the flag out for the defaults"),
+    (["table", "--track", "quik"], "unknown track 'quik'; did you mean 'quick'?; valid choices: full, paper, quick, smoke"),
+    (["table", "--track", "quick"], "--results {r}: no records of track 'quick'; it holds records of track smoke "
+     "(--track smoke)"),
+    (["table", "--track", "smoke", "--results", "{tmp}/nowhere"], "--results {tmp}/nowhere: no such folder; expected a "
+     "folder of run records (as `ehrbench bench --results {tmp}/nowhere` writes)"),
+    (["table", "--track", "smoke", "--results", "{tmp}/file"], "--results {tmp}/file: is a file, expected a folder of "
+     "run records"),
+    (["leaderboard", "--out", "{tmp}/site"], "--results {r}: nothing to render: left out 2 record(s) of track smoke (the "
+     "smoke track is for tests and smoke checks, not results; --tracks smoke renders them)"),
+    (["leaderboard", "--tracks", "quick,smok", "--out", "{tmp}/site"], "unknown track 'smok'; did you mean 'smoke'?"),
+    (["leaderboard", "--tracks", ",", "--out", "{tmp}/site"], "--tracks: no value in ','"),
+    (["leaderboard", "--results", "{tmp}/nowhere", "--out", "{tmp}/site"], "--results {tmp}/nowhere: no such folder"),
+    (["leaderboard", "--tracks", "smoke", "--out", "{tmp}/file"], "--out {tmp}/file: is a file, expected a folder for "
+     "the site (made if missing)"),
+])
+def test_table_and_leaderboard_refuse_with_one_line(smoke_only, capsys, argv, message):
+    tmp, r = smoke_only, smoke_only / "r"
+    argv = [a.format(tmp=tmp) for a in argv] + ([] if "--results" in argv else ["--results", str(r)])
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"ehrbench: error: {message.format(tmp=tmp, r=r)}"), err
+    assert not (tmp / "site").exists()
+
+
+def test_the_leaderboard_says_what_it_left_out_and_why(smoke_only, capsys):
+    from record_factory import make_record, write_records
+
+    write_records(smoke_only / "r", [make_record(track="quick", seed=s) for s in (30, 40, 100)])
+    assert main(["leaderboard", "--results", str(smoke_only / "r"), "--out", str(smoke_only / "site")]) == 0
+    out, err = capsys.readouterr()
+    assert err == ("note: left out 2 record(s) of track smoke (the smoke track is for tests and smoke checks, not "
+                   "results; --tracks smoke renders them)\n")
+    assert "3 run records, 0 skipped" in out
+    assert main(["leaderboard", "--results", str(smoke_only / "r"), "--out", str(smoke_only / "site"), "--tracks",
+                 "smoke", "--format", "none"]) == 0
+    assert capsys.readouterr().err == "note: left out 3 record(s) of track quick (not in --tracks)\n"
+
+
+@pytest.mark.parametrize("argv", [["table", "--track", "smoke"], ["leaderboard", "--out", "site"],
+                                  ["bench", "--method", "bce"], ["status", "--method", "bce"]])
+def test_an_unknown_table_format_is_named_not_replaced_by_simple(tmp_path, capsys, argv):
+    with pytest.raises(SystemExit) as e:
+        main(argv + ["--results", str(tmp_path), "--format", "githb"])
+    assert e.value.code == 2
+    assert "argument --format: unknown table format 'githb'; did you mean 'github'?; valid choices: " in capsys.readouterr().err
 
 
 # --- method manifests --------------------------------------------------------------------------
@@ -188,13 +273,33 @@ def _listfile(root):
     (lambda ok: ok.replace(b",24.0,", b",inf,"), "line 2: column 'period_length' is 'inf', expected a number of hours"),
     (lambda ok: ok.replace(b",0\n", b",1.5\n"), "line 2: label 'Shock' is '1.5', expected 1, 0, -1 or blank"),
     (lambda ok: ok + b'"10,1,,24.0,x' + b",0" * 25 + b"\n", "malformed CSV"),
+    (lambda ok: ok.partition(b"\n")[0] + b"\n", "phenotyping/train_multimodal_listfile.csv and {root}/phenotyping/"
+     "val_multimodal_listfile.csv: no rows after the header, expected one row per sample (made by mimic4extract"),
+    (lambda ok: ok + b"10,2,,24.0\n", "train_multimodal_listfile.csv line 3: 4 fields, expected 30 as in the header "
+     "(a truncated or malformed row: read as it is, its missing labels would be negatives)"),
+    (lambda ok: ok + b"10,2,,24.0,last row cut before its labels", "train_multimodal_listfile.csv line 3: 5 fields, "
+     "expected 30 as in the header (a truncated or malformed row: read as it is, its missing labels would be negatives)"),
+    (lambda ok: ok + b"10,2,,24.0,note" + b",1" * 24 + b"\n", "line 3: 29 fields, expected 30"),
+    (lambda ok: ok.rstrip(b"\n") + b",0\n", "train_multimodal_listfile.csv line 2: 31 fields, expected 30 as in the "
+     "header (a truncated or malformed row)"),
 ])
 def test_malformed_listfiles_name_the_file_and_line(tmp_path, content, message):
     root = write_task(tmp_path, [ok_row(1, note="htn")])
     _listfile(root).write_bytes(content(_listfile(root).read_bytes()))
     with pytest.raises(UsageError) as e:
         read_split(root, "mimic4", "phenotyping", "train", PHE)
-    assert message in str(e.value)
+    assert message.format(root=root) in str(e.value)
+
+
+@pytest.mark.parametrize("entry", ["stay-1", "."])
+def test_a_time_series_entry_naming_a_folder_is_named(tmp_path, entry):
+    root = write_task(tmp_path, [ok_row(1, series=entry)])
+    (root / "ehr" / entry).mkdir(exist_ok=True)
+    raw = read_split(root, "mimic4", "phenotyping", "train", PHE)
+    with pytest.raises(UsageError) as e:
+        series_arrays(raw, SMOKE.task("syn-phe"))
+    assert str(e.value) == (f"{root / 'ehr' / entry}: is a folder, expected an episode file (the CSV of hourly rows "
+                            f"a listfile's time_series column, or stay column, names)")
 
 
 def test_a_key_in_both_train_and_val_and_a_bad_layout_are_named(tmp_path):

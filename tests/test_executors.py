@@ -145,6 +145,7 @@ def test_slurm_asks_one_gpu_per_run_unless_on_cpu(tmp_path, monkeypatch):
     seen = []
     monkeypatch.setattr(submitit.AutoExecutor, "update_parameters", lambda self, **kw: seen.append(kw))
     monkeypatch.setattr(submitit.AutoExecutor, "__init__", lambda self, folder, cluster=None: None)
+    monkeypatch.setattr(executors, "require_slurm", lambda name: None)  # the parameters, not the installation
     executors.make_executor(Execution(executor="slurm"), str(tmp_path), {"partition": "gpu", "time": 30})
     executors.make_executor(Execution(executor="slurm", device="cpu"), str(tmp_path), {"partition": "cpu"})
     assert seen == [{"slurm_partition": "gpu", "timeout_min": 30, "gpus_per_task": 1},

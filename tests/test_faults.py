@@ -10,10 +10,12 @@ import errno
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import time
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
@@ -252,16 +254,21 @@ def test_a_lock_file_left_by_a_killed_process_is_not_stale(tmp_path):
 
 def _method(tmp_path, name, body):
     """A methods folder with bce and a method ``name`` whose loss is ``body``."""
+    return _method_class(tmp_path, name, "    def loss(self, logits, targets, index, epoch):\n"
+                                         f"        {body}\n")
+
+
+def _method_class(tmp_path, name, code):
+    """A methods folder with bce and a method ``name``: class ``NAME`` with ``code`` from line 4 of method.py."""
     methods = tmp_path / "methods"
-    shutil.copytree(METHODS / "bce", methods / "bce")
+    if not (methods / "bce").exists():
+        shutil.copytree(METHODS / "bce", methods / "bce")
     (methods / name).mkdir()
     manifest = (METHODS / "bce" / "manifest.yaml").read_text()
     (methods / name / "manifest.yaml").write_text(manifest.replace("name: bce", f"name: {name}").replace("BCE", name.upper()))
     (methods / name / "method.py").write_text(
-        "import torch\nfrom benchmark.method import Method\n"
-        f"class {name.upper()}(Method):\n"
-        "    def loss(self, logits, targets, index, epoch):\n"
-        f"        {body}\n")
+        "import sys, torch\nfrom benchmark.method import Method\n"
+        f"class {name.upper()}(Method):\n" + code)
     return methods
 
 
@@ -363,3 +370,248 @@ def test_sigkill_of_a_bench_with_worker_processes_leaves_no_worker_and_the_rerun
     assert all(records(results).get(p) == b for p, b in kept.items())
     assert main(argv) == 0
     assert len(records(results)) == RUNS and [e for _, _, e in RecordStore(results).scan()] == [""] * RUNS
+
+
+# --- the machine a bench runs on: no Slurm, a closed pipe -------------------------------------
+
+def test_executor_slurm_without_slurm_is_one_line_before_anything_is_written(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no sbatch, no srun
+    argv = GRID[:-4] + ["--noise", "sym-20", "--seeds", "30", "--executor", "slurm", "--results", str(tmp_path / "r")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == ("ehrbench: error: --executor slurm: Slurm is not installed here (no sbatch or srun on PATH); run "
+                   "bench on a Slurm login node, or use --executor local (this machine) or submitit-local (Slurm's "
+                   "code path, on this machine)\n")
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("command", [["tracks"], ["methods"]])
+def test_a_reader_that_closes_the_pipe_gets_no_traceback(command):
+    import subprocess
+    import sys
+
+    read, write = os.pipe()
+    os.close(read)  # as `| head -1` does once it has its line: every write of ours fails
+    try:
+        proc = subprocess.run([sys.executable, "-m", "benchmark", *command], stdout=write, stderr=subprocess.PIPE,
+                              text=True, timeout=120, cwd=Path(__file__).parent.parent)
+    finally:
+        os.close(write)
+    assert proc.stderr == "" and proc.returncode == 141  # 128 + SIGPIPE, as the shell reports a piped cat
+
+
+# --- folders a bench writes to: results, a record's folder, the tensor cache --------------------
+
+ONE_RUN = GRID[:-4] + ["--noise", "sym-20", "--seeds", "30"]
+
+
+class ReadOnly:
+    """``read_only(folder)``: the folder made, then mode 0o555; ``read_only.undo(folder)``. Root ignores
+    modes, so for root ``os.access`` answers as it would for anyone else (the harness asks it before
+    writing)."""
+
+    def __init__(self):
+        self.folders = []
+
+    def __call__(self, folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        folder.chmod(0o555)
+        self.folders.append(folder)
+        return folder
+
+    def undo(self, folder):
+        folder.chmod(0o755)
+        self.folders.remove(folder)
+
+    def access(self, real):
+        return lambda path, mode, **kw: not (mode & os.W_OK and Path(path) in self.folders) and real(path, mode, **kw)
+
+
+@pytest.fixture
+def read_only(monkeypatch):
+    made = ReadOnly()
+    if os.geteuid() == 0:
+        monkeypatch.setattr(os, "access", made.access(os.access))
+    yield made
+    for folder in list(made.folders):
+        made.undo(folder)
+
+
+@pytest.fixture
+def fresh_cache(tmp_path, monkeypatch):
+    """An empty tensor cache for this test (the process's loaded tasks forgotten before and after)."""
+    monkeypatch.setenv("EHRBENCH_CACHE", str(tmp_path / "cache"))
+    benchmark.runner._load_task.cache_clear()
+    yield tmp_path / "cache"
+    benchmark.runner._load_task.cache_clear()
+
+
+def _one_line_error(capsys, code=2):
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("ehrbench: error: ") and "Traceback" not in err, err
+    return err.removeprefix("ehrbench: error: ").rstrip("\n")
+
+
+def test_a_read_only_results_folder_is_refused_before_any_run(tmp_path, read_only, capsys):
+    results = read_only(tmp_path / "r")
+    with mock.patch("benchmark.runner.execute", side_effect=AssertionError("nothing may run")):
+        assert main(ONE_RUN + ["--results", str(results)]) == 2
+    assert _one_line_error(capsys) == f"--results {results}: the folder is not writable"
+
+
+@pytest.mark.parametrize("in_the_way", ["smoke/syn-phe/bce", "smoke"])
+def test_a_file_where_a_records_folder_must_be_is_named_before_any_run(tmp_path, capsys, in_the_way):
+    blocker = tmp_path / "r" / in_the_way
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("")
+    with mock.patch("benchmark.runner.execute", side_effect=AssertionError("nothing may run")):
+        assert main(ONE_RUN + ["--results", str(tmp_path / "r")]) == 2
+    within = "" if in_the_way.endswith("bce") else f" (records go to {tmp_path / 'r/smoke/syn-phe/bce'})"
+    assert _one_line_error(capsys) == (f"{blocker}: is a file, expected a folder of run records{within}; move it "
+                                       f"aside and rerun the same command (finished runs are kept)")
+
+
+def test_a_read_only_records_folder_is_named_before_any_run(tmp_path, read_only, capsys):
+    folder = read_only(tmp_path / "r" / "smoke" / "syn-phe" / "bce")
+    with mock.patch("benchmark.runner.execute", side_effect=AssertionError("nothing may run")):
+        assert main(ONE_RUN + ["--results", str(tmp_path / "r")]) == 2
+    assert _one_line_error(capsys) == (f"{folder}: the folder of run records is not writable; make it writable or "
+                                       f"choose another --results")
+
+
+def test_a_records_folder_turned_into_a_file_mid_grid_stops_the_run_with_one_line(tmp_path):
+    from benchmark.errors import RecordError
+    from benchmark.runner import plan
+
+    spec = plan("bce", "smoke", ["syn-phe"], ["sym-20"], [30]).specs[0]
+    store = RecordStore(tmp_path)
+    store.path(spec).parent.parent.mkdir(parents=True)
+    store.path(spec).parent.write_text("")  # after the bench's check: the claim is the first to see it
+    with pytest.raises(RecordError) as e:
+        with store.claim(spec):
+            pass
+    assert str(e.value).startswith(f"{store.path(spec).parent}: is a file, expected a folder of run records")
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_cache_path_that_is_a_file_is_one_line(tmp_path, fresh_cache, capsys, jobs):
+    fresh_cache.write_text("")
+    argv = ONE_RUN[:-2] + ["--seeds", "30,40", "--jobs", jobs, "--results", str(tmp_path / "r")]
+    assert main(argv) == 2
+    assert _one_line_error(capsys) == (f"tensor cache {fresh_cache} (EHRBENCH_CACHE): is a file, expected a folder; "
+                                       f"point EHRBENCH_CACHE at a writable folder")
+    assert not list((tmp_path / "r").rglob("*.json"))
+
+
+def test_a_file_inside_the_cache_is_named(tmp_path, fresh_cache, capsys):
+    fresh_cache.mkdir()
+    (fresh_cache / "files").write_text("")  # where the generator's files go
+    assert main(ONE_RUN + ["--results", str(tmp_path / "r")]) == 2
+    assert _one_line_error(capsys) == (f"tensor cache {fresh_cache} (EHRBENCH_CACHE): {fresh_cache / 'files'} is a "
+                                       f"file, expected a folder; point EHRBENCH_CACHE at a writable folder")
+
+
+def test_a_read_only_cache_is_one_line_and_still_serves_what_it_holds(tmp_path, fresh_cache, read_only, capsys):
+    read_only(fresh_cache)
+    assert main(ONE_RUN + ["--results", str(tmp_path / "r")]) == 2
+    assert _one_line_error(capsys) == (f"tensor cache {fresh_cache} (EHRBENCH_CACHE): {fresh_cache} is not "
+                                       f"writable, and the task is not built there yet; point EHRBENCH_CACHE at a "
+                                       f"writable folder")
+    read_only.undo(fresh_cache)
+    assert main(ONE_RUN + ["--results", str(tmp_path / "r")]) == 0  # builds the task
+    benchmark.runner._load_task.cache_clear()
+    for folder in [fresh_cache, *fresh_cache.iterdir()]:
+        read_only(folder)
+    assert main(ONE_RUN[:-1] + ["40", "--results", str(tmp_path / "r")]) == 0  # read from the cache
+
+
+def test_a_full_disk_while_building_the_cache_is_one_line(tmp_path, fresh_cache, monkeypatch, capsys):
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(benchmark.data.cache.np, "save", full)
+    assert main(ONE_RUN + ["--results", str(tmp_path / "r")]) == 2
+    assert _one_line_error(capsys) == (f"tensor cache {fresh_cache} (EHRBENCH_CACHE): cannot write (No space left "
+                                       f"on device); point EHRBENCH_CACHE at a writable folder with free space")
+    assert not list((fresh_cache / "tasks").iterdir())  # no half-written entry
+
+
+@pytest.mark.parametrize("command", [["status", "--method", "bce", "--track", "smoke"], ["results", "import", "."]])
+def test_status_and_import_refuse_a_results_path_that_is_a_file(tmp_path, capsys, command):
+    (tmp_path / "r").write_text("")
+    assert main(command + ["--results", str(tmp_path / "r")]) == 2
+    assert _one_line_error(capsys) == f"--results {tmp_path / 'r'}: is a file, expected a folder of run records"
+
+
+# --- a method's own code: it does not parse, its __init__ raises, it exits ---------------------
+
+BCE_LOSS = ("    def loss(self, logits, targets, index, epoch):\n"
+            "        return torch.nn.functional.binary_cross_entropy_with_logits(logits, targets)\n")
+
+
+@pytest.mark.parametrize("name, code, reason", [
+    ("syntax", "    def loss(self, logits:\n", "{file}:4: syntax error: '(' was never closed (method 'syntax' cannot be imported)"),
+    ("initraise", "    def __init__(self, info, hparams):\n        raise ValueError('needs 80 GB')\n" + BCE_LOSS,
+     "{file}:5: ValueError in INITRAISE.__init__: needs 80 GB"),
+    ("initexit", "    def __init__(self, info, hparams):\n        sys.exit('no GPU')\n" + BCE_LOSS,
+     "{file}:5: method 'initexit' called sys.exit('no GPU') in INITEXIT.__init__; a method must raise an "
+     "exception, not end the process"),
+    ("modelraise", "    def build_model(self):\n        raise KeyError('d_model')\n" + BCE_LOSS,
+     "{file}:5: KeyError in MODELRAISE.build_model: 'd_model'"),
+    ("importexit", "    pass\nsys.exit(4)\n", "{file}:5: method 'importexit' called sys.exit(4) while importing method.py; "
+     "a method must raise an exception, not end the process"),
+    ("trainexit", "    def loss(self, logits, targets, index, epoch):\n        sys.exit(3) if epoch == 2 else None\n"
+     "        return torch.nn.functional.binary_cross_entropy_with_logits(logits, targets)\n",
+     "{file}:5: method 'trainexit' called sys.exit(3) during training; a method must raise an exception, not end "
+     "the process"),
+])
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_broken_method_fails_its_runs_with_one_line_and_the_other_methods_go_on(tmp_path, monkeypatch, capsys,
+                                                                                   name, code, reason, jobs):
+    methods = _method_class(tmp_path, name, code)
+    monkeypatch.setenv("EHRBENCH_METHODS", str(methods))
+    argv = GRID[:2] + [f"{name},bce"] + GRID[3:-6] + ["--jobs", jobs, "--noise", "sym-20", "--seeds", "30,40",
+                                                        "--results", str(tmp_path / "r")]
+    assert main(argv) == 1
+    out, err = capsys.readouterr()
+    assert err == f"2 run(s) failed; their records under {tmp_path / 'r'}/ say why\n"  # no traceback
+    reason = reason.format(file=methods / name / "method.py")
+    by_method = {}
+    for record in map(json.loads, records(tmp_path / "r").values()):
+        by_method.setdefault(record["spec"]["method"]["name"], []).append(record)
+    assert [r["status"] for r in by_method["bce"]] == ["done", "done"]
+    assert [(r["status"], r["failure"]) for r in by_method[name]] == [("failed", reason)] * 2
+    for seed in ("30", "40"):
+        assert f"{name} syn-phe sym-20     seed {seed:<3} FAILED: {reason}  (" in out
+
+
+# --- a worker process killed by the kernel mid-run ---------------------------------------------
+
+KILLS_ITS_WORKER = ("    def loss(self, logits, targets, index, epoch):\n"
+                    "        import multiprocessing, os, signal\n"
+                    "        if multiprocessing.parent_process() is None:  # never the test's own process\n"
+                    "            raise RuntimeError('expected to run in a worker process')\n"
+                    "        os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer does\n")
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_run_fails_that_run_with_the_signal_and_the_grid_goes_on(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("EHRBENCH_METHODS", str(_method_class(tmp_path, "oomkill", KILLS_ITS_WORKER)))
+    argv = GRID[:2] + ["oomkill,bce"] + GRID[3:-6] + ["--jobs", "2", "--packing", "processes", "--noise", "sym-20",
+                                                     "--seeds", "30,40", "--results", str(tmp_path / "r")]
+    assert main(argv) == 1
+    out, err = capsys.readouterr()
+    assert err == f"2 run(s) failed; their records under {tmp_path / 'r'}/ say why\n"
+    by_method = {}
+    for record in map(json.loads, records(tmp_path / "r").values()):
+        by_method.setdefault(record["spec"]["method"]["name"], []).append(record)
+    assert [r["status"] for r in by_method["bce"]] == ["done", "done"]  # the runs the break ended were run again
+    for record in by_method["oomkill"]:
+        assert record["status"] == "failed" and record["metrics"] == {"final": {}, "curve": []}
+        assert re.fullmatch(r"the worker process running this run \(pid \d+\) was killed by signal 9 \(SIGKILL\); the "
+                            r"kernel's out-of-memory killer sends it when memory runs out: rerun with fewer runs at "
+                            r"once \(--jobs 1\) or with more memory", record["failure"]), record["failure"]
+        assert f"FAILED: {record['failure']}  (" in out
+    assert [e for _, _, e in RecordStore(tmp_path / "r").scan()] == [""] * 4
+    assert not list((tmp_path / "r").rglob(".*.lock"))
+    assert main(argv) == 1  # a rerun redoes the failed runs only
+    assert "4 runs, 2 already done, 2 to run" in capsys.readouterr().out

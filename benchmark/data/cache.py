@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import UsageError
+
 CACHE_VERSION = 1
 
 
@@ -39,6 +41,42 @@ class CacheCorrupt(Exception):
     pass
 
 
+def _named(root: Path) -> str:
+    """The cache root as the user chose it (or did not)."""
+    how = "EHRBENCH_CACHE" if os.environ.get("EHRBENCH_CACHE") else "the default; EHRBENCH_CACHE chooses another"
+    return f"tensor cache {root} ({how})"
+
+
+def unwritable(root: Path, e: OSError | None = None, sub: str = "tasks") -> UsageError | None:
+    """Why entries cannot be written under ``root``/``sub`` (a file in the way, a read-only folder,
+    ``e`` from a write), or None. A read-only cache still serves the entries it holds."""
+    folder = root / sub
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        which = "" if existing == root else f"{existing} "
+        return UsageError(f"{_named(root)}: {which}is a file, expected a folder; point EHRBENCH_CACHE at a "
+                          f"writable folder")
+    if e is None and not os.access(existing, os.W_OK):
+        return UsageError(f"{_named(root)}: {existing} is not writable, and the task is not built there yet; "
+                          f"point EHRBENCH_CACHE at a writable folder")
+    if e is not None:
+        return UsageError(f"{_named(root)}: cannot write ({e.strerror or e}); point EHRBENCH_CACHE at a writable "
+                          f"folder with free space")
+    return None
+
+
+@contextlib.contextmanager
+def writing(root: Path, sub: str):
+    """Writes under ``root``/``sub``: checked first, and an OSError while writing is one line naming the cache."""
+    problem = unwritable(root, sub=sub)
+    if problem:
+        raise problem
+    try:
+        yield
+    except OSError as e:
+        raise unwritable(root, e, sub) from None
+
+
 class TensorCache:
     def __init__(self, root: Path | None = None):
         self.root = Path(root) if root else cache_root()
@@ -50,8 +88,10 @@ class TensorCache:
     def lock(self, name: str, key: str):
         """An exclusive lock on one entry, held while it is built (released if the process dies)."""
         path = self.root / "locks" / f"{name}-{key[:16]}.lock"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w") as fh:
+        with writing(self.root, "locks"):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fh = open(path, "w")
+        with fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
                 yield
@@ -91,6 +131,10 @@ class TensorCache:
         return arrays, manifest
 
     def save(self, name: str, key: str, arrays: dict[str, np.ndarray], meta: dict) -> dict:
+        with writing(self.root, "tasks"):
+            return self._save(name, key, arrays, meta)
+
+    def _save(self, name: str, key: str, arrays: dict[str, np.ndarray], meta: dict) -> dict:
         folder = self.entry(name, key)
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))

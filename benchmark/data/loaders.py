@@ -13,6 +13,7 @@ reference silently merges them). Every problem names the file, and the pipeline 
 """
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +61,7 @@ def read_listfile(path: Path, layout: str, label_names: list[str], uncertain: st
         raise UsageError(f"{path}: empty file (made by {_MAKER[layout]})") from None
     except UnicodeDecodeError:
         raise UsageError(_not_utf8(path.read_bytes(), str(path), lambda row: f"{path} line {row + 1}")) from None
+    _check_widths(path)
     cols = list(df.columns)
 
     def pick(*names: str, required: bool = True) -> str | None:
@@ -100,6 +102,22 @@ def read_listfile(path: Path, layout: str, label_names: list[str], uncertain: st
     out["note"] = df[note].fillna("").str.strip() if note else ""
     labels = df[found].apply(lambda col: _labels(col, path, uncertain))
     return pd.concat([out, labels], axis=1)
+
+
+def _check_widths(path: Path) -> None:
+    """Every row has the header's number of fields. pandas fills the missing fields of a short row
+    with '' (blank labels, read as negatives), and takes one extra field on every row for an index."""
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        try:
+            header = next(reader, [])
+            for fields in reader:
+                if fields and len(fields) != len(header):
+                    short = ": read as it is, its missing labels would be negatives" if len(fields) < len(header) else ""
+                    raise UsageError(f"{path} line {reader.line_num}: {len(fields)} fields, expected {len(header)} as "
+                                     f"in the header (a truncated or malformed row{short})")
+        except csv.Error as e:
+            raise UsageError(f"{path} line {reader.line_num}: malformed CSV ({e})") from None
 
 
 def _header_diff(got: list[str]) -> str:
@@ -157,6 +175,15 @@ def _labels(col: pd.Series, path: Path, uncertain: str) -> pd.Series:
     return positive.astype(np.uint8)
 
 
+def _listfiles(root: Path, layout: str, task: str, split: str) -> list[Path]:
+    """The listfiles of a split: MIMIC-IV's training split is train + val, as MIRACL does."""
+    if layout == "mimic4":
+        return [root / task / f"{p}_multimodal_listfile.csv" for p in (["train", "val"] if split == "train" else ["test"])]
+    if layout == "mimic3-miracl":
+        return [root / task / f"{split}_multimodal_listfile.csv"]
+    return [root / task / split / "listfile.csv"]
+
+
 def read_split(root: Path, layout: str, task: str, split: str, label_names: list[str],
                uncertain: str = "negative") -> RawSplit:
     """``split`` is 'train' (MIMIC-IV: train + val) or 'test'."""
@@ -164,17 +191,12 @@ def read_split(root: Path, layout: str, task: str, split: str, label_names: list
         raise UsageError(f"unknown layout '{layout}'; valid choices: {', '.join(LAYOUTS)}")
     if uncertain not in UNCERTAIN_POLICIES:
         raise UsageError(f"unknown uncertain-label policy '{uncertain}'; valid choices: {', '.join(UNCERTAIN_POLICIES)}")
-    if layout == "mimic4":
-        parts = ["train", "val"] if split == "train" else ["test"]
-        frames = [read_listfile(root / task / f"{p}_multimodal_listfile.csv", layout, label_names, uncertain) for p in parts]
-        ehr_dir = root / "ehr"
-    elif layout == "mimic3-miracl":
-        frames = [read_listfile(root / task / f"{split}_multimodal_listfile.csv", layout, label_names, uncertain)]
-        ehr_dir = root / "ehr"
-    else:
-        frames = [read_listfile(root / task / split / "listfile.csv", layout, label_names, uncertain)]
-        ehr_dir = root / task / split
+    frames = [read_listfile(path, layout, label_names, uncertain) for path in _listfiles(root, layout, task, split)]
+    ehr_dir = root / task / split if layout == "mimic3-benchmark" else root / "ehr"
     df = pd.concat(frames, ignore_index=True)
+    if not len(df):  # a header-only listfile: a split of no samples would train or score on nothing
+        names = " and ".join(str(p) for p in _listfiles(root, layout, task, split))
+        raise UsageError(f"{names}: no rows after the header, expected one row per sample (made by {_MAKER[layout]})")
     dup = df["key"].duplicated()
     if dup.any():
         raise UsageError(f"{root / task}: sample key {df['key'][dup].iloc[0]!r} is in both train and val")
@@ -205,6 +227,11 @@ def read_episodes(paths: list[str], layout: str = "mimic4") -> tuple[pd.DataFram
             data = Path(path).read_bytes()
         except FileNotFoundError:
             raise UsageError(f"{path}: episode file not found (made by {_MAKER[layout]})") from None
+        except IsADirectoryError:  # a time_series entry naming a folder ('', '.', a subject's folder)
+            raise UsageError(f"{path}: is a folder, expected an episode file (the CSV of hourly rows a listfile's "
+                             f"time_series column, or stay column, names)") from None
+        except OSError as e:
+            raise UsageError(f"{path}: cannot read the episode file ({e.strerror})") from None
         head, _, body = data.partition(b"\n")
         if head.decode(errors="replace").strip().replace("\r", "") != header_line:
             full = head.decode(errors="replace").strip()

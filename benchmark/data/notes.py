@@ -125,16 +125,21 @@ def _minilm_folder() -> str:
 
 def _timing_folder() -> str:
     """The folder of ``TIMING_ENCODER`` under the cache, written once (atomically: a folder renamed into place)."""
+    from .cache import cache_root, writing
+
+    folder = cache_root() / "encoders" / TIMING_ENCODER
+    if (folder / "config.json").is_file():
+        return str(folder)
+    with writing(cache_root(), "encoders"):
+        return _write_timing_folder(folder)
+
+
+def _write_timing_folder(folder: Path) -> str:
     import shutil
     import tempfile
 
     from transformers import BertConfig, BertModel
 
-    from .cache import cache_root
-
-    folder = cache_root() / "encoders" / TIMING_ENCODER
-    if (folder / "config.json").is_file():
-        return str(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{TIMING_ENCODER}."))
     with torch.random.fork_rng(devices=[]):

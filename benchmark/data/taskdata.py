@@ -23,7 +23,7 @@ from ..cards import label_names
 from ..errors import UsageError
 from ..protocol import TaskSpec
 from . import generator, notes, timeseries
-from .cache import TensorCache
+from .cache import TensorCache, writing
 from .loaders import RawSplit, read_episodes, read_split
 from .split import Split
 
@@ -93,6 +93,11 @@ def synthetic_files(spec: TaskSpec, cache: TensorCache) -> Path:
     folder = cache.root / "files" / f"{spec.name}-{key}"
     if (folder / ".complete").exists():
         return folder
+    with writing(cache.root, "files"):
+        return _write_files(spec, folder)
+
+
+def _write_files(spec: TaskSpec, folder: Path) -> Path:
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
     try:
