@@ -364,12 +364,12 @@ def cmd_data_prepare(args) -> int:
 
 
 def cmd_data_describe(args) -> int:
-    from .data import data_root, synthetic_files
     from .data.cache import TensorCache
     from .data.describe import describe, render
+    from .data.taskdata import task_files
 
     spec = _task(args)
-    root = synthetic_files(spec, TensorCache()) if spec.source == "synthetic" else data_root(spec, args.root)
+    root = task_files(spec, TensorCache(), args.root)
     print(render(describe(spec, root)))
     return 0
 
