@@ -82,7 +82,7 @@ def _run_phenotypes(ctx: Context, tmp: Path):
     diagnoses = tables.read(ctx.tables["DIAGNOSES_ICD"], {"SUBJECT_ID": "int64", "HADM_ID": "int64", "ICD9_CODE": str})
     labels, att = phenotypes.labels(_stays(ctx), diagnoses, label_names("phenotyping"))
     write_csv(labels, tmp / "labels.csv")
-    ctx.log(f"      {len(diagnoses):,} diagnosis rows, {labels.iloc[:, 1:].to_numpy().sum(1).mean():.3f} labels per stay")
+    ctx.log(f"      {len(diagnoses):,} diagnosis rows, {labels.iloc[:, 1:].to_numpy().sum(axis=1).mean():.3f} labels per stay")
     return att
 
 

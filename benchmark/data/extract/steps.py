@@ -5,7 +5,7 @@ and, for the last steps, paths of the final layout (``ehr/``, ``phenotyping/``).
 ``done.json`` holds the digest it would have now: the step's name and version, the options it reads,
 the size and modification time of the raw tables it reads, and the digests of the steps it depends
 on. So a finished step survives a later failure, and a step re-runs only when its output is missing
-or its inputs changed. A failed step leaves nothing behind: its temporary folder is removed, and the
+or its inputs changed, or a step it reads re-ran. A failed step leaves nothing behind: its temporary folder is removed, and the
 old outputs it was replacing are kept until the new ones are complete.
 """
 from __future__ import annotations
@@ -88,17 +88,19 @@ def _done(ctx: Context, step: Step, digest: str) -> bool:
 def run_steps(steps: list[Step], ctx: Context) -> tuple[pd.DataFrame, dict[str, float]]:
     """Every step in order (skipping finished ones); the attrition table of all steps and the seconds each took
     (0 for a skipped step)."""
-    digests, frames, seconds = {}, [], {}
+    digests, frames, seconds, ran = {}, [], {}, set()
     for i, step in enumerate(steps, 1):
         digests[step.name] = _digest(step, ctx, digests)
         folder = ctx.step_dir(step.name)
-        if _done(ctx, step, digests[step.name]):
+        # A step after one that ran again runs again too: its input files are new, even if alike.
+        if _done(ctx, step, digests[step.name]) and not ran.intersection(step.after):
             ctx.log(f"[{i}/{len(steps)}] {step.name}: done before, kept ({folder})")
             seconds[step.name] = 0.0
         else:
             ctx.log(f"[{i}/{len(steps)}] {step.name} ...")
             start = time.perf_counter()
             _run_one(step, ctx, digests[step.name])
+            ran.add(step.name)
             seconds[step.name] = round(time.perf_counter() - start, 2)
             ctx.log(f"[{i}/{len(steps)}] {step.name}: finished in {seconds[step.name]:.1f} s")
         frames.append(pd.read_csv(folder / "attrition.csv", keep_default_na=False))

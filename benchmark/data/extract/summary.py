@@ -37,7 +37,7 @@ def summarise(ctx, attrition: pd.DataFrame, seconds: dict[str, float]) -> dict:
              for s in SPLITS}
     both = pd.concat(parts.values(), ignore_index=True)
     total = len(both)
-    cardinality = round(float(both[names].sum(1).mean()), 3) if total else 0.0
+    cardinality = round(float(both[names].sum(axis=1).mean()), 3) if total else 0.0
     result = {
         "database": database_name(counts),
         "raw": str(ctx.raw), "out": str(ctx.out), "options": ctx.options,

@@ -153,7 +153,7 @@ def clean(code: np.ndarray, values: pd.Series, units: pd.Series, labels: pd.Seri
             dropped["spelling"] += int((~known).sum())
             out[rows] = text.where(known)
             continue
-        x = CLEANERS.get(ch, _numeric)(v, u, lab)
+        x = CLEANERS.get(ch, _numeric)(v, u, lab).astype("float64")  # one text form per value, whatever the chunk
         dropped["unusable"] += int(x.isna().sum())
         if bounds is not None and CODE[ch] in bounds.index:
             lo_out, lo, hi, hi_out = bounds.loc[CODE[ch]]
