@@ -109,7 +109,9 @@ def _run_notes(ctx: Context, tmp: Path):
 
 
 def _run_listfiles(ctx: Context, tmp: Path):
-    read = lambda step, name: pd.read_csv(ctx.step_dir(step) / name, keep_default_na=False)  # noqa: E731
+    def read(step: str, name: str) -> pd.DataFrame:
+        return pd.read_csv(ctx.step_dir(step) / name, keep_default_na=False)  # an empty note is '', not NaN
+
     parts = listfiles.assemble(read("episodes", "episodes.csv"), read("phenotypes", "labels.csv"),
                                read("notes", "notes.csv"), label_names("phenotyping"))
     return listfiles.write(parts, tmp / "phenotyping")

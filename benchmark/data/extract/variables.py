@@ -50,6 +50,9 @@ def item_map(linksto: str) -> ItemMap:
     unknown = set(ready["LEVEL2"]) - set(CODE)
     if unknown:  # the map and the discretiser config are shipped together; this guards an edited copy
         raise ValueError(f"itemid_to_variable_map.csv: variables {sorted(unknown)} are not discretiser channels")
+    if ready["ITEMID"].duplicated().any():  # an event's variable must be one lookup, never two rows
+        raise ValueError(f"itemid_to_variable_map.csv: itemid {ready['ITEMID'][ready['ITEMID'].duplicated()].iloc[0]} "
+                         f"is mapped twice for {linksto}")
     items = pd.DataFrame({"CODE": ready["LEVEL2"].map(CODE).astype(np.int8).to_numpy(),
                           "LABEL": ready["MIMIC LABEL"].to_numpy()}, index=ready["ITEMID"].astype(np.int64))
     return ItemMap(items)
