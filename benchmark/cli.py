@@ -385,7 +385,7 @@ def cmd_data_build(args) -> int:
     # Where the paper track's mimic3-phe task reads its files, unless told otherwise.
     out = args.out or os.path.join(os.environ.get("EHRBENCH_DATA", "data"), MIMIC3_PHE.data_dir)
     options = mimic3.Options(first_admission_only=args.notes_first_admission_only, ranges=not args.no_ranges,
-                             buckets=args.buckets)
+                             code_dictionary=not args.all_diagnosis_codes, buckets=args.buckets)
     start = time.perf_counter()
     result = mimic3.build(args.raw, out, options)
     print(summary.render(result, pd.read_csv(f"{out}/attrition.csv", keep_default_na=False)))
@@ -485,6 +485,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="reproduce the reference's note extraction bug: only a subject's first ICU stay gets notes")
     db.add_argument("--no-ranges", action="store_true",
                     help="keep outliers: skip the cleaning by variable_ranges.csv (unit cleaning still applies)")
+    db.add_argument("--all-diagnosis-codes", action="store_true",
+                    help="label from every ICD-9 code, also those D_ICD_DIAGNOSES does not list (the reference drops them)")
     db.add_argument("--buckets", type=positive_int, help="stay buckets of the event files (default: one per ~2 GB "
                                                         "of CHARTEVENTS); fewer = faster, more = less memory")
     db.set_defaults(func=cmd_data_build)

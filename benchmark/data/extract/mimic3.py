@@ -26,7 +26,7 @@ from .steps import Context, Step, run_steps, write_csv
 VERSION = "1"
 REQUIRED = {
     "PATIENTS": cohort.PATIENTS, "ADMISSIONS": cohort.ADMISSIONS, "ICUSTAYS": cohort.ICUSTAYS,
-    "DIAGNOSES_ICD": phenotypes.DIAGNOSES, **events.COLUMNS,
+    "DIAGNOSES_ICD": phenotypes.DIAGNOSES, "D_ICD_DIAGNOSES": phenotypes.DICTIONARY, **events.COLUMNS,
 }
 OPTIONAL = {"NOTEEVENTS": notes.NOTEEVENTS}
 # One bucket per ~2 GB of uncompressed CHARTEVENTS (gzip shrinks MIMIC's CSVs about 7-fold): a bucket's
@@ -39,6 +39,7 @@ GZIP_RATIO = 7
 class Options:
     first_admission_only: bool = False  # reproduce the reference's notes bug (notes.py)
     ranges: bool = True  # clean by variable_ranges.csv (variables.py)
+    code_dictionary: bool = True  # only diagnosis codes listed in D_ICD_DIAGNOSES count, as in the reference (phenotypes.py)
     buckets: int | None = None  # stay buckets of the event files; None: from the size of CHARTEVENTS
 
 
@@ -80,7 +81,9 @@ def _run_stays(ctx: Context, tmp: Path):
 
 def _run_phenotypes(ctx: Context, tmp: Path):
     diagnoses = tables.read(ctx.tables["DIAGNOSES_ICD"], {"SUBJECT_ID": "int64", "HADM_ID": "int64", "ICD9_CODE": str})
-    labels, att = phenotypes.labels(_stays(ctx), diagnoses, label_names("phenotyping"))
+    dictionary = (tables.read(ctx.tables["D_ICD_DIAGNOSES"], {"ICD9_CODE": str})["ICD9_CODE"]
+                  if ctx.options["code_dictionary"] else None)
+    labels, att = phenotypes.labels(_stays(ctx), diagnoses, label_names("phenotyping"), dictionary)
     write_csv(labels, tmp / "labels.csv")
     ctx.log(f"      {len(diagnoses):,} diagnosis rows, {labels.iloc[:, 1:].to_numpy().sum(axis=1).mean():.3f} labels per stay")
     return att
@@ -124,7 +127,8 @@ def steps(has_notes: bool) -> list[Step]:
 def _steps(has_notes: bool) -> list[Step]:
     return [
         Step("stays", _run_stays, tables=("ICUSTAYS", "ADMISSIONS", "PATIENTS")),
-        Step("phenotypes", _run_phenotypes, tables=("DIAGNOSES_ICD",), after=("stays",)),
+        Step("phenotypes", _run_phenotypes, tables=("DIAGNOSES_ICD", "D_ICD_DIAGNOSES"), options=("code_dictionary",),
+             after=("stays",)),
         Step("chartevents", _run_events("CHARTEVENTS"), tables=("CHARTEVENTS",), options=("buckets", "ranges"),
              after=("stays",)),
         Step("labevents", _run_events("LABEVENTS"), tables=("LABEVENTS",), options=("buckets", "ranges"),
@@ -142,7 +146,7 @@ def build(raw: str | Path, out: str | Path, options: Options = Options(), log=No
     raw, out = Path(raw), Path(out)
     found = open_tables(raw)
     opts = {"first_admission_only": options.first_admission_only, "ranges": options.ranges,
-            "buckets": options.buckets or buckets_for(found["CHARTEVENTS"])}
+            "code_dictionary": options.code_dictionary, "buckets": options.buckets or buckets_for(found["CHARTEVENTS"])}
     out.mkdir(parents=True, exist_ok=True)
     ctx = Context(raw=raw, out=out, options=opts, tables=found, **({"log": log} if log else {}))
     attrition, seconds = run_steps(steps("NOTEEVENTS" in found), ctx)

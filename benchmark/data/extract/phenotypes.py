@@ -4,6 +4,11 @@
 whether it is one of the benchmark's 25 (``use_in_benchmark``). A stay is positive for a group when any
 diagnosis code of its admission (DIAGNOSES_ICD, codes without dots, leading zeros kept) is one of the
 group's codes; a stay whose admission has no such code is negative for it.
+
+Named switch ``code_dictionary`` (on by default, as the reference): only codes listed in D_ICD_DIAGNOSES
+count. The reference joins the diagnoses with that dictionary (inner join) to get their titles, which
+drops the codes it does not list: MIMIC-III's DIAGNOSES_ICD holds some category codes without their
+fifth digit (e.g. 2765, 585, 5185) that D_ICD_DIAGNOSES lacks. Off, every code counts.
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ import yaml
 from .steps import Attrition
 
 DIAGNOSES = ("SUBJECT_ID", "HADM_ID", "ICD9_CODE")
+DICTIONARY = ("ICD9_CODE",)  # D_ICD_DIAGNOSES
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
@@ -36,12 +42,20 @@ def code_table(label_names: list[str]) -> pd.Series:
     return table[~table.index.duplicated()]
 
 
-def labels(stays: pd.DataFrame, diagnoses: pd.DataFrame, label_names: list[str]) -> tuple[pd.DataFrame, Attrition]:
-    """Per cohort stay (ICUSTAY_ID), the 25 labels as 0/1 columns named as the card names them."""
+def labels(stays: pd.DataFrame, diagnoses: pd.DataFrame, label_names: list[str],
+           dictionary: pd.Series | None = None) -> tuple[pd.DataFrame, Attrition]:
+    """Per cohort stay (ICUSTAY_ID), the 25 labels as 0/1 columns named as the card names them; with
+    ``dictionary`` (D_ICD_DIAGNOSES' codes), only the codes it lists count."""
     att = Attrition()
     att.add("diagnoses", len(diagnoses), 0, "rows of DIAGNOSES_ICD", "diagnoses")
     keyed = diagnoses.merge(stays[["SUBJECT_ID", "HADM_ID", "ICUSTAY_ID"]], on=["SUBJECT_ID", "HADM_ID"], how="inner")
     att.add("cohort_diagnoses", len(keyed), len(diagnoses) - len(keyed), "admission is not a cohort stay's", "diagnoses")
+    if dictionary is not None:
+        listed = keyed["ICD9_CODE"].isin(dictionary)
+        att.add("code_dictionary", int(listed.sum()), int((~listed).sum()),
+                "code not in D_ICD_DIAGNOSES (dropped by the reference's join; --all-diagnosis-codes keeps it)",
+                "diagnoses")
+        keyed = keyed[listed.to_numpy()]
     column = keyed["ICD9_CODE"].str.strip().map(code_table(label_names))
     att.add("benchmark_codes", int(column.notna().sum()), int(column.isna().sum()),
             "code in none of the 25 benchmark CCS groups (or empty)", "diagnoses")
