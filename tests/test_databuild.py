@@ -220,12 +220,15 @@ def test_the_first_admission_only_switch_reproduces_the_reference_notes_bug(tiny
     assert train.loc[121, "notes"] == "" and train.loc[111, "notes"].startswith("note 1 pt stable")
 
 
-def test_gzip_tables_with_upper_case_headers_build_the_same_files(tiny, tmp_path):
+def test_gzip_tables_and_several_stay_buckets_build_the_same_files(tiny, tmp_path):
     write_tiny(tmp_path / "gz", gz=True)
     build(tiny, tmp_path / "a")
-    build(tmp_path / "gz", tmp_path / "b")
+    build(tmp_path / "gz", tmp_path / "b", buckets=3)
+    assert len(list((tmp_path / "b" / ".steps" / "chartevents").glob("chartevents-*.csv"))) == 3
     for split in ("train", "test"):
         assert listfile(tmp_path / "a", split).equals(listfile(tmp_path / "b", split))
+    for path in (tmp_path / "a" / "ehr").iterdir():
+        assert path.read_bytes() == (tmp_path / "b" / "ehr" / path.name).read_bytes()
 
 
 def test_without_noteevents_every_note_is_empty_and_the_build_says_so(tiny, tmp_path):
