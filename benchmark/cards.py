@@ -28,6 +28,8 @@ LAYOUTS = ("mimic4", "mimic3-miracl", "mimic3-benchmark")
 #   "negative" (MIRACL, default): uncertain and missing -> 0 (B12);  "positive": uncertain -> 1 (U-Ones), missing -> 0.
 UNCERTAIN_POLICIES = ("negative", "positive")
 ACCESS = ("physionet-credentialed", "open")
+# Pipelines that build a card's vendored raw tables into its task files (benchmark/data/extract).
+BUILDS = ("mimic3",)
 
 _STR, _INT, _NUMBER, _LIST, _MAP = "a string", "an integer", "a number", "a list", "a mapping"
 # field: (what it must be, what it means); all required.
@@ -54,6 +56,9 @@ OPTIONAL = {
     "note_tokens": (_INT, "tokens kept per note"),
     "encoder": (_STR, "the frozen note encoder"),
     "normaliser": (_STR, "the time-series normaliser"),
+    # A card whose raw database tables ship beside it (open data): built into the cache on first use.
+    "raw_tables": (_STR, "the folder, beside the card, of vendored raw tables with their SHA256SUMS"),
+    "build": (_STR, f"the pipeline that builds the raw tables, one of {', '.join(BUILDS)} (with raw_tables)"),
 }
 SCALE = {
     "n_total": (_INT, "samples over all splits"),
@@ -91,6 +96,8 @@ class Card:
     license: str
     citation: str
     sources: tuple[str, ...] = ()
+    raw_tables: str = ""  # vendored raw tables (folder beside the card), '' if none
+    build: str = ""  # their pipeline
     task_fields: dict = field(default_factory=dict, hash=False)  # TASK_FIELDS the card sets
 
     @property
@@ -139,7 +146,8 @@ def read_card(path: str | Path) -> Card:
             _check_type(path, key, raw[key], what)
     if raw["name"] != path.parent.name:
         raise UsageError(f"{path}: field 'name' is '{raw['name']}' but the folder is '{path.parent.name}'")
-    for key, choices in (("kind", KINDS), ("layout", LAYOUTS), ("access", ACCESS), ("uncertain", UNCERTAIN_POLICIES)):
+    for key, choices in (("kind", KINDS), ("layout", LAYOUTS), ("access", ACCESS), ("uncertain", UNCERTAIN_POLICIES),
+                         ("build", BUILDS)):
         if key in raw and raw[key] not in choices:
             raise UsageError(f"{path}: field '{key}' is '{raw[key]}'{choices_hint(raw[key], choices)}")
     if raw["kind"] == "diagnosis" and "uncertain" not in raw:
@@ -158,6 +166,11 @@ def read_card(path: str | Path) -> Card:
         raise UsageError(f"{path}: field 'labels' lists '{repeated}' twice; label names must be unique")
     if not raw["task_weight"] > 0:
         raise UsageError(f"{path}: field 'task_weight' is {raw['task_weight']}, expected a number > 0")
+    if ("raw_tables" in raw) != ("build" in raw):
+        raise UsageError(f"{path}: fields 'raw_tables' and 'build' go together (vendored tables and their pipeline)")
+    if "raw_tables" in raw and not (path.parent / raw["raw_tables"]).is_dir():
+        raise UsageError(f"{path}: field 'raw_tables' is '{raw['raw_tables']}', but {path.parent / raw['raw_tables']} "
+                         f"is not a folder")
     for key in ("max_hours", "note_tokens"):
         if key in raw and raw[key] < 1:
             raise UsageError(f"{path}: field '{key}' is {raw[key]}, expected an integer >= 1")
@@ -167,6 +180,7 @@ def read_card(path: str | Path) -> Card:
         task_weight=float(raw["task_weight"]), scale=_scale(path, raw["scale"], len(labels)), access=raw["access"],
         license=raw["license"].strip(), citation=" ".join(raw["citation"].split()),
         sources=tuple(_strings(path, "sources", raw.get("sources", []))),
+        raw_tables=raw.get("raw_tables", ""), build=raw.get("build", ""),
         task_fields={k: raw[k] for k in TASK_FIELDS if k in raw},
     )
 
@@ -184,9 +198,11 @@ def _scale(path: Path, raw: dict, num_labels: int) -> Scale:
     if not 0 < raw["cardinality"] < num_labels:
         raise UsageError(f"{path}: field 'scale.cardinality' is {raw['cardinality']}, expected a number in "
                          f"(0, {num_labels}) (the mean positive labels per sample, fewer than the labels)")
-    for key in ("missing_ehr", "missing_note"):
-        if not 0 <= raw[key] < 1:
-            raise UsageError(f"{path}: field 'scale.{key}' is {raw[key]}, expected a share in [0, 1)")
+    if not 0 <= raw["missing_ehr"] < 1:
+        raise UsageError(f"{path}: field 'scale.missing_ehr' is {raw['missing_ehr']}, expected a share in [0, 1)")
+    # 1 is allowed for notes: a database without notes (the PhysioNet demos) is a task with the note modality absent.
+    if not 0 <= raw["missing_note"] <= 1:
+        raise UsageError(f"{path}: field 'scale.missing_note' is {raw['missing_note']}, expected a share in [0, 1]")
     # Floats stay floats whatever YAML made of them: a task spec (hence a run id) must not depend on "1" vs "1.0".
     return Scale(raw["n_total"], float(raw["cardinality"]), float(raw["missing_ehr"]), float(raw["missing_note"]))
 

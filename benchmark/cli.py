@@ -450,13 +450,35 @@ def cmd_data_prepare(args) -> int:
 
 
 def cmd_data_describe(args) -> int:
-    from .data import data_root, synthetic_files
     from .data.cache import TensorCache
     from .data.describe import describe, render
+    from .data.taskdata import task_files
 
     spec = _task(args)
-    root = synthetic_files(spec, TensorCache()) if spec.source == "synthetic" else data_root(spec, args.root)
+    root = task_files(spec, TensorCache(), args.root)
     print(render(describe(spec, root)))
+    return 0
+
+
+def cmd_data_build(args) -> int:
+    import os
+
+    import pandas as pd
+
+    from .data.extract import mimic3, summary
+    from .protocol import MIMIC3_PHE
+
+    # Where the paper track's mimic3-phe task reads its files, unless told otherwise.
+    out = args.out or os.path.join(os.environ.get("EHRBENCH_DATA", "data"), MIMIC3_PHE.data_dir)
+    options = mimic3.Options(first_admission_only=args.notes_first_admission_only, ranges=not args.no_ranges,
+                             code_dictionary=not args.all_diagnosis_codes, buckets=args.buckets)
+    start = time.perf_counter()
+    result = mimic3.build(args.raw, out, options)
+    print(summary.render(result, pd.read_csv(f"{out}/attrition.csv", keep_default_na=False)))
+    for warning in result["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"built in {_duration(time.perf_counter() - start)}: {out}/phenotyping, {out}/ehr "
+          f"(read by task mimic3-phe of track paper: --root {out})")
     return 0
 
 
@@ -530,7 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--format", default="simple", type=_table_format("none"), help="terminal tables: tabulate format (simple, github, ...) or none")
     lb.set_defaults(func=cmd_leaderboard)
 
-    d = sub.add_parser("data", help="prepare or describe a task's data").add_subparsers(dest="data_command", required=True)
+    d = sub.add_parser("data", help="build, prepare or describe a task's data").add_subparsers(dest="data_command", required=True)
     for name, func, helptext in (("prepare", cmd_data_prepare, "materialise a task into the tensor cache"),
                                  ("describe", cmd_data_describe, "print a task's dataset statistics")):
         c = d.add_parser(name, help=helptext)
@@ -541,6 +563,20 @@ def build_parser() -> argparse.ArgumentParser:
             c.add_argument("--rebuild", action="store_true", help="rebuild the cache entry even if it is valid")
             c.add_argument("--encoder", help="note encoder (as `bench --encoder`): 'minilm', 'random-bert-base', a local folder or a hub name")
         c.set_defaults(func=func)
+    db = d.add_parser("build", help="build a task's files from the raw database CSVs (resumable; docs/data.md)")
+    db.add_argument("database", choices=("mimic3",), help="mimic3: MIMIC-III 1.4 -> the mimic3-phe task files")
+    db.add_argument("--raw", required=True, help="folder of the database's CSVs (TABLE.csv or TABLE.csv.gz)")
+    db.add_argument("--out", help="folder to build into (default $EHRBENCH_DATA/mimic3, else data/mimic3); "
+                                  "finished steps found there are kept")
+    db.add_argument("--notes-first-admission-only", action="store_true",
+                    help="reproduce the reference's note extraction bug: only a subject's first ICU stay gets notes")
+    db.add_argument("--no-ranges", action="store_true",
+                    help="keep outliers: skip the cleaning by variable_ranges.csv (unit cleaning still applies)")
+    db.add_argument("--all-diagnosis-codes", action="store_true",
+                    help="label from every ICD-9 code, also those D_ICD_DIAGNOSES does not list (the reference drops them)")
+    db.add_argument("--buckets", type=positive_int, help="stay buckets of the event files (default: one per ~2 GB "
+                                                        "of CHARTEVENTS); fewer = faster, more = less memory")
+    db.set_defaults(func=cmd_data_build)
 
     m = sub.add_parser("methods", help="list the methods (`methods describe`: manifests and model sizes)")
     m.set_defaults(func=cmd_methods)

@@ -173,7 +173,8 @@ class TaskSpec:
 
     name: str
     kind: str  # "phenotyping" (25 labels) | "diagnosis" (14 CheXpert labels)
-    source: str  # "synthetic" (generated, then read back) | "real" (the user's prepared MIMIC files)
+    source: str  # "synthetic" (generated, then read back) | "real" (the user's prepared MIMIC files) |
+    #              "vendored" (raw tables shipped beside the card, built into the cache: the MIMIC-III demo)
     layout: str  # on-disk layout: "mimic4" | "mimic3-miracl" | "mimic3-benchmark" (benchmark/data/loaders.py)
     num_labels: int
     # Synthetic tasks: samples over all splits, target mean labels per sample, modality missingness.
@@ -187,7 +188,7 @@ class TaskSpec:
     normaliser: str = "train"  # "train" split statistics | "reference" (published MIMIC-III ones, B18) | a JSON file
     uncertain: str = "negative"  # diagnosis: CheXpert uncertain -> 0 (MIRACL, B12) | "positive" (U-Ones)
     task_dir: str = "phenotyping"  # folder of the listfiles under the data root
-    data_dir: str = ""  # real tasks: folder under $EHRBENCH_DATA (e.g. "mimic4")
+    data_dir: str = ""  # real tasks: folder under $EHRBENCH_DATA (e.g. "mimic4"); vendored: the card's folder
     task_weight: float = 1.0  # FlexCare's per-task loss weight (phenotyping 1.0, diagnosis 0.2)
 
 
@@ -243,7 +244,8 @@ class Track:
 def card_task(card: cards.Card, source: str, name: str | None = None, **sizes) -> TaskSpec:
     """A task from its card: ``source="real"`` reads the prepared files under the card's ``data_dir``;
     ``source="synthetic"`` generates the twin at the card's scale, or at the ``sizes`` a track gives
-    (n_total, missing rates, max_hours, note_tokens, ...). Fields neither sets keep TaskSpec's defaults."""
+    (n_total, missing rates, max_hours, note_tokens, ...); ``source="vendored"`` builds the raw tables
+    that ship beside the card (``raw_tables``). Fields neither sets keep TaskSpec's defaults."""
     fields = dict(kind=card.kind, layout=card.layout, num_labels=card.num_labels, task_dir=card.task_dir,
                   task_weight=card.task_weight, **card.task_fields)
     if source == "synthetic":
@@ -252,8 +254,12 @@ def card_task(card: cards.Card, source: str, name: str | None = None, **sizes) -
                       missing_note=scale.missing_note)
     elif source == "real":
         fields.update(data_dir=card.data_dir)
+    elif source == "vendored":
+        if not card.raw_tables:
+            raise ValueError(f"{card.path}: no 'raw_tables' to build")
+        fields.update(data_dir=card.path.parent.name)
     else:
-        raise ValueError(f"source must be 'synthetic' or 'real', got {source!r}")
+        raise ValueError(f"source must be 'synthetic', 'real' or 'vendored', got {source!r}")
     return TaskSpec(name or card.name, source=source, **(fields | sizes))
 
 
@@ -307,7 +313,24 @@ PAPER = Track(
     tasks=tuple(card_task(card, "real", normaliser="reference") for card in _CARDS.values()),
 )
 
-TRACKS: dict[str, Track] = {t.name: t for t in (QUICK, FULL, PAPER, SMOKE)}
+# Real MIMIC-III files without credentials: the open PhysioNet demo, vendored under its card and built
+# by `ehrbench data build mimic3`'s steps into the cache on first use. Sized like quick (48 bins: half the
+# demo's stays are longer than two days), z-scored as the paper track is. 18 test stays: a proof that the
+# real pipeline runs end to end, not a result to rank methods by.
+MIMIC3_DEMO = cards.get_card("mimic3-demo")
+DEMO = Track(
+    name="demo",
+    description=(
+        "The open MIMIC-III Clinical Database Demo 1.4 (PhysioNet, ODbL), vendored and built by the real "
+        "pipeline on first use: 113 ICU stays of 88 patients (95 train / 18 test), 25 phenotypes, no notes; "
+        "the last 48 hourly bins, the published MIMIC-III normaliser, FlexCare narrowed as in quick. Minutes "
+        "on a CPU; checks the real-data path, too small to rank methods."
+    ),
+    tasks=(card_task(MIMIC3_DEMO, "vendored", max_hours=48, note_tokens=16, normaliser="reference"),),
+    backbone=BackboneSize(hidden=32, layers=2, heads=2, ff=64, experts=4, top_k=2),
+)
+
+TRACKS: dict[str, Track] = {t.name: t for t in (QUICK, FULL, PAPER, SMOKE, DEMO)}
 
 
 def get_track(name: str) -> Track:

@@ -36,8 +36,8 @@ DIAGNOSES = [
 ]
 
 
-def test_the_papers_three_tasks_have_cards_with_their_scale():
-    assert cards.available_cards() == ["mimic3-phe", "mimic4-dia", "mimic4-phe"]
+def test_the_papers_three_tasks_and_the_demo_have_cards_with_their_scale():
+    assert cards.available_cards() == ["mimic3-demo", "mimic3-phe", "mimic4-dia", "mimic4-phe"]
     got = {}
     for name in cards.available_cards():
         card = cards.get_card(name)
@@ -48,7 +48,10 @@ def test_the_papers_three_tasks_have_cards_with_their_scale():
         "mimic4-dia": ("diagnosis", "mimic4", 14, 0.2, "mimic4", "diagnosis", 132_576, 2.246, "physionet-credentialed"),
         "mimic3-phe": ("phenotyping", "mimic3-miracl", 25, 1.0, "mimic3", "phenotyping", 41_904, 4.126,
                        "physionet-credentialed"),
+        "mimic3-demo": ("phenotyping", "mimic3-miracl", 25, 1.0, "mimic3-demo", "phenotyping", 113, 5.186, "open"),
     }
+    demo = cards.get_card("mimic3-demo")
+    assert (demo.raw_tables, demo.build, demo.scale.missing_note) == ("raw", "mimic3", 1.0)
     assert cards.get_card("mimic4-dia").task_fields == {"uncertain": "negative"}
     assert (cards.get_card("mimic4-dia").scale.missing_ehr, cards.get_card("mimic4-dia").scale.missing_note) == (0.763, 0.326)
 

@@ -23,7 +23,7 @@ def ehrbench(*args, **kw):
     (["bench", "--method", "foo"], "unknown method 'foo'; valid choices: asl, bce, focal, gce, m3care, medfuse, miracl, mllsc, multit"),
     (["bench", "--method", "bcee"], "unknown method 'bcee'; did you mean 'bce'?; valid choices: asl, bce, focal,"),
     (["bench", "--method", ""], "no method given (e.g. METHOD=bce); available: asl, bce, focal, gce, m3care, medfuse, miracl, mllsc, multit"),
-    (["bench", "--method", "bce", "--track", "fast"], "unknown track 'fast'; valid choices: full, paper, quick, smoke"),
+    (["bench", "--method", "bce", "--track", "fast"], "unknown track 'fast'; valid choices: demo, full, paper, quick, smoke"),
     (["bench", "--method", "bce", "--track", "paper"], "data/mimic4/phenotyping: folder not found; point --root (or EHRBENCH_DATA)"),
     (["bench", "--method", "bce", "--tasks", "mimic4-phe"], "unknown task 'mimic4-phe' in track 'quick'; valid choices: syn-phe"),
     (["bench", "--method", "bce", "--noise", "sym-20,sym20x"], "unknown noise setting 'sym20x'"),

@@ -83,7 +83,7 @@ def test_bad_noise_strings_name_the_problem(text, message):
 
 
 def test_unknown_track_lists_valid_choices():
-    with pytest.raises(UsageError, match="unknown track 'quik'; did you mean 'quick'\\?; valid choices: full, paper, quick, smoke"):
+    with pytest.raises(UsageError, match="unknown track 'quik'; did you mean 'quick'\\?; valid choices: demo, full, paper, quick, smoke"):
         get_track("quik")
 
 
@@ -148,7 +148,7 @@ def test_a_track_overrides_only_the_sizes_it_writes():
     assert (task.name, task.n_total, task.max_hours, task.missing_ehr, task.cardinality) == ("tiny", 10, 4, 0.763, 2.246)
     assert (task.uncertain, task.task_dir, task.task_weight, task.data_dir) == ("negative", "diagnosis", 0.2, "")
     assert card_task(card, "real").data_dir == "mimic4" and card_task(card, "real").n_total == 0
-    with pytest.raises(ValueError, match="source must be 'synthetic' or 'real'"):
+    with pytest.raises(ValueError, match="source must be 'synthetic', 'real' or 'vendored'"):
         card_task(card, "demo")
 
 

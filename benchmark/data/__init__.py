@@ -3,11 +3,24 @@
 Modules, one concept each: ``loaders`` (the on-disk layouts of the real pipelines), ``timeseries``
 (Harutyunyan's discretiser and normaliser), ``notes`` (the frozen note encoder), ``generator`` (synthetic
 tasks written in the real layouts), ``cache`` (the tensor cache), ``split`` (a materialised split and its
-batches), ``taskdata`` (``materialise``: a task's files to its cached arrays) and ``describe`` (a task's
-statistics). A method never imports this package: it sees only ``TaskInfo``, batches and noisy labels.
-"""
-from .split import Split
-from .taskdata import TaskData, cache_key, check_source, data_root, materialise, series_arrays, synthetic_files
+batches), ``taskdata`` (``materialise``: a task's files to its cached arrays), ``describe`` (a task's
+statistics), ``vendored`` (tasks whose raw tables ship with the project) and the package ``extract``
+(``ehrbench data build``: task files from the raw MIMIC tables). A method never imports this package:
+it sees only ``TaskInfo``, batches and noisy labels.
 
+The names below are imported on first use, so that ``extract`` (pandas only) runs without loading torch.
+"""
 __all__ = ["Split", "TaskData", "cache_key", "check_source", "data_root", "materialise", "series_arrays",
            "synthetic_files"]
+
+
+def __getattr__(name: str):
+    if name == "Split":
+        from .split import Split
+
+        return Split
+    if name in __all__:
+        from . import taskdata
+
+        return getattr(taskdata, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

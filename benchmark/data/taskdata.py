@@ -22,7 +22,7 @@ import torch
 from ..cards import label_names
 from ..errors import UsageError
 from ..protocol import TaskSpec
-from . import generator, notes, timeseries
+from . import generator, notes, timeseries, vendored
 from .cache import TensorCache, writing
 from .loaders import RawSplit, read_episodes, read_split
 from .split import Split
@@ -51,13 +51,23 @@ def cache_key(spec: TaskSpec, root: Path | None) -> str:
         "loader": LOADER_VERSION,
         "generator": generator.GENERATOR_VERSION if spec.source == "synthetic" else None,
         "encoder": notes.encoder_id(spec.encoder),
-        "source": _source_fingerprint(spec, root) if spec.source != "synthetic" else None,
+        "source": _source_identity(spec, root),
     }
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
 
+def _source_identity(spec: TaskSpec, root: Path | None) -> str | None:
+    if spec.source == "real":
+        return _source_fingerprint(spec, root)
+    if spec.source == "vendored":  # the tables' checksums and the pipeline's version, not the built files
+        return vendored.identity(spec)
+    return None
+
+
 def check_source(spec: TaskSpec, root: str | Path | None = None) -> Path:
-    """The folder of a real task's files, or an error saying where it was looked for."""
+    """The folder of a real task's files (a vendored task's raw tables), or an error saying where it was looked for."""
+    if spec.source == "vendored":
+        return vendored.raw_folder(spec)
     task_dir = data_root(spec, root) / spec.task_dir
     if not task_dir.is_dir():
         raise UsageError(f"{task_dir}: folder not found; point --root (or EHRBENCH_DATA) at the prepared "
@@ -83,6 +93,16 @@ def data_root(spec: TaskSpec, override: str | Path | None = None) -> Path:
     if override:
         return Path(override)
     return Path(os.environ.get("EHRBENCH_DATA", "data")) / spec.data_dir
+
+
+def task_files(spec: TaskSpec, cache: TensorCache, root: str | Path | None = None) -> Path:
+    """The folder of a task's files in its layout: generated, built from the vendored tables (whatever
+    ``root`` says: they are the task), or the user's (``root``, else under $EHRBENCH_DATA)."""
+    if spec.source == "synthetic":
+        return synthetic_files(spec, cache)
+    if spec.source == "vendored":
+        return vendored.built_files(spec, cache)
+    return data_root(spec, root)
 
 
 def synthetic_files(spec: TaskSpec, cache: TensorCache) -> Path:
@@ -187,14 +207,14 @@ def _encoder_device() -> torch.device:
 def materialise(spec: TaskSpec, cache: TensorCache | None = None, root: str | Path | None = None,
                 rebuild: bool = False) -> TaskData:
     cache = cache or TensorCache()
-    real_root = None if spec.source == "synthetic" else data_root(spec, root)
+    real_root = data_root(spec, root) if spec.source == "real" else None
     key = cache_key(spec, real_root)
     hit = None if rebuild else cache.load(spec.name, key)
     if hit is None:
         with cache.lock(spec.name, key):  # concurrent runs build a task once; the others wait for it
             hit = None if rebuild else cache.load(spec.name, key)
             if hit is None:
-                files = synthetic_files(spec, cache) if spec.source == "synthetic" else real_root
+                files = task_files(spec, cache, real_root)
                 arrays, _, meta = build_arrays(spec, files)
                 cache.save(spec.name, key, arrays, meta)
                 hit = cache.load(spec.name, key, verify=False)

@@ -1,0 +1,71 @@
+"""The cohort (Harutyunyan's ``extract_subjects``): which ICU stays of MIMIC-III become samples.
+
+In order, as the reference applies them: ICU stays with a transfer (first and last care unit, or first
+and last ward, differ) are dropped; stays without their ADMISSIONS or PATIENTS row are dropped (none in
+MIMIC-III 1.4); then every stay of an admission that still has more than one ICU stay; then stays of
+patients younger than 18 at ICU admission. A subject's stays are numbered by admission time: the
+episode ``k`` of ``{subject}_episode{k}_timeseries.csv``.
+
+Age is the calendar age at ICU admission. MIMIC-III shifts the birth date of patients older than 89
+by about 300 years, further than a nanosecond timestamp difference reaches, so it is computed from
+the calendar fields, which cannot overflow.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ...errors import UsageError
+from .steps import Attrition
+
+MIN_AGE = 18
+ICUSTAYS = ("SUBJECT_ID", "HADM_ID", "ICUSTAY_ID", "FIRST_CAREUNIT", "LAST_CAREUNIT", "FIRST_WARDID",
+            "LAST_WARDID", "INTIME", "OUTTIME", "LOS")
+ADMISSIONS = ("SUBJECT_ID", "HADM_ID")
+PATIENTS = ("SUBJECT_ID", "DOB")
+
+
+def times(column: pd.Series, what: str, table: str) -> pd.Series:
+    """MIMIC's 'YYYY-MM-DD HH:MM:SS' timestamps; an unparsable one is an error naming the table."""
+    parsed = pd.to_datetime(column, format="%Y-%m-%d %H:%M:%S", errors="coerce")
+    bad = parsed.isna() & column.notna()
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise UsageError(f"table {table}: {what} {column[bad].iloc[0]!r} (data row {row + 1}) is not a "
+                         f"'YYYY-MM-DD HH:MM:SS' timestamp")
+    return parsed
+
+
+def age_years(born: pd.Series, at: pd.Series) -> np.ndarray:
+    """Whole years from ``born`` to ``at`` (birthday reached or not), from the calendar fields."""
+    before_birthday = (at.dt.month < born.dt.month) | ((at.dt.month == born.dt.month) & (at.dt.day < born.dt.day))
+    return (at.dt.year - born.dt.year - before_birthday.astype(int)).to_numpy()
+
+
+def select(icustays: pd.DataFrame, admissions: pd.DataFrame, patients: pd.DataFrame) -> tuple[pd.DataFrame, Attrition]:
+    """The cohort's stays (SUBJECT_ID, HADM_ID, ICUSTAY_ID, INTIME, OUTTIME, LOS, AGE, EPISODE) and the attrition."""
+    att = Attrition()
+    stays = icustays.copy()
+    att.add("icustays", len(stays), 0, "ICU stays in ICUSTAYS", "stays")
+
+    def keep(mask: pd.Series, step: str, reason: str) -> None:
+        nonlocal stays
+        att.add(step, int(mask.sum()), int((~mask).sum()), reason, "stays")
+        stays = stays[mask.to_numpy()]
+
+    same_unit = (stays["FIRST_CAREUNIT"] == stays["LAST_CAREUNIT"]) & (stays["FIRST_WARDID"] == stays["LAST_WARDID"])
+    keep(same_unit, "transfers", "transfer between care units or wards during the ICU stay")
+    known = (stays.set_index(["SUBJECT_ID", "HADM_ID"]).index.isin(admissions.set_index(["SUBJECT_ID", "HADM_ID"]).index)
+             & stays["SUBJECT_ID"].isin(patients["SUBJECT_ID"]).to_numpy())
+    keep(pd.Series(known, index=stays.index), "admission_rows", "no ADMISSIONS or PATIENTS row for the stay")
+    per_admission = stays.groupby("HADM_ID")["ICUSTAY_ID"].transform("size")
+    keep(per_admission == 1, "one_icu_stay", "admission with more than one ICU stay (all of its stays)")
+    stays = stays.merge(patients[["SUBJECT_ID", "DOB"]].drop_duplicates("SUBJECT_ID"), on="SUBJECT_ID", how="left")
+    stays["INTIME"] = times(stays["INTIME"], "INTIME", "ICUSTAYS")
+    stays["OUTTIME"] = times(stays["OUTTIME"], "OUTTIME", "ICUSTAYS")
+    stays["AGE"] = age_years(times(stays["DOB"], "DOB", "PATIENTS"), stays["INTIME"])
+    keep(stays["AGE"] >= MIN_AGE, "adults", f"younger than {MIN_AGE} at ICU admission")
+    stays = stays.sort_values(["SUBJECT_ID", "INTIME", "ICUSTAY_ID"], kind="stable")
+    stays["EPISODE"] = stays.groupby("SUBJECT_ID").cumcount() + 1
+    columns = ["SUBJECT_ID", "HADM_ID", "ICUSTAY_ID", "INTIME", "OUTTIME", "LOS", "AGE", "EPISODE"]
+    return stays[columns].reset_index(drop=True), att

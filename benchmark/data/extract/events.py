@@ -1,0 +1,130 @@
+"""CHARTEVENTS and LABEVENTS -> validated, cleaned events of the cohort, in stay buckets on disk.
+
+A table is streamed in chunks (CHARTEVENTS is ~330 M rows in MIMIC-III): each chunk is cut to the 17
+variables' itemids and the cohort's subjects first (cheap integer tests, so most rows leave before any
+text is parsed), then validated (``validate``), its times parsed, its values cleaned (``variables``),
+and appended to the bucket file of its stay (``ICUSTAY_ID % buckets``). The episode step then reads
+one bucket at a time, so memory is bounded by a bucket, not by the table. OUTPUTEVENTS is not read:
+none of the 17 variables comes from it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import tables, validate, variables
+from .steps import Attrition
+
+COLUMNS = {
+    "CHARTEVENTS": ("SUBJECT_ID", "HADM_ID", "ICUSTAY_ID", "ITEMID", "CHARTTIME", "VALUE", "VALUEUOM"),
+    "LABEVENTS": ("SUBJECT_ID", "HADM_ID", "ITEMID", "CHARTTIME", "VALUE", "VALUEUOM"),
+}
+_DTYPES = {"SUBJECT_ID": "int64", "HADM_ID": "float64", "ICUSTAY_ID": "float64", "ITEMID": "int64",
+           "CHARTTIME": str, "VALUE": str, "VALUEUOM": str}
+_EXCLUDED = ("items", "subjects", "no_hadm", "other_hadm", "other_stay", "empty", "unusable", "spelling", "outlier")
+EVENT_HEADER = ["ICUSTAY_ID", "TIME", "CODE", "VALUE"]  # TIME: seconds since 1970 (MIMIC's shifted dates)
+
+
+def bucket_path(folder: Path, table: str, bucket: int) -> Path:
+    return folder / f"{table.lower()}-{bucket:03d}.csv"
+
+
+class Counter:
+    """Event counts per rule, summed over the chunks, then written as attrition rows."""
+
+    def __init__(self):
+        self.n = {}
+
+    def add(self, counts: dict[str, int]) -> None:
+        for k, v in counts.items():
+            self.n[k] = self.n.get(k, 0) + int(v)
+
+    def kept(self) -> int:
+        return self.n.get("read", 0) - sum(v for k, v in self.n.items() if k in _EXCLUDED)
+
+    def attrition(self, table: str, use_ranges: bool) -> Attrition:
+        att, t, n = Attrition(), table.lower(), self.n.get
+        left = n("read", 0)
+        att.add(t, left, 0, f"rows of {table}", f"{t} rows")
+        rules = [
+            ("itemids", "items", "itemid is not one of the 17 variables' (itemid_to_variable_map.csv, status ready)"),
+            ("cohort_subjects", "subjects", "subject has no cohort stay"),
+            ("admission_id", "no_hadm", validate.REASONS["no_hadm"]),
+            ("admission", "other_hadm", validate.REASONS["other_hadm"]),
+            ("icu_stay", "other_stay", validate.REASONS["other_stay"]
+             + f"; {n('recovered', 0):,} events without one took their admission's stay"),
+            ("time_and_value", "empty", "no CHARTTIME or no VALUE"),
+            ("cleaning", "unusable", "value unusable after unit cleaning (not a number, unknown refill text)"),
+            ("spelling", "spelling", "Glasgow coma scale text that is none of the discretiser's spellings"),
+        ]
+        if use_ranges:
+            rules.append(("ranges", "outlier", "outside the variable's outlier range (variable_ranges.csv); "
+                          f"{n('clipped', 0):,} more moved to the nearest valid bound"))
+        for step, key, reason in rules:
+            gone = n(key, 0)
+            left -= gone
+            att.add(f"{t}:{step}", left, gone, reason, f"{t} rows")
+        return att
+
+
+def extract(table: tables.Table, stays: pd.DataFrame, folder: Path, buckets: int, use_ranges: bool,
+            log, chunk_rows: int = tables.CHUNK_ROWS) -> Attrition:
+    """Stream ``table`` into ``buckets`` bucket files under ``folder``; the attrition of its events."""
+    items = variables.item_map(table.name.lower())
+    subjects = pd.Index(stays["SUBJECT_ID"].unique())
+    lookup = validate.admissions(stays)
+    paths = [bucket_path(folder, table.name, b) for b in range(buckets)]
+    for p in paths:
+        p.write_text(",".join(EVENT_HEADER) + "\n")
+    counter = Counter()
+    dtypes = {c: _DTYPES[c] for c in COLUMNS[table.name]}
+    read = 0
+    for i, chunk in enumerate(tables.chunks(table, dtypes, chunk_rows), 1):
+        read += len(chunk)
+        _append(_one_chunk(chunk, items, subjects, lookup, use_ranges, counter), paths, buckets)
+        if i % 10 == 0:  # a line per ~20 M rows: CHARTEVENTS takes minutes
+            log(f"      {table.name}: {read:,} rows read, {counter.kept():,} events kept so far")
+    log(f"      {table.name}: {read:,} rows read, {counter.kept():,} events kept")
+    return counter.attrition(table.name, use_ranges)
+
+
+def _one_chunk(chunk: pd.DataFrame, items: variables.ItemMap, subjects: pd.Index, lookup: pd.DataFrame,
+               use_ranges: bool, counter: Counter) -> pd.DataFrame:
+    counts = {"read": len(chunk)}
+    mapped = chunk["ITEMID"].isin(items.items.index)
+    counts["items"] = int((~mapped).sum())
+    chunk = chunk[mapped]
+    ours = chunk["SUBJECT_ID"].isin(subjects)
+    counts["subjects"] = int((~ours).sum())
+    events, checked = validate.validate(chunk[ours], lookup)
+    counts.update({k: checked[k] for k in ("no_hadm", "other_hadm", "other_stay", "recovered")})
+    time = pd.to_datetime(events["CHARTTIME"], format="%Y-%m-%d %H:%M:%S", errors="coerce")
+    present = time.notna() & events["VALUE"].notna() & (events["VALUE"].str.strip() != "")
+    counts["empty"] = int((~present).sum())
+    events, time = events[present], time[present]
+    item = items.items.loc[events["ITEMID"].to_numpy()]
+    code = item["CODE"].to_numpy()
+    value, dropped = variables.clean(code, events["VALUE"], events["VALUEUOM"].fillna(""),
+                                     pd.Series(item["LABEL"].to_numpy(), index=events.index), use_ranges)
+    counts.update(dropped)
+    keep = value.notna().to_numpy()
+    counter.add(counts)
+    return pd.DataFrame({"ICUSTAY_ID": events["ICUSTAY_ID"].to_numpy()[keep],
+                         "TIME": (time.to_numpy()[keep].astype("datetime64[s]").astype(np.int64)),
+                         "CODE": code[keep], "VALUE": value.to_numpy()[keep]})
+
+
+def _append(events: pd.DataFrame, paths: list[Path], buckets: int) -> None:
+    if not len(events):
+        return
+    which = events["ICUSTAY_ID"].to_numpy() % buckets
+    for b in np.unique(which):
+        events[which == b].to_csv(paths[b], mode="a", header=False, index=False)
+
+
+def read_bucket(folder: Path, table: str, bucket: int) -> pd.DataFrame:
+    return pd.read_csv(bucket_path(folder, table, bucket), dtype={"ICUSTAY_ID": "int64", "TIME": "int64",
+                                                                   "CODE": "int8", "VALUE": str},
+                       keep_default_na=False)

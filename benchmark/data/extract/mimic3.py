@@ -1,0 +1,158 @@
+"""``ehrbench data build mimic3``: the MIMIC-III 1.4 CSVs -> the MIRACL MIMIC-III phenotyping layout.
+
+The steps, each resumable (``steps``): ``stays`` (the cohort), ``phenotypes`` (labels from the
+diagnoses), ``chartevents`` and ``labevents`` (validated, cleaned events in stay buckets),
+``episodes`` (the ``ehr/`` series), ``notes`` and ``listfiles`` (``phenotyping/``). Every table and
+column the build needs is checked before the first step, so a missing one fails in the first second.
+The out folder then holds ``ehr/``, ``phenotyping/``, ``attrition.csv``, ``summary.json`` and the
+steps' own outputs under ``.steps/``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from ...cards import label_names
+from . import cohort, episodes, events, listfiles, notes, phenotypes, summary, tables
+from .steps import Context, Step, run_steps, write_csv
+
+# The pipeline's version: bumped when a change alters what a build writes, so that finished steps and
+# the demo track's cached build are redone rather than reused.
+VERSION = "1"
+REQUIRED = {
+    "PATIENTS": cohort.PATIENTS, "ADMISSIONS": cohort.ADMISSIONS, "ICUSTAYS": cohort.ICUSTAYS,
+    "DIAGNOSES_ICD": phenotypes.DIAGNOSES, "D_ICD_DIAGNOSES": phenotypes.DICTIONARY, **events.COLUMNS,
+}
+OPTIONAL = {"NOTEEVENTS": notes.NOTEEVENTS}
+# One bucket per ~2 GB of uncompressed CHARTEVENTS (gzip shrinks MIMIC's CSVs about 7-fold): a bucket's
+# events then fit in a few hundred MB.
+BUCKET_BYTES = 2 * 1024**3
+GZIP_RATIO = 7
+
+
+@dataclass(frozen=True)
+class Options:
+    first_admission_only: bool = False  # reproduce the reference's notes bug (notes.py)
+    ranges: bool = True  # clean by variable_ranges.csv (variables.py)
+    code_dictionary: bool = True  # only diagnosis codes listed in D_ICD_DIAGNOSES count, as in the reference (phenotypes.py)
+    buckets: int | None = None  # stay buckets of the event files; None: from the size of CHARTEVENTS
+
+
+def buckets_for(chartevents: tables.Table) -> int:
+    size = chartevents.size * (GZIP_RATIO if chartevents.path.name.lower().endswith(".gz") else 1)
+    return max(1, math.ceil(size / BUCKET_BYTES))
+
+
+def open_tables(raw: Path) -> dict[str, tables.Table]:
+    found = {name: tables.open_table(raw, name, cols) for name, cols in REQUIRED.items()}
+    for name, cols in OPTIONAL.items():
+        if tables.find(raw, name) is not None:
+            found[name] = tables.open_table(raw, name, cols)
+    return found
+
+
+def _stays(ctx: Context) -> pd.DataFrame:
+    stays = pd.read_csv(ctx.step_dir("stays") / "stays.csv", dtype={"LOS": "float64"})
+    for col in ("INTIME", "OUTTIME"):
+        stays[col] = pd.to_datetime(stays[col], format="%Y-%m-%d %H:%M:%S")
+    return stays
+
+
+def _run_stays(ctx: Context, tmp: Path):
+    str_cols = {"FIRST_CAREUNIT": str, "LAST_CAREUNIT": str, "INTIME": str, "OUTTIME": str}
+    icu = tables.read(ctx.tables["ICUSTAYS"], {"SUBJECT_ID": "int64", "HADM_ID": "int64", "ICUSTAY_ID": "int64",
+                                                "FIRST_WARDID": "float64", "LAST_WARDID": "float64", "LOS": "float64",
+                                                **str_cols})
+    adm = tables.read(ctx.tables["ADMISSIONS"], {"SUBJECT_ID": "int64", "HADM_ID": "int64"})
+    pat = tables.read(ctx.tables["PATIENTS"], {"SUBJECT_ID": "int64", "DOB": str})
+    stays, att = cohort.select(icu, adm, pat)
+    write_csv(stays, tmp / "stays.csv", date_format="%Y-%m-%d %H:%M:%S")
+    counts = {"PATIENTS": len(pat), "ADMISSIONS": len(adm), "ICUSTAYS": len(icu),
+              "lower_case_headers": all(c == c.lower() for c in ctx.tables["PATIENTS"].header.values())}
+    (tmp / "tables.json").write_text(json.dumps(counts) + "\n")
+    ctx.log(f"      {len(icu):,} ICU stays read, {len(stays):,} in the cohort ({stays['SUBJECT_ID'].nunique():,} subjects)")
+    return att
+
+
+def _run_phenotypes(ctx: Context, tmp: Path):
+    diagnoses = tables.read(ctx.tables["DIAGNOSES_ICD"], {"SUBJECT_ID": "int64", "HADM_ID": "int64", "ICD9_CODE": str})
+    dictionary = (tables.read(ctx.tables["D_ICD_DIAGNOSES"], {"ICD9_CODE": str})["ICD9_CODE"]
+                  if ctx.options["code_dictionary"] else None)
+    labels, att = phenotypes.labels(_stays(ctx), diagnoses, label_names("phenotyping"), dictionary)
+    write_csv(labels, tmp / "labels.csv")
+    ctx.log(f"      {len(diagnoses):,} diagnosis rows, {labels.iloc[:, 1:].to_numpy().sum(axis=1).mean():.3f} labels per stay")
+    return att
+
+
+def _run_events(table: str):
+    def run(ctx: Context, tmp: Path):
+        return events.extract(ctx.tables[table], _stays(ctx), tmp, ctx.options["buckets"], ctx.options["ranges"], ctx.log)
+    return run
+
+
+def _run_episodes(ctx: Context, tmp: Path):
+    folders = {t: ctx.step_dir(t.lower()) for t in ("CHARTEVENTS", "LABEVENTS")}
+    kept, att = episodes.build(_stays(ctx), folders, ctx.options["buckets"], tmp / "ehr", ctx.log)
+    write_csv(kept, tmp / "episodes.csv")
+    ctx.log(f"      {len(kept):,} episode files, {int(kept['rows'].sum()):,} rows")
+    return att
+
+
+def _run_notes(ctx: Context, tmp: Path):
+    table = ctx.tables.get("NOTEEVENTS")
+    text, att = notes.extract(table, _stays(ctx), ctx.options["first_admission_only"], ctx.log)
+    write_csv(text, tmp / "notes.csv")
+    ctx.log(f"      {int((text['notes'] != '').sum()):,} of {len(text):,} cohort stays have a note")
+    return att
+
+
+def _run_listfiles(ctx: Context, tmp: Path):
+    def read(step: str, name: str) -> pd.DataFrame:
+        return pd.read_csv(ctx.step_dir(step) / name, keep_default_na=False)  # an empty note is '', not NaN
+
+    parts = listfiles.assemble(read("episodes", "episodes.csv"), read("phenotypes", "labels.csv"),
+                               read("notes", "notes.csv"), label_names("phenotyping"))
+    return listfiles.write(parts, tmp / "phenotyping")
+
+
+def steps(has_notes: bool) -> list[Step]:
+    return [dataclasses.replace(step, version=VERSION) for step in _steps(has_notes)]
+
+
+def _steps(has_notes: bool) -> list[Step]:
+    return [
+        Step("stays", _run_stays, tables=("ICUSTAYS", "ADMISSIONS", "PATIENTS")),
+        Step("phenotypes", _run_phenotypes, tables=("DIAGNOSES_ICD", "D_ICD_DIAGNOSES"), options=("code_dictionary",),
+             after=("stays",)),
+        Step("chartevents", _run_events("CHARTEVENTS"), tables=("CHARTEVENTS",), options=("buckets", "ranges"),
+             after=("stays",)),
+        Step("labevents", _run_events("LABEVENTS"), tables=("LABEVENTS",), options=("buckets", "ranges"),
+             after=("stays",)),
+        Step("episodes", _run_episodes, options=("buckets",), after=("stays", "chartevents", "labevents"),
+             publish=("ehr",)),
+        Step("notes", _run_notes, tables=("NOTEEVENTS",) if has_notes else (), options=("first_admission_only",),
+             after=("stays",)),
+        Step("listfiles", _run_listfiles, after=("episodes", "phenotypes", "notes"), publish=("phenotyping",)),
+    ]
+
+
+def build(raw: str | Path, out: str | Path, options: Options = Options(), log=None) -> dict:
+    """Build (or finish building) the task files of ``raw`` under ``out``; the summary."""
+    raw, out = Path(raw), Path(out)
+    found = open_tables(raw)
+    opts = {"first_admission_only": options.first_admission_only, "ranges": options.ranges,
+            "code_dictionary": options.code_dictionary, "buckets": options.buckets or buckets_for(found["CHARTEVENTS"])}
+    out.mkdir(parents=True, exist_ok=True)
+    ctx = Context(raw=raw, out=out, options=opts, tables=found, **({"log": log} if log else {}))
+    attrition, seconds = run_steps(steps("NOTEEVENTS" in found), ctx)
+    write_csv(attrition, out / "attrition.csv")
+    result = summary.summarise(ctx, attrition, seconds)
+    tmp = out / ".summary.json.tmp"
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.replace(out / "summary.json")
+    return result
