@@ -32,11 +32,25 @@ import torch
 LossFn = Callable[[torch.Tensor, list], torch.Tensor]  # (rows, widths) -> the step's loss, with graph
 
 
+DRAWS = 16  # dropout draws of the first bad step, when the eager replay did not break
+
+
 class Forensics:
     def __init__(self, folder: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                 shuffle: torch.Generator):
+                 shuffle: torch.Generator, watch):
         self.folder, self.model, self.optimizer, self.shuffle = Path(folder), model, optimizer, shuffle
+        self.watch = watch
         self._saved: dict | None = None
+        # The weights before the step about to run, until the watch has seen a bad step: then they are
+        # the weights the run's own first bad step started from (device copies, no host read).
+        self._params = [p for p in model.parameters()]
+        self._before = [p.detach().clone() for p in self._params]
+
+    def keep(self) -> None:
+        """Before each step, outside any capture."""
+        clean = (self.watch.first_grad < 0) & (self.watch.first_loss < 0)
+        for kept, p in zip(self._before, self._params):
+            kept.copy_(torch.where(clean, p.detach(), kept))
 
     def snapshot(self) -> None:
         """At an epoch's start, before its order is drawn (device copies; no host read)."""
@@ -64,9 +78,36 @@ class Forensics:
             self._write(report, before, rows, widths)
             return _summary(report, self.folder)
         report["step"] = None
-        self._write(report, None, None, None)
-        return (f"the eager replay of epoch {epoch} stayed finite (the failure needs the run's own kernels or "
-                f"dropout draws); {self.folder / 'report.json'}")
+        return self._run_step(epoch, batches, variants, report)
+
+    def _run_step(self, epoch: int, batches, variants: dict[str, LossFn], report: dict) -> str:
+        """The eager replay stayed finite: the run's own first bad step, from the weights it started
+        from, under ``DRAWS`` dropout draws per variant (the run's draws cannot be replayed)."""
+        first = [int(x) for x in (self.watch.first_grad, self.watch.first_loss) if int(x) > 0]
+        self.shuffle.set_state(self._saved["shuffle"])
+        epoch_batches = batches()
+        batch = (min(first) - 1) % len(epoch_batches) if first else None
+        if batch is None:
+            self._write(report, None, None, None)
+            return f"the eager replay of epoch {epoch} stayed finite; {self.folder / 'report.json'}"
+        rows, widths = epoch_batches[batch]
+        with torch.no_grad():
+            for p, kept in zip(self._params, self._before):
+                p.copy_(kept)
+        weights = _clone(self.model.state_dict())
+        draws = {}
+        for name, fn in variants.items():
+            runs = []
+            for draw in range(DRAWS):
+                torch.manual_seed(draw)
+                runs.append(_diagnose(self.model, fn, rows, widths))
+            draws[name] = {"nonfinite_draws": sum(1 for r in runs if r.get("nonfinite_gradients") or not r.get("loss_finite", True)),
+                           "draws": DRAWS, "first_nonfinite": next((r for r in runs if r.get("nonfinite_gradients")), None)}
+        report["run_step"] = {"batch": batch + 1, "rows": len(rows), "widths": [list(w) for w in widths], "variants": draws}
+        self._write(report, weights, rows, widths)
+        counts = ", ".join(f"{n}: {d['nonfinite_draws']}/{DRAWS}" for n, d in draws.items())
+        return (f"the eager replay of epoch {epoch} stayed finite; the run's own first bad step (batch {batch + 1}) "
+                f"from its weights, eagerly, non-finite gradients in dropout draws {counts}; {self.folder / 'report.json'}")
 
     def _restore(self) -> None:
         saved = self._saved

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 NAMED = 5  # weight tensors named in the message; the count covers the rest
+FINITE_NAMED = 24  # the finite ones are all named when there are at most this many
 
 
 class NonFiniteWatch:
@@ -54,5 +55,8 @@ class NonFiniteWatch:
             return f"first at {where(first_loss)}, in the forward: the loss was non-finite, the gradients before it finite"
         names = [n for n, b in zip(self.names, self.bad.tolist()) if b]
         shown = ", ".join(names[:NAMED]) + (f" and {len(names) - NAMED} more" if len(names) > NAMED else "")
+        # The tensors whose gradient stayed finite lie between the break and the loss: they locate it.
+        finite = [n for n, b in zip(self.names, self.bad.tolist()) if not b]
+        after = f"; finite: {', '.join(finite)}" if 0 < len(finite) <= FINITE_NAMED else ""
         return (f"first at {where(first_grad)}, in the backward: the loss was finite ({float(self.loss_at_grad):.4g}), "
-                f"the gradient of {len(names)} of {len(self.names)} weight tensors was not ({shown})")
+                f"the gradient of {len(names)} of {len(self.names)} weight tensors was not ({shown}){after}")

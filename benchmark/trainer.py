@@ -76,7 +76,7 @@ def train(method: Method, data: RunData, budget: Budget, seed: int, execution: E
     curve, timings = [], {"train": 0.0, "method_hooks": 0.0, "eval": 0.0}
     train_logits = torch.empty_like(targets) if method.wants_train_logits else None
     watch = NonFiniteWatch(model, device)
-    forensics = Forensics(execution.forensics, model, opt, shuffle) if execution.forensics else None
+    forensics = Forensics(execution.forensics, model, opt, shuffle, watch) if execution.forensics else None
 
     def forward_loss(index: torch.Tensor, widths: list[tuple], epoch: int, fast: FastPath = fast):
         """One batch's loss (with its graph) and logits."""
@@ -133,6 +133,8 @@ def train(method: Method, data: RunData, budget: Budget, seed: int, execution: E
         order = torch.randperm(n, generator=shuffle).to(device)
         loss_sum = torch.zeros((), device=device)
         for index, widths in fast.batches(order.split(budget.batch_size)):
+            if forensics is not None:
+                forensics.keep()
             loss_sum += fast.run(step, index, widths, epoch, decay) * len(index)
             pause()
         sched.step()

@@ -338,3 +338,38 @@ def test_forensics_replays_the_failing_epoch_and_names_the_backward_operation_th
     assert (saved["rows"] == row).any()
     weights = torch.load(tmp_path / "weights.pt")
     assert all(torch.isfinite(w).all() for w in weights.values() if w.is_floating_point())
+
+
+def test_forensics_takes_apart_the_runs_own_bad_step_when_the_eager_replay_stays_finite(tmp_path):
+    """A NaN gradient at one global step only (as a kernel failing once would): the replay cannot meet
+    it again, so the step is rerun from the weights it started from, on its own rows."""
+    import json
+
+    from benchmark.errors import RunFailed
+    _, data, info = smoke_task()
+    seen = []
+
+    class Once(Spy):
+        steps = 0
+
+        def loss(self, logits, targets, index, epoch):
+            Once.steps += 1
+            seen.append(index.clone())
+            base = super().loss(logits, targets, index, epoch)
+            broken = Once.steps == 9  # epoch 2 (8 batches of 16 per epoch at most), once
+            root = (logits.mean() * 0 + (-1.0 if broken else 1.0)).sqrt()
+            return base + torch.where(torch.tensor(broken), torch.zeros(()), root)
+
+    with pytest.raises(RunFailed) as failed:
+        train(Once(info, {}), RunData(data.train, noisy_labels(data), data.test),
+              dataclasses.replace(SMOKE.budget, epochs=3, batch_size=16), 30, Execution(forensics=str(tmp_path)))
+    message = str(failed.value)
+    per_epoch = -(-len(data.train) // 16)
+    epoch, batch = (9 - 1) // per_epoch + 1, (9 - 1) % per_epoch + 1
+    assert f"the eager replay of epoch {epoch} stayed finite; the run's own first bad step (batch {batch})" in message
+    assert "non-finite gradients in dropout draws as run: 0/16" in message
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["run_step"]["batch"] == batch
+    assert torch.equal(torch.load(tmp_path / "batch.pt")["rows"], seen[8].cpu())
+    weights = torch.load(tmp_path / "weights.pt")
+    assert all(torch.isfinite(w).all() for w in weights.values() if w.is_floating_point())
