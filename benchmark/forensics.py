@@ -101,9 +101,17 @@ class Forensics:
             for draw in range(DRAWS):
                 torch.manual_seed(draw)
                 runs.append(_diagnose(self.model, fn, rows, widths))
-            draws[name] = {"nonfinite_draws": sum(1 for r in runs if r.get("nonfinite_gradients") or not r.get("loss_finite", True)),
-                           "draws": DRAWS, "first_nonfinite": next((r for r in runs if r.get("nonfinite_gradients")), None)}
+            broke = [bool(r.get("nonfinite_gradients") or not r.get("loss_finite", True)) for r in runs]
+            draws[name] = {"nonfinite_draws": sum(broke), "draws": DRAWS, "draws_nonfinite": broke,
+                           "first_nonfinite": next((r for r, b in zip(runs, broke) if b), None)}
         report["run_step"] = {"batch": batch + 1, "rows": len(rows), "widths": [list(w) for w in widths], "variants": draws}
+        failing = next((d for d in range(DRAWS) if draws["as run"]["draws_nonfinite"][d]), None) if "as run" in draws else None
+        if failing is not None:  # the draw that broke, again, op by op
+            fn = variants["as run"]
+            torch.manual_seed(failing)
+            report["run_step"]["anomaly"] = _anomaly(self.model, fn, rows, widths)
+            torch.manual_seed(failing)
+            report["run_step"]["largest_outputs"] = _largest_outputs(self.model, fn, rows, widths)
         self._write(report, weights, rows, widths)
         counts = ", ".join(f"{n}: {d['nonfinite_draws']}/{DRAWS}" for n, d in draws.items())
         return (f"the eager replay of epoch {epoch} stayed finite; the run's own first bad step (batch {batch + 1}) "
