@@ -120,7 +120,7 @@ def smoke_only(tmp_path):
      "valid choices: syn-dia, syn-phe"),
     (["table", "--track", "smoke", "--tasks", ","], "--tasks: no value in ','; expected a comma-separated list (e.g. "
      "syn-phe,syn-dia), or leave the flag out for the defaults"),
-    (["table", "--track", "quik"], "unknown track 'quik'; did you mean 'quick'?; valid choices: full, paper, quick, smoke"),
+    (["table", "--track", "quik"], "unknown track 'quik'; did you mean 'quick'?; valid choices: demo, full, paper, quick, smoke"),
     (["table", "--track", "quick"], "--results {r}: no records of track 'quick'; it holds records of track smoke "
      "(--track smoke)"),
     (["table", "--track", "smoke", "--results", "{tmp}/nowhere"], "--results {tmp}/nowhere: no such folder; expected a "
