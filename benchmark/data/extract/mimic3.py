@@ -81,6 +81,7 @@ def _run_stays(ctx: Context, tmp: Path):
 
 def _run_phenotypes(ctx: Context, tmp: Path):
     diagnoses = tables.read(ctx.tables["DIAGNOSES_ICD"], {"SUBJECT_ID": "int64", "HADM_ID": "int64", "ICD9_CODE": str})
+    diagnoses = diagnoses.rename(columns={"ICD9_CODE": "CODE"})
     dictionary = (tables.read(ctx.tables["D_ICD_DIAGNOSES"], {"ICD9_CODE": str})["ICD9_CODE"]
                   if ctx.options["code_dictionary"] else None)
     labels, att = phenotypes.labels(_stays(ctx), diagnoses, label_names("phenotyping"), dictionary)
