@@ -1,11 +1,13 @@
-"""CHARTEVENTS and LABEVENTS -> validated, cleaned events of the cohort, in stay buckets on disk.
+"""CHARTEVENTS and LABEVENTS (MIMIC-IV: and OUTPUTEVENTS) -> validated, cleaned events of the cohort, in stay buckets on disk.
 
 A table is streamed in chunks (CHARTEVENTS is ~330 M rows in MIMIC-III): each chunk is cut to the 17
 variables' itemids and the cohort's subjects first (cheap integer tests, so most rows leave before any
 text is parsed), then validated (``validate``), its times parsed, its values cleaned (``variables``),
 and appended to the bucket file of its stay (``ICUSTAY_ID % buckets``). The episode step then reads
-one bucket at a time, so memory is bounded by a bucket, not by the table. OUTPUTEVENTS is not read:
-none of the 17 variables comes from it.
+one bucket at a time, so memory is bounded by a bucket, not by the table. The MIMIC-III build does not
+read OUTPUTEVENTS: none of the 17 variables comes from it. The MIMIC-IV build reads it, as the
+reference does (its itemids pass through the same map, which links none of them to a variable, so
+its attrition shows every row dropped at ``itemids``).
 """
 from __future__ import annotations
 
@@ -21,6 +23,8 @@ COLUMNS = {
     "CHARTEVENTS": ("SUBJECT_ID", "HADM_ID", "ICUSTAY_ID", "ITEMID", "CHARTTIME", "VALUE", "VALUEUOM"),
     "LABEVENTS": ("SUBJECT_ID", "HADM_ID", "ITEMID", "CHARTTIME", "VALUE", "VALUEUOM"),
 }
+OUTPUTEVENTS = ("SUBJECT_ID", "HADM_ID", "ICUSTAY_ID", "ITEMID", "CHARTTIME", "VALUE", "VALUEUOM")
+_ALL_COLUMNS = {**COLUMNS, "OUTPUTEVENTS": OUTPUTEVENTS}
 _DTYPES = {"SUBJECT_ID": "int64", "HADM_ID": "float64", "ICUSTAY_ID": "float64", "ITEMID": "int64",
            "CHARTTIME": str, "VALUE": str, "VALUEUOM": str}
 _EXCLUDED = ("items", "subjects", "no_hadm", "other_hadm", "other_stay", "empty", "unusable", "spelling", "outlier")
@@ -79,7 +83,7 @@ def extract(table: tables.Table, stays: pd.DataFrame, folder: Path, buckets: int
     for p in paths:
         p.write_text(",".join(EVENT_HEADER) + "\n")
     counter = Counter()
-    dtypes = {c: _DTYPES[c] for c in COLUMNS[table.name]}
+    dtypes = {c: _DTYPES[c] for c in _ALL_COLUMNS[table.name]}
     read = 0
     for i, chunk in enumerate(tables.chunks(table, dtypes, chunk_rows), 1):
         read += len(chunk)

@@ -25,11 +25,11 @@ DICTIONARY = ("ICD9_CODE",)  # D_ICD_DIAGNOSES
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def definitions() -> dict[str, list[str]]:
-    """The benchmark's groups: name -> ICD-9 codes."""
+def definitions(every_group: bool = False) -> dict[str, list[str]]:
+    """The benchmark's groups (or all 283 CCS groups): name -> ICD-9 codes."""
     text = resources.files("benchmark.data").joinpath("resources/hcup_ccs_2015_definitions.yaml").read_text()
     groups = yaml.load(text, Loader=_LOADER)
-    return {name: [str(c) for c in g["codes"]] for name, g in groups.items() if g.get("use_in_benchmark")}
+    return {name: [str(c) for c in g["codes"]] for name, g in groups.items() if every_group or g.get("use_in_benchmark")}
 
 
 def code_table(label_names: list[str]) -> pd.Series:
