@@ -40,9 +40,10 @@ def stays(ctx: Context) -> pd.DataFrame:
     return read_times(ctx.step_dir("stays") / "stays.csv", ("INTIME", "OUTTIME"), {"LOS": "float64"})
 
 
-def run_events(table: str):
+def run_events(table: str, columns: tuple[str, ...] | None = None):
     def run(ctx: Context, tmp: Path):
-        return events.extract(ctx.tables[table], stays(ctx), tmp, ctx.options["buckets"], ctx.options["ranges"], ctx.log)
+        return events.extract(ctx.tables[table], stays(ctx), tmp, ctx.options["buckets"], ctx.options["ranges"], ctx.log,
+                              columns=columns)
     return run
 
 
