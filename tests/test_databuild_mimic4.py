@@ -220,6 +220,15 @@ def test_the_seeded_split_is_reproducible_and_cut_20_10_70():
     assert first["SPLIT"].value_counts().to_dict() == {0: 70, 2: 20, 1: 10}
 
 
+def test_a_split_file_line_that_is_not_a_subject_and_0_1_or_2_is_named(tmp_path):
+    path = tmp_path / "tvtset.csv"
+    path.write_text("subject_id,split\n1,0\n2,3\n")
+    with pytest.raises(UsageError, match=r"tvtset.csv line 3: '2,3', expected a subject id and 0, 1 or 2"):
+        tvtset.read(path)
+    path.write_text("1,0\n2,2\n")  # no header
+    assert tvtset.read(path)["SPLIT"].tolist() == [0, 2]
+
+
 # --- bad input -----------------------------------------------------------------------------------------
 
 def test_a_missing_column_is_one_line_naming_the_table_and_nothing_is_written(tiny, tmp_path):
