@@ -26,8 +26,9 @@ import pandas as pd
 from ...cards import label_names
 from ...errors import UsageError
 from . import cohort, cxr, discharge, events, icd10, mimic4_listfiles, phenotypes, summary, tables, tvtset, variables
-from .shared_steps import (TIME_FORMAT, buckets_for, event_tables, read_times, run_episodes, run_events, stays as
-                           read_stays)
+from ..timeseries import CHANNELS
+from .shared_steps import TIME_FORMAT, buckets_for, event_tables, read_times, run_episodes, run_events
+from .shared_steps import stays as read_stays
 from .steps import STEPS_DIR, Attrition, Context, Step, run_steps, write_csv
 
 # The pipeline's version: bumped when a change alters what a build writes.
@@ -104,7 +105,6 @@ def missing(found: dict[str, tables.Table]) -> list[str]:
 
 
 def _variables(linksto: str) -> set[str]:
-    from ..timeseries import CHANNELS
     return {CHANNELS[c] for c in variables.item_map(linksto).items["CODE"].unique()}
 
 
