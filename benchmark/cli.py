@@ -461,6 +461,8 @@ def cmd_data_describe(args) -> int:
 
 
 def cmd_data_build(args) -> int:
+    if args.database == "mimic4":
+        return _build_mimic4(args)
     import os
 
     import pandas as pd
@@ -468,6 +470,9 @@ def cmd_data_build(args) -> int:
     from .data.extract import mimic3, summary
     from .protocol import MIMIC3_PHE
 
+    for flag, value in (("--note", args.note), ("--cxr", args.cxr), ("--split-file", args.split_file)):
+        if value:  # a MIMIC-IV input given to the MIMIC-III build would be silently unused
+            raise UsageError(f"{flag} is for `data build mimic4`; MIMIC-III's notes are its NOTEEVENTS table")
     # Where the paper track's mimic3-phe task reads its files, unless told otherwise.
     out = args.out or os.path.join(os.environ.get("EHRBENCH_DATA", "data"), MIMIC3_PHE.data_dir)
     options = mimic3.Options(first_admission_only=args.notes_first_admission_only, ranges=not args.no_ranges,
@@ -479,6 +484,30 @@ def cmd_data_build(args) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"built in {_duration(time.perf_counter() - start)}: {out}/phenotyping, {out}/ehr "
           f"(read by task mimic3-phe of track paper: --root {out})")
+    return 0
+
+
+def _build_mimic4(args) -> int:
+    import os
+
+    import pandas as pd
+
+    from .data.extract import mimic4, summary
+
+    if args.notes_first_admission_only:
+        raise UsageError("--notes-first-admission-only is MIMIC-III's notes bug; MIMIC-IV's notes are discharge summaries")
+    # Where the paper track's mimic4-phe and mimic4-dia tasks read their files, unless told otherwise.
+    out = args.out or os.path.join(os.environ.get("EHRBENCH_DATA", "data"), "mimic4")
+    options = mimic4.Options(note=args.note, cxr=args.cxr, split_file=args.split_file, ranges=not args.no_ranges,
+                             code_dictionary=not args.all_diagnosis_codes, buckets=args.buckets)
+    start = time.perf_counter()
+    result = mimic4.build(args.raw, out, options)
+    print(summary.render_mimic4(result, pd.read_csv(f"{out}/attrition.csv", keep_default_na=False)))
+    for warning in result["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
+    built = [t for t, got in result["tasks"].items() if got is not None]
+    print(f"built in {_duration(time.perf_counter() - start)}: {', '.join(f'{out}/{t}' for t in built)}, {out}/ehr "
+          f"(read by tasks {', '.join('mimic4-' + t[:3] for t in built)} of track paper: --root {out})")
     return 0
 
 
@@ -564,16 +593,24 @@ def build_parser() -> argparse.ArgumentParser:
             c.add_argument("--encoder", help="note encoder (as `bench --encoder`): 'minilm', 'random-bert-base', a local folder or a hub name")
         c.set_defaults(func=func)
     db = d.add_parser("build", help="build a task's files from the raw database CSVs (resumable; docs/data.md)")
-    db.add_argument("database", choices=("mimic3",), help="mimic3: MIMIC-III 1.4 -> the mimic3-phe task files")
-    db.add_argument("--raw", required=True, help="folder of the database's CSVs (TABLE.csv or TABLE.csv.gz)")
-    db.add_argument("--out", help="folder to build into (default $EHRBENCH_DATA/mimic3, else data/mimic3); "
+    db.add_argument("database", choices=("mimic3", "mimic4"),
+                    help="mimic3: MIMIC-III 1.4 -> the mimic3-phe task files; mimic4: MIMIC-IV 2.0-3.1 (+ Note, CXR) -> "
+                         "the mimic4-phe and mimic4-dia task files")
+    db.add_argument("--raw", required=True, help="folder of the database's CSVs (TABLE.csv or TABLE.csv.gz; "
+                                                 "MIMIC-IV: the folder holding hosp/ and icu/)")
+    db.add_argument("--out", help="folder to build into (default $EHRBENCH_DATA/<database>, else data/<database>); "
                                   "finished steps found there are kept")
+    db.add_argument("--note", help="mimic4: the MIMIC-IV-Note folder (note/discharge.csv.gz); without it, no notes")
+    db.add_argument("--cxr", help="mimic4: the MIMIC-CXR-JPG folder (mimic-cxr-2.0.0-metadata.csv.gz and "
+                                  "-chexpert.csv.gz); without it, no diagnosis task")
+    db.add_argument("--split-file", help="mimic4: a tvtset.csv (subject_id,split with 0 train, 1 val, 2 test) to use "
+                                         "instead of the seeded patient split")
     db.add_argument("--notes-first-admission-only", action="store_true",
                     help="reproduce the reference's note extraction bug: only a subject's first ICU stay gets notes")
     db.add_argument("--no-ranges", action="store_true",
                     help="keep outliers: skip the cleaning by variable_ranges.csv (unit cleaning still applies)")
     db.add_argument("--all-diagnosis-codes", action="store_true",
-                    help="label from every ICD-9 code, also those D_ICD_DIAGNOSES does not list (the reference drops them)")
+                    help="label from every diagnosis code, also those D_ICD_DIAGNOSES does not list (the reference drops them)")
     db.add_argument("--buckets", type=positive_int, help="stay buckets of the event files (default: one per ~2 GB "
                                                         "of CHARTEVENTS); fewer = faster, more = less memory")
     db.set_defaults(func=cmd_data_build)

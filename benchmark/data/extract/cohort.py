@@ -1,16 +1,21 @@
-"""The cohort (Harutyunyan's ``extract_subjects``): which ICU stays of MIMIC-III become samples.
+"""The cohort (Harutyunyan's ``extract_subjects``): which ICU stays of MIMIC-III or MIMIC-IV become samples.
 
 In order, as the reference applies them: ICU stays with a transfer (first and last care unit, or first
-and last ward, differ) are dropped; stays without their ADMISSIONS or PATIENTS row are dropped (none in
+and last ward, differ; MIMIC-IV has no ward ids, so there the care units alone) are dropped; stays without their ADMISSIONS or PATIENTS row are dropped (none in
 MIMIC-III 1.4); then every stay of an admission that still has more than one ICU stay; then stays of
 patients younger than 18 at ICU admission. A subject's stays are numbered by admission time: the
 episode ``k`` of ``{subject}_episode{k}_timeseries.csv``.
 
 Age is the calendar age at ICU admission. MIMIC-III shifts the birth date of patients older than 89
 by about 300 years, further than a nanosecond timestamp difference reaches, so it is computed from
-the calendar fields, which cannot overflow.
+the calendar fields, which cannot overflow. MIMIC-IV has no birth date: a patient's age is given in
+one (shifted) year, ``anchor_age`` in ``anchor_year``, so the age at ICU admission is
+``anchor_age + year(INTIME) - anchor_year`` (the reference's rule; patients over 89 have anchor_age 91).
 """
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -23,6 +28,8 @@ ICUSTAYS = ("SUBJECT_ID", "HADM_ID", "ICUSTAY_ID", "FIRST_CAREUNIT", "LAST_CAREU
             "LAST_WARDID", "INTIME", "OUTTIME", "LOS")
 ADMISSIONS = ("SUBJECT_ID", "HADM_ID")
 PATIENTS = ("SUBJECT_ID", "DOB")
+ICUSTAYS_IV = ("SUBJECT_ID", "HADM_ID", "ICUSTAY_ID", "FIRST_CAREUNIT", "LAST_CAREUNIT", "INTIME", "OUTTIME", "LOS")
+PATIENTS_IV = ("SUBJECT_ID", "ANCHOR_AGE", "ANCHOR_YEAR")
 
 
 def times(column: pd.Series, what: str, table: str) -> pd.Series:
@@ -42,7 +49,35 @@ def age_years(born: pd.Series, at: pd.Series) -> np.ndarray:
     return (at.dt.year - born.dt.year - before_birthday.astype(int)).to_numpy()
 
 
-def select(icustays: pd.DataFrame, admissions: pd.DataFrame, patients: pd.DataFrame) -> tuple[pd.DataFrame, Attrition]:
+@dataclass(frozen=True)
+class Rules:
+    """What differs between the databases: how a transfer shows and how the age is known."""
+
+    patient_columns: tuple[str, ...]
+    same_unit: Callable[[pd.DataFrame], pd.Series]  # ICU stays -> no transfer
+    age: Callable[[pd.DataFrame], np.ndarray]  # stays with their patient's columns and INTIME parsed -> years
+    transfer: str  # the reason of the transfer rule, in words
+
+
+def _same_unit_and_ward(stays: pd.DataFrame) -> pd.Series:
+    return (stays["FIRST_CAREUNIT"] == stays["LAST_CAREUNIT"]) & (stays["FIRST_WARDID"] == stays["LAST_WARDID"])
+
+
+def _age_from_birth(stays: pd.DataFrame) -> np.ndarray:
+    return age_years(times(stays["DOB"], "DOB", "PATIENTS"), stays["INTIME"])
+
+
+def _age_from_anchor(stays: pd.DataFrame) -> np.ndarray:
+    return (stays["ANCHOR_AGE"] + stays["INTIME"].dt.year - stays["ANCHOR_YEAR"]).to_numpy()
+
+
+MIMIC3 = Rules(("DOB",), _same_unit_and_ward, _age_from_birth, "transfer between care units or wards during the ICU stay")
+MIMIC4 = Rules(("ANCHOR_AGE", "ANCHOR_YEAR"), lambda s: s["FIRST_CAREUNIT"] == s["LAST_CAREUNIT"], _age_from_anchor,
+               "transfer between care units during the ICU stay")
+
+
+def select(icustays: pd.DataFrame, admissions: pd.DataFrame, patients: pd.DataFrame,
+           rules: Rules = MIMIC3) -> tuple[pd.DataFrame, Attrition]:
     """The cohort's stays (SUBJECT_ID, HADM_ID, ICUSTAY_ID, INTIME, OUTTIME, LOS, AGE, EPISODE) and the attrition."""
     att = Attrition()
     stays = icustays.copy()
@@ -53,17 +88,17 @@ def select(icustays: pd.DataFrame, admissions: pd.DataFrame, patients: pd.DataFr
         att.add(step, int(mask.sum()), int((~mask).sum()), reason, "stays")
         stays = stays[mask.to_numpy()]
 
-    same_unit = (stays["FIRST_CAREUNIT"] == stays["LAST_CAREUNIT"]) & (stays["FIRST_WARDID"] == stays["LAST_WARDID"])
-    keep(same_unit, "transfers", "transfer between care units or wards during the ICU stay")
+    keep(rules.same_unit(stays), "transfers", rules.transfer)
     known = (stays.set_index(["SUBJECT_ID", "HADM_ID"]).index.isin(admissions.set_index(["SUBJECT_ID", "HADM_ID"]).index)
              & stays["SUBJECT_ID"].isin(patients["SUBJECT_ID"]).to_numpy())
     keep(pd.Series(known, index=stays.index), "admission_rows", "no ADMISSIONS or PATIENTS row for the stay")
     per_admission = stays.groupby("HADM_ID")["ICUSTAY_ID"].transform("size")
     keep(per_admission == 1, "one_icu_stay", "admission with more than one ICU stay (all of its stays)")
-    stays = stays.merge(patients[["SUBJECT_ID", "DOB"]].drop_duplicates("SUBJECT_ID"), on="SUBJECT_ID", how="left")
+    patient = patients[["SUBJECT_ID", *rules.patient_columns]].drop_duplicates("SUBJECT_ID")
+    stays = stays.merge(patient, on="SUBJECT_ID", how="left")
     stays["INTIME"] = times(stays["INTIME"], "INTIME", "ICUSTAYS")
     stays["OUTTIME"] = times(stays["OUTTIME"], "OUTTIME", "ICUSTAYS")
-    stays["AGE"] = age_years(times(stays["DOB"], "DOB", "PATIENTS"), stays["INTIME"])
+    stays["AGE"] = rules.age(stays)
     keep(stays["AGE"] >= MIN_AGE, "adults", f"younger than {MIN_AGE} at ICU admission")
     stays = stays.sort_values(["SUBJECT_ID", "INTIME", "ICUSTAY_ID"], kind="stable")
     stays["EPISODE"] = stays.groupby("SUBJECT_ID").cumcount() + 1

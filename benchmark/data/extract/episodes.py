@@ -58,25 +58,27 @@ def pivot(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     return table, duplicates
 
 
-def write_files(table: pd.DataFrame, names: pd.Series, folder: Path) -> pd.Series:
-    """One CSV per stay of ``table`` (rows grouped by stay, in order); the rows written per stay.
+def write_files(table: pd.DataFrame, names: pd.Series, folder: Path) -> pd.DataFrame:
+    """One CSV per stay of ``table`` (rows grouped by stay, in order); per stay (index) the rows written
+    and the hours of its first row (the diagnosis task's series starts there).
 
     The whole table is formatted by pandas once and cut at line ends, so the Python loop runs per
     stay (file), never per row."""
     body = table.drop(columns="ICUSTAY_ID").to_csv(index=False, header=False, lineterminator="\n").encode()
     line_end = np.flatnonzero(np.frombuffer(body, dtype=np.uint8) == ord("\n"))
     stay = table["ICUSTAY_ID"].to_numpy()
-    first = np.flatnonzero(np.r_[True, stay[1:] != stay[:-1]])
+    first = np.flatnonzero(np.r_[True, stay[1:] != stay[:-1]]) if len(stay) else np.zeros(0, dtype=np.int64)
     last = np.r_[first[1:], len(stay)] - 1
     header = (",".join(EPISODE_HEADER) + "\n").encode()
     for a, b, s in zip(first, last, stay[first]):
         start = line_end[a - 1] + 1 if a else 0
         (folder / names[s]).write_bytes(header + body[start:line_end[b] + 1])
-    return pd.Series(last - first + 1, index=stay[first])
+    return pd.DataFrame({"rows": last - first + 1, "first_hours": table["Hours"].to_numpy()[first]}, index=stay[first])
 
 
 def build(stays: pd.DataFrame, event_dir: dict[str, Path], buckets: int, ehr: Path, log) -> tuple[pd.DataFrame, Attrition]:
-    """The episode files of every bucket in ``ehr``; per kept stay its file name, period and row count."""
+    """The episode files of every bucket in ``ehr``; per kept stay its file name, period and row count.
+    ``event_dir`` names the folder of each event table's buckets (the tables read, in order)."""
     stays = stays.assign(INTIME_S=stays["INTIME"].to_numpy().astype("datetime64[s]").astype(np.int64))
     names = pd.Series(episode_name(stays["SUBJECT_ID"].to_numpy(), stays["EPISODE"].to_numpy()),
                       index=stays["ICUSTAY_ID"].to_numpy())
@@ -84,7 +86,7 @@ def build(stays: pd.DataFrame, event_dir: dict[str, Path], buckets: int, ehr: Pa
     counts = {"events": 0, "no_los": 0, "outside": 0, "duplicates": 0}
     rows = []
     for b in range(buckets):
-        frame = pd.concat([ev.read_bucket(event_dir[t], t, b) for t in ("CHARTEVENTS", "LABEVENTS")], ignore_index=True)
+        frame = pd.concat([ev.read_bucket(event_dir[t], t, b) for t in event_dir], ignore_index=True)
         counts["events"] += len(frame)
         frame, cut = in_window(frame, stays)
         table, dup = pivot(frame)
@@ -94,23 +96,25 @@ def build(stays: pd.DataFrame, event_dir: dict[str, Path], buckets: int, ehr: Pa
         rows.append(write_files(table, names, ehr))
         if buckets > 1:
             log(f"      episodes: bucket {b + 1}/{buckets} written")
-    written = pd.concat(rows) if rows else pd.Series(dtype=np.int64)
-    return _kept(stays, names, written), _attrition(stays, written, counts)
+    written = pd.concat(rows) if rows else pd.DataFrame({"rows": pd.Series(dtype=np.int64), "first_hours": 0.0})
+    return _kept(stays, names, written), _attrition(stays, written, counts, list(event_dir))
 
 
-def _kept(stays: pd.DataFrame, names: pd.Series, written: pd.Series) -> pd.DataFrame:
+def _kept(stays: pd.DataFrame, names: pd.Series, written: pd.DataFrame) -> pd.DataFrame:
     kept = stays[stays["ICUSTAY_ID"].isin(written.index)]
     return pd.DataFrame({
         "SUBJECT_ID": kept["SUBJECT_ID"].to_numpy(), "ICUSTAY_ID": kept["ICUSTAY_ID"].to_numpy(),
         "EPISODE": kept["EPISODE"].to_numpy(), "stay": names[kept["ICUSTAY_ID"]].to_numpy(),
-        "period_length": kept["LOS"].to_numpy() * 24.0, "rows": written[kept["ICUSTAY_ID"]].to_numpy(),
+        "period_length": kept["LOS"].to_numpy() * 24.0, "rows": written["rows"][kept["ICUSTAY_ID"]].to_numpy(),
+        "first_hours": written["first_hours"][kept["ICUSTAY_ID"]].to_numpy(),
     })
 
 
-def _attrition(stays: pd.DataFrame, written: pd.Series, counts: dict[str, int]) -> Attrition:
+def _attrition(stays: pd.DataFrame, written: pd.DataFrame, counts: dict[str, int], sources: list[str]) -> Attrition:
     att = Attrition()
     left = counts["events"]
-    att.add("events", left, 0, "validated, cleaned events of CHARTEVENTS and LABEVENTS", "events")
+    att.add("events", left, 0, f"validated, cleaned events of {', '.join(sources[:-1]) + ' and ' if len(sources) > 1 else ''}"
+                               f"{sources[-1]}", "events")
     for step, key, reason in (("length_of_stay", "no_los", "the stay has no length of stay (ICUSTAYS.LOS empty)"),
                               ("icu_period", "outside", "outside the ICU stay (hours since admission not in [0, LOS])"),
                               ("one_per_time", "duplicates", "same stay, chart time and variable as another (the largest value kept)")):

@@ -1,11 +1,13 @@
-"""CHARTEVENTS and LABEVENTS -> validated, cleaned events of the cohort, in stay buckets on disk.
+"""CHARTEVENTS and LABEVENTS (MIMIC-IV: and OUTPUTEVENTS) -> validated, cleaned events of the cohort, in stay buckets on disk.
 
 A table is streamed in chunks (CHARTEVENTS is ~330 M rows in MIMIC-III): each chunk is cut to the 17
 variables' itemids and the cohort's subjects first (cheap integer tests, so most rows leave before any
 text is parsed), then validated (``validate``), its times parsed, its values cleaned (``variables``),
 and appended to the bucket file of its stay (``ICUSTAY_ID % buckets``). The episode step then reads
-one bucket at a time, so memory is bounded by a bucket, not by the table. OUTPUTEVENTS is not read:
-none of the 17 variables comes from it.
+one bucket at a time, so memory is bounded by a bucket, not by the table. The MIMIC-III build does not
+read OUTPUTEVENTS: none of the 17 variables comes from it. The MIMIC-IV build reads it, as the
+reference does (its itemids pass through the same map, which links none of them to a variable, so
+its attrition shows every row dropped at ``itemids``).
 """
 from __future__ import annotations
 
@@ -21,8 +23,13 @@ COLUMNS = {
     "CHARTEVENTS": ("SUBJECT_ID", "HADM_ID", "ICUSTAY_ID", "ITEMID", "CHARTTIME", "VALUE", "VALUEUOM"),
     "LABEVENTS": ("SUBJECT_ID", "HADM_ID", "ITEMID", "CHARTTIME", "VALUE", "VALUEUOM"),
 }
+OUTPUTEVENTS = ("SUBJECT_ID", "HADM_ID", "ICUSTAY_ID", "ITEMID", "CHARTTIME", "VALUE", "VALUEUOM")
+_ALL_COLUMNS = {**COLUMNS, "OUTPUTEVENTS": OUTPUTEVENTS}
+# MIMIC-IV's deidentification replaced some values' text by '___' (in the demo, every glucose of
+# LABEVENTS' 50931) while VALUENUM kept the number: read with VALUENUM, such a value is the number.
+MASKED = ("___", "")
 _DTYPES = {"SUBJECT_ID": "int64", "HADM_ID": "float64", "ICUSTAY_ID": "float64", "ITEMID": "int64",
-           "CHARTTIME": str, "VALUE": str, "VALUEUOM": str}
+           "CHARTTIME": str, "VALUE": str, "VALUEUOM": str, "VALUENUM": str}
 _EXCLUDED = ("items", "subjects", "no_hadm", "other_hadm", "other_stay", "empty", "unusable", "spelling", "outlier")
 EVENT_HEADER = ["ICUSTAY_ID", "TIME", "CODE", "VALUE"]  # TIME: seconds since 1970 (MIMIC's shifted dates)
 
@@ -55,7 +62,8 @@ class Counter:
             ("admission", "other_hadm", validate.REASONS["other_hadm"]),
             ("icu_stay", "other_stay", validate.REASONS["other_stay"]
              + f"; {n('recovered', 0):,} events without one took their admission's stay"),
-            ("time_and_value", "empty", "no CHARTTIME or no VALUE"),
+            ("time_and_value", "empty", "no CHARTTIME or no VALUE" + (
+                f"; {n('unmasked', 0):,} masked values ('___') read from VALUENUM" if "unmasked" in self.n else "")),
             ("cleaning", "unusable", "value unusable after unit cleaning (not a number, unknown refill text)"),
             ("spelling", "spelling", "Glasgow coma scale text that is none of the discretiser's spellings"),
         ]
@@ -70,8 +78,9 @@ class Counter:
 
 
 def extract(table: tables.Table, stays: pd.DataFrame, folder: Path, buckets: int, use_ranges: bool,
-            log, chunk_rows: int = tables.CHUNK_ROWS) -> Attrition:
-    """Stream ``table`` into ``buckets`` bucket files under ``folder``; the attrition of its events."""
+            log, chunk_rows: int = tables.CHUNK_ROWS, columns: tuple[str, ...] | None = None) -> Attrition:
+    """Stream ``table`` into ``buckets`` bucket files under ``folder``; the attrition of its events.
+    ``columns``: the columns read, if not the table's default (MIMIC-IV adds VALUENUM)."""
     items = variables.item_map(table.name.lower())
     subjects = pd.Index(stays["SUBJECT_ID"].unique())
     lookup = validate.admissions(stays)
@@ -79,7 +88,7 @@ def extract(table: tables.Table, stays: pd.DataFrame, folder: Path, buckets: int
     for p in paths:
         p.write_text(",".join(EVENT_HEADER) + "\n")
     counter = Counter()
-    dtypes = {c: _DTYPES[c] for c in COLUMNS[table.name]}
+    dtypes = {c: _DTYPES[c] for c in (columns or _ALL_COLUMNS[table.name])}
     read = 0
     for i, chunk in enumerate(tables.chunks(table, dtypes, chunk_rows), 1):
         read += len(chunk)
@@ -100,6 +109,8 @@ def _one_chunk(chunk: pd.DataFrame, items: variables.ItemMap, subjects: pd.Index
     counts["subjects"] = int((~ours).sum())
     events, checked = validate.validate(chunk[ours], lookup)
     counts.update({k: checked[k] for k in ("no_hadm", "other_hadm", "other_stay", "recovered")})
+    if "VALUENUM" in events:
+        events, counts["unmasked"] = _unmask(events)
     time = pd.to_datetime(events["CHARTTIME"], format="%Y-%m-%d %H:%M:%S", errors="coerce")
     present = time.notna() & events["VALUE"].notna() & (events["VALUE"].str.strip() != "")
     counts["empty"] = int((~present).sum())
@@ -114,6 +125,13 @@ def _one_chunk(chunk: pd.DataFrame, items: variables.ItemMap, subjects: pd.Index
     return pd.DataFrame({"ICUSTAY_ID": events["ICUSTAY_ID"].to_numpy()[keep],
                          "TIME": (time.to_numpy()[keep].astype("datetime64[s]").astype(np.int64)),
                          "CODE": code[keep], "VALUE": value.to_numpy()[keep]})
+
+
+def _unmask(events: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    masked = events["VALUE"].fillna("").str.strip().isin(MASKED) & events["VALUENUM"].notna()
+    if masked.any():
+        events = events.assign(VALUE=events["VALUE"].where(~masked, events["VALUENUM"]))
+    return events, int(masked.sum())
 
 
 def _append(events: pd.DataFrame, paths: list[Path], buckets: int) -> None:

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from ...cards import label_names
-from . import cohort, episodes, events, listfiles, notes, phenotypes, summary, tables
+from ...errors import UsageError
+from . import cohort, events, listfiles, notes, phenotypes, summary, tables
+from .shared_steps import buckets_for, run_episodes, run_events
+from .shared_steps import stays as _stays
 from .steps import Context, Step, run_steps, write_csv
 
 # The pipeline's version: bumped when a change alters what a build writes, so that finished steps and
@@ -29,10 +31,6 @@ REQUIRED = {
     "DIAGNOSES_ICD": phenotypes.DIAGNOSES, "D_ICD_DIAGNOSES": phenotypes.DICTIONARY, **events.COLUMNS,
 }
 OPTIONAL = {"NOTEEVENTS": notes.NOTEEVENTS}
-# One bucket per ~2 GB of uncompressed CHARTEVENTS (gzip shrinks MIMIC's CSVs about 7-fold): a bucket's
-# events then fit in a few hundred MB.
-BUCKET_BYTES = 2 * 1024**3
-GZIP_RATIO = 7
 
 
 @dataclass(frozen=True)
@@ -43,24 +41,15 @@ class Options:
     buckets: int | None = None  # stay buckets of the event files; None: from the size of CHARTEVENTS
 
 
-def buckets_for(chartevents: tables.Table) -> int:
-    size = chartevents.size * (GZIP_RATIO if chartevents.path.name.lower().endswith(".gz") else 1)
-    return max(1, math.ceil(size / BUCKET_BYTES))
-
-
 def open_tables(raw: Path) -> dict[str, tables.Table]:
+    if (raw / "hosp").is_dir() and tables.find(raw, "ADMISSIONS") is None:  # a database of the other kind, named
+        raise UsageError(f"{raw}: this looks like MIMIC-IV (a hosp/ folder, no ADMISSIONS table beside it); "
+                         f"build it with `ehrbench data build mimic4 --raw {raw}`")
     found = {name: tables.open_table(raw, name, cols) for name, cols in REQUIRED.items()}
     for name, cols in OPTIONAL.items():
         if tables.find(raw, name) is not None:
             found[name] = tables.open_table(raw, name, cols)
     return found
-
-
-def _stays(ctx: Context) -> pd.DataFrame:
-    stays = pd.read_csv(ctx.step_dir("stays") / "stays.csv", dtype={"LOS": "float64"})
-    for col in ("INTIME", "OUTTIME"):
-        stays[col] = pd.to_datetime(stays[col], format="%Y-%m-%d %H:%M:%S")
-    return stays
 
 
 def _run_stays(ctx: Context, tmp: Path):
@@ -81,25 +70,12 @@ def _run_stays(ctx: Context, tmp: Path):
 
 def _run_phenotypes(ctx: Context, tmp: Path):
     diagnoses = tables.read(ctx.tables["DIAGNOSES_ICD"], {"SUBJECT_ID": "int64", "HADM_ID": "int64", "ICD9_CODE": str})
+    diagnoses = diagnoses.rename(columns={"ICD9_CODE": "CODE"})
     dictionary = (tables.read(ctx.tables["D_ICD_DIAGNOSES"], {"ICD9_CODE": str})["ICD9_CODE"]
                   if ctx.options["code_dictionary"] else None)
     labels, att = phenotypes.labels(_stays(ctx), diagnoses, label_names("phenotyping"), dictionary)
     write_csv(labels, tmp / "labels.csv")
     ctx.log(f"      {len(diagnoses):,} diagnosis rows, {labels.iloc[:, 1:].to_numpy().sum(axis=1).mean():.3f} labels per stay")
-    return att
-
-
-def _run_events(table: str):
-    def run(ctx: Context, tmp: Path):
-        return events.extract(ctx.tables[table], _stays(ctx), tmp, ctx.options["buckets"], ctx.options["ranges"], ctx.log)
-    return run
-
-
-def _run_episodes(ctx: Context, tmp: Path):
-    folders = {t: ctx.step_dir(t.lower()) for t in ("CHARTEVENTS", "LABEVENTS")}
-    kept, att = episodes.build(_stays(ctx), folders, ctx.options["buckets"], tmp / "ehr", ctx.log)
-    write_csv(kept, tmp / "episodes.csv")
-    ctx.log(f"      {len(kept):,} episode files, {int(kept['rows'].sum()):,} rows")
     return att
 
 
@@ -129,11 +105,11 @@ def _steps(has_notes: bool) -> list[Step]:
         Step("stays", _run_stays, tables=("ICUSTAYS", "ADMISSIONS", "PATIENTS")),
         Step("phenotypes", _run_phenotypes, tables=("DIAGNOSES_ICD", "D_ICD_DIAGNOSES"), options=("code_dictionary",),
              after=("stays",)),
-        Step("chartevents", _run_events("CHARTEVENTS"), tables=("CHARTEVENTS",), options=("buckets", "ranges"),
+        Step("chartevents", run_events("CHARTEVENTS"), tables=("CHARTEVENTS",), options=("buckets", "ranges"),
              after=("stays",)),
-        Step("labevents", _run_events("LABEVENTS"), tables=("LABEVENTS",), options=("buckets", "ranges"),
+        Step("labevents", run_events("LABEVENTS"), tables=("LABEVENTS",), options=("buckets", "ranges"),
              after=("stays",)),
-        Step("episodes", _run_episodes, options=("buckets",), after=("stays", "chartevents", "labevents"),
+        Step("episodes", run_episodes, options=("buckets",), after=("stays", "chartevents", "labevents"),
              publish=("ehr",)),
         Step("notes", _run_notes, tables=("NOTEEVENTS",) if has_notes else (), options=("first_admission_only",),
              after=("stays",)),
