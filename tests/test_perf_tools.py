@@ -30,3 +30,22 @@ def test_the_naive_step_runs_with_anomaly_detection_only_as_the_reference_does(m
     assert seen == [as_written] * 4  # three warm-up steps and the timed one
     assert not torch.is_anomaly_enabled()  # the fast runs and the parity check after it run without
     assert out["as_written"] is as_written and out["ms_per_step"] > 0
+
+
+def test_ranking_agreement_is_spearman_over_the_methods_both_tracks_hold(tmp_path):
+    """Reference ranks a > b > c > d; the candidate swaps c and d and lacks e: rho = 1 - 6*2/(4*15) = 0.8."""
+    import ranking
+    from record_factory import make_record, write_records
+
+    ref = {"bce": 0.7, "focal": 0.6, "gce": 0.5, "asl": 0.4, "miracl": 0.3}
+    cand = {"bce": 0.40, "focal": 0.35, "gce": 0.20, "asl": 0.25}
+    write_records(tmp_path / "ref", [make_record(m, "sym-40", map=v, track="full", task="mimic4-phe") for m, v in ref.items()])
+    write_records(tmp_path / "cand", [make_record(m, "sym-40", map=v) for m, v in cand.items()]
+                  + [make_record("bce", "sym-40", seed=40, map=0.30)])  # seed 40: not in --seeds 30
+    out = tmp_path / "r.md"
+    ranking.main(["--reference", str(tmp_path / "ref"), "--reference-track", "full", "--reference-task", "mimic4-phe",
+                  "--candidate", str(tmp_path / "cand"), "--candidate-track", "quick", "--candidate-task", "syn-phe",
+                  "--noise", "sym-40", "--seeds", "30", "--out", str(out)])
+    text = out.read_text()
+    assert "- sym-40: Spearman 0.80 over 4 methods; left out: miracl" in text
+    assert "| bce | 0.700 | 0.400 |" in text
