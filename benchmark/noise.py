@@ -4,6 +4,11 @@ The default draw reproduces the reference exactly (spec §2): NumPy's legacy ``R
 one uniform ``u`` per entry drawn label-major (all samples of label 0, then label 1, ...), and an
 entry is kept iff ``u < 1 - rho_c`` where ``c`` is its clean value. A draw is consumed even when
 the rate is 0, so every setting sees the same uniforms.
+
+Flips are therefore nested: for one draw, the entries of a class flipped at rate rho are a subset of
+those flipped at any rate rho' >= rho of that class (``u >= 1 - rho`` implies ``u >= 1 - rho'``), for
+every label. Within a noise seed, a method's mAP across the grid's rates is measured on nested label
+sets, so the curves of mAP against rho are paired (tests/test_noise.py).
 """
 from __future__ import annotations
 

@@ -65,3 +65,24 @@ def test_balanced_noise_equalises_expected_flips_per_sample():
 def test_non_binary_labels_are_refused():
     with pytest.raises(ValueError, match="binary"):
         flip_labels(np.array([[0, 2]]), 0.2, 0.2, 123)
+
+
+def test_flips_are_nested_across_the_grid_for_one_draw():
+    """One uniform per entry and 'flip iff u >= 1 - rho': for the same draw, the entries flipped at a
+    lower rate of a direction are a subset of those flipped at any higher rate of that direction, for
+    every label and every pair of the paper's settings (so mAP-vs-rho curves are paired within a seed)."""
+    from benchmark.protocol import NOISE_SETTINGS
+
+    rng = np.random.default_rng(0)
+    clean = (rng.random((600, 25)) < 0.18).astype(np.int64)
+    noisy = {s.name: make_noisy(clean, s, 123) for s in NOISE_SETTINGS}
+    pairs = 0
+    for a in noisy.values():
+        for b in noisy.values():
+            for rate, cls in (("rho_plus", 1), ("rho_minus", 0)):
+                if getattr(a, rate) <= getattr(b, rate):
+                    flipped_a = (a.labels != clean) & (clean == cls)
+                    flipped_b = (b.labels != clean) & (clean == cls)
+                    assert not (flipped_a & ~flipped_b).any(), (a.rho_plus, a.rho_minus, b.rho_plus, b.rho_minus)
+                    pairs += 1
+    assert pairs > len(NOISE_SETTINGS) ** 2  # both directions of most pairs were compared
