@@ -162,9 +162,19 @@ def build(dockerfile: Path, base: str, wheels: Path, tag: str) -> None:
                              + "\n".join(lines[-40:]))
 
 
+def _image_id(tag: str) -> str | None:
+    got = _run([_which("podman"), "image", "inspect", "--format", "{{.Id}}", tag], timeout=60)
+    return got.stdout.strip() if got.returncode == 0 else None
+
+
 @pytest.fixture(scope="module")
 def image(base, wheels) -> str:
+    before = _image_id(IMAGE)
     build(ROOT / "Dockerfile", base, wheels, IMAGE)
+    if before and before != _image_id(IMAGE):
+        # The build of an earlier checkout, untagged now: without this each edit of the source would leave
+        # its copy-of-the-tree layers behind. Its dependency layers are shared with the new one and stay.
+        _run([_which("podman"), "rmi", before], timeout=120)
     return IMAGE
 
 
