@@ -200,9 +200,19 @@ def inside(container: str, *cmd: str, user: tuple[int, int] | None = None, volum
     return proc.stdout
 
 
-def test_the_cli_starts_as_the_images_non_root_user_with_the_venvs_cpu_torch(container):
-    assert inside(container, "id", "-u").strip() == "1000"
-    assert "usage: ehrbench" in inside(container, "ehrbench", "--help")
+def _config(image: str) -> dict:
+    got = _run([_which("podman"), "image", "inspect", "--format", "{{json .Config}}", image], timeout=60)
+    assert got.returncode == 0, got.stdout
+    return json.loads(got.stdout)
+
+
+def test_the_cli_starts_as_the_images_non_root_user_with_the_venvs_cpu_torch(image, container):
+    config = _config(image)
+    assert config["User"] == "1000:1000" and inside(container, "id", "-u").strip() == "1000"
+    # What `docker run IMAGE` starts, its ENTRYPOINT and CMD read from the built image (buildah run takes
+    # a command of its own, and podman run is refused on some hosts).
+    assert config["Entrypoint"] == ["ehrbench"] and config["Cmd"] == ["--help"]
+    assert "usage: ehrbench" in inside(container, *config["Entrypoint"], *config["Cmd"])
     assert re.search(r"^smoke\s+tasks: syn-phe, syn-dia", inside(container, "ehrbench", "tracks"), re.M)
     torch = inside(container, "python", "-c", "import torch; print(torch.__version__, torch.cuda.is_available())")
     assert torch.split() == [version("torch"), "False"]
