@@ -471,7 +471,7 @@ def cmd_data_build(args) -> int:
     # Where the paper track's mimic3-phe task reads its files, unless told otherwise.
     out = args.out or os.path.join(os.environ.get("EHRBENCH_DATA", "data"), MIMIC3_PHE.data_dir)
     options = mimic3.Options(first_admission_only=args.notes_first_admission_only, ranges=not args.no_ranges,
-                             code_dictionary=not args.all_diagnosis_codes, buckets=args.buckets)
+                             code_dictionary=not args.all_diagnosis_codes, buckets=args.buckets, testset=args.testset)
     start = time.perf_counter()
     result = mimic3.build(args.raw, out, options)
     print(summary.render(result, pd.read_csv(f"{out}/attrition.csv", keep_default_na=False)))
@@ -576,6 +576,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="label from every ICD-9 code, also those D_ICD_DIAGNOSES does not list (the reference drops them)")
     db.add_argument("--buckets", type=positive_int, help="stay buckets of the event files (default: one per ~2 GB "
                                                         "of CHARTEVENTS); fewer = faster, more = less memory")
+    db.add_argument("--testset", help="test subjects file, lines 'SUBJECT_ID,0|1' (default: Harutyunyan's testset.csv); "
+                                      "for a database of other subjects, e.g. `ehrbench data raw`'s")
     db.set_defaults(func=cmd_data_build)
 
     m = sub.add_parser("methods", help="list the methods (`methods describe`: manifests and model sizes)")
