@@ -482,6 +482,31 @@ def cmd_data_build(args) -> int:
     return 0
 
 
+def cmd_data_raw(args) -> int:
+    import dataclasses
+
+    from .data.rawgen import bulk, mimic3 as raw
+    from .protocol import get_track
+
+    if args.scale is not None and not 0 < args.scale <= 1:
+        raise UsageError(f"--scale {args.scale}: expected a share of MIMIC-III's size in (0, 1], e.g. 0.05")
+    spec = get_track(args.track).task(args.task)
+    if spec.source != "synthetic":
+        raise UsageError(f"task '{spec.name}' of track '{args.track}' is not synthetic: raw tables are written for a "
+                         f"generated task (e.g. --track full --task mimic3-phe)")
+    n_total = args.n_total or (bulk.cohort_size(args.scale) if args.scale else spec.n_total)
+    spec = dataclasses.replace(spec, n_total=n_total)
+    volume = bulk.volume(args.scale, n_total) if args.scale else raw.Volume()
+    start = time.perf_counter()
+    report = raw.write(spec, args.out, volume, args.task_files, log=lambda line: print(line, file=sys.stderr, flush=True))
+    for table, n in report["tables"].items():
+        print(f"{table:<16} {n:>12,} rows")
+    print(f"{report['stays']['cohort']:,} stays of task {spec.name} ({report['stays']['without_series']:,} samples "
+          f"without a series left out), written in {_duration(time.perf_counter() - start)}: {args.out}")
+    print(f"build them: ehrbench data build mimic3 --raw {args.out} --testset {args.out}/testset.csv --out DIR")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ehrbench", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -579,6 +604,16 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument("--testset", help="test subjects file, lines 'SUBJECT_ID,0|1' (default: Harutyunyan's testset.csv); "
                                       "for a database of other subjects, e.g. `ehrbench data raw`'s")
     db.set_defaults(func=cmd_data_build)
+    dr = d.add_parser("raw", help="write a synthetic task as the raw database tables it would be built from (docs/data.md)")
+    dr.add_argument("database", choices=("mimic3",), help="mimic3: MIMIC-III 1.4 tables of a mimic3-phe-shaped task")
+    dr.add_argument("--out", required=True, help="folder for the tables (TABLE.csv), testset.csv and report.json")
+    dr.add_argument("--task", default="mimic3-phe", help="a synthetic phenotyping task in layout mimic3-miracl")
+    dr.add_argument("--track", default="full")
+    dr.add_argument("--n-total", type=positive_int, help="stays of the task (default: the track's, or --scale's)")
+    dr.add_argument("--scale", type=float, help="pad every event table to this share of MIMIC-III 1.4's rows "
+                                                "(e.g. 0.05), for measuring the build")
+    dr.add_argument("--task-files", help="also write the generator's own task files here, to compare with the build")
+    dr.set_defaults(func=cmd_data_raw)
 
     m = sub.add_parser("methods", help="list the methods (`methods describe`: manifests and model sizes)")
     m.set_defaults(func=cmd_methods)
