@@ -148,6 +148,7 @@ def test_a_malformed_or_missing_test_set_is_one_line_naming_the_file(built, tmp_
 def test_the_peak_memory_of_each_step_is_in_the_summary(built):
     _, _, summary = built
     assert set(summary["step_peak_mb"]) == set(summary["step_seconds"]) and summary["step_peak_own"]
+    assert max(summary["step_peak_mb"].values()) <= summary["peak_mb"] * 1.01  # sampled within the process peak
     assert all(50 < mb < 2_000 for mb in summary["step_peak_mb"].values())
 
 

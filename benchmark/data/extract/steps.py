@@ -103,12 +103,12 @@ def run_steps(steps: list[Step], ctx: Context) -> tuple[pd.DataFrame, dict[str, 
             seconds[step.name] = 0.0
         else:
             ctx.log(f"[{i}/{len(steps)}] {step.name} ...")
-            ctx.peak_own = peak.reset() and ctx.peak_own
             start = time.perf_counter()
-            _run_one(step, ctx, digests[step.name])
+            with peak.Sampler() as memory:
+                _run_one(step, ctx, digests[step.name])
             ran.add(step.name)
             seconds[step.name] = round(time.perf_counter() - start, 2)
-            ctx.peak_mb[step.name] = peak.peak_mb()
+            ctx.peak_mb[step.name], ctx.peak_own = memory.peak_mb, memory.own and ctx.peak_own
             ctx.log(f"[{i}/{len(steps)}] {step.name}: finished in {seconds[step.name]:.1f} s, "
                     f"peak memory {ctx.peak_mb[step.name]:,.0f} MB")
         frames.append(pd.read_csv(folder / "attrition.csv", keep_default_na=False))
