@@ -87,7 +87,11 @@ def _timeline(table: pd.DataFrame, rng) -> dict[str, np.ndarray]:
     pre = rng.integers(0, 36 * 3600, n)
     length = np.rint(table["END"].to_numpy() * 3600).astype(np.int64)
     post = rng.integers(6 * 3600, 10 * DAY, n)
-    span = pre + length + post + rng.integers(30 * DAY, 700 * DAY, n)
+    gap = rng.integers(30 * DAY, 700 * DAY, n)
+    # The two ICU stays of one admission are hours apart (the second's admission becomes the first's).
+    paired = (table["ROLE"] == "two_icu_stays").to_numpy()
+    post, gap = np.where(paired, 3600, post), np.where(paired, rng.integers(2 * 3600, DAY, n), gap)
+    span = pre + length + post + gap
     subject = table["SUBJECT_ID"].to_numpy()
     first = np.r_[True, subject[1:] != subject[:-1]]
     group = np.cumsum(first) - 1
