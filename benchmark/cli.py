@@ -476,7 +476,7 @@ def cmd_data_build(args) -> int:
     # Where the paper track's mimic3-phe task reads its files, unless told otherwise.
     out = args.out or os.path.join(os.environ.get("EHRBENCH_DATA", "data"), MIMIC3_PHE.data_dir)
     options = mimic3.Options(first_admission_only=args.notes_first_admission_only, ranges=not args.no_ranges,
-                             code_dictionary=not args.all_diagnosis_codes, buckets=args.buckets)
+                             code_dictionary=not args.all_diagnosis_codes, buckets=args.buckets, testset=args.testset)
     start = time.perf_counter()
     result = mimic3.build(args.raw, out, options)
     print(summary.render(result, pd.read_csv(f"{out}/attrition.csv", keep_default_na=False)))
@@ -508,6 +508,31 @@ def _build_mimic4(args) -> int:
     built = [t for t, got in result["tasks"].items() if got is not None]
     print(f"built in {_duration(time.perf_counter() - start)}: {', '.join(f'{out}/{t}' for t in built)}, {out}/ehr "
           f"(read by tasks {', '.join('mimic4-' + t[:3] for t in built)} of track paper: --root {out})")
+    return 0
+
+
+def cmd_data_raw(args) -> int:
+    import dataclasses
+
+    from .data.rawgen import bulk, mimic3 as raw
+    from .protocol import get_track
+
+    if args.scale is not None and not 0 < args.scale <= 1:
+        raise UsageError(f"--scale {args.scale}: expected a share of MIMIC-III's size in (0, 1], e.g. 0.05")
+    spec = get_track(args.track).task(args.task)
+    if spec.source != "synthetic":
+        raise UsageError(f"task '{spec.name}' of track '{args.track}' is not synthetic: raw tables are written for a "
+                         f"generated task (e.g. --track full --task mimic3-phe)")
+    n_total = args.n_total or (bulk.cohort_size(args.scale) if args.scale else spec.n_total)
+    spec = dataclasses.replace(spec, n_total=n_total)
+    volume = bulk.volume(args.scale, n_total) if args.scale else raw.Volume()
+    start = time.perf_counter()
+    report = raw.write(spec, args.out, volume, args.task_files, log=lambda line: print(line, file=sys.stderr, flush=True))
+    for table, n in report["tables"].items():
+        print(f"{table:<16} {n:>12,} rows")
+    print(f"{report['stays']['cohort']:,} stays of task {spec.name} ({report['stays']['without_series']:,} samples "
+          f"without a series left out), written in {_duration(time.perf_counter() - start)}: {args.out}")
+    print(f"build them: ehrbench data build mimic3 --raw {args.out} --testset {args.out}/testset.csv --out DIR")
     return 0
 
 
@@ -613,7 +638,19 @@ def build_parser() -> argparse.ArgumentParser:
                     help="label from every diagnosis code, also those D_ICD_DIAGNOSES does not list (the reference drops them)")
     db.add_argument("--buckets", type=positive_int, help="stay buckets of the event files (default: one per ~2 GB "
                                                         "of CHARTEVENTS); fewer = faster, more = less memory")
+    db.add_argument("--testset", help="test subjects file, lines 'SUBJECT_ID,0|1' (default: Harutyunyan's testset.csv); "
+                                      "for a database of other subjects, e.g. `ehrbench data raw`'s")
     db.set_defaults(func=cmd_data_build)
+    dr = d.add_parser("raw", help="write a synthetic task as the raw database tables it would be built from (docs/data.md)")
+    dr.add_argument("database", choices=("mimic3",), help="mimic3: MIMIC-III 1.4 tables of a mimic3-phe-shaped task")
+    dr.add_argument("--out", required=True, help="folder for the tables (TABLE.csv), testset.csv and report.json")
+    dr.add_argument("--task", default="mimic3-phe", help="a synthetic phenotyping task in layout mimic3-miracl")
+    dr.add_argument("--track", default="full")
+    dr.add_argument("--n-total", type=positive_int, help="stays of the task (default: the track's, or --scale's)")
+    dr.add_argument("--scale", type=float, help="pad every event table to this share of MIMIC-III 1.4's rows "
+                                                "(e.g. 0.05), for measuring the build")
+    dr.add_argument("--task-files", help="also write the generator's own task files here, to compare with the build")
+    dr.set_defaults(func=cmd_data_raw)
 
     m = sub.add_parser("methods", help="list the methods (`methods describe`: manifests and model sizes)")
     m.set_defaults(func=cmd_methods)

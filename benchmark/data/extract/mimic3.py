@@ -10,6 +10,7 @@ steps' own outputs under ``.steps/``.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,20 @@ class Options:
     ranges: bool = True  # clean by variable_ranges.csv (variables.py)
     code_dictionary: bool = True  # only diagnosis codes listed in D_ICD_DIAGNOSES count, as in the reference (phenotypes.py)
     buckets: int | None = None  # stay buckets of the event files; None: from the size of CHARTEVENTS
+    testset: str | None = None  # test subjects file (listfiles.py); None: the packaged testset.csv
+
+
+def testset_option(path: str | None) -> dict | None:
+    """The test set as the listfiles step's option: its path and content digest, so that a changed
+    file re-runs the step; checked before the first step."""
+    if path is None:
+        return None
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise UsageError(f"{path}: test set file cannot be read ({e.strerror}); expected lines 'SUBJECT_ID,0|1'") from None
+    listfiles.test_subjects(path)  # a malformed file fails now, not after the event steps
+    return {"path": str(Path(path).resolve()), "sha256": hashlib.sha256(data).hexdigest()}
 
 
 def open_tables(raw: Path) -> dict[str, tables.Table]:
@@ -91,8 +106,10 @@ def _run_listfiles(ctx: Context, tmp: Path):
     def read(step: str, name: str) -> pd.DataFrame:
         return pd.read_csv(ctx.step_dir(step) / name, keep_default_na=False)  # an empty note is '', not NaN
 
+    testset = ctx.options.get("testset")
     parts = listfiles.assemble(read("episodes", "episodes.csv"), read("phenotypes", "labels.csv"),
-                               read("notes", "notes.csv"), label_names("phenotyping"))
+                               read("notes", "notes.csv"), label_names("phenotyping"),
+                               listfiles.test_subjects(testset["path"]) if testset else None)
     return listfiles.write(parts, tmp / "phenotyping")
 
 
@@ -113,7 +130,8 @@ def _steps(has_notes: bool) -> list[Step]:
              publish=("ehr",)),
         Step("notes", _run_notes, tables=("NOTEEVENTS",) if has_notes else (), options=("first_admission_only",),
              after=("stays",)),
-        Step("listfiles", _run_listfiles, after=("episodes", "phenotypes", "notes"), publish=("phenotyping",)),
+        Step("listfiles", _run_listfiles, options=("testset",), after=("episodes", "phenotypes", "notes"),
+             publish=("phenotyping",)),
     ]
 
 
@@ -122,7 +140,8 @@ def build(raw: str | Path, out: str | Path, options: Options = Options(), log=No
     raw, out = Path(raw), Path(out)
     found = open_tables(raw)
     opts = {"first_admission_only": options.first_admission_only, "ranges": options.ranges,
-            "code_dictionary": options.code_dictionary, "buckets": options.buckets or buckets_for(found["CHARTEVENTS"])}
+            "code_dictionary": options.code_dictionary, "buckets": options.buckets or buckets_for(found["CHARTEVENTS"]),
+            "testset": testset_option(options.testset)}
     out.mkdir(parents=True, exist_ok=True)
     ctx = Context(raw=raw, out=out, options=opts, tables=found, **({"log": log} if log else {}))
     attrition, seconds = run_steps(steps("NOTEEVENTS" in found), ctx)

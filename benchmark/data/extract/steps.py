@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import peak
+
 ATTRITION_COLUMNS = ["step", "included", "excluded", "reason", "unit"]
 STEPS_DIR = ".steps"
 
@@ -60,6 +62,9 @@ class Context:
     options: dict
     tables: dict  # table name -> tables.Table, opened (header checked) before the first step
     log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)
+    # Peak resident memory (MB) of each step that ran, and whether it is the step's own (peak.py).
+    peak_mb: dict[str, float] = field(default_factory=dict)
+    peak_own: bool = True
 
     def step_dir(self, name: str) -> Path:
         return self.out / STEPS_DIR / name
@@ -99,10 +104,13 @@ def run_steps(steps: list[Step], ctx: Context) -> tuple[pd.DataFrame, dict[str, 
         else:
             ctx.log(f"[{i}/{len(steps)}] {step.name} ...")
             start = time.perf_counter()
-            _run_one(step, ctx, digests[step.name])
+            with peak.Sampler() as memory:
+                _run_one(step, ctx, digests[step.name])
             ran.add(step.name)
             seconds[step.name] = round(time.perf_counter() - start, 2)
-            ctx.log(f"[{i}/{len(steps)}] {step.name}: finished in {seconds[step.name]:.1f} s")
+            ctx.peak_mb[step.name], ctx.peak_own = memory.peak_mb, memory.own and ctx.peak_own
+            ctx.log(f"[{i}/{len(steps)}] {step.name}: finished in {seconds[step.name]:.1f} s, "
+                    f"peak memory {ctx.peak_mb[step.name]:,.0f} MB")
         frames.append(pd.read_csv(folder / "attrition.csv", keep_default_na=False))
     return pd.concat(frames, ignore_index=True), seconds
 

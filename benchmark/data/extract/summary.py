@@ -13,6 +13,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from ...cards import label_names
+from . import peak
 from .listfiles import SPLITS
 
 EXPECTED_STAYS = 41_904
@@ -50,6 +51,9 @@ def summarise(ctx, attrition: pd.DataFrame, seconds: dict[str, float]) -> dict:
         "expected": {"stays": EXPECTED_STAYS, "label_cardinality": EXPECTED_CARDINALITY,
                      "source": "MIRACL supplement Table 1 (full MIMIC-III 1.4)"},
         "step_seconds": seconds,
+        # Peak resident memory of each step that ran (a kept step has none; 'own' false: the process's peak
+        # so far, where the step's own cannot be sampled) and of the whole build process (peak.py).
+        "step_peak_mb": dict(ctx.peak_mb), "step_peak_own": ctx.peak_own, "peak_mb": peak.process_peak_mb(),
         "warnings": [],
     }
     full = counts["PATIENTS"] == FULL_PATIENTS
