@@ -16,7 +16,7 @@ from benchmark.errors import UsageError
 from benchmark.marks import COLLAPSE_AUC, RELEASED, TIMING_ENCODERS
 from benchmark.protocol import parse_noise
 
-from . import stats
+from . import reproduce, stats
 from .report import (MIN_SEEDS, ROWS_LEGEND, cell_flags, cell_marks, collect, noise_order,
                      old_layout)
 from .tables import RUN_PHASES
@@ -64,17 +64,31 @@ def result_cell(noise: str, cell: dict | None) -> dict:
     and ``old_layout`` (FlexCare's two-modality layout, ``LAYOUT_MARK``) only tell the reader."""
     if not cell:
         return {"noise": noise, "n": 0, "mean": None, "std": None, "values": [], "flags": [], "marks": [],
-                "collapsed": [], "fusion_layouts": [], "old_layout": False, "failed": 0, "eligible": False}
+                "collapsed": [], "fusion_layouts": [], "old_layout": False, "failed": 0, "eligible": False,
+                "run_ids": [], **provenance([])}
     flags = cell_flags(cell)
     mixed = any(f.startswith("mixed") for f in flags)
     described = stats.describe([] if mixed else cell["maps"])
     return {"noise": noise, **described, "n": len(cell["runs"]),
             "values": sorted([r["seed"], r["map"]] for r in cell["runs"]),
             "run_ids": sorted(r["run_id"] for r in cell["runs"]),
+            **provenance(cell["runs"]),
             "data": cell["runs"][0]["data_fingerprint"] if cell["runs"] and not mixed else None,
             "flags": flags, "marks": cell_marks(cell), "collapsed": collapsed_runs(cell["runs"]),
             "fusion_layouts": sorted({r["fusion_layout"] for r in cell["runs"]} - {None}),
             "old_layout": old_layout(cell), "failed": cell["failed"], "eligible": bool(cell["runs"]) and not flags}
+
+
+def provenance(runs: list[dict]) -> dict:
+    """How to make the cell again: the bench command of its seeds (its runs share every flag but the
+    seed: one row is one spec less its seed), what of the spec no flag sets in this checkout, and the
+    harness versions and commits its records were written by (dirty: with uncommitted changes)."""
+    first = min(runs, key=lambda r: (r["seed"], r["run_id"])) if runs else None
+    return {"command": reproduce.with_seeds(first["command"], [r["seed"] for r in runs]) if first else None,
+            "command_gaps": first["command_gaps"] if first else "",
+            "harness_versions": sorted({r["harness_version"] or "?" for r in runs}),
+            "commits": sorted({r["git_sha"] or "?" for r in runs}),
+            "dirty": any(r.get("git_dirty") for r in runs)}
 
 
 def collapsed_runs(runs: list[dict]) -> list[dict]:

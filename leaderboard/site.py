@@ -52,7 +52,18 @@ def _cell_title(cell: dict) -> str:
         parts.append(_layout_title(cell))
     if cell["failed"]:
         parts.append(f"{cell['failed']} failed run(s) not averaged in")
-    return "; ".join(parts)
+    return "; ".join(parts) + "\n" + _reproduce_title(cell)
+
+
+def _reproduce_title(cell: dict) -> str:
+    """The lines of a cell's tooltip that say how to make it again."""
+    commits = ", ".join(c[:12] for c in cell["commits"]) + (" (with uncommitted changes)" if cell["dirty"] else "")
+    lines = [f"reproduce: {cell['command']}",
+             f"harness {', '.join(cell['harness_versions'])} at commit {commits}",
+             f"runs: {' '.join(cell['run_ids'])}"]
+    if cell["command_gaps"]:
+        lines.insert(1, f"not planned by this checkout as recorded: {cell['command_gaps']}; check out the commit")
+    return "\n".join(lines)
 
 
 def _collapse_title(cell: dict) -> str:

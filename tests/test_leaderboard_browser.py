@@ -85,6 +85,23 @@ def test_clicking_a_header_sorts_by_the_numeric_value(browser_page):
     assert column(page, phe, 4) == ["0.347 (0.015)", "0.320 (0.020)", "0.300 (0.010)", "-"]
 
 
+def test_hovering_a_cell_shows_the_command_that_makes_it_again(browser_page):
+    page = browser_page[0]
+    cell = page.locator("#table-quick-syn-dia tbody tr", has_text="GCE").locator("td").nth(1)
+    cell.hover()
+    tip = page.locator("#tip")
+    assert tip.is_visible()
+    text = tip.inner_text()
+    assert "reproduce: ehrbench bench --method gce --track quick --tasks syn-dia --noise sym-20" in text
+    assert "--seeds 30,40,100" in text and "harness 0.1.0 at commit dddddddddddd" in text and "runs: " in text
+    assert cell.get_attribute("title") is None  # moved into the page's own tooltip: no second, native one
+    cell.click()  # pinned: it stays while the pointer goes to it, to select the command
+    tip.hover()
+    assert tip.is_visible() and "pinned" in tip.get_attribute("class")
+    page.keyboard.press("Escape")
+    assert not tip.is_visible()
+
+
 def test_a_screenshot_is_saved_as_a_test_artifact(browser_page):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "leaderboard.png"
