@@ -111,12 +111,14 @@ def runs_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def write(out: Path, board: dict, rows: list[dict], skipped: list[tuple[str, str]], build: dict) -> Path:
-    """Render everything into ``out`` (created); returns the page's path."""
+def write(out: Path, board: dict, rows: list[dict], skipped: list[tuple[str, str]], build: dict,
+          releases: list[dict] = ()) -> Path:
+    """Render everything into ``out`` (created); returns the page's path. ``releases``
+    (``release.listed``) are linked from the page."""
     out.mkdir(parents=True, exist_ok=True)
     page = _environment().get_template("index.html.j2").render(
         board=board, figures=figures(board), skipped=skipped, build=build, downloads=DOWNLOADS,
-        phases=tables.RUN_PHASES)
+        phases=tables.RUN_PHASES, releases=list(releases))
     files = {
         "index.html": page,
         "runs.csv": runs_csv(rows),
@@ -128,3 +130,12 @@ def write(out: Path, board: dict, rows: list[dict], skipped: list[tuple[str, str
     for name, text in files.items():
         (out / name).write_text(text, encoding="utf-8")
     return out / "index.html"
+
+
+def write_releases(out: Path, releases: list[dict]) -> Path:
+    """``releases/index.html``: every release of the site, newest first, the latest marked."""
+    from .release import FOLDER
+
+    path = out / FOLDER / "index.html"
+    path.write_text(_environment().get_template("releases.html.j2").render(releases=releases), encoding="utf-8")
+    return path

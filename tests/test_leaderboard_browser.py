@@ -24,7 +24,7 @@ def page_url(tmp_path_factory):
     root = tmp_path_factory.mktemp("board")
     write_records(root / "results", board_records())
     (root / "results" / "quick" / "broken.json").write_text('{"schema_version": 1, "run_')
-    return build(root / "results", root / "site", Options()).page.as_uri()
+    return build(root / "results", root / "site", Options(), release="v1.0").page.as_uri()
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +100,23 @@ def test_hovering_a_cell_shows_the_command_that_makes_it_again(browser_page):
     assert tip.is_visible() and "pinned" in tip.get_attribute("class")
     page.keyboard.press("Escape")
     assert not tip.is_visible()
+
+
+def test_the_release_index_opens_from_file_and_leads_to_the_frozen_page(browser_page, page_url):
+    requests, errors = [], []
+    page = browser_page[0].context.new_page()
+    page.on("request", lambda r: requests.append(r.url))
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    index = page_url.replace("index.html", "releases/index.html")
+    page.goto(index, wait_until="load")
+    assert page.locator("table.releases tr.latest td").first.inner_text() == "v1.0 (latest)"
+    page.locator("a", has_text="v1.0").first.click()
+    page.wait_for_load_state("load")
+    assert page.url.endswith("/releases/v1.0/index.html")
+    assert "Release v1.0, frozen" in page.locator(".release-note").inner_text()
+    assert page.locator("table.results").count() == 2
+    assert all(url.startswith("file://") for url in requests) and errors == []
+    page.close()
 
 
 def test_a_screenshot_is_saved_as_a_test_artifact(browser_page):
