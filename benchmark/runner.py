@@ -221,6 +221,7 @@ def run_one(spec: dict, results: str, execution: Execution = Execution(), packed
         record["metrics"]["final"] = {k: v for k, v in result.final.items() if k not in ("method", "lr", "train_loss", "corrections")}
         # Last-epoch protocol: a run that fell to chance still counts; the tables mark it from this.
         record["metrics"]["collapsed"] = collapse(result.curve)
+        record["metrics"].update(result.summary)  # bootstrap, secondary: optional fields of the schema
         timings.update(result.timings)
         if result.compile_fallback:  # what ran, not what was asked for
             record["environment"].update(compile="off", compile_fallback=result.compile_fallback)

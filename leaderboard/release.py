@@ -66,14 +66,13 @@ def archive(results: Path, files: list[str]) -> bytes:
 
 
 def freeze(site: Path, target: Path, results: Path, files: list[str], about: dict) -> Path:
-    """Copy the built ``site``'s files, the archive of record ``files`` and the manifest to ``target``."""
-    from .site import DOWNLOADS
-
+    """Copy the files of ``site`` (a folder the site was just built into), the archive of record
+    ``files`` and the manifest to ``target``."""
     staging = target.parent / f".{target.name}.partial"
     shutil.rmtree(staging, ignore_errors=True)  # left by a build that died mid-release
     staging.mkdir(parents=True)
-    for name in ("index.html", *DOWNLOADS):
-        shutil.copyfile(site / name, staging / name)
+    for path in site.iterdir():
+        shutil.copyfile(path, staging / path.name)
     (staging / ARCHIVE).write_bytes(archive(results, files))
     names = sorted(p.name for p in staging.iterdir())
     sums = {name: {"sha256": sha256(staging / name), "bytes": (staging / name).stat().st_size} for name in names}
