@@ -16,7 +16,7 @@ from benchmark.errors import UsageError
 from benchmark.marks import COLLAPSE_AUC, RELEASED, TIMING_ENCODERS
 from benchmark.protocol import parse_noise
 
-from . import reproduce, stats
+from . import reproduce, secondary, stats
 from .report import (MIN_SEEDS, ROWS_LEGEND, cell_flags, cell_marks, collect, noise_order,
                      old_layout)
 from .tables import RUN_PHASES
@@ -56,7 +56,17 @@ def caption(options: Options) -> str:
             f"column's) are neither ranked nor tested; mixed cells are not averaged. "
             f"[collapsed k/n]: k of the cell's n runs collapsed, their last-epoch macro AUC on the clean test labels "
             f"below {COLLAPSE_AUC:g}; they stay in the mean, ranking and tests, as the protocol keeps the last epoch. "
-            f"{ROWS_LEGEND}.")
+            f"{mde_legend(options)} {ROWS_LEGEND}.")
+
+
+def mde_legend(options: Options) -> str:
+    return (f"MDE (the row under each table): the minimum detectable effect of the column's tests, the smallest true "
+            f"mean difference between the best and another method that a one-sided paired t-test at alpha="
+            f"{options.alpha:g} (uncorrected) detects with power {stats.POWER:g} at the n seeds present, given the "
+            f"observed std of their per-seed differences (pooled over the column's pairs with the best; exact, "
+            f"from the non-central t). A gap below the MDE is beyond what these seeds resolve: no star there says "
+            f"nothing about equality. Seed spread and test-set sampling error are apart: the std is over seeds, "
+            f"the bootstrap interval of each run (second tab) over the test set's patients.")
 
 
 def result_cell(noise: str, cell: dict | None) -> dict:
@@ -65,14 +75,14 @@ def result_cell(noise: str, cell: dict | None) -> dict:
     if not cell:
         return {"noise": noise, "n": 0, "mean": None, "std": None, "values": [], "flags": [], "marks": [],
                 "collapsed": [], "fusion_layouts": [], "old_layout": False, "failed": 0, "eligible": False,
-                "run_ids": [], **provenance([])}
+                "run_ids": [], **provenance([]), "secondary": secondary.cell_metrics([], True)}
     flags = cell_flags(cell)
     mixed = any(f.startswith("mixed") for f in flags)
     described = stats.describe([] if mixed else cell["maps"])
     return {"noise": noise, **described, "n": len(cell["runs"]),
             "values": sorted([r["seed"], r["map"]] for r in cell["runs"]),
             "run_ids": sorted(r["run_id"] for r in cell["runs"]),
-            **provenance(cell["runs"]),
+            **provenance(cell["runs"]), "secondary": secondary.cell_metrics(cell["runs"], mixed),
             "data": cell["runs"][0]["data_fingerprint"] if cell["runs"] and not mixed else None,
             "flags": flags, "marks": cell_marks(cell), "collapsed": collapsed_runs(cell["runs"]),
             "fusion_layouts": sorted({r["fusion_layout"] for r in cell["runs"]} - {None}),
@@ -145,7 +155,7 @@ def task_table(task: str, methods: dict, options: Options) -> dict:
     for method, cells in methods.items():
         row_cells = [result_cell(n, cells.get(n)) for n in noises]
         for c in row_cells:
-            c.update(method=method, best=False, tie=False, stars="", p=None, p_adjusted=None, vs=None)
+            c.update(method=method, best=False, tie=False, stars="", p=None, p_adjusted=None, vs=None, mde=None)
         rows.append({"method": method, "cells": row_cells})
     columns = [[r["cells"][j] for r in rows] for j in range(len(noises))]
     for column in columns:
@@ -154,9 +164,39 @@ def task_table(task: str, methods: dict, options: Options) -> dict:
     _apply_tests(tests, options)
     # Pre-sorted as a reader scans: best average of the cell means first.
     rows.sort(key=lambda r: (-_row_mean(r), r["method"]))
-    return {"task": task, "noises": [{"name": n, "label": parse_noise(n).label(),
-                                      **_realised([cells.get(n) for cells in methods.values()])} for n in noises],
+    return {"task": task, "noises": [{"name": n, "label": parse_noise(n).label(), "mde": column_mde(column, options),
+                                      **_realised([cells.get(n) for cells in methods.values()])}
+                                     for n, column in zip(noises, columns)],
             "families": _families(noises), "rows": rows, "tests": len(tests)}
+
+
+def _differences(best: dict, other: dict) -> list[float]:
+    """best - other per seed, over the seeds both cells have (the paired test's pairs)."""
+    a, b = dict(map(tuple, best["values"])), dict(map(tuple, other["values"]))
+    return [a[s] - b[s] for s in sorted(set(a) & set(b))]
+
+
+def column_mde(cells: list[dict], options: Options) -> dict | None:
+    """What the column's paired tests could detect: the minimum detectable effect (``stats.paired_mde``,
+    power ``stats.POWER`` at ``options.alpha``, uncorrected) from the std of the per-seed differences
+    between the best and each other eligible cell, pooled over those pairs, at the fewest seeds a pair
+    shares. Each tested cell also gets the MDE of its own pair (``mde``). None without a pair of 2+ seeds."""
+    best = next((c for c in cells if c.get("best")), None)
+    if best is None:
+        return None
+    pairs = []
+    for other in cells:
+        if other is not best and other["eligible"]:
+            diffs = _differences(best, other)
+            other["mde"] = stats.paired_mde(stats.describe(diffs)["std"], len(diffs), options.alpha)
+            if len(diffs) > 1:
+                pairs.append(diffs)
+    sd, _ = stats.pooled_sd(pairs)
+    if sd is None:
+        return None
+    seeds = min(len(d) for d in pairs)
+    return {"mde": stats.paired_mde(sd, seeds, options.alpha), "sd_diff": sd, "seeds": seeds, "pairs": len(pairs),
+            "alpha": options.alpha, "power": stats.POWER}
 
 
 def _realised(column: list[dict | None]) -> dict:

@@ -18,7 +18,7 @@ from benchmark.marks import (COLLAPSE_AUC, RELEASED, TIMING_ENCODERS, TWO_MODALI
                              record_collapse)
 from benchmark.protocol import EXTRA_NOISE_SETTINGS, NOISE_SETTINGS, parse_noise
 
-from . import reproduce
+from . import reproduce, secondary
 from .defaults import method_defaults, track_defaults
 
 MIN_SEEDS = 3
@@ -90,6 +90,7 @@ def run_row(record: dict) -> dict:
         "parameters": record["method"].get("parameters"),
         "code_hash": record["method"].get("code_hash"),
         "peak_memory_bytes": record["peak_memory_bytes"],
+        **secondary.row_fields(record["metrics"]),
         **{f"time_{phase}": timings.get(phase) for phase in (*PHASES, "total")},
     }
 

@@ -15,7 +15,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 
 from benchmark.marks import describe_collapse
 
-from . import plots, tables
+from . import plots, secondary, tables
 from .report import LAYOUT_LEGEND, LAYOUT_MARK
 
 DOWNLOADS = {"runs.csv": "every run, one row per seed", "board.json": "aggregates, raw and adjusted p-values",
@@ -23,9 +23,9 @@ DOWNLOADS = {"runs.csv": "every run, one row per seed", "board.json": "aggregate
 
 
 def _environment() -> Environment:
-    env = Environment(loader=PackageLoader("leaderboard", "templates"), autoescape=select_autoescape(),
+    env = Environment(loader=PackageLoader("leaderboard", "templates"), autoescape=select_autoescape(("html", "html.j2")),  # titles hold commands and names: quotes escaped
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
-    env.filters.update(cell_value=tables.cell_value, map_cells=tables.map_cells, cell_title=_cell_title,
+    env.filters.update(cell_value=tables.cell_value, mde_text=tables.mde_text, metric_text=secondary.metric_text, map_cells=tables.map_cells, cell_title=_cell_title,
                        collapse_title=_collapse_title, layout_title=_layout_title, num=_num, realised=_realised,
                        pct=lambda x: f"{100 * x:.1f}", mib=lambda b: f"{b / 2**20:.0f}", slug=_slug)
     return env
@@ -45,6 +45,10 @@ def _cell_title(cell: dict) -> str:
     parts = [f"n={cell['n']} seeds: " + ", ".join(str(s) for s, _ in cell["values"])]
     if cell["p"] is not None:
         parts.append(f"one-sided p vs {cell['vs']}: {cell['p']:.3g} (adjusted {cell['p_adjusted']:.3g})")
+    if cell["secondary"]["intervals"]:
+        parts.append(_bootstrap_title(cell["secondary"]))
+    if cell.get("mde") is not None:
+        parts.append(f"MDE of its paired test vs {cell['vs']}: {cell['mde']:.3f}")
     parts += [f"flag: {f}" for f in cell["flags"]]
     if cell["collapsed"]:
         parts.append(_collapse_title(cell))
@@ -64,6 +68,13 @@ def _reproduce_title(cell: dict) -> str:
     if cell["command_gaps"]:
         lines.insert(1, f"not planned by this checkout as recorded: {cell['command_gaps']}; check out the commit")
     return "\n".join(lines)
+
+
+def _bootstrap_title(summary: dict) -> str:
+    """Each run's test-set interval: sampling error of the test patients, apart from the seeds' spread."""
+    how = ", ".join(f"B={b}, RNG seed {seed}" for b, seed in summary["resamples"])
+    runs = ", ".join(f"seed {s} [{low:.3f}, {high:.3f}]" for s, low, high in summary["intervals"])
+    return f"test-set 95 % bootstrap interval of each run's mAP (patients resampled, {how}): {runs}"
 
 
 def _collapse_title(cell: dict) -> str:
@@ -118,7 +129,7 @@ def write(out: Path, board: dict, rows: list[dict], skipped: list[tuple[str, str
     out.mkdir(parents=True, exist_ok=True)
     page = _environment().get_template("index.html.j2").render(
         board=board, figures=figures(board), skipped=skipped, build=build, downloads=DOWNLOADS,
-        phases=tables.RUN_PHASES, releases=list(releases))
+        phases=tables.RUN_PHASES, releases=list(releases), secondary_metrics=secondary.METRICS)
     files = {
         "index.html": page,
         "runs.csv": runs_csv(rows),

@@ -14,6 +14,14 @@ STYLES = {  # how bold (best) and the tie group show in each format
 }
 
 
+MDE_ROW = "MDE (paired, power 0.8)"
+
+
+def mde_text(mde: dict | None) -> str:
+    """A column's minimum detectable effect and the seeds it is for, or '-' where no pair was tested."""
+    return "-" if not mde or mde["mde"] is None else f"{mde['mde']:.3f} (n={mde['seeds']})"
+
+
 def cell_value(cell: dict) -> str:
     """The number of a cell: mean (std), one value, 'failed' (only failed runs) or '-' (none, or mixed)."""
     if not cell["n"]:
@@ -44,6 +52,7 @@ def result_table(table: dict, fmt: str = "simple") -> str:
     headers = ["method"] + [f"{n['name']}\n{n['label']}" if fmt == "simple" else f"{n['name']} {n['label']}"
                             for n in table["noises"]]
     body = [[_escape(r["method"], fmt)] + [cell_text(c, fmt) for c in r["cells"]] for r in table["rows"]]
+    body.append([_escape(MDE_ROW, fmt)] + [mde_text(n["mde"]) for n in table["noises"]])
     return tabulate(body, [_escape(h, fmt) for h in headers], tablefmt=fmt, disable_numparse=True,
                     colalign=_align(headers))
 

@@ -119,6 +119,23 @@ def test_the_release_index_opens_from_file_and_leads_to_the_frozen_page(browser_
     page.close()
 
 
+def test_the_second_tab_shows_one_secondary_metric_at_a_time(browser_page):
+    page = browser_page[0]
+    assert page.locator("#tab-results").is_visible() and not page.locator("#tab-secondary").is_visible()
+    page.get_by_role("tab", name="Calibration, rare labels, missing modalities").click()
+    assert page.locator("#tab-secondary").is_visible() and not page.locator("#tab-results").is_visible()
+    ece, brier = "#secondary-quick-syn-dia-ece", "#secondary-quick-syn-dia-brier"
+    assert page.locator(ece).is_visible() and not page.locator(brier).is_visible()
+    assert sorted(column(page, ece[1:], 1)) == ["0.060 (0.010)", "0.110 (0.010)", "0.210 (0.010)"]
+    assert set(column(page, "secondary-quick-syn-phe-ece", 1)) == {"-"}  # records from before the metric
+    page.locator("#pick-quick-syn-dia").select_option("brier")
+    assert page.locator(brier).is_visible() and not page.locator(ece).is_visible()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "leaderboard-secondary.png"), full_page=True)
+    page.get_by_role("tab", name="Results: mAP").click()
+    assert page.locator("#tab-results").is_visible()
+
+
 def test_a_screenshot_is_saved_as_a_test_artifact(browser_page):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "leaderboard.png"
