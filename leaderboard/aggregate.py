@@ -16,7 +16,7 @@ from benchmark.errors import UsageError
 from benchmark.marks import COLLAPSE_AUC, RELEASED, TIMING_ENCODERS
 from benchmark.protocol import parse_noise
 
-from . import reproduce, secondary, stats
+from . import reproduce, robustness, secondary, stats
 from .report import (MIN_SEEDS, ROWS_LEGEND, cell_flags, cell_marks, collect, noise_order,
                      old_layout)
 from .tables import RUN_PHASES
@@ -156,7 +156,8 @@ def task_table(task: str, methods: dict, options: Options) -> dict:
         row_cells = [result_cell(n, cells.get(n)) for n in noises]
         for c in row_cells:
             c.update(method=method, best=False, tie=False, stars="", p=None, p_adjusted=None, vs=None, mde=None)
-        rows.append({"method": method, "cells": row_cells})
+        names = {r["method"] for c in cells.values() for r in c["runs"]} or {None}
+        rows.append({"method": method, "name": min(names, key=str), "cells": row_cells})
     columns = [[r["cells"][j] for r in rows] for j in range(len(noises))]
     for column in columns:
         _flag_other_data(column)
@@ -164,10 +165,12 @@ def task_table(task: str, methods: dict, options: Options) -> dict:
     _apply_tests(tests, options)
     # Pre-sorted as a reader scans: best average of the cell means first.
     rows.sort(key=lambda r: (-_row_mean(r), r["method"]))
-    return {"task": task, "noises": [{"name": n, "label": parse_noise(n).label(), "mde": column_mde(column, options),
-                                      **_realised([cells.get(n) for cells in methods.values()])}
-                                     for n, column in zip(noises, columns)],
-            "families": _families(noises), "rows": rows, "tests": len(tests)}
+    table = {"task": task, "noises": [{"name": n, "label": parse_noise(n).label(), "mde": column_mde(column, options),
+                                       **_realised([cells.get(n) for cells in methods.values()])}
+                                      for n, column in zip(noises, columns)],
+             "families": _families(noises), "rows": rows, "tests": len(tests)}
+    table["robustness"] = robustness.summary(table, options.baseline)
+    return table
 
 
 def _differences(best: dict, other: dict) -> list[float]:

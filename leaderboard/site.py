@@ -15,7 +15,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 
 from benchmark.marks import describe_collapse
 
-from . import plots, secondary, tables
+from . import plots, robustness, secondary, tables
 from .report import LAYOUT_LEGEND, LAYOUT_MARK
 
 DOWNLOADS = {"runs.csv": "every run, one row per seed", "board.json": "aggregates, raw and adjusted p-values",
@@ -94,7 +94,8 @@ def _layout_title(cell: dict) -> str:
 
 
 def figures(board: dict) -> dict:
-    """{key: inline SVG}: mAP against noise per task, cost against mAP per hardware, CD per track."""
+    """{key: inline SVG}: mAP against noise and relative to the baseline per task, cost against mAP per
+    hardware, CD per track."""
     out = {}
     for track in board["tracks"]:
         colors = plots.color_map({r["method"] for t in track["tasks"] for r in t["rows"]}
@@ -102,6 +103,9 @@ def figures(board: dict) -> dict:
         for table in track["tasks"]:
             key = f"map/{track['track']}/{table['task']}"
             out[key] = plots.map_vs_noise(table, colors, _slug(key))
+            if table["robustness"]["baseline"]:
+                key = f"relative/{track['track']}/{table['task']}"
+                out[key] = plots.relative_to_baseline(table, colors, _slug(key))
         for block in track["compute"]:
             key = f"cost/{track['track']}/{block['title']}"
             out[key] = plots.cost_vs_map(block["rows"], colors, block["title"], _slug(key))
@@ -129,7 +133,8 @@ def write(out: Path, board: dict, rows: list[dict], skipped: list[tuple[str, str
     out.mkdir(parents=True, exist_ok=True)
     page = _environment().get_template("index.html.j2").render(
         board=board, figures=figures(board), skipped=skipped, build=build, downloads=DOWNLOADS,
-        phases=tables.RUN_PHASES, releases=list(releases), secondary_metrics=secondary.METRICS)
+        phases=tables.RUN_PHASES, releases=list(releases), secondary_metrics=secondary.METRICS,
+        robustness_legend=robustness.LEGEND)
     files = {
         "index.html": page,
         "runs.csv": runs_csv(rows),

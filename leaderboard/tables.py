@@ -57,6 +57,17 @@ def result_table(table: dict, fmt: str = "simple") -> str:
                     colalign=_align(headers))
 
 
+def robustness_table(table: dict, fmt: str = "simple") -> str:
+    """Per row: area under mAP against the noise rate (sym, asym), then mAP relative to the baseline."""
+    rb = table["robustness"]
+    num = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
+    headers = ["method", "area sym", "area asym"] + [n["label"] for n in table["noises"]]
+    body = [[_escape(r["method"], fmt), num(r["area"]["sym"]), num(r["area"]["asym"])]
+            + [num(r["relative"][n["name"]]) for n in table["noises"]] for r in rb["rows"]]
+    return tabulate(body, [_escape(h, fmt) for h in headers], tablefmt=fmt, disable_numparse=True,
+                    colalign=_align(headers))
+
+
 def summary_table(summary: dict, fmt: str = "simple") -> str:
     if "ranks" not in summary:
         return "(no cell that at least two methods share without flags)"
@@ -128,8 +139,10 @@ def render(board: dict, fmt: str = "simple") -> str:
     out = []
     for track in board["tracks"]:
         name = track["track"]
-        out += [_block(f"Track {name}, task {t['task']}: last-epoch test mAP", result_table(t, fmt), fmt)
-                for t in track["tasks"]]
+        for t in track["tasks"]:
+            out.append(_block(f"Track {name}, task {t['task']}: last-epoch test mAP", result_table(t, fmt), fmt))
+            out.append(_block(f"Track {name}, task {t['task']}: robustness (areas; mAP relative to "
+                              f"{t['robustness']['baseline'] or 'the baseline'})", robustness_table(t, fmt), fmt))
         out.append(_block(f"Track {name}: average rank", summary_table(track["summary"], fmt), fmt,
                           summary_line(track["summary"])))
         out += [_block(f"Track {name}: compute on {b['title']}", compute_table(b, fmt), fmt)

@@ -54,8 +54,8 @@ def test_page_opens_from_file_with_no_network_request_and_no_console_error(brows
     assert errors == []
     assert "broken.json" in page.locator("#skipped").inner_text()
     ids = page.locator("[id]").evaluate_all("nodes => nodes.map(n => n.id)")
-    assert len(ids) == len(set(ids))  # five inline figures, no shared element id
-    assert page.locator("svg").count() == 5
+    assert len(ids) == len(set(ids))  # seven inline figures, no shared element id
+    assert page.locator("svg").count() == 7
 
 
 def test_each_table_has_the_expected_rows_and_columns(browser_page):
