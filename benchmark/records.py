@@ -50,9 +50,11 @@ SCHEMA: dict[str, tuple[type | tuple[type, ...], str]] = {
     "peak_memory_bytes": (int, "peak device memory (CUDA) or peak resident set (CPU)"),
     "fingerprints": (dict, "'data': task tensors sha256; 'noisy_labels': the noisy matrix sha256"),
     "noise": (dict, "rates used and realised flip rates of the training labels"),
-    "method": (dict, "method metadata: display name, code hash, parameter count"),
+    "method": (dict, "method metadata: display name, code hash, trainable parameters ('parameters') and the "
+               "model's frozen ones ('parameters_frozen', absent before it was written)"),
     "environment": (dict, "harness version, git sha + dirty flag, hardware and software versions, run "
-                    "conditions (precision, graphs, packing) and, on CUDA, the peak reserved device memory"),
+                    "conditions (precision, graphs, packing), on CUDA the peak reserved device memory, and the frozen note "
+                    "encoder's parameter count ('encoder_parameters', null where its configuration was not readable)"),
     "created_utc": (str, "when the record was written (ISO 8601)"),
 }
 # The environment fields that make two records of one run id two executions, not a copy.
@@ -74,7 +76,8 @@ SPEC_FIELDS: dict[str, type | tuple[type, ...]] = {"track": str, "task": str, "s
 READ_FIELDS: dict[tuple[str, str], tuple[type, ...]] = {
     ("method", "display_name"): (str,),
     ("method", "code_hash"): (str, type(None)),
-    ("method", "parameters"): (int, type(None)),
+    ("method", "parameters"): (int, type(None)),  # trainable
+    ("method", "parameters_frozen"): (int, type(None)),  # the model's parameters that do not train
     ("metrics", "curve"): (list,),
     ("metrics", "collapsed"): (dict, type(None)),
     ("metrics", "bootstrap"): (dict, type(None)),
@@ -83,6 +86,7 @@ READ_FIELDS: dict[tuple[str, str], tuple[type, ...]] = {
     ("environment", "harness_version"): (str, type(None)),
     ("environment", "git"): (dict, type(None)),
     ("environment", "gpu"): (str, type(None)),
+    ("environment", "encoder_parameters"): (int, type(None)),  # the frozen note encoder's
     ("environment", "precision"): (str, type(None)),
     ("environment", "packed_runs"): (int,),
     ("environment", "token_layout"): (str,),

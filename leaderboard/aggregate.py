@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from benchmark.errors import UsageError
-from benchmark.marks import COLLAPSE_AUC, RELEASED, TIMING_ENCODERS
+from benchmark.marks import COLLAPSE_AUC, RELEASED, TIMING_ENCODERS, encoder_pretraining
 from benchmark.protocol import parse_noise
 
 from . import reproduce, robustness, secondary, stats
@@ -333,8 +333,36 @@ def _setting(row: dict) -> str:
     return f"{row['precision']}, {row['packed_runs']} packed{tokens}{compiled}"
 
 
+# What the harness guarantees for every method, whatever its manifest says: the trainer hands a method
+# the noisy training labels only (the clean ones are scored against its corrections, never shown), and
+# the record keeps the last epoch (no checkpoint is chosen on the test set, nor on anything else).
+HARNESS_PROTOCOL = {"clean_labels": "never", "selection_on_test": "never"}
+PROTOCOL_LEGEND = ("Uses clean labels: never, and selection on test: never, for every method (the harness hands a "
+                   "method the noisy training labels only and keeps the last epoch). Tuned per noise setting: the "
+                   "manifest's tuned_per_noise_setting (its hyper-parameters chosen separately for each noise "
+                   "setting, e.g. on that setting's test results); the harness itself runs one set for all. "
+                   "Parameters: trainable, and the model's frozen ones; the note encoder is frozen and run once "
+                   "to cache the notes' embeddings, its parameters counted apart. MIMIC notes: whether the "
+                   "encoder was pretrained on MIMIC notes, which the test set's notes come from (a ClinicalBERT-"
+                   "family encoder did: its runs may owe something to having seen them).")
+
+
+def method_encoders(runs: list[dict]) -> list[dict]:
+    """The note encoders of a method's runs: parameter count and whether pretrained on MIMIC notes."""
+    out = []
+    for name in sorted({r["encoder"] for r in runs}):
+        own = [r for r in runs if r["encoder"] == name]
+        path = next((r["encoder_path"] for r in own if r.get("encoder_path")), None)
+        saw_mimic, why = encoder_pretraining(name, path)
+        counts = sorted({r["encoder_parameters"] for r in own if r.get("encoder_parameters") is not None})
+        out.append({"encoder": name or "(none)", "path": path, "parameters": counts, "mimic_notes": saw_mimic,
+                    "pretraining": why})
+    return out
+
+
 def method_meta(rows: list[dict], manifests: dict) -> list[dict]:
-    """Display name, paper, licence, parameter count, code and harness versions of each method."""
+    """Display name, paper, licence, parameter counts, note encoders, protocol flags, code and harness
+    versions of each method."""
     by_method = defaultdict(list)
     for r in rows:
         by_method[r["display_name"]].append(r)
@@ -348,6 +376,9 @@ def method_meta(rows: list[dict], manifests: dict) -> list[dict]:
             "paper_url": manifest.get("paper_url"), "license": manifest.get("license"),
             "version": manifest.get("version"),
             "parameters": sorted({r["parameters"] for r in runs if r["parameters"] is not None}),
+            "parameters_frozen": sorted({r["parameters_frozen"] for r in runs if r.get("parameters_frozen") is not None}),
+            "encoders": method_encoders(runs),
+            "protocol": {**HARNESS_PROTOCOL, "tuned_per_noise_setting": manifest.get("tuned_per_noise_setting")},
             "code_hashes": sorted({(r["code_hash"] or "")[:12] for r in runs}),
             "harness_versions": sorted({r["harness_version"] or "?" for r in runs}),
             "fusion_layouts": sorted({r["fusion_layout"] for r in runs} - {None}),

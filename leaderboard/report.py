@@ -88,6 +88,8 @@ def run_row(record: dict) -> dict:
         "token_layout": env.get("token_layout", "padded"),  # records before the switch ran padded
         "compile": env.get("compile", "off"),
         "parameters": record["method"].get("parameters"),
+        "parameters_frozen": record["method"].get("parameters_frozen"),
+        "encoder_parameters": env.get("encoder_parameters"),
         "code_hash": record["method"].get("code_hash"),
         "peak_memory_bytes": record["peak_memory_bytes"],
         **secondary.row_fields(record["metrics"]),

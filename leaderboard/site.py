@@ -16,6 +16,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from benchmark.marks import describe_collapse
 
 from . import plots, robustness, secondary, tables
+from .aggregate import PROTOCOL_LEGEND
 from .report import LAYOUT_LEGEND, LAYOUT_MARK
 
 DOWNLOADS = {"runs.csv": "every run, one row per seed", "board.json": "aggregates, raw and adjusted p-values",
@@ -27,7 +28,7 @@ def _environment() -> Environment:
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     env.filters.update(cell_value=tables.cell_value, mde_text=tables.mde_text, metric_text=secondary.metric_text, map_cells=tables.map_cells, cell_title=_cell_title,
                        collapse_title=_collapse_title, layout_title=_layout_title, num=_num, realised=_realised,
-                       pct=lambda x: f"{100 * x:.1f}", mib=lambda b: f"{b / 2**20:.0f}", slug=_slug)
+                       pct=lambda x: f"{100 * x:.1f}", thousands=lambda n: f"{n:,}", mib=lambda b: f"{b / 2**20:.0f}", slug=_slug)
     return env
 
 
@@ -134,7 +135,7 @@ def write(out: Path, board: dict, rows: list[dict], skipped: list[tuple[str, str
     page = _environment().get_template("index.html.j2").render(
         board=board, figures=figures(board), skipped=skipped, build=build, downloads=DOWNLOADS,
         phases=tables.RUN_PHASES, releases=list(releases), secondary_metrics=secondary.METRICS,
-        robustness_legend=robustness.LEGEND)
+        robustness_legend=robustness.LEGEND, protocol_legend=PROTOCOL_LEGEND)
     files = {
         "index.html": page,
         "runs.csv": runs_csv(rows),
