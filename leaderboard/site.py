@@ -24,11 +24,13 @@ DOWNLOADS = {"runs.csv": "every run, one row per seed", "board.json": "aggregate
 
 
 def _environment() -> Environment:
-    env = Environment(loader=PackageLoader("leaderboard", "templates"), autoescape=select_autoescape(("html", "html.j2")),  # titles hold commands and names: quotes escaped
+    # Autoescaped: titles hold commands, paths and method names, whose quotes must not end an attribute.
+    env = Environment(loader=PackageLoader("leaderboard", "templates"), autoescape=select_autoescape(("html", "html.j2")),
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
-    env.filters.update(cell_value=tables.cell_value, mde_text=tables.mde_text, metric_text=secondary.metric_text, map_cells=tables.map_cells, cell_title=_cell_title,
-                       collapse_title=_collapse_title, layout_title=_layout_title, num=_num, realised=_realised,
-                       pct=lambda x: f"{100 * x:.1f}", thousands=lambda n: f"{n:,}", mib=lambda b: f"{b / 2**20:.0f}", slug=_slug)
+    env.filters.update(cell_value=tables.cell_value, mde_text=tables.mde_text, metric_text=secondary.metric_text,
+                       map_cells=tables.map_cells, cell_title=_cell_title, collapse_title=_collapse_title,
+                       layout_title=_layout_title, num=_num, realised=_realised, pct=lambda x: f"{100 * x:.1f}",
+                       thousands=lambda n: f"{n:,}", mib=lambda b: f"{b / 2**20:.0f}", slug=_slug)
     return env
 
 
