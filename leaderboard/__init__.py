@@ -1,7 +1,10 @@
 """The leaderboard: every run record under ``results/`` -> a static site, and the same tables as text.
 
 ``load`` reads and validates the records (a bad file is reported by name and skipped),
-``aggregate`` computes the board, ``site`` writes it. ``build`` does all three.
+``aggregate`` computes the board, ``site`` writes it. ``build`` does all three, and ``release``
+freezes a version of what it wrote. The board's parts beside the result tables have a module each:
+``reproduce`` (the command behind a cell), ``stats`` (tests, MDE), ``secondary`` (the second tab),
+``robustness`` (areas and ratios to the baseline), ``defaults`` (what this checkout plans).
 It reads run records and method manifests only: importing it or building a board never loads torch.
 """
 from __future__ import annotations
