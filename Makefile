@@ -15,6 +15,7 @@ DEVICE ?= auto
 SITE ?= site
 PUBLISH_DIR ?= public
 LEADERBOARD_FLAGS ?=
+RELEASE ?=
 JOBS ?= 0
 EXECUTOR ?= local
 PROFILE ?=
@@ -36,7 +37,7 @@ help:
 	@echo "make test                                                               run the test suite"
 	@echo "make table [TRACK=quick]                                                print the tables from results/"
 	@echo "make leaderboard [RESULTS=results SITE=site]                             render the static leaderboard site from results/"
-	@echo "make publish [PUBLISH_DIR=public]                                       the site, dated, ready for a static host"
+	@echo "make publish [PUBLISH_DIR=public RELEASE=v1.0]                          the site, dated, ready for a static host; RELEASE freezes it"
 	@echo "make new-method NAME=foo                                                scaffold methods/foo/ from the template (CONTRIBUTING.md)"
 	@echo "make validate METHOD=foo                                                check a submission: manifest, boundaries, a smoke run"
 	@echo "make perf                                                               speed benchmarks (docs/performance.md)"
@@ -77,9 +78,11 @@ table: setup
 leaderboard: setup
 	$(BIN)/ehrbench leaderboard --results "$(RESULTS)" --out "$(SITE)" $(LEADERBOARD_FLAGS)
 
-# Writes over the files of an earlier build in PUBLISH_DIR; nothing else there is removed.
+# Writes over the files of an earlier build in PUBLISH_DIR; nothing else there is removed. RELEASE=vX.Y
+# also freezes the site under PUBLISH_DIR/releases/vX.Y/ (refused if that version is there already).
 publish: setup
-	$(BIN)/ehrbench leaderboard --results "$(RESULTS)" --out "$(PUBLISH_DIR)" --publish --format none $(LEADERBOARD_FLAGS)
+	$(BIN)/ehrbench leaderboard --results "$(RESULTS)" --out "$(PUBLISH_DIR)" --publish --format none \
+	  $(if $(RELEASE),--release "$(RELEASE)") $(LEADERBOARD_FLAGS)
 
 test: setup
 	$(BIN)/python -m pytest -q

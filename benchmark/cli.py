@@ -315,6 +315,10 @@ def cmd_leaderboard(args) -> int:
     _results(args.results, must_exist=True)
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise UsageError(f"--out {args.out}: is a file, expected a folder for the site (made if missing)")
+    if args.release:
+        from leaderboard.release import check_new
+
+        check_new(args.out, args.release)  # before the records are read: a release is never rewritten
     result = build(args.results, None, options, tracks)
     for file, error in result.skipped:
         print(f"warning: skipping {file}: {error}", file=sys.stderr)
@@ -324,13 +328,15 @@ def cmd_leaderboard(args) -> int:
     if left:
         print(f"note: {left}", file=sys.stderr)
     try:
-        publish(result, args.out, args.publish)
+        publish(result, args.out, args.publish, args.release)
     except OSError as e:
         raise UsageError(f"--out {args.out}: cannot write the site ({e.strerror or e})") from None
     if args.format != "none":
         print(render(result.board, args.format))
     print(f"{len(result.rows)} run records, {len(result.skipped)} skipped; site written to {result.page}"
           + (" (ready for a static host)" if args.publish else ""))
+    if result.release:
+        print(f"release {args.release} frozen at {result.release} (checksums in manifest.json and SHA256SUMS)")
     return 0
 
 
@@ -603,6 +609,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also put runs of timing-only note encoders (random weights) in the result tables; "
                          "they are always in the compute tables")
     lb.add_argument("--publish", action="store_true", help="stamp the build date on the page and add .nojekyll")
+    lb.add_argument("--release", metavar="vX.Y", help="also freeze the site as release vX.Y under OUT/releases/: "
+                    "page, downloads, an archive of the records read and their sha256 checksums; never rewritten "
+                    "(a version already there is refused)")
     lb.add_argument("--format", default="simple", type=_table_format("none"), help="terminal tables: tabulate format (simple, github, ...) or none")
     lb.set_defaults(func=cmd_leaderboard)
 

@@ -35,6 +35,36 @@ TIMING_ENCODER = "random-bert-base"
 TIMING_ENCODERS = {TIMING_ENCODER: "random-weight BERT-base (timing only)",
                    "/tmp/ehrc/encoders/bert-base-random": "random-weight BERT-base (timing only)"}
 
+# Whether a note encoder was pretrained on MIMIC notes, the benchmark's own test notes: a ClinicalBERT-family
+# encoder (Bio_ClinicalBERT, BlueBERT's PubMed+MIMIC models, Clinical-Longformer, GatorTron) saw them,
+# so its runs' numbers may owe something to that. Read off the encoder's name or folder path, in order;
+# an encoder none of these matches is "unknown".
+ENCODER_PRETRAINING = (
+    ("minilm", False, "all-MiniLM-L6-v2: general web text"),
+    (TIMING_ENCODER, False, "random weights"),
+    ("bert-base-random", False, "random weights"),
+    ("clinicalbert", True, "ClinicalBERT family: pretrained on MIMIC-III notes"),
+    ("clinical_bert", True, "ClinicalBERT family: pretrained on MIMIC-III notes"),
+    ("clinical-bert", True, "ClinicalBERT family: pretrained on MIMIC-III notes"),
+    ("bluebert", True, "BlueBERT: PubMed and MIMIC-III notes"),
+    ("clinical-longformer", True, "Clinical-Longformer: MIMIC-III notes"),
+    ("gatortron", True, "GatorTron: clinical notes including MIMIC-III"),
+    ("mimic", True, "named after MIMIC"),
+    ("biobert", False, "BioBERT: PubMed abstracts and PMC articles"),
+    ("pubmedbert", False, "PubMedBERT: PubMed"),
+    ("biomedbert", False, "BiomedBERT: PubMed"),
+)
+
+
+def encoder_pretraining(name: str, path: str | None = None) -> tuple[bool | None, str]:
+    """(pretrained on MIMIC notes: True, False or None for unknown, why) of a spec's encoder."""
+    text = f"{name} {path or ''}".lower()
+    for pattern, saw_mimic, why in ENCODER_PRETRAINING:
+        if pattern in text:
+            return saw_mimic, why
+    return None, "not a known encoder: check its model card"
+
+
 TWO_MODALITY = "two_modality"  # FlexCare's layout in harness < 0.3.0 (the only one those records ran)
 RELEASED = "released"  # the authors' released function, the default from harness 0.3.0
 

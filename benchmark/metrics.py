@@ -17,7 +17,7 @@ import torch
 EMPTY_LABEL_POLICIES = ("zero", "skip")
 
 
-def _tie_groups(sorted_scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def tie_groups(sorted_scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per column of a sorted [N, L] matrix: group id of each row among equal scores, and a mask of
     the last row of each group."""
     change = sorted_scores[1:] != sorted_scores[:-1]
@@ -31,7 +31,7 @@ def average_precision(y: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
     """Per-label AP of [N, L] binary ``y`` against ``scores`` (float64, [L]); 0 where no positive."""
     s, order = torch.sort(scores.double(), dim=0, descending=True, stable=True)
     ys = torch.gather(y.double(), 0, order)
-    gid, is_last = _tie_groups(s)
+    gid, is_last = tie_groups(s)
     rank = torch.arange(1, len(s) + 1, device=s.device, dtype=torch.float64).unsqueeze(1)
     precision = torch.cumsum(ys, 0) / rank
     # Every positive in a tie group is credited with the precision at the group's end.
@@ -45,7 +45,7 @@ def roc_auc(y: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
     """Per-label ROC-AUC (Mann-Whitney with average ranks for ties); NaN for one-class labels."""
     s, order = torch.sort(scores.double(), dim=0, stable=True)
     ys = torch.gather(y.double(), 0, order)
-    gid, is_last = _tie_groups(s)
+    gid, is_last = tie_groups(s)
     n = len(s)
     idx = torch.arange(1, n + 1, device=s.device, dtype=torch.float64).unsqueeze(1).expand_as(s)
     # Average rank of a tie group = (first rank + last rank) / 2.

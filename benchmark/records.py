@@ -41,14 +41,20 @@ SCHEMA: dict[str, tuple[type | tuple[type, ...], str]] = {
     "failure": ((str, type(None)), "why a failed run failed (null when done)"),
     "metrics": (dict, "'final': last-epoch test metrics (headline 'map'); 'curve': one entry per epoch; "
                 "'collapsed': null, or when and from where a run's last-epoch macro AUC fell below "
-                "marks.COLLAPSE_AUC (marks.COLLAPSE_FIELDS; absent in records before it was written)"),
+                "marks.COLLAPSE_AUC (marks.COLLAPSE_FIELDS; absent in records before it was written); "
+                "'bootstrap': the patient-clustered test-set interval of the last epoch's mAP "
+                "(benchmark/bootstrap.py, BOOTSTRAP_FIELDS); 'secondary': calibration, AP by prevalence band "
+                "and mAP by modality at the last epoch (benchmark/secondary.py, SECONDARY_FIELDS); both "
+                "absent in records written before them"),
     "timings": (dict, "wall seconds per phase: data, noise, train, method_hooks, eval, total"),
     "peak_memory_bytes": (int, "peak device memory (CUDA) or peak resident set (CPU)"),
     "fingerprints": (dict, "'data': task tensors sha256; 'noisy_labels': the noisy matrix sha256"),
     "noise": (dict, "rates used and realised flip rates of the training labels"),
-    "method": (dict, "method metadata: display name, code hash, parameter count"),
+    "method": (dict, "method metadata: display name, code hash, trainable parameters ('parameters') and the "
+               "model's frozen ones ('parameters_frozen', absent before it was written)"),
     "environment": (dict, "harness version, git sha + dirty flag, hardware and software versions, run "
-                    "conditions (precision, graphs, packing) and, on CUDA, the peak reserved device memory"),
+                    "conditions (precision, graphs, packing), on CUDA the peak reserved device memory, and the frozen note "
+                    "encoder's parameter count ('encoder_parameters', null where its configuration was not readable)"),
     "created_utc": (str, "when the record was written (ISO 8601)"),
 }
 # The environment fields that make two records of one run id two executions, not a copy.
@@ -70,18 +76,31 @@ SPEC_FIELDS: dict[str, type | tuple[type, ...]] = {"track": str, "task": str, "s
 READ_FIELDS: dict[tuple[str, str], tuple[type, ...]] = {
     ("method", "display_name"): (str,),
     ("method", "code_hash"): (str, type(None)),
-    ("method", "parameters"): (int, type(None)),
+    ("method", "parameters"): (int, type(None)),  # trainable
+    ("method", "parameters_frozen"): (int, type(None)),  # the model's parameters that do not train
     ("metrics", "curve"): (list,),
     ("metrics", "collapsed"): (dict, type(None)),
+    ("metrics", "bootstrap"): (dict, type(None)),
+    ("metrics", "secondary"): (dict, type(None)),
     ("fingerprints", "data"): (str, type(None)),
     ("environment", "harness_version"): (str, type(None)),
     ("environment", "git"): (dict, type(None)),
     ("environment", "gpu"): (str, type(None)),
+    ("environment", "encoder_parameters"): (int, type(None)),  # the frozen note encoder's
     ("environment", "precision"): (str, type(None)),
     ("environment", "packed_runs"): (int,),
     ("environment", "token_layout"): (str,),
     ("environment", "compile"): (str,),
 }
+
+
+_NUMBER = (int, float)
+# The fields of the optional metrics sections that the leaderboard reads (older records lack the sections).
+BOOTSTRAP_FIELDS = {"b": (int,), "seed": (int,), "level": _NUMBER, "low": _NUMBER, "high": _NUMBER, "std": _NUMBER}
+SECONDARY_FIELDS = {"ece": _NUMBER, "ece_bins": (int,), "brier": _NUMBER, "prevalence_bands": (dict,),
+                    "modality": (dict,)}
+# Each entry of secondary.prevalence_bands and secondary.modality: its mAP (null where no label or stay).
+GROUP_FIELDS = {"map": (*_NUMBER, type(None))}
 
 
 def _check_type(value: object, types: tuple[type, ...], field: str, source: str) -> None:
@@ -99,9 +118,24 @@ def _check_read_fields(record: dict, source: str) -> None:
     if collapsed is not None:
         for key, types in COLLAPSE_FIELDS.items():
             _check_type(collapsed.get(key), types, f"metrics.collapsed.{key}", source)
+    _check_sections(record["metrics"], source)
     bad = [k for k, v in record["timings"].items() if not isinstance(v, (int, float)) or isinstance(v, bool)]
     if bad:
         raise RecordError(f"{source}: field 'timings.{bad[0]}' must be a number of seconds")
+
+
+def _check_sections(metrics: dict, source: str) -> None:
+    """The optional sections ``bootstrap`` and ``secondary``, when there, have the fields readers take."""
+    for section, fields in (("bootstrap", BOOTSTRAP_FIELDS), ("secondary", SECONDARY_FIELDS)):
+        if metrics.get(section) is None:
+            continue
+        for key, types in fields.items():
+            _check_type(metrics[section].get(key), types, f"metrics.{section}.{key}", source)
+    for group in ("prevalence_bands", "modality"):
+        for name, entry in ((metrics.get("secondary") or {}).get(group) or {}).items():
+            _check_type(entry, (dict,), f"metrics.secondary.{group}.{name}", source)
+            for key, types in GROUP_FIELDS.items():
+                _check_type(entry.get(key), types, f"metrics.secondary.{group}.{name}.{key}", source)
 
 
 def _check_spec(spec: dict, source: str) -> None:

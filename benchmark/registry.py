@@ -169,6 +169,9 @@ def read_manifest(folder: Path) -> dict:
             raise UsageError(f"{path}: missing field '{key}' ({typ.__name__})")
         if not isinstance(manifest[key], typ):
             raise UsageError(f"{path}: field '{key}' must be a {typ.__name__}, got {type(manifest[key]).__name__}")
+    # Optional: whether the hyper-parameters were chosen separately per noise setting (the leaderboard says).
+    if not isinstance(manifest.get("tuned_per_noise_setting", False), bool):
+        raise UsageError(f"{path}: field 'tuned_per_noise_setting' must be true or false")
     if manifest["name"] != folder.name:
         raise UsageError(f"{path}: field 'name' is '{manifest['name']}' but the folder is '{folder.name}'")
     # Optional: with a schema, a malformed hyper-parameter is refused here, before any training.

@@ -28,7 +28,7 @@ from . import environment
 from .backbones.flexcare import count_parameters
 from .data import Split, TaskData, check_source, materialise
 from .data.generator import GENERATOR_VERSION
-from .data.notes import ENCODER_FOLDER, encoder_identity, resolve as resolve_encoder
+from .data.notes import ENCODER_FOLDER, encoder_identity, parameter_count as count_encoder, resolve as resolve_encoder
 from .data.timeseries import Normaliser
 from .diagnostics import scorer
 from .errors import BenchError, RunFailed, UsageError, out_of_memory, worker_lost
@@ -182,6 +182,7 @@ def run_one(spec: dict, results: str, execution: Execution = Execution(), packed
     track = get_track(spec["track"])
     task = TaskSpec(**spec["task_spec"])  # the run is a function of its spec, overrides included
     setting = parse_noise(spec["noise"]["name"])
+    encoder_parameters = count_encoder(task.encoder)  # once per process, before the run's clock starts
     t_start = time.perf_counter()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -204,6 +205,7 @@ def run_one(spec: dict, results: str, execution: Execution = Execution(), packed
         "environment": {**environment.describe(device), **execution.describe(packed, capturable=False),
                         "executor": environment.executor()},  # executor, node, scheduler job id
     }
+    record["environment"]["encoder_parameters"] = encoder_parameters  # frozen, outside the method's count
     if task.encoder.startswith(ENCODER_FOLDER):  # provenance only: the spec names the folder by its content
         record["environment"]["encoder_path"] = resolve_encoder(task.encoder)
     timings = {"data": t_data - t_start, "noise": t_noise - t_data}
@@ -221,6 +223,7 @@ def run_one(spec: dict, results: str, execution: Execution = Execution(), packed
         record["metrics"]["final"] = {k: v for k, v in result.final.items() if k not in ("method", "lr", "train_loss", "corrections")}
         # Last-epoch protocol: a run that fell to chance still counts; the tables mark it from this.
         record["metrics"]["collapsed"] = collapse(result.curve)
+        record["metrics"].update(result.summary)  # bootstrap, secondary: optional fields of the schema
         timings.update(result.timings)
         if result.compile_fallback:  # what ran, not what was asked for
             record["environment"].update(compile="off", compile_fallback=result.compile_fallback)
@@ -255,7 +258,9 @@ def _build_method(entry: MethodEntry, info: TaskInfo, hparams: dict, record: dic
         stage = f"in {cls.__name__}.__init__"
         method = cls(info, hparams)
         stage = f"in {cls.__name__}.build_model"
-        record["method"]["parameters"] = count_parameters(method.build_model())
+        model = method.build_model()
+        record["method"]["parameters"] = count_parameters(model)
+        record["method"]["parameters_frozen"] = sum(p.numel() for p in model.parameters() if not p.requires_grad)
     except torch.cuda.OutOfMemoryError:
         raise  # the run's own failure line (``out_of_memory``), not the method's
     except (Exception, SystemExit) as e:

@@ -45,7 +45,7 @@ BACKBONES = ("flexcare", "m3care", "medfuse", "own")
 # SPDX identifiers of licences compatible with redistributing the code in this repository.
 LICENSES = ("MIT", "Apache-2.0", "BSD-2-Clause", "BSD-3-Clause", "ISC", "MPL-2.0", "GPL-3.0-only",
             "GPL-3.0-or-later", "LGPL-3.0-or-later", "CC0-1.0", "Unlicense")
-OPTIONAL_FIELDS = ("hparam_schema", "paper_url")
+OPTIONAL_FIELDS = ("hparam_schema", "paper_url", "tuned_per_noise_setting")
 _YEAR = re.compile(r"\b(19|20)\d\d\b")
 _VERSION = re.compile(r"^\d+(\.\d+)*$")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .bootstrap import map_interval
 from .data import Split
 from .errors import RunFailed
 from .fastpath import FastPath
@@ -28,6 +29,7 @@ from .nonfinite import NonFiniteWatch
 from .options import Execution
 from .packing import pause, released
 from .protocol import Budget
+from .secondary import secondary
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class TrainResult:
     final: dict  # the last epoch's test metrics: the run's headline
     timings: dict = field(default_factory=dict)  # seconds per phase
     compile_fallback: str | None = None  # why a model asked to compile trained eagerly instead
+    summary: dict = field(default_factory=dict)  # last epoch only: "bootstrap" (its mAP's interval), "secondary"
 
 
 def seed_everything(seed: int) -> None:
@@ -166,6 +169,12 @@ def train(method: Method, data: RunData, budget: Budget, seed: int, execution: E
         curve.append(row)
         if on_epoch:
             on_epoch(row)
+    t0 = fast.clock()
+    with released():  # once, on the last epoch's test scores: records keep no per-stay output to redo it later
+        summary = {"bootstrap": map_interval(data.test.labels, logits, data.test.patient_id, data.empty_label),
+                   "secondary": secondary(data.test, logits, data.empty_label)}
+    timings["eval"] += fast.clock() - t0
     if fast.captures is not None:
         timings["graphs_captured"] = fast.captures
-    return TrainResult(curve=curve, final=dict(curve[-1]), timings=timings, compile_fallback=fast.fallback)
+    return TrainResult(curve=curve, final=dict(curve[-1]), timings=timings, compile_fallback=fast.fallback,
+                       summary=summary)

@@ -1,7 +1,10 @@
 """The leaderboard: every run record under ``results/`` -> a static site, and the same tables as text.
 
 ``load`` reads and validates the records (a bad file is reported by name and skipped),
-``aggregate`` computes the board, ``site`` writes it. ``build`` does all three.
+``aggregate`` computes the board, ``site`` writes it. ``build`` does all three, and ``release``
+freezes a version of what it wrote. The board's parts beside the result tables have a module each:
+``reproduce`` (the command behind a cell), ``stats`` (tests, MDE), ``secondary`` (the second tab),
+``robustness`` (areas and ratios to the baseline), ``defaults`` (what this checkout plans).
 It reads run records and method manifests only: importing it or building a board never loads torch.
 """
 from __future__ import annotations
@@ -12,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .aggregate import Options, build_board
+from .release import check_new
 
 # The smoke track exists for tests only; it never reaches a leaderboard.
 EXCLUDED_TRACKS = ("smoke",)
@@ -24,6 +28,8 @@ class Build:
     skipped: list  # (file, error)
     page: Path | None = None
     left_out: dict = field(default_factory=dict)  # track -> valid records of it not on the board (not asked for)
+    results: Path | None = None  # the folder the records were read from
+    release: Path | None = None  # the release frozen by ``publish``, if one was asked for
 
 
 def load(results: str | Path, tracks: list[str] | None = None) -> tuple[list[dict], list[tuple[str, str]]]:
@@ -46,7 +52,9 @@ def read(results: str | Path, tracks: list[str] | None = None) -> tuple[list[dic
             skipped.append((str(Path(path).relative_to(results)), error.removeprefix(f"{path}: ")))
         elif (record["spec"]["track"] in tracks) if tracks else record["spec"]["track"] not in EXCLUDED_TRACKS:
             # The folder above <track>/<task>/<method>/: which record set of the results folder it came from.
-            rows.append({**run_row(record), "record_set": "/".join(Path(path).relative_to(results).parts[:-4]) or "."})
+            where = Path(path).relative_to(results)
+            rows.append({**run_row(record), "record_set": "/".join(where.parts[:-4]) or ".",
+                         "record_file": str(where)})  # the record in the results folder and a release's archive
         else:
             left_out[record["spec"]["track"]] = left_out.get(record["spec"]["track"], 0) + 1
     return rows, skipped, left_out
@@ -71,7 +79,7 @@ def build_info(published: bool) -> dict:
     from benchmark import __version__
     from benchmark.environment import git_state
 
-    info = {"harness_version": __version__, "commit": git_state()["sha"], "date": None}
+    info = {"harness_version": __version__, "commit": git_state()["sha"], "date": None, "release": None}
     if published:
         epoch = int(os.environ.get("SOURCE_DATE_EPOCH", time.time()))
         info["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(epoch))
@@ -79,21 +87,41 @@ def build_info(published: bool) -> dict:
 
 
 def build(results: str | Path, out: str | Path | None, options: Options = Options(),
-          tracks: list[str] | None = None, published: bool = False) -> Build:
-    """Read, aggregate and (when ``out`` is given) write the site; returns what was built."""
+          tracks: list[str] | None = None, published: bool = False, release: str | None = None) -> Build:
+    """Read, aggregate and (when ``out`` is given) write the site, and freeze it as ``release`` if
+    given; returns what was built."""
+    if release and out is not None:
+        check_new(out, release)  # refused before anything is read
     rows, skipped, left_out = read(results, tracks)
     board = build_board(rows, options, manifests(), results=str(results))
-    result = Build(board, rows, skipped, left_out=left_out)
+    result = Build(board, rows, skipped, left_out=left_out, results=Path(results))
     if out is not None:
-        publish(result, out, published)
+        publish(result, out, published, release)
     return result
 
 
-def publish(result: Build, out: str | Path, published: bool = False) -> Path:
-    """Write the site of ``result`` into ``out``; returns the page's path."""
-    from .site import write
+def publish(result: Build, out: str | Path, published: bool = False, release: str | None = None) -> Path:
+    """Write the site of ``result`` into ``out`` (with the releases found there), first freezing it as
+    ``release`` under ``out/releases/`` if given (a release is dated); returns the page's path."""
+    import tempfile
 
-    result.page = write(Path(out), result.board, result.rows, result.skipped, build_info(published))
-    if published:
-        (Path(out) / ".nojekyll").write_text("")  # GitHub Pages: serve the files as they are
+    from .release import freeze, listed
+    from .site import write, write_releases
+
+    out = Path(out)
+    info = build_info(published or bool(release))
+    if release:
+        target = check_new(out, release)
+        with tempfile.TemporaryDirectory() as tmp:
+            write(Path(tmp), result.board, result.rows, result.skipped, {**info, "release": release})
+            about = {"release": release, "date": info["date"], "harness_version": info["harness_version"],
+                     "commit": info["commit"], "record_harness_versions": result.board["harness_versions"],
+                     "skipped_files": len(result.skipped)}
+            result.release = freeze(Path(tmp), target, result.results, [r["record_file"] for r in result.rows], about)
+    releases = listed(out)
+    result.page = write(out, result.board, result.rows, result.skipped, info, releases)
+    if releases:
+        write_releases(out, releases)
+    if published or release:
+        (out / ".nojekyll").write_text("")  # GitHub Pages: serve the files as they are
     return result.page

@@ -13,10 +13,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from benchmark.errors import UsageError
-from benchmark.marks import COLLAPSE_AUC, RELEASED, TIMING_ENCODERS
+from benchmark.marks import COLLAPSE_AUC, RELEASED, TIMING_ENCODERS, encoder_pretraining
 from benchmark.protocol import parse_noise
 
-from . import stats
+from . import reproduce, robustness, secondary, stats
 from .report import (MIN_SEEDS, ROWS_LEGEND, cell_flags, cell_marks, collect, noise_order,
                      old_layout)
 from .tables import RUN_PHASES
@@ -56,7 +56,17 @@ def caption(options: Options) -> str:
             f"column's) are neither ranked nor tested; mixed cells are not averaged. "
             f"[collapsed k/n]: k of the cell's n runs collapsed, their last-epoch macro AUC on the clean test labels "
             f"below {COLLAPSE_AUC:g}; they stay in the mean, ranking and tests, as the protocol keeps the last epoch. "
-            f"{ROWS_LEGEND}.")
+            f"{mde_legend(options)} {ROWS_LEGEND}.")
+
+
+def mde_legend(options: Options) -> str:
+    return (f"MDE (the row under each table): the minimum detectable effect of the column's tests, the smallest true "
+            f"mean difference between the best and another method that a one-sided paired t-test at alpha="
+            f"{options.alpha:g} (uncorrected) detects with power {stats.POWER:g} at the n seeds present, given the "
+            f"observed std of their per-seed differences (pooled over the column's pairs with the best; exact, "
+            f"from the non-central t). A gap below the MDE is beyond what these seeds resolve: no star there says "
+            f"nothing about equality. Seed spread and test-set sampling error are apart: the std is over seeds, "
+            f"the bootstrap interval of each run (second tab) over the test set's patients.")
 
 
 def result_cell(noise: str, cell: dict | None) -> dict:
@@ -64,17 +74,31 @@ def result_cell(noise: str, cell: dict | None) -> dict:
     and ``old_layout`` (FlexCare's two-modality layout, ``LAYOUT_MARK``) only tell the reader."""
     if not cell:
         return {"noise": noise, "n": 0, "mean": None, "std": None, "values": [], "flags": [], "marks": [],
-                "collapsed": [], "fusion_layouts": [], "old_layout": False, "failed": 0, "eligible": False}
+                "collapsed": [], "fusion_layouts": [], "old_layout": False, "failed": 0, "eligible": False,
+                "run_ids": [], **provenance([]), "secondary": secondary.cell_metrics([], True)}
     flags = cell_flags(cell)
     mixed = any(f.startswith("mixed") for f in flags)
     described = stats.describe([] if mixed else cell["maps"])
     return {"noise": noise, **described, "n": len(cell["runs"]),
             "values": sorted([r["seed"], r["map"]] for r in cell["runs"]),
             "run_ids": sorted(r["run_id"] for r in cell["runs"]),
+            **provenance(cell["runs"]), "secondary": secondary.cell_metrics(cell["runs"], mixed),
             "data": cell["runs"][0]["data_fingerprint"] if cell["runs"] and not mixed else None,
             "flags": flags, "marks": cell_marks(cell), "collapsed": collapsed_runs(cell["runs"]),
             "fusion_layouts": sorted({r["fusion_layout"] for r in cell["runs"]} - {None}),
             "old_layout": old_layout(cell), "failed": cell["failed"], "eligible": bool(cell["runs"]) and not flags}
+
+
+def provenance(runs: list[dict]) -> dict:
+    """How to make the cell again: the bench command of its seeds (its runs share every flag but the
+    seed: one row is one spec less its seed), what of the spec no flag sets in this checkout, and the
+    harness versions and commits its records were written by (dirty: with uncommitted changes)."""
+    first = min(runs, key=lambda r: (r["seed"], r["run_id"])) if runs else None
+    return {"command": reproduce.with_seeds(first["command"], [r["seed"] for r in runs]) if first else None,
+            "command_gaps": first["command_gaps"] if first else "",
+            "harness_versions": sorted({r["harness_version"] or "?" for r in runs}),
+            "commits": sorted({r["git_sha"] or "?" for r in runs}),
+            "dirty": any(r.get("git_dirty") for r in runs)}
 
 
 def collapsed_runs(runs: list[dict]) -> list[dict]:
@@ -131,8 +155,9 @@ def task_table(task: str, methods: dict, options: Options) -> dict:
     for method, cells in methods.items():
         row_cells = [result_cell(n, cells.get(n)) for n in noises]
         for c in row_cells:
-            c.update(method=method, best=False, tie=False, stars="", p=None, p_adjusted=None, vs=None)
-        rows.append({"method": method, "cells": row_cells})
+            c.update(method=method, best=False, tie=False, stars="", p=None, p_adjusted=None, vs=None, mde=None)
+        names = {r["method"] for c in cells.values() for r in c["runs"]} or {None}
+        rows.append({"method": method, "name": min(names, key=str), "cells": row_cells})
     columns = [[r["cells"][j] for r in rows] for j in range(len(noises))]
     for column in columns:
         _flag_other_data(column)
@@ -140,9 +165,41 @@ def task_table(task: str, methods: dict, options: Options) -> dict:
     _apply_tests(tests, options)
     # Pre-sorted as a reader scans: best average of the cell means first.
     rows.sort(key=lambda r: (-_row_mean(r), r["method"]))
-    return {"task": task, "noises": [{"name": n, "label": parse_noise(n).label(),
-                                      **_realised([cells.get(n) for cells in methods.values()])} for n in noises],
-            "families": _families(noises), "rows": rows, "tests": len(tests)}
+    table = {"task": task, "noises": [{"name": n, "label": parse_noise(n).label(), "mde": column_mde(column, options),
+                                       **_realised([cells.get(n) for cells in methods.values()])}
+                                      for n, column in zip(noises, columns)],
+             "families": _families(noises), "rows": rows, "tests": len(tests)}
+    table["robustness"] = robustness.summary(table, options.baseline)
+    return table
+
+
+def _differences(best: dict, other: dict) -> list[float]:
+    """best - other per seed, over the seeds both cells have (the paired test's pairs)."""
+    a, b = dict(map(tuple, best["values"])), dict(map(tuple, other["values"]))
+    return [a[s] - b[s] for s in sorted(set(a) & set(b))]
+
+
+def column_mde(cells: list[dict], options: Options) -> dict | None:
+    """What the column's paired tests could detect: the minimum detectable effect (``stats.paired_mde``,
+    power ``stats.POWER`` at ``options.alpha``, uncorrected) from the std of the per-seed differences
+    between the best and each other eligible cell, pooled over those pairs, at the fewest seeds a pair
+    shares. Each tested cell also gets the MDE of its own pair (``mde``). None without a pair of 2+ seeds."""
+    best = next((c for c in cells if c.get("best")), None)
+    if best is None:
+        return None
+    pairs = []
+    for other in cells:
+        if other is not best and other["eligible"]:
+            diffs = _differences(best, other)
+            other["mde"] = stats.paired_mde(stats.describe(diffs)["std"], len(diffs), options.alpha)
+            if len(diffs) > 1:
+                pairs.append(diffs)
+    sd, _ = stats.pooled_sd(pairs)
+    if sd is None:
+        return None
+    seeds = min(len(d) for d in pairs)
+    return {"mde": stats.paired_mde(sd, seeds, options.alpha), "sd_diff": sd, "seeds": seeds, "pairs": len(pairs),
+            "alpha": options.alpha, "power": stats.POWER}
 
 
 def _realised(column: list[dict | None]) -> dict:
@@ -276,8 +333,36 @@ def _setting(row: dict) -> str:
     return f"{row['precision']}, {row['packed_runs']} packed{tokens}{compiled}"
 
 
+# What the harness guarantees for every method, whatever its manifest says: the trainer hands a method
+# the noisy training labels only (the clean ones are scored against its corrections, never shown), and
+# the record keeps the last epoch (no checkpoint is chosen on the test set, nor on anything else).
+HARNESS_PROTOCOL = {"clean_labels": "never", "selection_on_test": "never"}
+PROTOCOL_LEGEND = ("Uses clean labels: never, and selection on test: never, for every method (the harness hands a "
+                   "method the noisy training labels only and keeps the last epoch). Tuned per noise setting: the "
+                   "manifest's tuned_per_noise_setting (its hyper-parameters chosen separately for each noise "
+                   "setting, e.g. on that setting's test results); the harness itself runs one set for all. "
+                   "Parameters: trainable, and the model's frozen ones; the note encoder is frozen and run once "
+                   "to cache the notes' embeddings, its parameters counted apart. MIMIC notes: whether the "
+                   "encoder was pretrained on MIMIC notes, which the test set's notes come from (a ClinicalBERT-"
+                   "family encoder did: its runs may owe something to having seen them).")
+
+
+def method_encoders(runs: list[dict]) -> list[dict]:
+    """The note encoders of a method's runs: parameter count and whether pretrained on MIMIC notes."""
+    out = []
+    for name in sorted({r["encoder"] for r in runs}):
+        own = [r for r in runs if r["encoder"] == name]
+        path = next((r["encoder_path"] for r in own if r.get("encoder_path")), None)
+        saw_mimic, why = encoder_pretraining(name, path)
+        counts = sorted({r["encoder_parameters"] for r in own if r.get("encoder_parameters") is not None})
+        out.append({"encoder": name or "(none)", "path": path, "parameters": counts, "mimic_notes": saw_mimic,
+                    "pretraining": why})
+    return out
+
+
 def method_meta(rows: list[dict], manifests: dict) -> list[dict]:
-    """Display name, paper, licence, parameter count, code and harness versions of each method."""
+    """Display name, paper, licence, parameter counts, note encoders, protocol flags, code and harness
+    versions of each method."""
     by_method = defaultdict(list)
     for r in rows:
         by_method[r["display_name"]].append(r)
@@ -291,6 +376,9 @@ def method_meta(rows: list[dict], manifests: dict) -> list[dict]:
             "paper_url": manifest.get("paper_url"), "license": manifest.get("license"),
             "version": manifest.get("version"),
             "parameters": sorted({r["parameters"] for r in runs if r["parameters"] is not None}),
+            "parameters_frozen": sorted({r["parameters_frozen"] for r in runs if r.get("parameters_frozen") is not None}),
+            "encoders": method_encoders(runs),
+            "protocol": {**HARNESS_PROTOCOL, "tuned_per_noise_setting": manifest.get("tuned_per_noise_setting")},
             "code_hashes": sorted({(r["code_hash"] or "")[:12] for r in runs}),
             "harness_versions": sorted({r["harness_version"] or "?" for r in runs}),
             "fusion_layouts": sorted({r["fusion_layout"] for r in runs} - {None}),

@@ -71,6 +71,25 @@ def _family_line(ax, cells: list[dict], color, label: str) -> None:
         ax.scatter([i] * len(ys), ys, s=5, color=color, alpha=0.6, lw=0)
 
 
+def relative_to_baseline(table: dict, colors: dict, prefix: str) -> str:
+    """Each row's mean mAP over the baseline's per setting (``robustness.summary``), 1 = as good."""
+    summary, noises = table["robustness"], table["noises"]
+    with matplotlib.rc_context(RC):
+        fig, (ax,) = _figure(0.7 * len(noises) + 3.0, 2.6)
+        ax.axhline(1.0, color="black", lw=0.8, ls="--")
+        for row in summary["rows"]:
+            points = [(i, row["relative"][n["name"]]) for i, n in enumerate(noises) if row["relative"][n["name"]]]
+            if points:
+                xs, ys = zip(*points)
+                ax.plot(xs, ys, marker="o", ms=3, lw=1.2, color=colors[row["method"]], label=row["method"])
+        ax.set_xticks(range(len(noises)), [n["label"] for n in noises])
+        ax.set_xlabel("noise setting (rho+, rho-) in %")
+        ax.set_ylabel(f"mAP / {summary['baseline']}")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False, fontsize=8)
+        return to_svg(fig, prefix)
+
+
 def cost_vs_map(points: list[dict], colors: dict, hardware: str, prefix: str) -> str:
     """Median wall time per run against mean mAP over the method's cells on that hardware."""
     with matplotlib.rc_context(RC):

@@ -6,7 +6,6 @@ and ``collect`` groups the rows into cells; the terminal table below and the lea
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 from collections import Counter, defaultdict
@@ -18,6 +17,9 @@ from benchmark.environment import hardware_class
 from benchmark.marks import (COLLAPSE_AUC, RELEASED, TIMING_ENCODERS, TWO_MODALITY, encoder_of, fusion_layout,
                              record_collapse)
 from benchmark.protocol import EXTRA_NOISE_SETTINGS, NOISE_SETTINGS, parse_noise
+
+from . import reproduce, secondary
+from .defaults import method_defaults, track_defaults
 
 MIN_SEEDS = 3
 LAYOUT_MARK = "\u2020"  # a dagger: FlexCare runs of the two-modality fusion layout
@@ -76,14 +78,21 @@ def run_row(record: dict) -> dict:
         "data_fingerprint": record["fingerprints"].get("data"),
         "harness_version": env.get("harness_version"),
         "git_sha": (env.get("git") or {}).get("sha"),
+        "git_dirty": (env.get("git") or {}).get("dirty"),
+        # The bench command that plans this run again, and what of its spec no flag sets here (reproduce).
+        "command": reproduce.command(spec, compiled(env), env.get("encoder_path")),
+        "command_gaps": "; ".join(reproduce.gaps(spec)),
         "hardware": hardware_class(env),
         "precision": env.get("precision"),
         "packed_runs": env.get("packed_runs", 1),
         "token_layout": env.get("token_layout", "padded"),  # records before the switch ran padded
         "compile": env.get("compile", "off"),
         "parameters": record["method"].get("parameters"),
+        "parameters_frozen": record["method"].get("parameters_frozen"),
+        "encoder_parameters": env.get("encoder_parameters"),
         "code_hash": record["method"].get("code_hash"),
         "peak_memory_bytes": record["peak_memory_bytes"],
+        **secondary.row_fields(record["metrics"]),
         **{f"time_{phase}": timings.get(phase) for phase in (*PHASES, "total")},
     }
 
@@ -124,36 +133,6 @@ def noise_column(name: str) -> str:
         return name
 
 
-@functools.lru_cache(maxsize=None)
-def _method_defaults(method: str) -> tuple[str, dict] | None:
-    """(version, hyper-parameters) of ``methods/<method>``'s manifest in this checkout, or None when
-    the method is not here (a record of a submission that is not checked in)."""
-    from benchmark.errors import BenchError
-    from benchmark.registry import get_method
-
-    try:
-        entry = get_method(method)
-    except (BenchError, OSError, ValueError):
-        return None
-    return entry.version, dict(entry.hparams)
-
-
-@functools.lru_cache(maxsize=None)
-def _track_defaults(track: str, task: str) -> dict | None:
-    """The default spec sections of (track, task) in today's protocol: task_spec, budget, backbone."""
-    from benchmark.errors import BenchError
-    from benchmark.protocol import TRACKS, to_dict
-
-    trk = TRACKS.get(track)
-    if trk is None:
-        return None
-    try:
-        task_spec = trk.task(task)
-    except BenchError:
-        return None
-    return {"task_spec": to_dict(task_spec), "budget": to_dict(trk.budget), "backbone": to_dict(trk.backbone)}
-
-
 def _value(v) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
@@ -175,7 +154,7 @@ def spec_differences(spec: dict) -> list[str]:
     method is not relabelled when the method moves on) are told apart within a table by ``label_rows``."""
     out = []
     method = spec["method"]
-    defaults = _method_defaults(method["name"])
+    defaults = method_defaults(method["name"])
     if defaults is not None:
         _, hparams = defaults
         for key, value in sorted((method.get("hparams") or {}).items()):
@@ -183,7 +162,7 @@ def spec_differences(spec: dict) -> list[str]:
                 out.append(f"{key}={_value(value)}")
     if spec.get("noise_seed_policy", "reference") != "reference":
         out.append(f"noise seed {spec['noise_seed_policy']}")
-    sections = _track_defaults(spec["track"], spec["task"])
+    sections = track_defaults(spec["track"], spec["task"])
     if sections is not None:
         for section, default in sections.items():
             for key, value in sorted((spec.get(section) or {}).items()):

@@ -15,7 +15,8 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 
 from benchmark.marks import describe_collapse
 
-from . import plots, tables
+from . import plots, robustness, secondary, tables
+from .aggregate import PROTOCOL_LEGEND
 from .report import LAYOUT_LEGEND, LAYOUT_MARK
 
 DOWNLOADS = {"runs.csv": "every run, one row per seed", "board.json": "aggregates, raw and adjusted p-values",
@@ -23,11 +24,13 @@ DOWNLOADS = {"runs.csv": "every run, one row per seed", "board.json": "aggregate
 
 
 def _environment() -> Environment:
-    env = Environment(loader=PackageLoader("leaderboard", "templates"), autoescape=select_autoescape(),
+    # Autoescaped: titles hold commands, paths and method names, whose quotes must not end an attribute.
+    env = Environment(loader=PackageLoader("leaderboard", "templates"), autoescape=select_autoescape(("html", "html.j2")),
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
-    env.filters.update(cell_value=tables.cell_value, map_cells=tables.map_cells, cell_title=_cell_title,
-                       collapse_title=_collapse_title, layout_title=_layout_title, num=_num, realised=_realised,
-                       pct=lambda x: f"{100 * x:.1f}", mib=lambda b: f"{b / 2**20:.0f}", slug=_slug)
+    env.filters.update(cell_value=tables.cell_value, mde_text=tables.mde_text, metric_text=secondary.metric_text,
+                       map_cells=tables.map_cells, cell_title=_cell_title, collapse_title=_collapse_title,
+                       layout_title=_layout_title, num=_num, realised=_realised, pct=lambda x: f"{100 * x:.1f}",
+                       thousands=lambda n: f"{n:,}", mib=lambda b: f"{b / 2**20:.0f}", slug=_slug)
     return env
 
 
@@ -45,6 +48,10 @@ def _cell_title(cell: dict) -> str:
     parts = [f"n={cell['n']} seeds: " + ", ".join(str(s) for s, _ in cell["values"])]
     if cell["p"] is not None:
         parts.append(f"one-sided p vs {cell['vs']}: {cell['p']:.3g} (adjusted {cell['p_adjusted']:.3g})")
+    if cell["secondary"]["intervals"]:
+        parts.append(_bootstrap_title(cell["secondary"]))
+    if cell.get("mde") is not None:
+        parts.append(f"MDE of its paired test vs {cell['vs']}: {cell['mde']:.3f}")
     parts += [f"flag: {f}" for f in cell["flags"]]
     if cell["collapsed"]:
         parts.append(_collapse_title(cell))
@@ -52,7 +59,25 @@ def _cell_title(cell: dict) -> str:
         parts.append(_layout_title(cell))
     if cell["failed"]:
         parts.append(f"{cell['failed']} failed run(s) not averaged in")
-    return "; ".join(parts)
+    return "; ".join(parts) + "\n" + _reproduce_title(cell)
+
+
+def _reproduce_title(cell: dict) -> str:
+    """The lines of a cell's tooltip that say how to make it again."""
+    commits = ", ".join(c[:12] for c in cell["commits"]) + (" (with uncommitted changes)" if cell["dirty"] else "")
+    lines = [f"reproduce: {cell['command']}",
+             f"harness {', '.join(cell['harness_versions'])} at commit {commits}",
+             f"runs: {' '.join(cell['run_ids'])}"]
+    if cell["command_gaps"]:
+        lines.insert(1, f"not planned by this checkout as recorded: {cell['command_gaps']}; check out the commit")
+    return "\n".join(lines)
+
+
+def _bootstrap_title(summary: dict) -> str:
+    """Each run's test-set interval: sampling error of the test patients, apart from the seeds' spread."""
+    how = ", ".join(f"B={b}, RNG seed {seed}" for b, seed in summary["resamples"])
+    runs = ", ".join(f"seed {s} [{low:.3f}, {high:.3f}]" for s, low, high in summary["intervals"])
+    return f"test-set 95 % bootstrap interval of each run's mAP (patients resampled, {how}): {runs}"
 
 
 def _collapse_title(cell: dict) -> str:
@@ -72,7 +97,8 @@ def _layout_title(cell: dict) -> str:
 
 
 def figures(board: dict) -> dict:
-    """{key: inline SVG}: mAP against noise per task, cost against mAP per hardware, CD per track."""
+    """{key: inline SVG}: mAP against noise and relative to the baseline per task, cost against mAP per
+    hardware, CD per track."""
     out = {}
     for track in board["tracks"]:
         colors = plots.color_map({r["method"] for t in track["tasks"] for r in t["rows"]}
@@ -80,6 +106,9 @@ def figures(board: dict) -> dict:
         for table in track["tasks"]:
             key = f"map/{track['track']}/{table['task']}"
             out[key] = plots.map_vs_noise(table, colors, _slug(key))
+            if table["robustness"]["baseline"]:
+                key = f"relative/{track['track']}/{table['task']}"
+                out[key] = plots.relative_to_baseline(table, colors, _slug(key))
         for block in track["compute"]:
             key = f"cost/{track['track']}/{block['title']}"
             out[key] = plots.cost_vs_map(block["rows"], colors, block["title"], _slug(key))
@@ -100,12 +129,15 @@ def runs_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def write(out: Path, board: dict, rows: list[dict], skipped: list[tuple[str, str]], build: dict) -> Path:
-    """Render everything into ``out`` (created); returns the page's path."""
+def write(out: Path, board: dict, rows: list[dict], skipped: list[tuple[str, str]], build: dict,
+          releases: list[dict] = ()) -> Path:
+    """Render everything into ``out`` (created); returns the page's path. ``releases``
+    (``release.listed``) are linked from the page."""
     out.mkdir(parents=True, exist_ok=True)
     page = _environment().get_template("index.html.j2").render(
         board=board, figures=figures(board), skipped=skipped, build=build, downloads=DOWNLOADS,
-        phases=tables.RUN_PHASES)
+        phases=tables.RUN_PHASES, releases=list(releases), secondary_metrics=secondary.METRICS,
+        robustness_legend=robustness.LEGEND, protocol_legend=PROTOCOL_LEGEND)
     files = {
         "index.html": page,
         "runs.csv": runs_csv(rows),
@@ -117,3 +149,12 @@ def write(out: Path, board: dict, rows: list[dict], skipped: list[tuple[str, str
     for name, text in files.items():
         (out / name).write_text(text, encoding="utf-8")
     return out / "index.html"
+
+
+def write_releases(out: Path, releases: list[dict]) -> Path:
+    """``releases/index.html``: every release of the site, newest first, the latest marked."""
+    from .release import FOLDER
+
+    path = out / FOLDER / "index.html"
+    path.write_text(_environment().get_template("releases.html.j2").render(releases=releases), encoding="utf-8")
+    return path

@@ -14,6 +14,14 @@ STYLES = {  # how bold (best) and the tie group show in each format
 }
 
 
+MDE_ROW = "MDE (paired, power 0.8)"
+
+
+def mde_text(mde: dict | None) -> str:
+    """A column's minimum detectable effect and the seeds it is for, or '-' where no pair was tested."""
+    return "-" if not mde or mde["mde"] is None else f"{mde['mde']:.3f} (n={mde['seeds']})"
+
+
 def cell_value(cell: dict) -> str:
     """The number of a cell: mean (std), one value, 'failed' (only failed runs) or '-' (none, or mixed)."""
     if not cell["n"]:
@@ -44,6 +52,18 @@ def result_table(table: dict, fmt: str = "simple") -> str:
     headers = ["method"] + [f"{n['name']}\n{n['label']}" if fmt == "simple" else f"{n['name']} {n['label']}"
                             for n in table["noises"]]
     body = [[_escape(r["method"], fmt)] + [cell_text(c, fmt) for c in r["cells"]] for r in table["rows"]]
+    body.append([_escape(MDE_ROW, fmt)] + [mde_text(n["mde"]) for n in table["noises"]])
+    return tabulate(body, [_escape(h, fmt) for h in headers], tablefmt=fmt, disable_numparse=True,
+                    colalign=_align(headers))
+
+
+def robustness_table(table: dict, fmt: str = "simple") -> str:
+    """Per row: area under mAP against the noise rate (sym, asym), then mAP relative to the baseline."""
+    rb = table["robustness"]
+    num = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
+    headers = ["method", "area sym", "area asym"] + [n["label"] for n in table["noises"]]
+    body = [[_escape(r["method"], fmt), num(r["area"]["sym"]), num(r["area"]["asym"])]
+            + [num(r["relative"][n["name"]]) for n in table["noises"]] for r in rb["rows"]]
     return tabulate(body, [_escape(h, fmt) for h in headers], tablefmt=fmt, disable_numparse=True,
                     colalign=_align(headers))
 
@@ -119,8 +139,10 @@ def render(board: dict, fmt: str = "simple") -> str:
     out = []
     for track in board["tracks"]:
         name = track["track"]
-        out += [_block(f"Track {name}, task {t['task']}: last-epoch test mAP", result_table(t, fmt), fmt)
-                for t in track["tasks"]]
+        for t in track["tasks"]:
+            out.append(_block(f"Track {name}, task {t['task']}: last-epoch test mAP", result_table(t, fmt), fmt))
+            out.append(_block(f"Track {name}, task {t['task']}: robustness (areas; mAP relative to "
+                              f"{t['robustness']['baseline'] or 'the baseline'})", robustness_table(t, fmt), fmt))
         out.append(_block(f"Track {name}: average rank", summary_table(track["summary"], fmt), fmt,
                           summary_line(track["summary"])))
         out += [_block(f"Track {name}: compute on {b['title']}", compute_table(b, fmt), fmt)

@@ -5,6 +5,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from benchmark import __version__
@@ -102,7 +103,7 @@ def test_a_method_run_on_another_task_gets_no_ratio_to_the_baseline_of_this_one(
 
 def test_the_page_is_self_contained_with_relative_links_only(site):
     html = (site[1] / "index.html").read_text()
-    assert html.count("<svg") == 2 + 2 + 1  # mAP per task, cost per hardware, critical difference
+    assert html.count("<svg") == 2 + 2 + 2 + 1  # mAP and relative mAP per task, cost per hardware, critical difference
     # Every link of the site is relative; only a method's paper link (class "paper") leaves it.
     links = re.findall(r'<[a-z]+(?![^>]*class="paper")[^>]*\b(?:href|src)="([^"]*)"', html)
     assert links and all(not re.match(r"^[a-z]+:|^/", link) for link in links), links
@@ -249,3 +250,29 @@ def test_runs_of_a_timing_only_encoder_stay_out_of_the_result_tables_but_not_out
     assert "0.193-0.200 / 0.200" in html and f"read from <code>{tmp_path / 'r'}</code>" in html
     everything = build(tmp_path / "r", None, Options(timing_encoders=True)).board["tracks"][0]
     assert f"Focal [encoder={timing}]" in {r["method"] for r in everything["tasks"][0]["rows"]}
+
+
+def test_the_second_tab_holds_each_runs_secondary_metrics_and_older_records_show_a_dash(site):
+    """syn-dia's records carry metrics.secondary and metrics.bootstrap, syn-phe's (an older harness) do not."""
+    from record_factory import DIA, DIA_ECE
+
+    result, out = site
+    dia = cells(result.board, "syn-dia")
+    for method, display in (("bce", "FlexCare (BCE)"), ("focal", "Focal"), ("gce", "GCE")):
+        metrics = dia[(display, "sym-20")]["secondary"]["metrics"]
+        assert metrics["ece"]["mean"] == pytest.approx(np.mean(DIA_ECE[method]))
+        assert metrics["ece"]["std"] == pytest.approx(np.std(DIA_ECE[method], ddof=1))
+        assert metrics["map_one_missing"]["mean"] == pytest.approx(np.mean(DIA[method]) - 0.1)
+        assert metrics["boot_half_width"]["mean"] == pytest.approx(0.02) and metrics["ap_medium"]["n"] == 0
+        intervals = dia[(display, "sym-20")]["secondary"]["intervals"]
+        assert intervals == [[s, pytest.approx(v - 0.02), pytest.approx(v + 0.02)] for s, v in zip(SEEDS, DIA[method])]
+    assert cells(result.board)[("GCE", "sym-20")]["secondary"]["metrics"]["ece"]["n"] == 0
+    page = (out / "index.html").read_text()
+    ece = 'id="secondary-quick-syn-dia-ece"'
+    table_html = page[page.index(ece):page.index("</table>", page.index(ece))]
+    assert "<td>FlexCare (BCE)</td><td" in table_html and ">0.060 (0.010)</td>" in table_html
+    phe = page[page.index('id="secondary-quick-syn-phe-ece"'):]
+    assert ">-</td>" in phe[:phe.index("</table>")]
+    assert "test-set 95 % bootstrap interval of each run&#39;s mAP (patients resampled, B=1000, RNG seed 20240517)" in page
+    runs = list(csv.DictReader((out / "runs.csv").open()))
+    assert {"ece", "brier", "ap_rare", "map_both", "map_one_missing", "boot_low", "boot_high", "boot_b"} <= set(runs[0])

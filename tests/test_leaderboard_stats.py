@@ -107,3 +107,35 @@ def test_nemenyi_critical_difference_matches_demsar_table():
     # Demsar (2006), Table 5: q_0.05 = 2.343 (k=3), 2.569 (k=4), 2.850 (k=6).
     for k, q in ((3, 2.343), (4, 2.569), (6, 2.850)):
         assert stats.nemenyi_cd(k, 10) == pytest.approx(q * math.sqrt(k * (k + 1) / 60), abs=2e-3)
+
+
+@pytest.mark.parametrize("n", [3, 5])
+def test_at_the_mde_the_paired_test_rejects_with_power_08_by_simulation(n):
+    """The MDE's definition, checked by brute force: per-seed differences drawn with mean MDE and the
+    given std are rejected by the one-sided paired t-test (plain NumPy) in 80 % of 400,000 draws."""
+    sd = 0.013
+    mde = stats.paired_mde(sd, n)
+    rng = np.random.default_rng(0)
+    d = rng.normal(mde, sd, size=(400_000, n))
+    t = d.mean(1) / (d.std(1, ddof=1) / math.sqrt(n))
+    critical = {3: 2.919985580355516, 5: 2.131846786326649}[n]  # t_{0.95, n-1} from tables
+    assert (t > critical).mean() == pytest.approx(0.8, abs=0.003)
+    assert stats.paired_mde(sd, 1) is None and stats.paired_mde(None, 3) is None
+
+
+def test_a_columns_mde_pools_the_spread_of_its_pairs_with_the_best(rows):
+    """sym-20 of syn-phe: FlexCare (BCE) is best; Focal and GCE are tested against it (ASL, 2 seeds,
+    is flagged): the std of their per-seed differences pooled by NumPy, the MDE at 3 seeds."""
+    board = build_board(rows, Options())
+    table = next(t for t in board["tracks"][0]["tasks"] if t["task"] == "syn-phe")
+    mde = next(n for n in table["noises"] if n["name"] == "sym-20")["mde"]
+    best = np.array(MAPS["bce"]["sym-20"])
+    diffs = [best - np.array(MAPS[m]["sym-20"]) for m in ("focal", "gce")]
+    pooled = math.sqrt(sum(((d - d.mean()) ** 2).sum() for d in diffs) / sum(len(d) - 1 for d in diffs))
+    assert mde["sd_diff"] == pytest.approx(pooled) and (mde["seeds"], mde["pairs"]) == (3, 2)
+    assert mde["mde"] == pytest.approx(stats.paired_mde(pooled, 3)) and mde["mde"] == pytest.approx(
+        pooled * 2.2972747673, rel=1e-6)  # the non-central t's multiplier at 3 seeds, power 0.8, alpha 0.05
+    focal = cells_of(board)[("Focal", "sym-20")]
+    assert focal["mde"] == pytest.approx(stats.paired_mde(np.std(diffs[0], ddof=1), 3))
+    bal = next(n for n in table["noises"] if n["name"] == "asym-20-0")
+    assert bal["mde"] is None  # no eligible cell: no test, no MDE

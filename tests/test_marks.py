@@ -165,7 +165,7 @@ def test_leaderboard_cells_carry_the_mark_rank_as_before_and_name_each_collapsed
     assert f'<span class="mark" title="{tooltip}">[collapsed 1/3]</span>' in html
     assert f"; {tooltip}" in html  # in the cell's own tooltip too
     assert "seed 30 collapsed: never reached macro AUC 0.55 (peak 0.520 at epoch 1)" in html
-    assert "[collapsed k/n]: k of the cell's n runs collapsed" in html  # the legend
+    assert "[collapsed k/n]: k of the cell&#39;s n runs collapsed" in html  # the legend (escaped: a quote)
     board = json.loads((tmp_path / "site" / "board.json").read_text())
     assert board["collapse_auc"] == 0.55
     assert board["tracks"][0]["tasks"][0]["rows"][0]["cells"][0]["collapsed"][0]["epoch"] == 3
@@ -222,7 +222,7 @@ def test_old_and_new_layout_runs_are_separate_labelled_rows_and_the_old_ones_are
     assert "0.400 (0.000) \u2020" in render_board(result.board)
     assert r"$^\dagger$" in (tmp_path / "site" / "board.tex").read_text()
     html = (tmp_path / "site" / "index.html").read_text()
-    assert ('<span class="mark" title="\u2020 FlexCare two-modality layout of harness < 0.3.0, not the released '
+    assert ('<span class="mark" title="\u2020 FlexCare two-modality layout of harness &lt; 0.3.0, not the released '
             'function (fusion layout: two_modality)">&dagger;</span>') in html
     assert html.count("&dagger;</span>") == 1
     compute = {r["method"]: r for r in result.board["tracks"][0]["compute"][0]["rows"]}

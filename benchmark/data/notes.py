@@ -182,6 +182,23 @@ def encoder_id(name: str) -> str:
     return h.hexdigest()[:16]
 
 
+@functools.lru_cache(maxsize=8)
+def parameter_count(name: str) -> int | None:
+    """The encoder's parameter count, from its configuration alone: the model is built on the meta
+    device, so no weights are read or made (the timing encoder's folder is not written for it). None
+    when its configuration cannot be read here (a hub name offline)."""
+    try:
+        from transformers import AutoConfig, AutoModel, BertConfig
+
+        _quiet()
+        config = BertConfig() if name == TIMING_ENCODER else AutoConfig.from_pretrained(resolve(name))
+        with torch.device("meta"):
+            model = AutoModel.from_config(config)
+    except (OSError, ValueError, UsageError, ImportError):
+        return None
+    return sum(p.numel() for p in model.parameters())
+
+
 def _quiet() -> None:
     """No download or weight-loading progress bars in the harness's own output."""
     from transformers.utils import logging
