@@ -77,6 +77,25 @@ def writing(root: Path, sub: str):
         raise unwritable(root, e, sub) from None
 
 
+def built_folder(root: Path, folder: Path, fill) -> Path:
+    """``folder`` of the cache under ``root``, made once: ``fill(tmp)`` writes into a temporary folder,
+    which is renamed into place when it is complete, so a reader never sees half a task."""
+    if (folder / ".complete").exists():
+        return folder
+    with writing(root, "files"):
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+        try:
+            fill(tmp)
+            (tmp / ".complete").write_text("")
+            shutil.rmtree(folder, ignore_errors=True)
+            os.replace(tmp, folder)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return folder
+
+
 class TensorCache:
     def __init__(self, root: Path | None = None):
         self.root = Path(root) if root else cache_root()

@@ -10,8 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,7 +21,7 @@ from ..cards import label_names
 from ..errors import UsageError
 from ..protocol import TaskSpec
 from . import generator, notes, timeseries, vendored
-from .cache import TensorCache, writing
+from .cache import TensorCache, built_folder
 from .loaders import RawSplit, read_episodes, read_split
 from .split import Split
 
@@ -111,24 +109,7 @@ def synthetic_files(spec: TaskSpec, cache: TensorCache) -> Path:
     fields_used = {k: v for k, v in asdict(spec).items() if k not in ("encoder", "normaliser", "max_hours", "note_tokens", "uncertain")}
     key = hashlib.sha256(json.dumps([fields_used, generator.GENERATOR_VERSION], sort_keys=True).encode()).hexdigest()[:16]
     folder = cache.root / "files" / f"{spec.name}-{key}"
-    if (folder / ".complete").exists():
-        return folder
-    with writing(cache.root, "files"):
-        return _write_files(spec, folder)
-
-
-def _write_files(spec: TaskSpec, folder: Path) -> Path:
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    try:
-        generator.write(generator.generate(spec), spec, tmp)
-        (tmp / ".complete").write_text("")
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return folder
+    return built_folder(cache.root, folder, lambda tmp: generator.write(generator.generate(spec), spec, tmp))
 
 
 def series_arrays(raw: RawSplit, spec: TaskSpec) -> tuple[np.ndarray, np.ndarray]:

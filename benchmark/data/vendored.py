@@ -9,14 +9,11 @@ changed pipeline give a new build, never a stale one.
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from ..cards import Card, datasets_dir, read_card
 from ..errors import UsageError
-from .cache import TensorCache
+from .cache import TensorCache, built_folder
 from .extract import demo, mimic3
 
 PIPELINES = {"mimic3": mimic3}
@@ -47,16 +44,4 @@ def identity(spec) -> str:
 def built_files(spec, cache: TensorCache) -> Path:
     """The task files built from the vendored tables, built now if not yet in the cache."""
     folder = cache.root / "files" / f"{spec.name}-{identity(spec)[:16]}"
-    if (folder / ".complete").exists():
-        return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    try:
-        PIPELINES[card_of(spec).build].build(raw_folder(spec), tmp)
-        (tmp / ".complete").write_text("")
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return folder
+    return built_folder(cache.root, folder, lambda tmp: PIPELINES[card_of(spec).build].build(raw_folder(spec), tmp))
