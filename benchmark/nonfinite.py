@@ -57,6 +57,28 @@ class NonFiniteWatch:
         shown = ", ".join(names[:NAMED]) + (f" and {len(names) - NAMED} more" if len(names) > NAMED else "")
         # The tensors whose gradient stayed finite lie between the break and the loss: they locate it.
         finite = [n for n, b in zip(self.names, self.bad.tolist()) if not b]
-        after = f"; finite: {', '.join(finite)}" if 0 < len(finite) <= FINITE_NAMED else ""
+        after = f"; finite: {', '.join(finite)}" if 0 < len(finite) <= FINITE_NAMED else _finite_modules(self.names, finite)
         return (f"first at {where(first_grad)}, in the backward: the loss was finite ({float(self.loss_at_grad):.4g}), "
                 f"the gradient of {len(names)} of {len(self.names)} weight tensors was not ({shown}){after}")
+
+
+def _module(name: str) -> str:
+    """The module a weight tensor belongs to, to the depth that tells modules apart: the first
+    component, and the list index after it (``blocks.1.qkv.weight`` -> ``blocks.1``)."""
+    parts = name.split(".")
+    return ".".join(parts[:2]) if len(parts) > 2 and parts[1].isdigit() else parts[0]
+
+
+def _finite_modules(names: list[str], finite: list[str]) -> str:
+    """Too many finite tensors to name: the modules whose gradient stayed finite, wholly or in part
+    (with the count), so that a long model's message still locates the break."""
+    total: dict[str, int] = {}
+    for n in names:
+        total[_module(n)] = total.get(_module(n), 0) + 1
+    kept: dict[str, int] = {}
+    for n in finite:
+        kept[_module(n)] = kept.get(_module(n), 0) + 1
+    if not kept:
+        return ""
+    shown = [m if kept[m] == total[m] else f"{m} ({kept[m]} of {total[m]})" for m in kept]
+    return f"; finite in: {', '.join(shown)}"

@@ -151,7 +151,7 @@ def test_a_gradient_that_breaks_under_a_finite_loss_is_named_with_its_step_and_w
     # Adam wrote NaN into that tensor at that step, so the loss is non-finite from the next step on.
     assert message.startswith(f"non-finite training loss (nan) in epoch {2 if per_epoch > 1 else 3}; ")
     assert (f"first at step {per_epoch + 1:,} (epoch 2, batch 1), in the backward: the loss was finite (" in message)
-    assert message.endswith(f"the gradient of 1 of {n} weight tensors was not ({BrokenBackward.broken})")
+    assert f"the gradient of 1 of {n} weight tensors was not ({BrokenBackward.broken}); finite in: " in message
 
 
 def test_a_method_that_wants_the_output_gets_the_models_extras():
@@ -379,3 +379,22 @@ def test_forensics_takes_apart_the_runs_own_bad_step_when_the_eager_replay_stays
     assert torch.equal(torch.load(tmp_path / "batch.pt")["rows"], seen[8].cpu())
     weights = torch.load(tmp_path / "weights.pt")
     assert all(torch.isfinite(w).all() for w in weights.values() if w.is_floating_point())
+
+
+def test_a_long_models_message_names_the_modules_whose_gradient_stayed_finite():
+    from benchmark.nonfinite import NonFiniteWatch
+
+    model = torch.nn.ModuleDict({
+        "encoder": torch.nn.Sequential(*(torch.nn.Linear(2, 2) for _ in range(15))),
+        "blocks": torch.nn.ModuleList(torch.nn.Linear(2, 2) for _ in range(14)),
+        "head": torch.nn.Linear(2, 1),
+    })
+    watch = NonFiniteWatch(model, torch.device("cpu"))
+    for name, p in model.named_parameters():
+        # The break sits in blocks.0's weight: everything before it (the encoder, blocks.0's weight) is NaN.
+        broken = name.startswith("encoder") or name == "blocks.0.weight"
+        p.grad = torch.full_like(p, float("nan") if broken else 1.0)
+    watch.check(torch.tensor(0.5))
+    message = watch.describe(steps_per_epoch=10)
+    assert "the gradient of 31 of 60 weight tensors was not" in message
+    assert message.endswith("; finite in: blocks.0 (1 of 2), " + ", ".join(f"blocks.{i}" for i in range(1, 14)) + ", head")
