@@ -16,7 +16,9 @@ Distractors, each breaking exactly one rule and counted by the attrition row tha
 (``Dropped``): copies of true events without an admission id, with another admission or ICU stay,
 without a value, with an unusable value ('ERROR'), a Glasgow coma scale word the discretiser does not
 know, a heart rate beyond its outlier bound, a smaller duplicate at the same chart time, a time before
-the ICU admission; events of items that are none of the 17 variables'; events of the distractor stays.
+the ICU admission (out of order where the row carries its stay id, ``chartevents:before_stay``; else
+outside the ICU period); events of items that are none of the 17 variables'; events of the distractor
+stays.
 """
 from __future__ import annotations
 
@@ -160,10 +162,14 @@ def distractors(cells: pd.DataFrame, share: float, duplicate_share: float, rng, 
     vital = cells["CHANNEL"].isin(VITALS).to_numpy() & number & cells["INSIDE"].to_numpy() & chart
     rule("chart", "episodes:one_per_time", vital, smaller, duplicate_share)
 
-    def before(r):
-        r["TIME"] = r["INTIME"] - rng.integers(60, 24 * 3600, len(r))
-
-    rule("both", "episodes:icu_period", everything, before)
+    for t in ("chart", "lab"):  # a time before the ICU admission
+        rows = _copies(cells, (cells["TABLE"] == t).to_numpy(), share, rng)
+        rows["TIME"] = rows["INTIME"] - rng.integers(60, 24 * 3600, len(rows))
+        out.append(rows)
+        # Out of order where the row names the stay it precedes (LABEVENTS has no stay id column).
+        claimed = int(rows["ICUSTAY_ID"].notna().sum()) if t == "chart" else 0
+        dropped.add("chartevents:before_stay", claimed)
+        dropped.add("episodes:icu_period", len(rows) - claimed)
     return pd.concat(out, ignore_index=True)
 
 

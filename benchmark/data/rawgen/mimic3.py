@@ -107,9 +107,10 @@ def _mapped_events(gen, stays, volume: Volume, rng, dropped) -> tuple[pd.DataFra
     no_los = charting.stay_events(stays.role("no_los"), volume.distractor_events_per_hour, rng)
     dropped.add("episodes:length_of_stay", len(no_los))
     early = charting.stay_events(stays.role("outside"), volume.distractor_events_per_hour, rng, before_admission=True)
+    dropped.add("chartevents:before_stay", len(early))  # chart events naming the stay they precede
     labs = cells[cells["TABLE"] == "lab"]
     hospital = charting.before_admission(labs, volume.mapped.get("LABEVENTS", 0) - so_far["lab"], rng)
-    dropped.add("episodes:icu_period", len(early) + len(hospital))
+    dropped.add("episodes:icu_period", len(hospital))
     parts = [cells, copies, their_events, no_los, early, hospital]
     return pd.concat([p[EVENT_COLUMNS] for p in parts], ignore_index=True), timing
 
