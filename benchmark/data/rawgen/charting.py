@@ -342,3 +342,27 @@ def write_tables(mapped: pd.DataFrame, stays: Stays, volume: Volume, rng, droppe
     if database == "mimic4":
         rows["masked"] = masked
     return rows
+
+
+def output_events(stays: Stays, volume: Volume, rng, out, database: str = "mimic3", dropped: Dropped | None = None) -> int:
+    """Urine output through each ICU stay: OUTPUTEVENTS has none of the 17 variables' items (the MIMIC-III
+    build does not read it; the MIMIC-IV build reads it and drops every row at ``outputevents:itemids``)."""
+    t = stays.table[stays.table["ROLE"] != "hospital"]
+    length = np.nan_to_num(t["END"].to_numpy(), nan=24.0)
+    per_hour = max(volume.output_per_hour, volume.targets.get("OUTPUTEVENTS", 0) / length.sum())
+    m = rng.poisson(length * per_hour)
+    i = np.repeat(np.arange(len(t)), m)
+    time = t["INTIME"].to_numpy()[i] + (rng.random(len(i)) * length[i] * 3600).astype(np.int64)
+    if dropped is not None:
+        dropped.add("outputevents:itemids", len(i))
+    if database == "mimic3":
+        frame = pd.DataFrame({"SUBJECT_ID": t["SUBJECT_ID"].to_numpy()[i], "HADM_ID": t["HADM_ID"].to_numpy()[i],
+                              "ICUSTAY_ID": t["ICUSTAY_ID"].to_numpy()[i], "CHARTTIME": schema.timestamps(time),
+                              "ITEMID": 40055, "VALUE": rng.integers(0, 400, len(i)), "VALUEUOM": "ml",
+                              "STORETIME": schema.timestamps(time + 900), "CGID": rng.integers(14_000, 21_000, len(i))})
+        return schema.write(out, "OUTPUTEVENTS", frame)
+    frame = pd.DataFrame({"subject_id": t["SUBJECT_ID"].to_numpy()[i], "hadm_id": t["HADM_ID"].to_numpy()[i],
+                          "stay_id": t["ICUSTAY_ID"].to_numpy()[i], "caregiver_id": rng.integers(10_000, 99_999, len(i)),
+                          "charttime": schema.timestamps(time), "storetime": schema.timestamps(time + 900),
+                          "itemid": 226559, "value": rng.integers(0, 400, len(i)), "valueuom": "ml"})
+    return schema.write(out, "outputevents", frame, "mimic4")

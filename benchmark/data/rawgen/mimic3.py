@@ -79,7 +79,7 @@ def write(spec, out: str | Path, volume: Volume = Volume(), task_files: str | Pa
     rows.update(charting.write_tables(mapped, stays, volume, rng, dropped, out, log))
     rows.update(_diagnoses(table, stays, gen.label_names, volume, rng, dropped, out))
     rows.update(_notes(stays, volume, rng, dropped, out))
-    rows["OUTPUTEVENTS"] = _outputs(stays, volume, rng, out)
+    rows["OUTPUTEVENTS"] = charting.output_events(stays, volume, rng, out)
     test = table.drop_duplicates("SUBJECT_ID")
     pd.DataFrame({"s": test["SUBJECT_ID"], "t": (test["SPLIT"] == "test").astype(int)}).to_csv(
         out / "testset.csv", header=False, index=False)
@@ -129,18 +129,3 @@ def _filler_notes(stays, n: int, chars: int, rng, dropped) -> pd.DataFrame:
     day = np.where(untimed, t["DISCH"].to_numpy()[i], time)
     return noteevents.frame(t["SUBJECT_ID"].to_numpy()[i], t["HADM_ID"].to_numpy()[i], time, day,
                             bulk.note_texts(n, chars, rng), rng)
-
-
-def _outputs(stays, volume: Volume, rng, out) -> int:
-    """Urine output through each stay: OUTPUTEVENTS has none of the 17 variables; written for the shape."""
-    t = stays.table
-    length = np.nan_to_num(t["END"].to_numpy(), nan=24.0)
-    per_hour = max(volume.output_per_hour, volume.targets.get("OUTPUTEVENTS", 0) / length.sum())
-    m = rng.poisson(length * per_hour)
-    i = np.repeat(np.arange(len(t)), m)
-    time = t["INTIME"].to_numpy()[i] + (rng.random(len(i)) * length[i] * 3600).astype(np.int64)
-    frame = pd.DataFrame({"SUBJECT_ID": t["SUBJECT_ID"].to_numpy()[i], "HADM_ID": t["HADM_ID"].to_numpy()[i],
-                          "ICUSTAY_ID": t["ICUSTAY_ID"].to_numpy()[i], "CHARTTIME": schema.timestamps(time),
-                          "ITEMID": 40055, "VALUE": rng.integers(0, 400, len(i)), "VALUEUOM": "ml",
-                          "STORETIME": schema.timestamps(time + 900), "CGID": rng.integers(14_000, 21_000, len(i))})
-    return schema.write(out, "OUTPUTEVENTS", frame)
