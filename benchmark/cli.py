@@ -543,7 +543,9 @@ def cmd_data_raw(args) -> int:
     else:
         report = mimic4.write(spec, args.out, task_files=args.task_files, log=log)
     for table, n in report["tables"].items():
-        print(f"{table:<26} {n:>12,} {'values read from valuenum' if table == 'masked' else 'rows'}")
+        print(f"{table:<26} {n:>12,} rows")
+    if "masked_values" in report:
+        print(f"{report['masked_values']:,} lab values masked as '___' (the build reads them from valuenum)")
     print(f"{report['stays']['cohort']:,} ICU stays of task {spec.name} ({report['stays']['without_series']:,} samples "
           f"without a series{' left out' if spec.kind == 'phenotyping' else ''}), written in "
           f"{_duration(time.perf_counter() - start)}: {args.out}")

@@ -100,7 +100,7 @@ def test_every_attrition_row_drops_exactly_the_planted_rows_phenotyping(phe):
     rules |= {f"labevents:{r}" for r in ("itemids", "admission_id", "admission", "time_and_value", "cleaning")}
     assert {step for step, n in report["dropped"].items() if n > 0} >= rules
     reason = att.set_index("step").loc["labevents:time_and_value", "reason"]
-    assert report["tables"]["masked"] > 0 and "masked values ('___') read from VALUENUM" in reason
+    assert report["masked_values"] > 0 and "masked values ('___') read from VALUENUM" in reason
     assert sum(w.startswith("dates out of order") for w in summary["warnings"]) == 4
 
 

@@ -309,10 +309,9 @@ def mapped_events(events: pd.DataFrame, stays: Stays, volume: Volume, rng, dropp
 
 
 def write_tables(mapped: pd.DataFrame, stays: Stays, volume: Volume, rng, dropped: Dropped, out, log,
-                 database: str = "mimic3") -> dict[str, int]:
+                 database: str = "mimic3") -> tuple[dict[str, int], int]:
     """CHARTEVENTS and LABEVENTS (MIMIC-IV: chartevents, labevents): the mapped events, then rows of other
-    items up to the table's target; rows written per table (and, MIMIC-IV, ``masked``: values read from
-    valuenum)."""
+    items up to the table's target; rows written per table, and (MIMIC-IV) how many values are masked."""
     check_other_items()
     everyone = stays.table[~stays.table["ROLE"].isin(("no_events", "hospital"))]
     rows, masked = {}, 0
@@ -339,9 +338,7 @@ def write_tables(mapped: pd.DataFrame, stays: Stays, volume: Volume, rng, droppe
             writer.close()
         dropped.add(f"{name.lower()}:itemids", other)
         rows[table] = writer.rows
-    if database == "mimic4":
-        rows["masked"] = masked
-    return rows
+    return rows, masked
 
 
 def output_events(stays: Stays, volume: Volume, rng, out, database: str = "mimic3", dropped: Dropped | None = None) -> int:

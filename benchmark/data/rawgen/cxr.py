@@ -49,10 +49,11 @@ def study_seconds(ends: np.ndarray, period: float, hours: np.ndarray, seconds: n
     """Seconds after the ICU admission of the studies of one stay (``ends``: their generator periods,
     hours), given the stay's ``period`` (hours) and its series rows' generator ``hours`` and chart
     ``seconds`` (file order, seconds strictly increasing)."""
-    j = np.searchsorted(hours, ends + EPS, side="right")  # rows the generator's view keeps
-    big = np.iinfo(np.int64).max // 4
-    r_in = np.where(j > 0, seconds[np.maximum(j - 1, 0)] if len(seconds) else 0, 0)
-    r_out = np.where(j < len(seconds), seconds[np.minimum(j, len(seconds) - 1)] if len(seconds) else big, big)
+    if not len(seconds):  # every series has its admission row (weight and height at hour 0)
+        raise ValueError("a stay's series has no row: no study can be placed in it")
+    j = np.searchsorted(hours, ends + EPS, side="right")  # the rows the generator's view reads
+    r_in = np.where(j > 0, seconds[np.maximum(j - 1, 0)], 0)  # the last second read, and the first not
+    r_out = np.where(j < len(seconds), seconds[np.minimum(j, len(seconds) - 1)], np.iinfo(np.int64).max // 4)
     bins = (ends + 1.0 - EPS).astype(np.int64)  # the discretiser's n_bins
     lo = np.maximum.reduce([r_in, np.ceil((bins - 1 + EPS) * 3600).astype(np.int64), np.full(len(ends), MIN_SECONDS)])
     hi = np.minimum.reduce([r_out - 1, np.floor((bins + EPS) * 3600).astype(np.int64),

@@ -76,7 +76,7 @@ def write(spec, out: str | Path, volume: Volume = Volume(), task_files: str | Pa
     for step, n in stays.excluded().items():
         dropped.add(step, n)
     mapped, timing = charting.mapped_events(gen.events, stays, volume, rng, dropped)
-    rows.update(charting.write_tables(mapped, stays, volume, rng, dropped, out, log))
+    rows.update(charting.write_tables(mapped, stays, volume, rng, dropped, out, log)[0])
     rows.update(_diagnoses(table, stays, gen.label_names, volume, rng, dropped, out))
     rows.update(_notes(stays, volume, rng, dropped, out))
     rows["OUTPUTEVENTS"] = charting.output_events(stays, volume, rng, out)

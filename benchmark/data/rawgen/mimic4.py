@@ -40,7 +40,7 @@ import pandas as pd
 from ...cards import label_names
 from ...errors import UsageError
 from .. import generator
-from . import charting, cxr, diagnoses, discharge, items, schema, stays as stays_mod
+from . import charting, cxr, diagnoses, discharge, items, stays as stays_mod
 from .stays import NON_COHORT
 from .volume import Volume, few_mimic4
 
@@ -78,9 +78,9 @@ def _phenotyping_rows(table: pd.DataFrame, label_names: list[str]) -> pd.DataFra
                          **{name: table[name].to_numpy() for name in label_names}})
 
 
-def _diagnosis_rows(table: pd.DataFrame, gen: generator.Generated, rng) -> pd.DataFrame:
+def _diagnosis_rows(table: pd.DataFrame, gen: generator.Generated, rng) -> tuple[pd.DataFrame, np.ndarray]:
     """One row per series file (an ICU stay, at its first study) and per study without a series (an
-    admission without an ICU stay), in the generator's order; ROW: each study's row."""
+    admission without an ICU stay), in the generator's order; and each study's row."""
     has = table["series"].to_numpy() != ""
     first = has & ~table["series"].duplicated().to_numpy()
     own = ~has | first  # the samples that open a row
@@ -95,8 +95,7 @@ def _diagnosis_rows(table: pd.DataFrame, gen: generator.Generated, rng) -> pd.Da
         "END": np.where(stay, period, rng.uniform(12, 120, len(opener))), "SERIES": opener["series"].to_numpy(),
         "SYSTEM": "metavision", "NOTE": opener["note"].to_numpy(), "ROLE": np.where(stay, "cohort", "hospital")})
     rows["END_GEN"] = rows["END"]
-    table["ROW"] = row_of
-    return rows
+    return rows, row_of
 
 
 def write(spec, out: str | Path, volume: Volume | None = None, task_files: str | Path | None = None,
@@ -119,7 +118,7 @@ def write(spec, out: str | Path, volume: Volume | None = None, task_files: str |
         rows = _phenotyping_rows(table, names)
         phenotypes = rows[names].to_numpy()
     else:
-        rows = _diagnosis_rows(table, gen, rng)
+        rows, table["ROW"] = _diagnosis_rows(table, gen, rng)
         phenotypes = np.zeros((int((rows["ROLE"] == "cohort").sum()), len(label_names("phenotyping"))), dtype=np.uint8)
     stays = stays_mod.build(rows, volume.distractors, rng)
     stays.table["SYSTEM"] = "metavision"
@@ -131,7 +130,8 @@ def write(spec, out: str | Path, volume: Volume | None = None, task_files: str |
     for step, n in stays.excluded().items():
         dropped.add(step, n)
     mapped, timing = charting.mapped_events(events, stays, volume, rng, dropped, "mimic4")
-    written.update(charting.write_tables(mapped, stays, volume, rng, dropped, out, log, "mimic4"))
+    events_written, masked = charting.write_tables(mapped, stays, volume, rng, dropped, out, log, "mimic4")
+    written.update(events_written)
     written["outputevents"] = charting.output_events(stays, volume, rng, out, "mimic4", dropped)
     written.update(_diagnoses(stays, phenotypes, volume, rng, dropped, out))
     notes = _notes(stays, rng, dropped, out)
@@ -145,7 +145,7 @@ def write(spec, out: str | Path, volume: Volume | None = None, task_files: str |
         out / "tvtset.csv", index=False)
     without = int((table["series"] == "").sum())
     report = {"task": dataclasses.asdict(spec), "tables": written, "dropped": dropped.n,
-              "timing": dataclasses.asdict(timing), "placement": dataclasses.asdict(placement),
+              "timing": dataclasses.asdict(timing), "placement": dataclasses.asdict(placement), "masked_values": masked,
               "stays": {"cohort": len(cohort), "samples": len(table), "without_series": without,
                         "distractors": volume.distractors},
               "mapped_rows": {t: int((mapped["TABLE"] == k).sum()) for t, k in (("chartevents", "chart"), ("labevents", "lab"))},

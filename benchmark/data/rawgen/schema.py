@@ -45,30 +45,32 @@ COLUMNS = {
 
 # MIMIC-IV 2.2, MIMIC-IV-Note 2.2, MIMIC-CXR-JPG 2.0.0: table -> (its folder, its columns).
 FOLDERS = {"mimic4": "mimic-iv", "note": "mimic-iv-note", "cxr": "mimic-cxr-jpg"}
+HOSP, ICU, NOTE, CXR = (f"{FOLDERS['mimic4']}/hosp", f"{FOLDERS['mimic4']}/icu", f"{FOLDERS['note']}/note",
+                        FOLDERS["cxr"])
 COLUMNS_IV = {
-    "patients": ("mimic-iv/hosp", ["subject_id", "gender", "anchor_age", "anchor_year", "anchor_year_group", "dod"]),
-    "admissions": ("mimic-iv/hosp", ["subject_id", "hadm_id", "admittime", "dischtime", "deathtime", "admission_type",
+    "patients": (HOSP, ["subject_id", "gender", "anchor_age", "anchor_year", "anchor_year_group", "dod"]),
+    "admissions": (HOSP, ["subject_id", "hadm_id", "admittime", "dischtime", "deathtime", "admission_type",
                                      "admit_provider_id", "admission_location", "discharge_location", "insurance",
                                      "language", "marital_status", "race", "edregtime", "edouttime",
                                      "hospital_expire_flag"]),
-    "diagnoses_icd": ("mimic-iv/hosp", ["subject_id", "hadm_id", "seq_num", "icd_code", "icd_version"]),
-    "d_icd_diagnoses": ("mimic-iv/hosp", ["icd_code", "icd_version", "long_title"]),
-    "labevents": ("mimic-iv/hosp", ["labevent_id", "subject_id", "hadm_id", "specimen_id", "itemid", "order_provider_id",
+    "diagnoses_icd": (HOSP, ["subject_id", "hadm_id", "seq_num", "icd_code", "icd_version"]),
+    "d_icd_diagnoses": (HOSP, ["icd_code", "icd_version", "long_title"]),
+    "labevents": (HOSP, ["labevent_id", "subject_id", "hadm_id", "specimen_id", "itemid", "order_provider_id",
                                     "charttime", "storetime", "value", "valuenum", "valueuom", "ref_range_lower",
                                     "ref_range_upper", "flag", "priority", "comments"]),
-    "icustays": ("mimic-iv/icu", ["subject_id", "hadm_id", "stay_id", "first_careunit", "last_careunit", "intime",
+    "icustays": (ICU, ["subject_id", "hadm_id", "stay_id", "first_careunit", "last_careunit", "intime",
                                   "outtime", "los"]),
-    "chartevents": ("mimic-iv/icu", ["subject_id", "hadm_id", "stay_id", "caregiver_id", "charttime", "storetime",
+    "chartevents": (ICU, ["subject_id", "hadm_id", "stay_id", "caregiver_id", "charttime", "storetime",
                                      "itemid", "value", "valuenum", "valueuom", "warning"]),
-    "outputevents": ("mimic-iv/icu", ["subject_id", "hadm_id", "stay_id", "caregiver_id", "charttime", "storetime",
+    "outputevents": (ICU, ["subject_id", "hadm_id", "stay_id", "caregiver_id", "charttime", "storetime",
                                       "itemid", "value", "valueuom"]),
-    "discharge": ("mimic-iv-note/note", ["note_id", "subject_id", "hadm_id", "note_type", "note_seq", "charttime",
+    "discharge": (NOTE, ["note_id", "subject_id", "hadm_id", "note_type", "note_seq", "charttime",
                                          "storetime", "text"]),
-    "mimic-cxr-2.0.0-metadata": ("mimic-cxr-jpg", [
+    "mimic-cxr-2.0.0-metadata": (CXR, [
         "dicom_id", "subject_id", "study_id", "PerformedProcedureStepDescription", "ViewPosition", "Rows", "Columns",
         "StudyDate", "StudyTime", "ProcedureCodeSequence_CodeMeaning", "ViewCodeSequence_CodeMeaning",
         "PatientOrientationCodeSequence_CodeMeaning"]),
-    "mimic-cxr-2.0.0-chexpert": ("mimic-cxr-jpg", ["subject_id", "study_id"]),  # and the 14 labels (``chexpert_columns``)
+    "mimic-cxr-2.0.0-chexpert": (CXR, ["subject_id", "study_id"]),  # and the 14 labels (``chexpert_columns``)
 }
 ROW_IDS = ("ROW_ID", "labevent_id")
 
