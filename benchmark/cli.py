@@ -675,8 +675,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "mimic-iv/, mimic-iv-note/, mimic-cxr-jpg/ and tvtset.csv) and report.json")
     dr.add_argument("--task", help="mimic3: a synthetic phenotyping task in layout mimic3-miracl (default mimic3-phe); "
                                    "mimic4: a synthetic task in layout mimic4 (default mimic4-phe; mimic4-dia for diagnosis)")
-    dr.add_argument("--track", default="full")
-    dr.add_argument("--n-total", type=positive_int, help="stays of the task (default: the track's, or --scale's)")
+    dr.add_argument("--track", default="full", help="the track whose task is written (default full)")
+    dr.add_argument("--n-total", type=positive_int, help="samples of the task: stays (diagnosis: studies); default: "
+                                                       "the track's, or --scale's")
     dr.add_argument("--scale", type=float, help="mimic3: pad every event table to this share of MIMIC-III 1.4's rows "
                                                 "(e.g. 0.05), for measuring the build")
     dr.add_argument("--task-files", help="also write the generator's own task files here, to compare with the build")

@@ -31,11 +31,11 @@ import pandas as pd
 
 from . import schema
 from .charting import EPS, Dropped
+from .stays import DAY
 
 CHEXPERT = {"1.0": 1.0, "0.0": 0.0, "-1.0": -1.0, "": np.nan}
 MIN_SECONDS = 4 * 3600 + 1  # the build's series need more than 4 h
 LATERAL_SHARE, EARLIER_AP_SHARE = 0.3, 0.1
-DAY = 86_400
 
 
 @dataclass

@@ -21,9 +21,9 @@ import pandas as pd
 
 from . import schema
 from .charting import Dropped
+from .stays import DAY
 
 START, END = "past medical history", "social history"
-DAY = 86_400
 ADDENDUM_SHARE, NO_HEADING_SHARE = 0.1, 0.3
 
 

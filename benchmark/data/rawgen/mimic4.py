@@ -41,13 +41,12 @@ from ...cards import label_names
 from ...errors import UsageError
 from .. import generator
 from . import charting, cxr, diagnoses, discharge, items, stays as stays_mod
-from .stays import NON_COHORT
+from .stays import DAY, NON_COHORT
 from .volume import Volume, few_mimic4
 
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 STAY_BASE, HOSPITAL_BASE = 70_000_000, 90_000_000  # diagnosis: ICU stays of the series files; admissions without
 STUDY_BASE, NO_ADMISSION_SUBJECT = 58_000_000, 18_000_000  # distractor studies; subjects without an admission
-DAY = 86_400
 
 
 def _rng(spec) -> np.random.Generator:
