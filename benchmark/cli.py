@@ -520,25 +520,42 @@ def _build_mimic4(args) -> int:
 def cmd_data_raw(args) -> int:
     import dataclasses
 
-    from .data.rawgen import bulk, mimic3 as raw
+    from .data.rawgen import bulk, mimic3, mimic4, schema
     from .protocol import get_track
 
+    if args.scale is not None and args.database == "mimic4":
+        raise UsageError("--scale is for `data raw mimic3` (a share of MIMIC-III 1.4's row counts); "
+                         "`data raw mimic4` writes the task's own rows and its distractors")
     if args.scale is not None and not 0 < args.scale <= 1:
         raise UsageError(f"--scale {args.scale}: expected a share of MIMIC-III's size in (0, 1], e.g. 0.05")
-    spec = get_track(args.track).task(args.task)
+    task = args.task or ("mimic3-phe" if args.database == "mimic3" else "mimic4-phe")
+    spec = get_track(args.track).task(task)
     if spec.source != "synthetic":
         raise UsageError(f"task '{spec.name}' of track '{args.track}' is not synthetic: raw tables are written for a "
-                         f"generated task (e.g. --track full --task mimic3-phe)")
+                         f"generated task (e.g. --track full --task {task})")
     n_total = args.n_total or (bulk.cohort_size(args.scale) if args.scale else spec.n_total)
     spec = dataclasses.replace(spec, n_total=n_total)
-    volume = bulk.volume(args.scale, n_total) if args.scale else raw.Volume()
+    log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     start = time.perf_counter()
-    report = raw.write(spec, args.out, volume, args.task_files, log=lambda line: print(line, file=sys.stderr, flush=True))
+    if args.database == "mimic3":
+        volume = bulk.volume(args.scale, n_total) if args.scale else mimic3.Volume()
+        report = mimic3.write(spec, args.out, volume, args.task_files, log=log)
+    else:
+        report = mimic4.write(spec, args.out, task_files=args.task_files, log=log)
     for table, n in report["tables"].items():
-        print(f"{table:<16} {n:>12,} rows")
-    print(f"{report['stays']['cohort']:,} stays of task {spec.name} ({report['stays']['without_series']:,} samples "
-          f"without a series left out), written in {_duration(time.perf_counter() - start)}: {args.out}")
-    print(f"build them: ehrbench data build mimic3 --raw {args.out} --testset {args.out}/testset.csv --out DIR")
+        print(f"{table:<26} {n:>12,} rows")
+    if "masked_values" in report:
+        print(f"{report['masked_values']:,} lab values masked as '___' (the build reads them from valuenum)")
+    print(f"{report['stays']['cohort']:,} ICU stays of task {spec.name} ({report['stays']['without_series']:,} samples "
+          f"without a series{' left out' if spec.kind == 'phenotyping' else ''}), written in "
+          f"{_duration(time.perf_counter() - start)}: {args.out}")
+    out = args.out
+    if args.database == "mimic3":
+        print(f"build them: ehrbench data build mimic3 --raw {out} --testset {out}/testset.csv --out DIR")
+    else:
+        cxr = f" --cxr {out}/{schema.FOLDERS['cxr']}" if spec.kind == "diagnosis" else ""
+        print(f"build them: ehrbench data build mimic4 --raw {out}/{schema.FOLDERS['mimic4']} --note "
+              f"{out}/{schema.FOLDERS['note']}{cxr} --split-file {out}/tvtset.csv --out DIR")
     return 0
 
 
@@ -651,12 +668,17 @@ def build_parser() -> argparse.ArgumentParser:
                                       "for a database of other subjects, e.g. `ehrbench data raw`'s")
     db.set_defaults(func=cmd_data_build)
     dr = d.add_parser("raw", help="write a synthetic task as the raw database tables it would be built from (docs/data.md)")
-    dr.add_argument("database", choices=("mimic3",), help="mimic3: MIMIC-III 1.4 tables of a mimic3-phe-shaped task")
-    dr.add_argument("--out", required=True, help="folder for the tables (TABLE.csv), testset.csv and report.json")
-    dr.add_argument("--task", default="mimic3-phe", help="a synthetic phenotyping task in layout mimic3-miracl")
-    dr.add_argument("--track", default="full")
-    dr.add_argument("--n-total", type=positive_int, help="stays of the task (default: the track's, or --scale's)")
-    dr.add_argument("--scale", type=float, help="pad every event table to this share of MIMIC-III 1.4's rows "
+    dr.add_argument("database", choices=("mimic3", "mimic4"),
+                    help="mimic3: MIMIC-III 1.4 tables of a mimic3-phe-shaped task; mimic4: MIMIC-IV 2.2, MIMIC-IV-Note "
+                         "2.2 and (diagnosis) MIMIC-CXR-JPG 2.0.0 tables of a mimic4-phe- or mimic4-dia-shaped task")
+    dr.add_argument("--out", required=True, help="folder for the tables (mimic3: TABLE.csv and testset.csv; mimic4: "
+                                                 "mimic-iv/, mimic-iv-note/, mimic-cxr-jpg/ and tvtset.csv) and report.json")
+    dr.add_argument("--task", help="mimic3: a synthetic phenotyping task in layout mimic3-miracl (default mimic3-phe); "
+                                   "mimic4: a synthetic task in layout mimic4 (default mimic4-phe; mimic4-dia for diagnosis)")
+    dr.add_argument("--track", default="full", help="the track whose task is written (default full)")
+    dr.add_argument("--n-total", type=positive_int, help="samples of the task: stays (diagnosis: studies); default: "
+                                                       "the track's, or --scale's")
+    dr.add_argument("--scale", type=float, help="mimic3: pad every event table to this share of MIMIC-III 1.4's rows "
                                                 "(e.g. 0.05), for measuring the build")
     dr.add_argument("--task-files", help="also write the generator's own task files here, to compare with the build")
     dr.set_defaults(func=cmd_data_raw)

@@ -106,20 +106,31 @@ def _at(base, hours):
 
 
 def write_tiny(raw: Path, gz: bool = False) -> None:
-    """Upper-case headers (the full database's spelling), plain CSV or gzip."""
+    """Upper-case headers (the full database's spelling), plain CSV or gzip.
+
+    Subjects 7-10 are adults with one ICU stay each whose dates are out of order: 7's OUTTIME is before
+    its INTIME, 8's admission is discharged before it is admitted, 9 dies (DEATHTIME) and 10 is dead
+    (DOD) before the admission."""
     raw.mkdir(parents=True, exist_ok=True)
-    patients = pd.DataFrame({"ROW_ID": range(6), "SUBJECT_ID": [1, 2, 3, 4, 5, 6], "GENDER": "F",
+    patients = pd.DataFrame({"ROW_ID": range(10), "SUBJECT_ID": range(1, 11), "GENDER": "F",
                              "DOB": ["2100-01-01 00:00:00"] * 3 + ["2140-01-01 00:00:00", "2100-01-01 00:00:00",
-                                                                    "1850-06-01 00:00:00"]})  # 6: shifted, > 89
-    admissions = pd.DataFrame({"SUBJECT_ID": [1, 1, 2, 3, 4, 5, 6], "HADM_ID": [11, 12, 21, 31, 41, 51, 61]})
+                                                                    "1850-06-01 00:00:00"]  # 6: shifted, > 89
+                             + ["2100-01-01 00:00:00"] * 4,
+                             "DOD": [""] * 9 + ["2149-12-30 00:00:00"]})
     stays = pd.DataFrame({
-        "SUBJECT_ID": [1, 1, 2, 3, 3, 4, 5, 6], "HADM_ID": [11, 12, 21, 31, 31, 41, 51, 61],
-        "ICUSTAY_ID": [111, 121, 211, 311, 312, 411, 511, 611],
-        "FIRST_CAREUNIT": "MICU", "LAST_CAREUNIT": ["MICU", "MICU", "SICU", "MICU", "MICU", "MICU", "MICU", "MICU"],
+        "SUBJECT_ID": [1, 1, 2, 3, 3, 4, 5, 6, 7, 8, 9, 10], "HADM_ID": [11, 12, 21, 31, 31, 41, 51, 61, 71, 81, 91, 101],
+        "ICUSTAY_ID": [111, 121, 211, 311, 312, 411, 511, 611, 711, 811, 911, 1011],
+        "FIRST_CAREUNIT": "MICU", "LAST_CAREUNIT": ["MICU", "MICU", "SICU"] + ["MICU"] * 9,
         "FIRST_WARDID": 1, "LAST_WARDID": 1,
-        "INTIME": [T0, T1, T0, T0, _at(T0, 30), T0, T0, T6],
-        "OUTTIME": [_at(T0, 48), _at(T1, 24), _at(T0, 24), _at(T0, 20), _at(T0, 50), _at(T0, 24), _at(T0, 24), _at(T6, 12)],
-        "LOS": [2.0, 1.0, 1.0, 20 / 24, 20 / 24, 1.0, 1.0, 0.5]})
+        "INTIME": [T0, T1, T0, T0, _at(T0, 30), T0, T0, T6, T0, T0, T0, T0],
+        "OUTTIME": [_at(T0, 48), _at(T1, 24), _at(T0, 24), _at(T0, 20), _at(T0, 50), _at(T0, 24), _at(T0, 24), _at(T6, 12),
+                    _at(T0, -5), _at(T0, 24), _at(T0, 24), _at(T0, 24)],
+        "LOS": [2.0, 1.0, 1.0, 20 / 24, 20 / 24, 1.0, 1.0, 0.5, 1.0, 1.0, 1.0, 1.0]})
+    admissions = stays.drop_duplicates("HADM_ID")[["SUBJECT_ID", "HADM_ID"]].reset_index(drop=True)
+    admissions["ADMITTIME"] = [_at(t, -12) for t in stays.drop_duplicates("HADM_ID")["INTIME"]]
+    admissions["DISCHTIME"] = [_at(t, 72) for t in stays.drop_duplicates("HADM_ID")["INTIME"]]
+    admissions.loc[admissions["HADM_ID"] == 81, "DISCHTIME"] = _at(T0, -24)
+    admissions["DEATHTIME"] = np.where(admissions["HADM_ID"] == 91, _at(T0, -48), "")
     diagnoses = pd.DataFrame({"SUBJECT_ID": [1, 1, 1, 1, 1, 6], "HADM_ID": [11, 11, 11, 11, 12, 61], "SEQ_NUM": 1,
                               "ICD9_CODE": ["0389", "4019", "V7651", "585", "5849", "4280"]})
     dictionary = pd.DataFrame({"ROW_ID": range(5), "ICD9_CODE": ["0389", "4019", "V7651", "5849", "4280"],
@@ -136,6 +147,8 @@ def write_tiny(raw: Path, gz: bool = False) -> None:
         ev(1, None, 111, 211, _at(T0, 8), "88"), ev(1, 11, 121, 211, _at(T0, 8), "77"),  # no admission; other stay
         ev(2, 21, 211, 211, _at(T0, 1), "60"), ev(1, 11, 111, 999999, _at(T0, 1), "1"),  # no cohort stay; no variable
         ev(1, 12, None, 211, _at(T1, 3), "70"), ev(6, 61, 611, 211, _at(T6, 1), "100"),  # 121 recovered; 611
+        ev(1, 11, 111, 211, _at(T0, -1), "81"),  # charted before the ICU stay its ICUSTAY_ID names: out of order
+        ev(1, 11, None, 211, _at(T0, -1), "82"),  # no stay id, before the ICU admission: outside the ICU period
     ])
     labs = pd.DataFrame([ev(1, 11, None, 50931, _at(T0, 5), "120"), ev(1, None, None, 50931, _at(T0, 6), "130"),
                          ev(1, 11, None, 50868, _at(T0, 5), "12")]).drop(columns="ICUSTAY_ID")
@@ -162,12 +175,13 @@ def test_the_cohort_rules_drop_transfers_multi_stay_admissions_children_and_stay
     att = pd.read_csv(tmp_path / "out" / "attrition.csv", keep_default_na=False)
     stays = att[att["unit"] == "stays"].set_index("step")[["included", "excluded"]]
     assert stays.to_dict("index") == {
-        "icustays": {"included": 8, "excluded": 0}, "transfers": {"included": 7, "excluded": 1},
-        "admission_rows": {"included": 7, "excluded": 0}, "one_icu_stay": {"included": 5, "excluded": 2},
-        "adults": {"included": 4, "excluded": 1}, "length_of_stay": {"included": 4, "excluded": 0},
-        "events_in_icu": {"included": 3, "excluded": 1}}
+        "icustays": {"included": 12, "excluded": 0}, "transfers": {"included": 11, "excluded": 1},
+        "admission_rows": {"included": 11, "excluded": 0}, "one_icu_stay": {"included": 9, "excluded": 2},
+        "adults": {"included": 8, "excluded": 1}, "dates:icu_stay": {"included": 7, "excluded": 1},
+        "dates:admission": {"included": 6, "excluded": 1}, "dates:death": {"included": 4, "excluded": 2},
+        "length_of_stay": {"included": 4, "excluded": 0}, "events_in_icu": {"included": 3, "excluded": 1}}
     assert summary["stays"] == {"train": 2, "test": 1, "total": 3}  # subject 6 is a test subject of testset.csv
-    assert summary["database"].startswith("MIMIC-III subset of 6 patients")
+    assert summary["database"].startswith("MIMIC-III subset of 10 patients")
 
 
 def test_events_are_validated_cleaned_and_one_per_chart_time(tiny, tmp_path):
@@ -177,9 +191,9 @@ def test_events_are_validated_cleaned_and_one_per_chart_time(tiny, tmp_path):
                ("itemids", "cohort_subjects", "admission_id", "icu_stay", "cleaning", "spelling", "ranges")}
     assert dropped == {"itemids": 1, "cohort_subjects": 1, "admission_id": 1, "icu_stay": 1, "cleaning": 1,
                        "spelling": 1, "ranges": 1}
-    assert "1 events without one took their admission's stay" in att.loc["chartevents:icu_stay", "reason"]
+    assert "2 events without one took their admission's stay" in att.loc["chartevents:icu_stay", "reason"]
     assert (att.loc["labevents:itemids", "excluded"], att.loc["labevents:admission_id", "excluded"]) == (1, 1)
-    assert (att.loc["episodes:icu_period", "excluded"], att.loc["episodes:one_per_time", "excluded"]) == (1, 1)
+    assert (att.loc["episodes:icu_period", "excluded"], att.loc["episodes:one_per_time", "excluded"]) == (2, 1)
     series = pd.read_csv(tmp_path / "out" / "ehr" / "1_episode1_timeseries.csv", dtype=str, keep_default_na=False)
     assert series["Hours"].astype(float).tolist() == [1.0, 2.0, 3.0, 5.0, 7.0]
     row = series.set_index(series["Hours"].astype(float))
@@ -260,7 +274,64 @@ def test_a_second_build_keeps_every_finished_step_and_redoes_only_what_changed(t
     assert [line.split()[1] for line in fourth if line.endswith("...")] == ["notes", "listfiles"]
 
 
+# --- dates out of order ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_built(tiny, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny_built") / "out"
+    return build(tiny, out), pd.read_csv(out / "attrition.csv", keep_default_na=False).set_index("step"), out
+
+
+@pytest.mark.parametrize("step, dropped, reason, gone", [
+    ("dates:icu_stay", 1, "OUTTIME before INTIME", [711]),
+    ("dates:admission", 1, "DISCHTIME before its ADMITTIME", [811]),
+    ("dates:death", 2, "ADMISSIONS.DEATHTIME before ADMITTIME; PATIENTS.DOD a day before", [911, 1011]),
+])
+def test_a_stay_whose_dates_are_out_of_order_is_dropped_counted_and_warned(tiny_built, step, dropped, reason, gone):
+    summary, att, out = tiny_built
+    assert att.loc[step, "excluded"] == dropped and att.loc[step, "unit"] == "stays" and reason in att.loc[step, "reason"]
+    assert any(w.startswith(f"dates out of order: {dropped} stays dropped at {step} (") for w in summary["warnings"])
+    kept = pd.concat([listfile(out, "train"), listfile(out, "test")])["stay_id"]
+    assert not kept.isin(gone).any()
+
+
+def test_a_chart_event_dated_before_the_stay_its_stay_id_names_is_dropped_counted_and_warned(tiny_built):
+    summary, att, out = tiny_built
+    assert att.loc["chartevents:before_stay", "excluded"] == 1
+    assert att.loc["labevents:before_stay", ("excluded", "reason")].tolist() == [
+        0, "(no ICUSTAY_ID in LABEVENTS: no stay to be before)"]
+    assert "dates out of order: 1 chartevents rows dropped at chartevents:before_stay" in " ".join(summary["warnings"])
+    # The same hour without a stay id claims no stay: it is outside the ICU period, not out of order.
+    assert att.loc["episodes:icu_period", "excluded"] == 2
+    series = pd.read_csv(out / "ehr" / "1_episode1_timeseries.csv")
+    assert series["Hours"].min() > 0
+
+
+def test_a_check_whose_columns_the_tables_lack_is_not_run_and_says_so(demo_build):
+    _, out = demo_build  # the vendored demo keeps only the columns the reference reads
+    att = pd.read_csv(out / "attrition.csv", keep_default_na=False).set_index("step")
+    assert att.loc["dates:admission", "reason"] == "not checked: ADMISSIONS has no ADMITTIME and DISCHTIME columns"
+    assert att.loc["dates:death", "reason"].startswith("not checked: no DEATHTIME in ADMISSIONS, no DOD in PATIENTS")
+    assert att.loc["dates:icu_stay", "excluded"] == 0
+
+
 # --- bad input -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("table, column, value, row", [("ICUSTAYS", "INTIME", "2150-01-01T00:00", 2),
+                                                       ("CHARTEVENTS", "CHARTTIME", "01/01/2150 01:00", 3),
+                                                       ("ADMISSIONS", "DISCHTIME", "soon", 1)])
+def test_an_unparsable_timestamp_names_the_file_the_column_the_row_and_the_form(tiny, tmp_path, table, column, value, row):
+    raw = tmp_path / "raw"
+    shutil.copytree(tiny, raw)
+    frame = pd.read_csv(tiny / f"{table}.csv", dtype=str, keep_default_na=False)
+    frame.loc[row - 1, column] = value
+    frame.to_csv(raw / f"{table}.csv", index=False)
+    expected = (f"{raw / table}.csv: table {table} column {column}: {value!r} (data row {row}) is not a timestamp, "
+                f"expected 'YYYY-MM-DD HH:MM:SS'")
+    with pytest.raises(UsageError) as caught:
+        build(raw, tmp_path / "out")
+    assert str(caught.value) == expected
+
 
 def test_a_missing_column_is_one_line_naming_the_table_and_nothing_is_written(tiny, tmp_path):
     raw = tmp_path / "raw"

@@ -229,7 +229,97 @@ def test_a_split_file_line_that_is_not_a_subject_and_0_1_or_2_is_named(tmp_path)
     assert tvtset.read(path)["SPLIT"].tolist() == [0, 2]
 
 
+# --- dates out of order ---------------------------------------------------------------------------------
+
+def _edit(path: Path, change) -> None:
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    change(frame)
+    gz(frame, path)
+
+
+@pytest.fixture(scope="module")
+def disordered(tiny, tmp_path_factory):
+    """The hand-made database with one record of each kind out of order: stay 511's OUTTIME before its INTIME
+    (and, as another case, its admission's dischtime before admittime: a copy each), subject 5 dead before
+    the admission, a chart event of stay 111 before its INTIME, and a study of subject 6 after its death."""
+    paths, _, _ = tiny
+    root = tmp_path_factory.mktemp("disordered")
+    out = {}
+    cases = {
+        "icu_stay": ("icu/icustays.csv.gz", lambda f: f.__setitem__("outtime", f["outtime"].where(f["stay_id"] != "511", at(-1)))),
+        "admission": ("hosp/admissions.csv.gz", lambda f: f.__setitem__("dischtime", f["dischtime"].where(f["hadm_id"] != "51", at(-48)))),
+        "deathtime": ("hosp/admissions.csv.gz", lambda f: f.__setitem__("deathtime", ["", "", "", "", at(-30), ""])),
+        "dod": ("hosp/patients.csv.gz", lambda f: f.__setitem__("dod", ["", "", "", "", "2149-12-31", "2150-01-01", ""])),
+    }
+    for name, (table, change) in cases.items():
+        copy = {**paths, "raw": root / name}
+        shutil.copytree(paths["raw"], copy["raw"])
+        _edit(copy["raw"] / table, change)
+        if name == "icu_stay":  # and an event of stay 111 two hours before its INTIME
+            chart = copy["raw"] / "icu" / "chartevents.csv.gz"
+            _edit(chart, lambda f: f.loc.__setitem__(len(f), ["1", "11", "111", "1", at(-2), at(-2), "220045", "70", "70",
+                                                               "bpm", "0"]))
+        result = build(copy, root / f"out-{name}")
+        out[name] = result, pd.read_csv(root / f"out-{name}" / "attrition.csv", keep_default_na=False).set_index("step")
+    return out
+
+
+@pytest.mark.parametrize("case, step, unit, reason", [
+    ("icu_stay", "dates:icu_stay", "stays", "OUTTIME before INTIME"),
+    ("admission", "dates:admission", "stays", "DISCHTIME before its ADMITTIME"),
+    ("deathtime", "dates:death", "stays", "ADMISSIONS.DEATHTIME before ADMITTIME"),
+    ("dod", "dates:death", "stays", "PATIENTS.DOD a day before ADMITTIME's"),
+    ("icu_stay", "chartevents:before_stay", "chartevents rows", "charted before the INTIME of the ICU stay"),
+    ("dod", "cxr:after_death", "studies", "dated after the subject's day of death"),
+])
+def test_a_record_whose_dates_are_out_of_order_is_dropped_counted_and_warned(disordered, case, step, unit, reason):
+    summary, att = disordered[case]
+    assert (att.loc[step, "excluded"], att.loc[step, "unit"]) == (1, unit) and reason in att.loc[step, "reason"]
+    assert any(w.startswith(f"dates out of order: 1 {unit} dropped at {step} (") for w in summary["warnings"])
+    if unit == "stays":  # stay 511 (subject 5) leaves phenotyping
+        assert summary["tasks"]["phenotyping"]["samples"]["total"] == 1
+    if step == "cxr:after_death":  # study 1004 of subject 6 (dead the day before), not the studies of subject 5
+        assert summary["tasks"]["diagnosis"]["samples"]["total"] == 2
+
+
+def test_the_death_check_names_what_it_read_and_nothing_in_order_is_warned(tiny):
+    _, out, summary = tiny  # admissions without deathtime, patients with an empty dod
+    att = pd.read_csv(out / "attrition.csv", keep_default_na=False).set_index("step")
+    assert att.loc["dates:death", "reason"] == "dates out of order: death before the admission (PATIENTS.DOD a day before ADMITTIME's)"
+    assert att.loc[["dates:icu_stay", "dates:admission", "dates:death", "cxr:after_death"], "excluded"].tolist() == [0] * 4
+    assert not any(w.startswith("dates out of order") for w in summary["warnings"])
+
+
 # --- bad input -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("where, column, value, expected", [
+    ("hosp/admissions.csv.gz", "admittime", "02/01/2150", "table ADMISSIONS column admittime: '02/01/2150' (data row 1) "
+                                                          "is not a timestamp, expected 'YYYY-MM-DD HH:MM:SS'"),
+    ("hosp/patients.csv.gz", "dod", "last week", "table PATIENTS column dod: 'last week' (data row 1) is not a "
+                                                 "timestamp, expected 'YYYY-MM-DD HH:MM:SS' or 'YYYY-MM-DD'"),
+    ("hosp/labevents.csv.gz", "charttime", "1 pm", "table LABEVENTS column charttime: '1 pm' (data row 1) is not a "
+                                                  "timestamp, expected 'YYYY-MM-DD HH:MM:SS'"),
+    ("note/note/discharge.csv.gz", "charttime", "2150-01-06", "table DISCHARGE column charttime: '2150-01-06' (data row 1) "
+                                                         "is not a timestamp, expected 'YYYY-MM-DD HH:MM:SS'"),
+    ("cxr/mimic-cxr-2.0.0-metadata.csv.gz", "StudyTime", "noon", "table CXR_METADATA columns StudyDate / StudyTime: "
+                                                                 "'21500102' / 'noon' (data row 1) is not a date and time, "
+                                                                 "expected YYYYMMDD / HHMMSS.fff"),
+])
+def test_an_unparsable_date_names_the_file_the_column_the_row_and_the_form(tiny, tmp_path, where, column, value, expected):
+    paths, _, _ = tiny
+    root = tmp_path / "copy"
+    shutil.copytree(paths["raw"].parents[1], root)
+    if "dod" == column:
+        _edit(root / "mimiciv" / "2.2" / where, lambda f: f.__setitem__("dod", [value] + [""] * (len(f) - 1)))
+    else:
+        target = root / ("mimiciv/2.2/" + where if where.startswith("hosp") else where)
+        _edit(target, lambda f: f.loc.__setitem__((0, column), value))
+    copy = {"raw": root / "mimiciv" / "2.2", "note": root / "note", "cxr": root / "cxr", "split": root / "tvtset.csv"}
+    with pytest.raises(UsageError) as caught:
+        build(copy, tmp_path / "out")
+    path = root / ("mimiciv/2.2/" + where if where.startswith("hosp") else where)
+    assert str(caught.value) == f"{path}: {expected}"
+
 
 def test_a_missing_column_is_one_line_naming_the_table_and_nothing_is_written(tiny, tmp_path):
     paths, _, _ = tiny

@@ -56,12 +56,13 @@ def test_every_attrition_row_drops_exactly_the_rows_planted_to_break_its_rule(bu
     root, report, _ = built
     att = pd.read_csv(root / "built" / "attrition.csv", keep_default_na=False)
     assert compare.attrition(report["dropped"], att) == []
-    rules = {"transfers", "admission_rows", "one_icu_stay", "adults", "length_of_stay", "events_in_icu",
+    rules = {"transfers", "admission_rows", "one_icu_stay", "adults", "dates:icu_stay", "dates:admission", "dates:death",
+             "length_of_stay", "events_in_icu",
              "cohort_diagnoses", "code_dictionary", "benchmark_codes", "episodes:length_of_stay",
              "episodes:icu_period", "episodes:one_per_time", "notes:chart_time", "notes:admission",
              "notes:first_48h", "notes:first_five"}
     rules |= {f"chartevents:{r}" for r in ("itemids", "cohort_subjects", "admission_id", "admission", "icu_stay",
-                                           "time_and_value", "cleaning", "spelling", "ranges")}
+                                           "time_and_value", "before_stay", "cleaning", "spelling", "ranges")}
     rules |= {f"labevents:{r}" for r in ("itemids", "admission_id", "admission", "time_and_value", "cleaning")}
     assert {step for step, n in report["dropped"].items() if n > 0} >= rules  # every rule is met
 

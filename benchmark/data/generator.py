@@ -21,7 +21,7 @@ Everything is seeded by the task spec: same spec, same files, byte for byte.
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -120,6 +120,9 @@ class Generated:
     label_names: list[str]
     splits: dict[str, pd.DataFrame]  # per listfile split ('train', 'val', 'test'): key, patient, series, end, note, labels
     events: pd.DataFrame  # long table: series (file name), Hours, the 17 channels as written
+    # Per series file, the hours of its stay (a diagnosis task's studies read a file up to their own end,
+    # each before the stay's): what the raw writer gives the ICU stay as its length.
+    periods: dict[str, float] = field(default_factory=dict)
 
 
 def _rng(spec, salt: str) -> np.random.Generator:
@@ -326,7 +329,8 @@ def generate(spec) -> Generated:
     names = [row[0] for row in table]
     frame = pd.concat([frame, pd.DataFrame(y, columns=names)], axis=1)
     splits = {name: frame[part == k].reset_index(drop=True) for k, name in enumerate(["train", "val", "test"]) if (part == k).any()}
-    return Generated(label_names=names, splits=splits, events=events.drop(columns="stay"))
+    return Generated(label_names=names, splits=splits, events=events.drop(columns="stay"),
+                     periods={episode[k]: float(los[k]) for k in stays})
 
 
 def _label_text(y: np.ndarray, rng, diagnosis: bool) -> np.ndarray:
@@ -339,6 +343,13 @@ def _label_text(y: np.ndarray, rng, diagnosis: bool) -> np.ndarray:
     return np.where(y == 1, "1.0", neg).astype(object)
 
 
+def label_cells(gen: Generated, spec) -> dict[str, pd.DataFrame]:
+    """Per split, the label cells of its listfile rows as ``write`` writes them (seeded by the spec)."""
+    rng = _rng(spec, "listfile")
+    return {split: pd.DataFrame(_label_text(df[gen.label_names].to_numpy(), rng, spec.kind == "diagnosis"),
+                                columns=gen.label_names) for split, df in gen.splits.items()}
+
+
 def write(gen: Generated, spec, root: Path) -> None:
     """Write the layout of ``spec.layout`` under ``root``."""
     root = Path(root)
@@ -347,9 +358,9 @@ def write(gen: Generated, spec, root: Path) -> None:
     _write_episodes(gen.events, ehr_dir)
     task_dir = root / spec.task_dir
     task_dir.mkdir(parents=True, exist_ok=True)
-    rng = _rng(spec, "listfile")
+    cells = label_cells(gen, spec)
     for split, df in gen.splits.items():
-        labels = pd.DataFrame(_label_text(df[gen.label_names].to_numpy(), rng, spec.kind == "diagnosis"), columns=gen.label_names)
+        labels = cells[split]
         ends = np.char.mod("%.6f", df["end"].to_numpy())
         if spec.layout == "mimic4":
             key, end = ("stay_id", "period_length") if spec.kind == "phenotyping" else ("study_id", "period_len")

@@ -1,10 +1,15 @@
 """The cohort (Harutyunyan's ``extract_subjects``): which ICU stays of MIMIC-III or MIMIC-IV become samples.
 
 In order, as the reference applies them: ICU stays with a transfer (first and last care unit, or first
-and last ward, differ; MIMIC-IV has no ward ids, so there the care units alone) are dropped; stays without their ADMISSIONS or PATIENTS row are dropped (none in
-MIMIC-III 1.4); then every stay of an admission that still has more than one ICU stay; then stays of
-patients younger than 18 at ICU admission. A subject's stays are numbered by admission time: the
-episode ``k`` of ``{subject}_episode{k}_timeseries.csv``.
+and last ward, differ; MIMIC-IV has no ward ids, so there the care units alone) are dropped; stays
+without their ADMISSIONS or PATIENTS row are dropped (none in MIMIC-III 1.4); then every stay of an
+admission that still has more than one ICU stay; then stays of patients younger than 18 at ICU
+admission. Then, beyond the reference, stays whose dates are out of order (``dates``). A subject's
+stays are numbered by admission time: the episode ``k`` of ``{subject}_episode{k}_timeseries.csv``.
+
+The tables come with their timestamps parsed (``tables.times``, which names the file, column and row
+of a malformed one): ICUSTAYS' INTIME and OUTTIME, PATIENTS' DOB (MIMIC-III), and where read,
+ADMISSIONS' ADMITTIME, DISCHTIME, DEATHTIME and PATIENTS' DOD.
 
 Age is the calendar age at ICU admission. MIMIC-III shifts the birth date of patients older than 89
 by about 300 years, further than a nanosecond timestamp difference reaches, so it is computed from
@@ -20,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ...errors import UsageError
+from . import dates
 from .steps import Attrition
 
 MIN_AGE = 18
@@ -30,17 +35,6 @@ ADMISSIONS = ("SUBJECT_ID", "HADM_ID")
 PATIENTS = ("SUBJECT_ID", "DOB")
 ICUSTAYS_IV = ("SUBJECT_ID", "HADM_ID", "ICUSTAY_ID", "FIRST_CAREUNIT", "LAST_CAREUNIT", "INTIME", "OUTTIME", "LOS")
 PATIENTS_IV = ("SUBJECT_ID", "ANCHOR_AGE", "ANCHOR_YEAR")
-
-
-def times(column: pd.Series, what: str, table: str) -> pd.Series:
-    """MIMIC's 'YYYY-MM-DD HH:MM:SS' timestamps; an unparsable one is an error naming the table."""
-    parsed = pd.to_datetime(column, format="%Y-%m-%d %H:%M:%S", errors="coerce")
-    bad = parsed.isna() & column.notna()
-    if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise UsageError(f"table {table}: {what} {column[bad].iloc[0]!r} (data row {row + 1}) is not a "
-                         f"'YYYY-MM-DD HH:MM:SS' timestamp")
-    return parsed
 
 
 def age_years(born: pd.Series, at: pd.Series) -> np.ndarray:
@@ -64,7 +58,7 @@ def _same_unit_and_ward(stays: pd.DataFrame) -> pd.Series:
 
 
 def _age_from_birth(stays: pd.DataFrame) -> np.ndarray:
-    return age_years(times(stays["DOB"], "DOB", "PATIENTS"), stays["INTIME"])
+    return age_years(stays["DOB"], stays["INTIME"])
 
 
 def _age_from_anchor(stays: pd.DataFrame) -> np.ndarray:
@@ -78,7 +72,10 @@ MIMIC4 = Rules(("ANCHOR_AGE", "ANCHOR_YEAR"), lambda s: s["FIRST_CAREUNIT"] == s
 
 def select(icustays: pd.DataFrame, admissions: pd.DataFrame, patients: pd.DataFrame,
            rules: Rules = MIMIC3) -> tuple[pd.DataFrame, Attrition]:
-    """The cohort's stays (SUBJECT_ID, HADM_ID, ICUSTAY_ID, INTIME, OUTTIME, LOS, AGE, EPISODE) and the attrition."""
+    """The cohort's stays (SUBJECT_ID, HADM_ID, ICUSTAY_ID, INTIME, OUTTIME, LOS, AGE, EPISODE) and the attrition.
+
+    ``admissions`` has SUBJECT_ID, HADM_ID and any of ``dates.ADMISSION_TIMES``; ``patients`` the rules'
+    columns and, if read, DOD; every timestamp parsed."""
     att = Attrition()
     stays = icustays.copy()
     att.add("icustays", len(stays), 0, "ICU stays in ICUSTAYS", "stays")
@@ -96,10 +93,16 @@ def select(icustays: pd.DataFrame, admissions: pd.DataFrame, patients: pd.DataFr
     keep(per_admission == 1, "one_icu_stay", "admission with more than one ICU stay (all of its stays)")
     patient = patients[["SUBJECT_ID", *rules.patient_columns]].drop_duplicates("SUBJECT_ID")
     stays = stays.merge(patient, on="SUBJECT_ID", how="left")
-    stays["INTIME"] = times(stays["INTIME"], "INTIME", "ICUSTAYS")
-    stays["OUTTIME"] = times(stays["OUTTIME"], "OUTTIME", "ICUSTAYS")
     stays["AGE"] = rules.age(stays)
     keep(stays["AGE"] >= MIN_AGE, "adults", f"younger than {MIN_AGE} at ICU admission")
+    timed = [c for c in dates.ADMISSION_TIMES if c in admissions]
+    stays = stays.merge(admissions[["SUBJECT_ID", "HADM_ID", *timed]].drop_duplicates(["SUBJECT_ID", "HADM_ID"]),
+                        on=["SUBJECT_ID", "HADM_ID"], how="left")
+    if dates.DEATH_DAY in patients:
+        stays = stays.merge(patients[["SUBJECT_ID", dates.DEATH_DAY]].drop_duplicates("SUBJECT_ID"), on="SUBJECT_ID",
+                            how="left")
+    for step, kept, reason in dates.stay_checks(stays.columns):
+        keep(kept(stays), step, reason)
     stays = stays.sort_values(["SUBJECT_ID", "INTIME", "ICUSTAY_ID"], kind="stable")
     stays["EPISODE"] = stays.groupby("SUBJECT_ID").cumcount() + 1
     columns = ["SUBJECT_ID", "HADM_ID", "ICUSTAY_ID", "INTIME", "OUTTIME", "LOS", "AGE", "EPISODE"]

@@ -55,7 +55,7 @@ def extract(table: tables.Table | None, log, chunk_rows: int = CHUNK_ROWS) -> tu
         chunk = chunk[known]
         parts.append(pd.DataFrame({
             "SUBJECT_ID": chunk["SUBJECT_ID"].to_numpy(), "HADM_ID": chunk["HADM_ID"].astype("int64").to_numpy(),
-            "TIME": pd.to_datetime(chunk["CHARTTIME"], format="%Y-%m-%d %H:%M:%S", errors="coerce").to_numpy(),
+            "TIME": tables.times(chunk["CHARTTIME"], table, "CHARTTIME").to_numpy(),
             "ORDER": range(order, order + len(chunk)), "past_medical_history": section(chunk["TEXT"].fillna("")).to_numpy()}))
         order += len(chunk)
         if i % 5 == 0:

@@ -2,8 +2,10 @@
 
 A table is streamed in chunks (CHARTEVENTS is ~330 M rows in MIMIC-III): each chunk is cut to the 17
 variables' itemids and the cohort's subjects first (cheap integer tests, so most rows leave before any
-text is parsed), then validated (``validate``), its times parsed, its values cleaned (``variables``),
-and appended to the bucket file of its stay (``ICUSTAY_ID % buckets``). The episode step then reads
+text is parsed), then validated (``validate``), its times parsed (a malformed one is an error naming
+the file, column and row; an empty one drops the event), events whose stay id names a cohort stay
+but which are charted before that stay's INTIME dropped (``dates``: out of order), its values cleaned
+(``variables``), and appended to the bucket file of its stay (``ICUSTAY_ID % buckets``). The episode step then reads
 one bucket at a time, so memory is bounded by a bucket, not by the table. The MIMIC-III build does not
 read OUTPUTEVENTS: none of the 17 variables comes from it. The MIMIC-IV build reads it, as the
 reference does (its itemids pass through the same map, which links none of them to a variable, so
@@ -16,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import tables, validate, variables
+from . import dates, tables, validate, variables
 from .steps import Attrition
 
 COLUMNS = {
@@ -30,7 +32,8 @@ _ALL_COLUMNS = {**COLUMNS, "OUTPUTEVENTS": OUTPUTEVENTS}
 MASKED = ("___", "")
 _DTYPES = {"SUBJECT_ID": "int64", "HADM_ID": "float64", "ICUSTAY_ID": "float64", "ITEMID": "int64",
            "CHARTTIME": str, "VALUE": str, "VALUEUOM": str, "VALUENUM": str}
-_EXCLUDED = ("items", "subjects", "no_hadm", "other_hadm", "other_stay", "empty", "unusable", "spelling", "outlier")
+_EXCLUDED = ("items", "subjects", "no_hadm", "other_hadm", "other_stay", "empty", "before", "unusable", "spelling",
+             "outlier")
 EVENT_HEADER = ["ICUSTAY_ID", "TIME", "CODE", "VALUE"]  # TIME: seconds since 1970 (MIMIC's shifted dates)
 
 
@@ -51,7 +54,7 @@ class Counter:
     def kept(self) -> int:
         return self.n.get("read", 0) - sum(v for k, v in self.n.items() if k in _EXCLUDED)
 
-    def attrition(self, table: str, use_ranges: bool) -> Attrition:
+    def attrition(self, table: str, use_ranges: bool, stay_ids: bool = True) -> Attrition:
         att, t, n = Attrition(), table.lower(), self.n.get
         left = n("read", 0)
         att.add(t, left, 0, f"rows of {table}", f"{t} rows")
@@ -64,6 +67,7 @@ class Counter:
              + f"; {n('recovered', 0):,} events without one took their admission's stay"),
             ("time_and_value", "empty", "no CHARTTIME or no VALUE" + (
                 f"; {n('unmasked', 0):,} masked values ('___') read from VALUENUM" if "unmasked" in self.n else "")),
+            ("before_stay", "before", dates.BEFORE_STAY if stay_ids else f"(no ICUSTAY_ID in {table}: no stay to be before)"),
             ("cleaning", "unusable", "value unusable after unit cleaning (not a number, unknown refill text)"),
             ("spelling", "spelling", "Glasgow coma scale text that is none of the discretiser's spellings"),
         ]
@@ -89,32 +93,38 @@ def extract(table: tables.Table, stays: pd.DataFrame, folder: Path, buckets: int
         p.write_text(",".join(EVENT_HEADER) + "\n")
     counter = Counter()
     dtypes = {c: _DTYPES[c] for c in (columns or _ALL_COLUMNS[table.name])}
+    intime = stays.set_index("ICUSTAY_ID")["INTIME"]
     read = 0
     for i, chunk in enumerate(tables.chunks(table, dtypes, chunk_rows), 1):
         read += len(chunk)
-        _append(_one_chunk(chunk, items, subjects, lookup, use_ranges, counter), paths, buckets)
+        _append(_one_chunk(chunk, items, subjects, lookup, intime, use_ranges, counter, table), paths, buckets)
         if i % 10 == 0:  # a line per ~20 M rows: CHARTEVENTS takes minutes
             log(f"      {table.name}: {read:,} rows read, {counter.kept():,} events kept so far")
     log(f"      {table.name}: {read:,} rows read, {counter.kept():,} events kept")
-    return counter.attrition(table.name, use_ranges)
+    return counter.attrition(table.name, use_ranges, "ICUSTAY_ID" in dtypes)
 
 
 def _one_chunk(chunk: pd.DataFrame, items: variables.ItemMap, subjects: pd.Index, lookup: pd.DataFrame,
-               use_ranges: bool, counter: Counter) -> pd.DataFrame:
+               intime: pd.Series, use_ranges: bool, counter: Counter, table: tables.Table) -> pd.DataFrame:
     counts = {"read": len(chunk)}
     mapped = chunk["ITEMID"].isin(items.items.index)
     counts["items"] = int((~mapped).sum())
     chunk = chunk[mapped]
     ours = chunk["SUBJECT_ID"].isin(subjects)
     counts["subjects"] = int((~ours).sum())
-    events, checked = validate.validate(chunk[ours], lookup)
+    chunk = chunk[ours]
+    given = chunk["ICUSTAY_ID"].notna() if "ICUSTAY_ID" in chunk else pd.Series(False, index=chunk.index)
+    events, checked = validate.validate(chunk.assign(GIVEN=given), lookup)
     counts.update({k: checked[k] for k in ("no_hadm", "other_hadm", "other_stay", "recovered")})
     if "VALUENUM" in events:
         events, counts["unmasked"] = _unmask(events)
-    time = pd.to_datetime(events["CHARTTIME"], format="%Y-%m-%d %H:%M:%S", errors="coerce")
+    time = tables.times(events["CHARTTIME"], table, "CHARTTIME")
     present = time.notna() & events["VALUE"].notna() & (events["VALUE"].str.strip() != "")
     counts["empty"] = int((~present).sum())
     events, time = events[present], time[present]
+    before = events["GIVEN"].to_numpy() & (time.to_numpy() < intime.reindex(events["ICUSTAY_ID"].to_numpy()).to_numpy())
+    counts["before"] = int(before.sum())
+    events, time = events[~before], time[~before]
     item = items.items.loc[events["ITEMID"].to_numpy()]
     code = item["CODE"].to_numpy()
     value, dropped = variables.clean(code, events["VALUE"], events["VALUEUOM"].fillna(""),

@@ -19,14 +19,14 @@ import pandas as pd
 
 from ...cards import label_names
 from ...errors import UsageError
-from . import cohort, events, listfiles, notes, phenotypes, summary, tables
-from .shared_steps import buckets_for, run_episodes, run_events
+from . import cohort, dates, events, listfiles, notes, phenotypes, summary, tables
+from .shared_steps import buckets_for, dates_read, parse_times, run_episodes, run_events
 from .shared_steps import stays as _stays
 from .steps import Context, Step, run_steps, write_csv
 
 # The pipeline's version: bumped when a change alters what a build writes, so that finished steps and
 # the demo track's cached build are redone rather than reused.
-VERSION = "1"
+VERSION = "2"
 REQUIRED = {
     "PATIENTS": cohort.PATIENTS, "ADMISSIONS": cohort.ADMISSIONS, "ICUSTAYS": cohort.ICUSTAYS,
     "DIAGNOSES_ICD": phenotypes.DIAGNOSES, "D_ICD_DIAGNOSES": phenotypes.DICTIONARY, **events.COLUMNS,
@@ -72,8 +72,13 @@ def _run_stays(ctx: Context, tmp: Path):
     icu = tables.read(ctx.tables["ICUSTAYS"], {"SUBJECT_ID": "int64", "HADM_ID": "int64", "ICUSTAY_ID": "int64",
                                                 "FIRST_WARDID": "float64", "LAST_WARDID": "float64", "LOS": "float64",
                                                 **str_cols})
-    adm = tables.read(ctx.tables["ADMISSIONS"], {"SUBJECT_ID": "int64", "HADM_ID": "int64"})
-    pat = tables.read(ctx.tables["PATIENTS"], {"SUBJECT_ID": "int64", "DOB": str})
+    adm = tables.read(ctx.tables["ADMISSIONS"], {"SUBJECT_ID": "int64", "HADM_ID": "int64",
+                                                  **dates_read(ctx.tables["ADMISSIONS"], dates.ADMISSION_TIMES)})
+    pat = tables.read(ctx.tables["PATIENTS"], {"SUBJECT_ID": "int64", "DOB": str,
+                                                **dates_read(ctx.tables["PATIENTS"], (dates.DEATH_DAY,))})
+    parse_times(icu, ctx.tables["ICUSTAYS"], ("INTIME", "OUTTIME"))
+    parse_times(adm, ctx.tables["ADMISSIONS"], dates.ADMISSION_TIMES)
+    parse_times(pat, ctx.tables["PATIENTS"], ("DOB", dates.DEATH_DAY))
     stays, att = cohort.select(icu, adm, pat)
     write_csv(stays, tmp / "stays.csv", date_format="%Y-%m-%d %H:%M:%S")
     counts = {"PATIENTS": len(pat), "ADMISSIONS": len(adm), "ICUSTAYS": len(icu),

@@ -25,14 +25,14 @@ import pandas as pd
 
 from ...cards import label_names
 from ...errors import UsageError
-from . import cohort, cxr, discharge, events, icd10, mimic4_listfiles, phenotypes, summary, tables, tvtset, variables
+from . import cohort, cxr, dates, discharge, events, icd10, mimic4_listfiles, phenotypes, summary, tables, tvtset, variables
 from ..timeseries import CHANNELS
-from .shared_steps import TIME_FORMAT, buckets_for, event_tables, read_times, run_episodes, run_events
+from .shared_steps import TIME_FORMAT, buckets_for, dates_read, event_tables, parse_times, read_times, run_episodes, run_events
 from .shared_steps import stays as read_stays
 from .steps import STEPS_DIR, Attrition, Context, Step, run_steps, write_csv
 
 # The pipeline's version: bumped when a change alters what a build writes.
-VERSION = "1"
+VERSION = "2"
 HOSP, ICU = ("hosp", ""), ("icu", "")
 STAY_ID = {"ICUSTAY_ID": "STAY_ID"}  # MIMIC-IV's stay_id is the rules' ICUSTAY_ID
 ADMISSIONS = ("SUBJECT_ID", "HADM_ID", "ADMITTIME", "DISCHTIME")
@@ -112,14 +112,18 @@ def _run_stays(ctx: Context, tmp: Path):
     icu = tables.read(ctx.tables["ICUSTAYS"], {"SUBJECT_ID": "int64", "HADM_ID": "int64", "ICUSTAY_ID": "int64",
                                                 "FIRST_CAREUNIT": str, "LAST_CAREUNIT": str, "INTIME": str,
                                                 "OUTTIME": str, "LOS": "float64"})
-    adm = tables.read(ctx.tables["ADMISSIONS"], {"SUBJECT_ID": "int64", "HADM_ID": "int64", "ADMITTIME": str,
-                                                  "DISCHTIME": str})
-    pat = tables.read(ctx.tables["PATIENTS"], {"SUBJECT_ID": "int64", "ANCHOR_AGE": "int64", "ANCHOR_YEAR": "int64"})
+    adm = tables.read(ctx.tables["ADMISSIONS"], {"SUBJECT_ID": "int64", "HADM_ID": "int64",
+                                                  **dates_read(ctx.tables["ADMISSIONS"], dates.ADMISSION_TIMES)})
+    pat = tables.read(ctx.tables["PATIENTS"], {"SUBJECT_ID": "int64", "ANCHOR_AGE": "int64", "ANCHOR_YEAR": "int64",
+                                                **dates_read(ctx.tables["PATIENTS"], (dates.DEATH_DAY,))})
+    parse_times(icu, ctx.tables["ICUSTAYS"], ("INTIME", "OUTTIME"))
+    parse_times(adm, ctx.tables["ADMISSIONS"], dates.ADMISSION_TIMES)
+    parse_times(pat, ctx.tables["PATIENTS"], (dates.DEATH_DAY,))
     stays, att = cohort.select(icu, adm, pat, cohort.MIMIC4)
     write_csv(stays, tmp / "stays.csv", date_format=TIME_FORMAT)
-    for col in ("ADMITTIME", "DISCHTIME"):
-        adm[col] = cohort.times(adm[col], col, "ADMISSIONS")
-    write_csv(adm, tmp / "admissions.csv", date_format=TIME_FORMAT)
+    write_csv(adm[["SUBJECT_ID", "HADM_ID", "ADMITTIME", "DISCHTIME"]], tmp / "admissions.csv", date_format=TIME_FORMAT)
+    if dates.DEATH_DAY in pat:  # the studies step's check of a study after death
+        write_csv(pat[["SUBJECT_ID", dates.DEATH_DAY]].dropna(), tmp / "deaths.csv", date_format=TIME_FORMAT)
     counts = {"PATIENTS": len(pat), "ADMISSIONS": len(adm), "ICUSTAYS": len(icu),
               "admit_provider_id": "ADMIT_PROVIDER_ID" in ctx.tables["ADMISSIONS"].header,
               "demo_subject_id": (ctx.raw / "demo_subject_id.csv").is_file()}
@@ -217,7 +221,10 @@ def _run_studies(ctx: Context, tmp: Path):
     chexpert = tables.read(ctx.tables["CXR_CHEXPERT"], {c: ("int64" if c in ("SUBJECT_ID", "STUDY_ID") else "float64")
                                                         for c in cxr.chexpert_columns(names)})
     admitted = pd.Index(_admissions(ctx)["SUBJECT_ID"].unique())
-    table, att = cxr.studies(images, chexpert, admitted, names)
+    died = ctx.step_dir("stays") / "deaths.csv"
+    deaths = read_times(died, (dates.DEATH_DAY,)).set_index("SUBJECT_ID")[dates.DEATH_DAY] if died.is_file() else None
+    files = {name: str(ctx.tables[name].path) for name in cxr.FILES}
+    table, att = cxr.studies(images, chexpert, admitted, names, deaths, files)
     write_csv(table, tmp / "studies.csv", date_format=TIME_FORMAT)
     ctx.log(f"      {len(images):,} images, {len(table):,} AP studies with CheXpert labels of admitted subjects")
     return att

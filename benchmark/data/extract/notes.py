@@ -57,7 +57,7 @@ def extract(table: tables.Table | None, stays: pd.DataFrame, first_admission_onl
     dtypes = {"SUBJECT_ID": "int64", "HADM_ID": "float64", "CHARTTIME": str, "TEXT": str}
     for chunk in tables.chunks(table, dtypes, chunk_rows):
         counts["read"] += len(chunk)
-        time = pd.to_datetime(chunk["CHARTTIME"], format="%Y-%m-%d %H:%M:%S", errors="coerce")
+        time = tables.times(chunk["CHARTTIME"], table, "CHARTTIME")
         timed = time.notna() & chunk["HADM_ID"].notna()
         counts["no_time"] += int((~timed).sum())
         chunk, time = chunk[timed], time[timed]

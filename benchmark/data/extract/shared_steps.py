@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import episodes, events, tables
+from . import dates, episodes, events, tables
 from .steps import Context, write_csv
 
 EVENT_TABLES = ("CHARTEVENTS", "LABEVENTS", "OUTPUTEVENTS")  # in this order in the episodes' events
@@ -26,6 +26,20 @@ GZIP_RATIO = 7
 def buckets_for(table: tables.Table) -> int:
     size = table.size * (GZIP_RATIO if table.path.name.lower().endswith(".gz") else 1)
     return max(1, math.ceil(size / BUCKET_BYTES))
+
+
+def dates_read(table: tables.Table, columns: tuple[str, ...]) -> dict[str, type]:
+    """The dtypes of those of ``columns`` the table has (the date checks read them when present)."""
+    return {c: str for c in columns if tables.has(table, c)}
+
+
+def parse_times(frame: pd.DataFrame, table: tables.Table, columns: tuple[str, ...]) -> None:
+    """Parse, in place, those of ``columns`` that ``frame`` (read from ``table``) holds; the day of death
+    may be a day alone ('YYYY-MM-DD', as MIMIC-IV's dod is)."""
+    for col in columns:
+        if col in frame:
+            formats = (tables.TIMESTAMP, tables.DAY) if col == dates.DEATH_DAY else (tables.TIMESTAMP,)
+            frame[col] = tables.times(frame[col], table, col, formats)
 
 
 def read_times(path: Path, columns: tuple[str, ...], dtype: dict | None = None) -> pd.DataFrame:

@@ -3,7 +3,8 @@
 The expected totals are the MIRACL supplement's Table 1 for MIMIC-III phenotyping (41,904 stays, mean
 label cardinality 4.126; Harutyunyan's benchmark has 41,902). A build of the full database that
 differs gets a warning naming the difference; on the demo (or any subset) the warning says that the
-totals are the full database's, so a difference is expected.
+totals are the full database's, so a difference is expected. Records dropped because their dates are
+out of order (``dates``) are warned about too.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from ...cards import label_names
-from . import peak
+from . import dates, peak
 from .listfiles import SPLITS
 
 EXPECTED_STAYS = 41_904
@@ -63,6 +64,7 @@ def summarise(ctx, attrition: pd.DataFrame, seconds: dict[str, float]) -> dict:
                                   f"{EXPECTED_STAYS:,} and {EXPECTED_CARDINALITY}{why}")
     if not result["stays_with_note"]:
         result["warnings"].append("no stay has a note: the note modality is absent (NOTEEVENTS missing or empty)")
+    result["warnings"] += dates.warnings(attrition)
     return result
 
 
@@ -154,6 +156,7 @@ def summarise_mimic4(ctx, attrition: pd.DataFrame, seconds: dict[str, float], mi
         elif got["samples"]["total"] != n or abs(got["label_cardinality"] - card) > 0.005:
             result["warnings"].append(f"{task}: {got['samples']['total']:,} samples with label cardinality "
                                       f"{got['label_cardinality']:.3f}, the paper reports {n:,} and {card}{why}")
+    result["warnings"] += dates.warnings(attrition)
     result["warnings"] += [f"missing: {line}" for line in missing]
     return result
 

@@ -7,7 +7,8 @@ it may be in; its columns are renamed to upper case on reading, and only the col
 are parsed. A column may have another name in one database (MIMIC-IV's ``stay_id`` is MIMIC-III's
 ``ICUSTAY_ID``): ``aliases`` read it under the shared name, so the rules downstream are written once.
 Every problem is one line naming the table and what was expected: a missing table or column, a
-truncated or corrupt gzip, a malformed row.
+truncated or corrupt gzip, a malformed row, a timestamp of another form (``times``: the file, the
+column, the data row and the form expected).
 """
 from __future__ import annotations
 
@@ -21,6 +22,9 @@ import pandas as pd
 
 from ...errors import UsageError
 
+TIMESTAMP = "%Y-%m-%d %H:%M:%S"  # MIMIC's timestamps
+DAY = "%Y-%m-%d"  # MIMIC-IV's dates (patients.dod)
+_SHOWN = {TIMESTAMP: "'YYYY-MM-DD HH:MM:SS'", DAY: "'YYYY-MM-DD'"}
 # Large enough that the C parser dominates, small enough that a chunk of CHARTEVENTS stays ~200 MB.
 CHUNK_ROWS = 2_000_000
 
@@ -112,6 +116,31 @@ def chunks(table: Table, dtypes: dict[str, object], chunk_rows: int = CHUNK_ROWS
     except (pd.errors.ParserError, ValueError) as e:
         raise UsageError(f"{table.path}: table {table.name} has a malformed row ({str(e).strip().splitlines()[0]}); "
                          f"expected columns {', '.join(table.header[c] for c in dtypes)}") from None
+
+
+def times(column: pd.Series, table: Table, name: str, formats: tuple[str, ...] = (TIMESTAMP,)) -> pd.Series:
+    """The timestamps of ``column`` (column ``name`` of ``table``, read by ``read`` or ``chunks``, whose
+    index is the data row), parsed by the first of ``formats`` that reads each; an empty field is NaT.
+    A value none reads is an error naming the file, the table, the column, the data row and the forms
+    expected."""
+    parsed = pd.to_datetime(column, format=formats[0], errors="coerce")
+    for fmt in formats[1:]:
+        rest = parsed.isna() & column.notna()
+        if rest.any():
+            parsed[rest] = pd.to_datetime(column[rest], format=fmt, errors="coerce")
+    bad = parsed.isna() & column.notna() & (column.astype(str).str.strip() != "")
+    if bad.any():
+        first = int(bad.to_numpy().argmax())
+        shown = " or ".join(_SHOWN.get(f, repr(f)) for f in formats)
+        raise UsageError(f"{table.path}: table {table.name} column {table.header.get(name, name)}: "
+                         f"{column.iloc[first]!r} (data row {int(column.index[first]) + 1}) is not a timestamp, "
+                         f"expected {shown}")
+    return parsed
+
+
+def has(table: Table, *columns: str) -> bool:
+    """Whether the table has every one of ``columns`` (upper case), for columns a check reads when present."""
+    return all(c in table.header for c in columns)
 
 
 def read(table: Table, dtypes: dict[str, object]) -> pd.DataFrame:

@@ -16,7 +16,9 @@ Distractors, each breaking exactly one rule and counted by the attrition row tha
 (``Dropped``): copies of true events without an admission id, with another admission or ICU stay,
 without a value, with an unusable value ('ERROR'), a Glasgow coma scale word the discretiser does not
 know, a heart rate beyond its outlier bound, a smaller duplicate at the same chart time, a time before
-the ICU admission; events of items that are none of the 17 variables'; events of the distractor stays.
+the ICU admission (out of order where the row carries its stay id, ``chartevents:before_stay``; else
+outside the ICU period); events of items that are none of the 17 variables'; events of the distractor
+stays.
 """
 from __future__ import annotations
 
@@ -27,8 +29,9 @@ import pandas as pd
 
 from ..extract import variables
 from ..timeseries import CHANNELS, IS_CATEGORICAL, POSSIBLE_VALUES
-from . import items, schema
-from .stays import Stays
+from . import bulk, items, schema
+from .stays import NON_COHORT, Stays
+from .volume import Volume
 
 EPS = 1e-6  # the discretiser's and the episode step's slack
 BLANK_STAY = 0.03  # chart events without ICUSTAY_ID
@@ -79,14 +82,21 @@ def chart_seconds(stay: np.ndarray, hours: np.ndarray, end: np.ndarray, period: 
     return out, inside, timing
 
 
-def true_events(events: pd.DataFrame, stays: Stays, rng) -> tuple[pd.DataFrame, Timing, int]:
-    """One raw event per non-empty value of the generator's series; the timing and the number of values
-    outside the ICU period (the episode step drops them)."""
-    cohort = stays.role("cohort").set_index("SERIES")
-    info = cohort.loc[events["series"].to_numpy()]
+def row_seconds(events: pd.DataFrame, stays: Stays) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, Timing]:
+    """Per row of the generator's series: its cohort stay's row of ``stays``, its chart time in seconds
+    since the ICU admission and whether it lies in the ICU period (``chart_seconds``); the timing."""
+    info = stays.role("cohort").set_index("SERIES").loc[events["series"].to_numpy()]
+    sec, inside, timing = chart_seconds(info["ICUSTAY_ID"].to_numpy(), events["Hours"].to_numpy(),
+                                        info["END_GEN"].to_numpy(), info["END"].to_numpy())
+    return info, sec, inside, timing
+
+
+def true_events(events: pd.DataFrame, stays: Stays, rng, database: str = "mimic3") -> tuple[pd.DataFrame, Timing, int]:
+    """One raw event per non-empty value of the generator's series (MIMIC-IV: as ``items.as_mimic4``
+    left them); the timing and the number of values outside the ICU period (the episode step drops them).
+    MIMIC-IV's chart events always carry their stay id."""
+    info, sec, inside, timing = row_seconds(events, stays)
     stay = info["ICUSTAY_ID"].to_numpy()
-    sec, inside, timing = chart_seconds(stay, events["Hours"].to_numpy(), info["END_GEN"].to_numpy(),
-                                        info["END"].to_numpy())
     sbp, dbp = (events[c].to_numpy(object) for c in ("Systolic blood pressure", "Diastolic blood pressure"))
     pair = np.where((sbp != "") & (dbp != ""), sbp + "/" + dbp, "")
     parts = []
@@ -95,7 +105,7 @@ def true_events(events: pd.DataFrame, stays: Stays, rng) -> tuple[pd.DataFrame, 
         rows = np.flatnonzero(value != "")
         if not len(rows):
             continue
-        item = items.choose(ch, info["SYSTEM"].to_numpy()[rows], rng)
+        item = items.choose(ch, info["SYSTEM"].to_numpy()[rows], rng, database)
         parts.append(pd.DataFrame({
             "ROW": rows, "CHANNEL": ch, "CLEAN": value[rows], "ITEMID": item["itemid"].to_numpy(),
             "TABLE": item["table"].to_numpy(), "SPELLING": item["spelling"].to_numpy(),
@@ -105,7 +115,8 @@ def true_events(events: pd.DataFrame, stays: Stays, rng) -> tuple[pd.DataFrame, 
     r = cells["ROW"].to_numpy()
     cells["SUBJECT_ID"] = info["SUBJECT_ID"].to_numpy()[r]
     cells["HADM_ID"] = info["HADM_ID"].to_numpy()[r].astype("float64")
-    cells["ICUSTAY_ID"] = np.where(rng.random(len(cells)) < BLANK_STAY, np.nan, stay[r].astype("float64"))
+    blank = BLANK_STAY if database == "mimic3" else 0.0
+    cells["ICUSTAY_ID"] = np.where(rng.random(len(cells)) < blank, np.nan, stay[r].astype("float64"))
     cells["INTIME"] = info["INTIME"].to_numpy()[r]
     cells["TIME"] = info["INTIME"].to_numpy()[r] + sec[r]
     cells["INSIDE"] = inside[r]
@@ -160,10 +171,14 @@ def distractors(cells: pd.DataFrame, share: float, duplicate_share: float, rng, 
     vital = cells["CHANNEL"].isin(VITALS).to_numpy() & number & cells["INSIDE"].to_numpy() & chart
     rule("chart", "episodes:one_per_time", vital, smaller, duplicate_share)
 
-    def before(r):
-        r["TIME"] = r["INTIME"] - rng.integers(60, 24 * 3600, len(r))
-
-    rule("both", "episodes:icu_period", everything, before)
+    for t in ("chart", "lab"):  # a time before the ICU admission
+        rows = _copies(cells, (cells["TABLE"] == t).to_numpy(), share, rng)
+        rows["TIME"] = rows["INTIME"] - rng.integers(60, 24 * 3600, len(rows))
+        out.append(rows)
+        # Out of order where the row names the stay it precedes (LABEVENTS has no stay id column).
+        claimed = int(rows["ICUSTAY_ID"].notna().sum()) if t == "chart" else 0
+        dropped.add("chartevents:before_stay", claimed)
+        dropped.add("episodes:icu_period", len(rows) - claimed)
     return pd.concat(out, ignore_index=True)
 
 
@@ -191,8 +206,10 @@ def stay_events(stays: pd.DataFrame, per_hour: float, rng, before_admission: boo
         "VALUEUOM": "bpm", "TABLE": "chart"})
 
 
-def other_items(stays: pd.DataFrame, n: int, table: str, rng) -> pd.DataFrame:
-    """``n`` events of items that are none of the 17 variables', spread over ``stays`` by length."""
+def other_items(stays: pd.DataFrame, n: int, table: str, rng, database: str = "mimic3") -> pd.DataFrame:
+    """``n`` events of items that are none of the 17 variables', spread over ``stays`` by length (MIMIC-IV:
+    its own itemids only)."""
+    chart_items = OTHER_CHART if database == "mimic3" else [i for i in OTHER_CHART if i >= 220_000]
     length = np.nan_to_num(stays["END"].to_numpy(), nan=24.0)
     idx = rng.choice(len(stays), size=n, p=length / length.sum())
     offset = (rng.random(n) * length[idx] * 3600).astype(np.int64)
@@ -201,7 +218,7 @@ def other_items(stays: pd.DataFrame, n: int, table: str, rng) -> pd.DataFrame:
         "SUBJECT_ID": stays["SUBJECT_ID"].to_numpy()[idx], "HADM_ID": stays["HADM_ID"].to_numpy()[idx].astype(float),
         "ICUSTAY_ID": stays["ICUSTAY_ID"].to_numpy()[idx].astype(float) if table == "chart" else np.nan,
         "TIME": stays["INTIME"].to_numpy()[idx] + offset,
-        "ITEMID": rng.choice(OTHER_CHART if table == "chart" else OTHER_LAB, size=n),
+        "ITEMID": rng.choice(chart_items if table == "chart" else OTHER_LAB, size=n),
         "VALUE": pd.Series(value).astype(str).to_numpy(), "VALUEUOM": "", "TABLE": table})
 
 
@@ -214,7 +231,7 @@ def check_other_items() -> None:
 
 
 def frame(events: pd.DataFrame, table: str, rng) -> pd.DataFrame:
-    """Events -> rows of CHARTEVENTS or LABEVENTS, in the table's columns."""
+    """Events -> rows of MIMIC-III's CHARTEVENTS or LABEVENTS, in the table's columns."""
     n = len(events)
     value = events["VALUE"].astype(str).to_numpy(object)
     numeric = pd.to_numeric(pd.Series(value), errors="coerce").to_numpy()
@@ -231,3 +248,118 @@ def frame(events: pd.DataFrame, table: str, rng) -> pd.DataFrame:
     else:
         out.update(FLAG=np.where(rng.random(n) < 0.3, "abnormal", ""))
     return pd.DataFrame(out)
+
+
+MASKED_SHARE = 0.3  # MIMIC-IV glucose results (50931) whose text deidentification replaced by '___'
+
+
+def frame_mimic4(events: pd.DataFrame, table: str, rng) -> tuple[pd.DataFrame, int]:
+    """Events -> rows of MIMIC-IV's chartevents or labevents, and how many values are masked: a share of
+    the numeric glucose results of item 50931 have the text '___' and the number in ``valuenum`` only,
+    as MIMIC-IV's deidentification left them (the build reads such a value from ``valuenum``)."""
+    n = len(events)
+    value = events["VALUE"].astype(str).to_numpy(object)
+    numeric = pd.to_numeric(pd.Series(value), errors="coerce").to_numpy()
+    hadm = events["HADM_ID"].to_numpy(np.float64)
+    masked = np.zeros(n, dtype=bool)
+    out = {"subject_id": events["SUBJECT_ID"].to_numpy(),
+           "hadm_id": schema.nullable(np.nan_to_num(hadm).astype(np.int64), np.isnan(hadm)),
+           "itemid": events["ITEMID"].to_numpy(), "charttime": schema.timestamps(events["TIME"].to_numpy()),
+           "storetime": schema.timestamps(events["TIME"].to_numpy() + rng.integers(60, 5400, n)),
+           "valuenum": numeric, "valueuom": events["VALUEUOM"].to_numpy()}
+    if table == "chartevents":
+        stay = events["ICUSTAY_ID"].to_numpy(np.float64)
+        out.update(stay_id=schema.nullable(np.nan_to_num(stay).astype(np.int64), np.isnan(stay)),
+                   caregiver_id=rng.integers(10_000, 99_999, n), warning=0)
+    else:
+        masked = (events["ITEMID"].to_numpy() == 50931) & ~np.isnan(numeric) & (rng.random(n) < MASKED_SHARE)
+        value = np.where(masked, "___", value)
+        out.update(specimen_id=rng.integers(1, 99_999_999, n), flag=np.where(rng.random(n) < 0.3, "abnormal", ""),
+                   priority="ROUTINE")
+    out["value"] = value
+    return pd.DataFrame(out), int(masked.sum())
+
+
+EVENT_COLUMNS = ["SUBJECT_ID", "HADM_ID", "ICUSTAY_ID", "TIME", "ITEMID", "VALUE", "VALUEUOM", "TABLE"]
+
+
+def mapped_events(events: pd.DataFrame, stays: Stays, volume: Volume, rng, dropped: Dropped,
+                  database: str = "mimic3") -> tuple[pd.DataFrame, Timing]:
+    """Every event of the 17 variables' items: the task's values (``events``: the generator's series, as
+    the database charts them), their broken copies, the distractor stays' heart rates, and (to reach
+    ``volume.mapped``) labs before the ICU admission."""
+    cells, timing, late = true_events(events, stays, rng, database)
+    dropped.add("episodes:icu_period", late)
+    copies = distractors(cells, volume.copy_share, volume.duplicate_share, rng, dropped)
+    so_far = {t: int((cells["TABLE"] == t).sum() + (copies["TABLE"] == t).sum()) for t in ("chart", "lab")}
+    theirs = stays.role(*NON_COHORT)
+    hours = float(np.nan_to_num(theirs["END"].to_numpy(), nan=24.0).sum()) or 1.0
+    per_hour = max(volume.distractor_events_per_hour, (volume.mapped.get("CHARTEVENTS", 0) - so_far["chart"]) / hours)
+    their_events = stay_events(theirs, per_hour, rng)
+    dropped.add("chartevents:cohort_subjects", len(their_events))
+    no_los = stay_events(stays.role("no_los"), volume.distractor_events_per_hour, rng)
+    dropped.add("episodes:length_of_stay", len(no_los))
+    early = stay_events(stays.role("outside"), volume.distractor_events_per_hour, rng, before_admission=True)
+    dropped.add("chartevents:before_stay", len(early))  # chart events naming the stay they precede
+    labs = cells[cells["TABLE"] == "lab"]
+    hospital = before_admission(labs, volume.mapped.get("LABEVENTS", 0) - so_far["lab"], rng)
+    dropped.add("episodes:icu_period", len(hospital))
+    parts = [cells, copies, their_events, no_los, early, hospital]
+    return pd.concat([p[EVENT_COLUMNS] for p in parts], ignore_index=True), timing
+
+
+def write_tables(mapped: pd.DataFrame, stays: Stays, volume: Volume, rng, dropped: Dropped, out, log,
+                 database: str = "mimic3") -> tuple[dict[str, int], int]:
+    """CHARTEVENTS and LABEVENTS (MIMIC-IV: chartevents, labevents): the mapped events, then rows of other
+    items up to the table's target; rows written per table, and (MIMIC-IV) how many values are masked."""
+    check_other_items()
+    everyone = stays.table[~stays.table["ROLE"].isin(("no_events", "hospital"))]
+    rows, masked = {}, 0
+    for name, t, least in (("CHARTEVENTS", "chart", volume.other_chart), ("LABEVENTS", "lab", volume.other_lab)):
+        table = name if database == "mimic3" else name.lower()
+        writer = schema.TableWriter(out, table, database)
+
+        def append(events: pd.DataFrame) -> None:
+            nonlocal masked
+            if database == "mimic3":
+                writer.append(frame(events, name, rng))
+            else:
+                rows_iv, hidden = frame_mimic4(events, table, rng)
+                writer.append(rows_iv)
+                masked += hidden
+
+        try:
+            append(mapped[mapped["TABLE"] == t])
+            other = max(least, volume.targets.get(name, 0) - writer.rows)
+            for n in bulk.chunks(other):
+                append(other_items(everyone, n, t, rng, database))
+                log(f"      {table}: {writer.rows:,} rows written")
+        finally:
+            writer.close()
+        dropped.add(f"{name.lower()}:itemids", other)
+        rows[table] = writer.rows
+    return rows, masked
+
+
+def output_events(stays: Stays, volume: Volume, rng, out, database: str = "mimic3", dropped: Dropped | None = None) -> int:
+    """Urine output through each ICU stay: OUTPUTEVENTS has none of the 17 variables' items (the MIMIC-III
+    build does not read it; the MIMIC-IV build reads it and drops every row at ``outputevents:itemids``)."""
+    t = stays.table[stays.table["ROLE"] != "hospital"]
+    length = np.nan_to_num(t["END"].to_numpy(), nan=24.0)
+    per_hour = max(volume.output_per_hour, volume.targets.get("OUTPUTEVENTS", 0) / length.sum())
+    m = rng.poisson(length * per_hour)
+    i = np.repeat(np.arange(len(t)), m)
+    time = t["INTIME"].to_numpy()[i] + (rng.random(len(i)) * length[i] * 3600).astype(np.int64)
+    if dropped is not None:
+        dropped.add("outputevents:itemids", len(i))
+    if database == "mimic3":
+        frame = pd.DataFrame({"SUBJECT_ID": t["SUBJECT_ID"].to_numpy()[i], "HADM_ID": t["HADM_ID"].to_numpy()[i],
+                              "ICUSTAY_ID": t["ICUSTAY_ID"].to_numpy()[i], "CHARTTIME": schema.timestamps(time),
+                              "ITEMID": 40055, "VALUE": rng.integers(0, 400, len(i)), "VALUEUOM": "ml",
+                              "STORETIME": schema.timestamps(time + 900), "CGID": rng.integers(14_000, 21_000, len(i))})
+        return schema.write(out, "OUTPUTEVENTS", frame)
+    frame = pd.DataFrame({"subject_id": t["SUBJECT_ID"].to_numpy()[i], "hadm_id": t["HADM_ID"].to_numpy()[i],
+                          "stay_id": t["ICUSTAY_ID"].to_numpy()[i], "caregiver_id": rng.integers(10_000, 99_999, len(i)),
+                          "charttime": schema.timestamps(time), "storetime": schema.timestamps(time + 900),
+                          "itemid": 226559, "value": rng.integers(0, 400, len(i)), "valueuom": "ml"})
+    return schema.write(out, "outputevents", frame, "mimic4")

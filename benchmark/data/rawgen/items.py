@@ -15,11 +15,22 @@ charting system and its spelling of the value:
 A converted value is written at full precision (the shortest text that reads back as the same
 double), so the build's conversion back gives the generator's value within a few units in the last
 place; heights in inches round back to the whole centimetres the generator writes.
+
+MIMIC-IV charts its ICU with MetaVision's itemids only (22xxxx; its labs are MIMIC-III's): a series
+of a MIMIC-IV-shaped task is written as MIMIC-IV would chart it (``as_mimic4``), which the build can
+give back and no more. Capillary refill rate and the Glasgow coma scale total have only CareVue
+itemids in the map, so no MIMIC-IV event can carry them (``ABSENT_IN_MIMIC4``: the build's series
+never hold them, as the reference's do not); a Glasgow coma scale component in CareVue's words ('4
+Spontaneously') is charted in MetaVision's ('Spontaneously'), the generator's same level. Both are
+the discretiser's spellings, of distinct one-hot columns, so the view changes the discretised series
+too: the comparison applies it to the generator's series before comparing.
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+
+from .. import generator
 
 # (variable, itemid, table, system ('' = either), spelling, VALUEUOM)
 ITEMS = [
@@ -81,6 +92,15 @@ ITEMS = [
     ("Glascow coma scale total", 198, "chart", "", "text", ""),
 ]  # fmt: skip
 TABLE = pd.DataFrame(ITEMS, columns=["variable", "itemid", "table", "system", "spelling", "unit"])
+MIMIC4 = (TABLE["itemid"] >= 220_000) | (TABLE["table"] == "lab")  # items MIMIC-IV has
+ABSENT_IN_MIMIC4 = sorted(set(TABLE["variable"]) - set(TABLE.loc[MIMIC4, "variable"]))
+# Per Glasgow coma scale component, a level in CareVue's words -> MetaVision's (the generator's lists are
+# level-aligned; '1 No Response' is 'None', 'No response' or 'No Response' by component).
+METAVISION_WORDS = {
+    ch: dict(zip(spell["carevue"], spell["metavision"])) for ch, spell in (
+        ("Glascow coma scale eye opening", generator.GCS_EYE), ("Glascow coma scale motor response", generator.GCS_MOTOR),
+        ("Glascow coma scale verbal response", generator.GCS_VERBAL))}
+METAVISION_WORDS["Glascow coma scale verbal response"][generator.GCS_INTUBATED["carevue"]] = generator.GCS_INTUBATED["metavision"]
 # Share of a variable's values charted as a laboratory result (LABEVENTS) where it has a lab item.
 LAB_SHARE = {"Glucose": 0.5, "pH": 0.6, "Oxygen saturation": 0.03}
 REFILL = {"0.0": ["Normal <3 secs", "Brisk"], "1.0": ["Abnormal >3 secs", "Delayed"]}
@@ -88,10 +108,24 @@ LB_PER_KG = 1 / 0.453592  # the build's factor, inverted
 CM_PER_INCH = 2.54
 
 
-def choose(variable: str, system: np.ndarray, rng: np.random.Generator) -> pd.DataFrame:
+def as_mimic4(events: pd.DataFrame) -> pd.DataFrame:
+    """The generator's series (long: Hours and the 17 channels, as text) as MIMIC-IV charts them: the
+    channels it has no item for empty, Glasgow coma scale words in MetaVision's spelling."""
+    out = events.copy()
+    for ch in ABSENT_IN_MIMIC4:
+        out[ch] = ""
+    for ch, words in METAVISION_WORDS.items():
+        out[ch] = out[ch].replace(words)
+    return out
+
+
+def choose(variable: str, system: np.ndarray, rng: np.random.Generator, database: str = "mimic3") -> pd.DataFrame:
     """An item of ``variable`` for each value (rows of ``TABLE``): a lab item for ``LAB_SHARE`` of the
-    values, else a chart item of the stay's system (either system's where the variable has no own)."""
-    items = TABLE[TABLE["variable"] == variable]
+    values, else a chart item of the stay's system (either system's where the variable has no own);
+    ``database`` 'mimic4': only the items MIMIC-IV has (a variable without one is an error)."""
+    items = TABLE[(TABLE["variable"] == variable) & (MIMIC4 if database == "mimic4" else True)]
+    if items.empty:
+        raise ValueError(f"{variable}: no {database} item charts it (items.ABSENT_IN_MIMIC4)")
     lab, chart = items[items["table"] == "lab"], items[items["table"] == "chart"]
     pick = np.empty(len(system), dtype=np.int64)
     to_lab = rng.random(len(system)) < (LAB_SHARE.get(variable, 0.0) if len(lab) else 0.0)

@@ -25,10 +25,9 @@ import pandas as pd
 from ...errors import UsageError
 from .. import generator
 from . import bulk, charting, diagnoses, noteevents, schema, stays as stays_mod
+from .stays import NON_COHORT
 from .volume import Volume
 
-NON_COHORT = ("transfer", "ward", "no_admission", "two_icu_stays", "child")  # dropped at the stays step
-EVENT_COLUMNS = ["SUBJECT_ID", "HADM_ID", "ICUSTAY_ID", "TIME", "ITEMID", "VALUE", "VALUEUOM", "TABLE"]
 
 
 def _rng(spec) -> np.random.Generator:
@@ -76,11 +75,11 @@ def write(spec, out: str | Path, volume: Volume = Volume(), task_files: str | Pa
     dropped = charting.Dropped()
     for step, n in stays.excluded().items():
         dropped.add(step, n)
-    mapped, timing = _mapped_events(gen, stays, volume, rng, dropped)
-    rows.update(_write_events(mapped, stays, volume, rng, dropped, out, log))
+    mapped, timing = charting.mapped_events(gen.events, stays, volume, rng, dropped)
+    rows.update(charting.write_tables(mapped, stays, volume, rng, dropped, out, log)[0])
     rows.update(_diagnoses(table, stays, gen.label_names, volume, rng, dropped, out))
     rows.update(_notes(stays, volume, rng, dropped, out))
-    rows["OUTPUTEVENTS"] = _outputs(stays, volume, rng, out)
+    rows["OUTPUTEVENTS"] = charting.output_events(stays, volume, rng, out)
     test = table.drop_duplicates("SUBJECT_ID")
     pd.DataFrame({"s": test["SUBJECT_ID"], "t": (test["SPLIT"] == "test").astype(int)}).to_csv(
         out / "testset.csv", header=False, index=False)
@@ -90,48 +89,6 @@ def write(spec, out: str | Path, volume: Volume = Volume(), task_files: str | Pa
               "mapped_rows": {t: int((mapped["TABLE"] == k).sum()) for t, k in (("CHARTEVENTS", "chart"), ("LABEVENTS", "lab"))}}
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
-
-
-def _mapped_events(gen, stays, volume: Volume, rng, dropped) -> tuple[pd.DataFrame, charting.Timing]:
-    """Every event of the 17 variables' items: the task's values, their broken copies, the distractor
-    stays' heart rates, and (to reach ``volume.mapped``) labs before the ICU admission."""
-    cells, timing, late = charting.true_events(gen.events, stays, rng)
-    dropped.add("episodes:icu_period", late)
-    copies = charting.distractors(cells, volume.copy_share, volume.duplicate_share, rng, dropped)
-    so_far = {t: int((cells["TABLE"] == t).sum() + (copies["TABLE"] == t).sum()) for t in ("chart", "lab")}
-    theirs = stays.role(*NON_COHORT)
-    hours = float(np.nan_to_num(theirs["END"].to_numpy(), nan=24.0).sum()) or 1.0
-    per_hour = max(volume.distractor_events_per_hour, (volume.mapped.get("CHARTEVENTS", 0) - so_far["chart"]) / hours)
-    their_events = charting.stay_events(theirs, per_hour, rng)
-    dropped.add("chartevents:cohort_subjects", len(their_events))
-    no_los = charting.stay_events(stays.role("no_los"), volume.distractor_events_per_hour, rng)
-    dropped.add("episodes:length_of_stay", len(no_los))
-    early = charting.stay_events(stays.role("outside"), volume.distractor_events_per_hour, rng, before_admission=True)
-    labs = cells[cells["TABLE"] == "lab"]
-    hospital = charting.before_admission(labs, volume.mapped.get("LABEVENTS", 0) - so_far["lab"], rng)
-    dropped.add("episodes:icu_period", len(early) + len(hospital))
-    parts = [cells, copies, their_events, no_los, early, hospital]
-    return pd.concat([p[EVENT_COLUMNS] for p in parts], ignore_index=True), timing
-
-
-def _write_events(mapped: pd.DataFrame, stays, volume: Volume, rng, dropped, out: Path, log) -> dict[str, int]:
-    """CHARTEVENTS and LABEVENTS: the mapped events, then rows of other items up to the table's target."""
-    charting.check_other_items()
-    everyone = stays.table[stays.table["ROLE"] != "no_events"]
-    rows = {}
-    for name, t, least in (("CHARTEVENTS", "chart", volume.other_chart), ("LABEVENTS", "lab", volume.other_lab)):
-        writer = schema.TableWriter(out, name)
-        try:
-            writer.append(charting.frame(mapped[mapped["TABLE"] == t], name, rng))
-            other = max(least, volume.targets.get(name, 0) - writer.rows)
-            for n in bulk.chunks(other):
-                writer.append(charting.frame(charting.other_items(everyone, n, t, rng), name, rng))
-                log(f"      {name}: {writer.rows:,} rows written")
-        finally:
-            writer.close()
-        dropped.add(f"{name.lower()}:itemids", other)
-        rows[name] = writer.rows
-    return rows
 
 
 def _diagnoses(table, stays, label_names, volume: Volume, rng, dropped, out) -> dict[str, int]:
@@ -172,18 +129,3 @@ def _filler_notes(stays, n: int, chars: int, rng, dropped) -> pd.DataFrame:
     day = np.where(untimed, t["DISCH"].to_numpy()[i], time)
     return noteevents.frame(t["SUBJECT_ID"].to_numpy()[i], t["HADM_ID"].to_numpy()[i], time, day,
                             bulk.note_texts(n, chars, rng), rng)
-
-
-def _outputs(stays, volume: Volume, rng, out) -> int:
-    """Urine output through each stay: OUTPUTEVENTS has none of the 17 variables; written for the shape."""
-    t = stays.table
-    length = np.nan_to_num(t["END"].to_numpy(), nan=24.0)
-    per_hour = max(volume.output_per_hour, volume.targets.get("OUTPUTEVENTS", 0) / length.sum())
-    m = rng.poisson(length * per_hour)
-    i = np.repeat(np.arange(len(t)), m)
-    time = t["INTIME"].to_numpy()[i] + (rng.random(len(i)) * length[i] * 3600).astype(np.int64)
-    frame = pd.DataFrame({"SUBJECT_ID": t["SUBJECT_ID"].to_numpy()[i], "HADM_ID": t["HADM_ID"].to_numpy()[i],
-                          "ICUSTAY_ID": t["ICUSTAY_ID"].to_numpy()[i], "CHARTTIME": schema.timestamps(time),
-                          "ITEMID": 40055, "VALUE": rng.integers(0, 400, len(i)), "VALUEUOM": "ml",
-                          "STORETIME": schema.timestamps(time + 900), "CGID": rng.integers(14_000, 21_000, len(i))})
-    return schema.write(out, "OUTPUTEVENTS", frame)

@@ -1,12 +1,22 @@
-"""MIMIC-III 1.4's tables as the raw writer spells them: each table's columns in the database's order
-and case (upper, as the full database; the demo's are lower), and a CSV writer that appends frames.
+"""The tables as the raw writer spells them: each table's columns in the database's order and case,
+and a CSV writer that appends frames.
 
-The writer fills the columns a frame lacks with empty fields and numbers ``ROW_ID`` on, so that every
-table has the full database's width: the build parses only the columns it reads, but its CSV parser
-still reads every byte of a row, so a projection from these files needs rows of MIMIC-III's size.
+- MIMIC-III 1.4 (``COLUMNS``): upper case, as the full database (the demo's are lower), ``TABLE.csv``
+  in one folder;
+- MIMIC-IV 2.2 with MIMIC-IV-Note 2.2 and MIMIC-CXR-JPG 2.0.0 (``COLUMNS_IV``): lower case (the CXR
+  files' own mixed case), gzip as PhysioNet publishes them, each database in its own folder as it is
+  downloaded: ``mimic-iv/{hosp,icu}/``, ``mimic-iv-note/note/``, ``mimic-cxr-jpg/`` (``FOLDERS``).
+
+The writer fills the columns a frame lacks with empty fields and numbers the row id (``ROW_ID``,
+MIMIC-IV's ``labevent_id``) on, so that every table has the full database's width: the build parses
+only the columns it reads, but its CSV parser still reads every byte of a row, so a projection from
+these files needs rows of the database's size. The gzip files carry no timestamp: the same tables
+are the same bytes.
 """
 from __future__ import annotations
 
+import gzip
+import io
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +43,42 @@ COLUMNS = {
 }
 
 
+# MIMIC-IV 2.2, MIMIC-IV-Note 2.2, MIMIC-CXR-JPG 2.0.0: table -> (its folder, its columns).
+FOLDERS = {"mimic4": "mimic-iv", "note": "mimic-iv-note", "cxr": "mimic-cxr-jpg"}
+HOSP, ICU, NOTE, CXR = (f"{FOLDERS['mimic4']}/hosp", f"{FOLDERS['mimic4']}/icu", f"{FOLDERS['note']}/note",
+                        FOLDERS["cxr"])
+COLUMNS_IV = {
+    "patients": (HOSP, ["subject_id", "gender", "anchor_age", "anchor_year", "anchor_year_group", "dod"]),
+    "admissions": (HOSP, ["subject_id", "hadm_id", "admittime", "dischtime", "deathtime", "admission_type",
+                                     "admit_provider_id", "admission_location", "discharge_location", "insurance",
+                                     "language", "marital_status", "race", "edregtime", "edouttime",
+                                     "hospital_expire_flag"]),
+    "diagnoses_icd": (HOSP, ["subject_id", "hadm_id", "seq_num", "icd_code", "icd_version"]),
+    "d_icd_diagnoses": (HOSP, ["icd_code", "icd_version", "long_title"]),
+    "labevents": (HOSP, ["labevent_id", "subject_id", "hadm_id", "specimen_id", "itemid", "order_provider_id",
+                                    "charttime", "storetime", "value", "valuenum", "valueuom", "ref_range_lower",
+                                    "ref_range_upper", "flag", "priority", "comments"]),
+    "icustays": (ICU, ["subject_id", "hadm_id", "stay_id", "first_careunit", "last_careunit", "intime",
+                                  "outtime", "los"]),
+    "chartevents": (ICU, ["subject_id", "hadm_id", "stay_id", "caregiver_id", "charttime", "storetime",
+                                     "itemid", "value", "valuenum", "valueuom", "warning"]),
+    "outputevents": (ICU, ["subject_id", "hadm_id", "stay_id", "caregiver_id", "charttime", "storetime",
+                                      "itemid", "value", "valueuom"]),
+    "discharge": (NOTE, ["note_id", "subject_id", "hadm_id", "note_type", "note_seq", "charttime",
+                                         "storetime", "text"]),
+    "mimic-cxr-2.0.0-metadata": (CXR, [
+        "dicom_id", "subject_id", "study_id", "PerformedProcedureStepDescription", "ViewPosition", "Rows", "Columns",
+        "StudyDate", "StudyTime", "ProcedureCodeSequence_CodeMeaning", "ViewCodeSequence_CodeMeaning",
+        "PatientOrientationCodeSequence_CodeMeaning"]),
+    "mimic-cxr-2.0.0-chexpert": (CXR, ["subject_id", "study_id"]),  # and the 14 labels (``chexpert_columns``)
+}
+ROW_IDS = ("ROW_ID", "labevent_id")
+
+
+def chexpert_columns(label_names: list[str]) -> list[str]:
+    return [*COLUMNS_IV["mimic-cxr-2.0.0-chexpert"][1], *label_names]
+
+
 def timestamps(seconds) -> np.ndarray:
     """Seconds since 1970 -> timestamps that pandas writes as MIMIC's 'YYYY-MM-DD HH:MM:SS'; NaN: empty (NaT)."""
     seconds = np.asarray(seconds, dtype=np.float64)
@@ -47,20 +93,34 @@ def nullable(ids, missing) -> pd.arrays.IntegerArray:
 
 
 class TableWriter:
-    """``TABLE.csv`` under a folder, written frame by frame; ``rows`` counts what was written."""
+    """A table under a folder, written frame by frame; ``rows`` counts what was written.
 
-    def __init__(self, folder: Path, name: str):
-        self.name, self.columns, self.rows = name, COLUMNS[name], 0
-        self.path = Path(folder) / f"{name}.csv"
-        self._fh = open(self.path, "w", newline="", encoding="utf-8")
+    ``database`` 'mimic3': ``TABLE.csv`` of MIMIC-III 1.4; 'mimic4': ``<its folder>/<table>.csv.gz`` of
+    ``COLUMNS_IV`` (``columns`` for a table whose columns depend on the task: the CheXpert labels)."""
+
+    def __init__(self, folder: Path, name: str, database: str = "mimic3", columns: list[str] | None = None):
+        self.name, self.rows = name, 0
+        if database == "mimic3":
+            self.columns, self.path = columns or COLUMNS[name], Path(folder) / f"{name}.csv"
+            self._fh = open(self.path, "w", newline="", encoding="utf-8")
+        else:
+            where, own = COLUMNS_IV[name]
+            self.columns, self.path = columns or own, Path(folder) / where / f"{name}.csv.gz"
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = io.TextIOWrapper(gzip.GzipFile(self.path, "wb", compresslevel=1, mtime=0), encoding="utf-8",
+                                        newline="")
+        self.database = database
         self._fh.write(",".join(self.columns) + "\n")
 
     def append(self, frame: pd.DataFrame) -> None:
         unknown = set(frame.columns) - set(self.columns)
         if unknown:  # a misspelt column would be written as an empty one in silence
-            raise ValueError(f"{self.name}: no column {sorted(unknown)[0]} in MIMIC-III 1.4")
+            raise ValueError(f"{self.name}: no column {sorted(unknown)[0]} in "
+                             f"{'MIMIC-III 1.4' if self.database == 'mimic3' else 'MIMIC-IV 2.2'}")
         frame = frame.reindex(columns=self.columns)
-        frame["ROW_ID"] = np.arange(self.rows + 1, self.rows + 1 + len(frame))
+        for column in ROW_IDS:
+            if column in self.columns:
+                frame[column] = np.arange(self.rows + 1, self.rows + 1 + len(frame))
         frame.to_csv(self._fh, header=False, index=False, lineterminator="\n", date_format="%Y-%m-%d %H:%M:%S")
         self.rows += len(frame)
 
@@ -68,9 +128,9 @@ class TableWriter:
         self._fh.close()
 
 
-def write(folder: Path, name: str, frame: pd.DataFrame) -> int:
+def write(folder: Path, name: str, frame: pd.DataFrame, database: str = "mimic3", columns: list[str] | None = None) -> int:
     """A whole (small) table in one go; its row count."""
-    writer = TableWriter(folder, name)
+    writer = TableWriter(folder, name, database, columns)
     try:
         writer.append(frame)
     finally:

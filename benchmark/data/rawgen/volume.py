@@ -6,8 +6,13 @@ from dataclasses import dataclass, field
 
 
 def _few() -> dict[str, int]:
-    return {"transfer": 2, "ward": 1, "no_admission": 1, "two_icu_stays": 4, "child": 2, "no_los": 1, "no_events": 1,
-            "outside": 1}
+    return {"transfer": 2, "ward": 1, "no_admission": 1, "two_icu_stays": 4, "child": 2, "icu_dates": 1,
+            "admission_dates": 1, "death": 1, "no_los": 1, "no_events": 1, "outside": 1}
+
+
+def few_mimic4() -> dict[str, int]:
+    """The default distractor stays of MIMIC-IV, which has no ward ids (a transfer is a change of care unit)."""
+    return {k: n for k, n in _few().items() if k != "ward"}
 
 
 @dataclass(frozen=True)
