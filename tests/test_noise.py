@@ -234,3 +234,53 @@ def test_per_label_realised_rates_are_reported_for_every_family():
     assert "under_coding" not in summary
     flipped = make_noisy(clean, parse_noise("sym-20"), 123).labels != clean
     assert summary["realised_rho_minus_per_label"][0] == flipped[clean[:, 0] == 0, 0].mean()
+
+
+# --- ehrbench noise show --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv, message", [
+    (["under-"], "malformed noise setting 'under-': expected sym-R, asym-RPLUS-RMINUS, bal-RPLUS or under-RPLUS"),
+    (["under-100"], "malformed noise setting 'under-100': rate 100 is not in [0, 100)"),
+    (["under-40-0"], "malformed noise setting 'under-40-0': expected"),
+    (["under-4O"], "malformed noise setting 'under-4O'"),
+    (["undr-40"], "unknown noise setting 'undr-40'; did you mean 'under-40'?"),
+    (["under-40", "--task", "syn-ph"], "unknown task 'syn-ph' in track 'smoke'; did you mean 'syn-phe'?"),
+    (["under-40", "--track", "smok"], "unknown track 'smok'; did you mean 'smoke'?"),
+    (["under-40", "--seed", "-3"], "--seed: seed -3 is not in [0, 2**32)"),
+])
+def test_noise_show_refuses_malformed_input_in_one_line(argv, message, capsys, tmp_path, monkeypatch):
+    from benchmark.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    args = ["noise", "show", argv[0], "--task", "syn-phe", "--track", "smoke", *argv[1:]]
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("ehrbench: error: ")
+    assert message in err
+    assert not any(tmp_path.iterdir())  # refused before any work
+
+
+def test_noise_show_prints_rates_checksums_and_the_evidence_curve_and_draws_it(capsys, tmp_path):
+    from benchmark.cli import main
+    from benchmark.data.evidence import train_evidence
+    from benchmark.runner import load_task
+
+    png = tmp_path / "fig" / "under.png"
+    assert main(["noise", "show", "under-40", "--task", "syn-phe", "--track", "smoke", "--png", str(png)]) == 0
+    out = capsys.readouterr().out
+    spec = SMOKE.task("syn-phe")
+    data = load_task(spec)
+    clean = data.train.labels.numpy()
+    evidence = train_evidence(spec, data)
+    under = make_noisy(clean, parse_noise("under-40"), 123, evidence)
+    twin = make_noisy(clean, parse_noise("asym-40-0"), 123)
+    assert f"noisy-label checksum {under.checksum}" in out and f"twin asym-40-0: checksum {twin.checksum}" in out
+    assert f"evidence: generator (version 1), checksum {evidence.checksum}" in out
+    assert "flip rate of clean positives by evidence decile" in out and "asym-40-0 rho+" in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # A class-conditional setting: both directions per label, no evidence, no twin.
+    assert main(["noise", "show", "sym-20", "--task", "syn-phe", "--track", "smoke", "--png", "none",
+                 "--seed", "40", "--noise-seed", "per-seed"]) == 0
+    out = capsys.readouterr().out
+    assert f"noisy-label checksum {make_noisy(clean, parse_noise('sym-20'), 40).checksum}" in out
+    assert "noise seed 40" in out and "rho- realised" in out and "evidence" not in out and "figure" not in out
