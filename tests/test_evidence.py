@@ -133,3 +133,14 @@ def test_real_and_vendored_tasks_read_the_frozen_model_synthetic_ones_the_genera
     from benchmark.protocol import DEMO, PAPER
 
     assert {evidence.default_source(t) for t in PAPER.tasks + DEMO.tasks} == {"model"}
+
+
+@pytest.mark.parametrize("block_rows", [1, 10, 1 << 17])
+def test_segment_means_over_blocks_equal_the_plain_means(block_rows):
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(0, 50, 300)
+    lengths[[5, 9]] = 0, 400  # an empty segment, and one longer than a block
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    rows = rng.normal(size=(offsets[-1] + 1, 3)).astype(np.float16)
+    plain = np.array([rows[a:b].astype(float).mean(0) if b > a else np.zeros(3) for a, b in zip(offsets[:-1], offsets[1:])])
+    np.testing.assert_allclose(evidence._segment_means(rows, offsets, block_rows), plain)

@@ -276,20 +276,21 @@ def summary_features(split) -> np.ndarray:
                       _segment_means(note, noff), (nlengths > 0)[:, None]]).astype(np.float64)
 
 
-def _segment_means(rows: np.ndarray, offsets: np.ndarray, chunk: int = 4096) -> np.ndarray:
-    """[N, W] mean of ``rows[offsets[i]:offsets[i + 1]]`` (0 for an empty segment), a chunk of segments
-    at a time in float64 (a float16 note array is never widened whole)."""
+def _segment_means(rows: np.ndarray, offsets: np.ndarray, block_rows: int = 1 << 17) -> np.ndarray:
+    """[N, W] mean of ``rows[offsets[i]:offsets[i + 1]]`` (0 for an empty segment), in float64 over blocks of
+    whole segments of about ``block_rows`` rows (a float16 note array is never widened whole)."""
     n = len(offsets) - 1
     out = np.zeros((n, rows.shape[1]))
-    for a in range(0, n, chunk):
-        b = min(n, a + chunk)
+    a = 0
+    while a < n:
+        b = max(a + 1, int(np.searchsorted(offsets, offsets[a] + block_rows, side="right")) - 1)
+        b = min(b, n)
         block = np.asarray(rows[offsets[a]:offsets[b]], dtype=np.float64)
-        if not len(block):
-            continue
-        c = np.vstack([np.zeros((1, block.shape[1])), np.cumsum(block, axis=0)])
-        rel = offsets[a:b + 1] - offsets[a]
-        counts = np.diff(rel)
-        out[a:b] = (c[rel[1:]] - c[rel[:-1]]) / np.maximum(counts, 1)[:, None]
+        if len(block):
+            c = np.vstack([np.zeros((1, block.shape[1])), np.cumsum(block, axis=0)])
+            rel = offsets[a:b + 1] - offsets[a]
+            out[a:b] = (c[rel[1:]] - c[rel[:-1]]) / np.maximum(np.diff(rel), 1)[:, None]
+        a = b
     return out
 
 
