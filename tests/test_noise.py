@@ -284,3 +284,18 @@ def test_noise_show_prints_rates_checksums_and_the_evidence_curve_and_draws_it(c
     out = capsys.readouterr().out
     assert f"noisy-label checksum {make_noisy(clean, parse_noise('sym-20'), 40).checksum}" in out
     assert "noise seed 40" in out and "rho- realised" in out and "evidence" not in out and "figure" not in out
+
+
+def test_an_under_coded_runs_command_plans_its_spec_again():
+    """The leaderboard's command behind an under-coding run names only --noise; planning it gives the
+    spec with the law's and the evidence's versions again."""
+    import shlex
+
+    from benchmark.cli import _grids, build_parser
+    from benchmark.runner import plan
+    from leaderboard.reproduce import command, gaps
+
+    for spec in plan("bce", "smoke", ["syn-phe"], ["under-40", "under-12.5"], [30]).specs:
+        line = command(spec)
+        assert f"--noise {spec['noise']['name']}" in line and gaps(spec) == []
+        assert _grids(build_parser().parse_args(shlex.split(line)[1:]))[0].specs == [spec]
