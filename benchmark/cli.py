@@ -444,6 +444,34 @@ def _task(args):
     return dataclasses.replace(task, encoder=encoder_identity(args.encoder)) if getattr(args, "encoder", None) else task
 
 
+def cmd_noise_show(args) -> int:
+    from .noise import noise_seed_for
+    from .noise_report import report
+    from .protocol import parse_noise
+
+    setting = parse_noise(args.setting)
+    if args.seed is not None and not 0 <= args.seed < 2**32:
+        raise UsageError(f"--seed: seed {args.seed} is not in [0, 2**32)")
+    seed = noise_seed_for(args.noise_seed, SEEDS[0] if args.seed is None else args.seed)
+    spec = _task(args)
+    if spec.source != "synthetic":
+        from .data import check_source
+
+        check_source(spec, args.root)
+    result = report(spec, args.track, setting, seed, data=_materialised(spec, args.root))
+    print(result.render(args.format))
+    if args.png != "none":
+        path = args.png or f"noise-{args.track}-{spec.name}-{setting.name}-seed{seed}.png"
+        print(f"\nfigure: {result.plot(path)}")
+    return 0
+
+
+def _materialised(spec, root):
+    from .data import materialise
+
+    return materialise(spec, root=root)
+
+
 def cmd_data_prepare(args) -> int:
     from .data import materialise
 
@@ -631,6 +659,23 @@ def build_parser() -> argparse.ArgumentParser:
                     "(a version already there is refused)")
     lb.add_argument("--format", default="simple", type=_table_format("none"), help="terminal tables: tabulate format (simple, github, ...) or none")
     lb.set_defaults(func=cmd_leaderboard)
+
+    nz = sub.add_parser("noise", help="what a noise setting does to a task's training labels").add_subparsers(
+        dest="noise_command", required=True)
+    ns = nz.add_parser("show", help="realised flip rates per label and direction, the noisy-label checksum and, for "
+                       "under-coding, its twin and the evidence-vs-flip curve: a table and a PNG")
+    ns.add_argument("setting", help="a noise setting (as `bench --noise`): e.g. under-40, asym-40-0, sym-20")
+    ns.add_argument("--task", required=True, help="a task of the track (`ehrbench tracks`)")
+    ns.add_argument("--track", default="quick")
+    ns.add_argument("--seed", type=int, help=f"run seed (default {SEEDS[0]}); with --noise-seed reference the noise "
+                    f"seed is 123 whatever it is")
+    ns.add_argument("--noise-seed", default="reference", choices=NOISE_SEED_POLICIES,
+                    help="'reference': noise seed 123 (the paper); 'per-seed': the run seed")
+    ns.add_argument("--root", help="folder of a real task's files (default $EHRBENCH_DATA/<data_dir>)")
+    ns.add_argument("--encoder", help="note encoder (as `bench --encoder`)")
+    ns.add_argument("--png", help="where the figure goes (default noise-TRACK-TASK-SETTING-seedN.png); 'none' for no figure")
+    ns.add_argument("--format", default="simple", type=_table_format(), help="table format (tabulate's)")
+    ns.set_defaults(func=cmd_noise_show)
 
     d = sub.add_parser("data", help="build, prepare or describe a task's data").add_subparsers(dest="data_command", required=True)
     for name, func, helptext in (("prepare", cmd_data_prepare, "materialise a task into the tensor cache"),

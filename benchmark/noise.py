@@ -1,14 +1,36 @@
-"""Label noise for training labels: class-conditional flips per (sample, label) entry.
+"""Label noise for training labels: class-conditional flips, and instance-dependent under-coding.
 
-The default draw reproduces the reference exactly (spec §2): NumPy's legacy ``RandomState(123)``,
-one uniform ``u`` per entry drawn label-major (all samples of label 0, then label 1, ...), and an
-entry is kept iff ``u < 1 - rho_c`` where ``c`` is its clean value. A draw is consumed even when
-the rate is 0, so every setting sees the same uniforms.
+Class-conditional flips (families sym, asym, bal). The default draw reproduces the reference exactly
+(spec §2): NumPy's legacy ``RandomState(123)``, one uniform ``u`` per entry drawn label-major (all samples
+of label 0, then label 1, ...), and an entry is kept iff ``u < 1 - rho_c`` where ``c`` is its clean value.
+A draw is consumed even when the rate is 0, so every setting sees the same uniforms.
 
 Flips are therefore nested: for one draw, the entries of a class flipped at rate rho are a subset of
 those flipped at any rate rho' >= rho of that class (``u >= 1 - rho`` implies ``u >= 1 - rho'``), for
 every label. Within a noise seed, a method's mAP across the grid's rates is measured on nested label
 sets, so the curves of mAP against rho are paired (tests/test_noise.py).
+
+Under-coding (family under, ``under-RP``): a coder misses a clean positive more often the weaker the
+stay's evidence for the label (``data.evidence``); negatives are never touched (rho- = 0). The law, per
+label l, with the same ``RandomState(seed)``:
+
+1. Counts. The first N*L uniforms are the reference draw above: ``k_l`` = the positives of l with
+   ``u >= 1 - rho``, exactly the entries the class-conditional twin ``asym-RP-0`` flips. So each label's
+   realised rho+ is the twin's, to the entry: the nominal rate up to the binomial sampling of the draw.
+2. Which positives. The next N*L uniforms ``v`` (label-major too) give each entry a standard logistic
+   ``eps = log(v / (1 - v))``. With ``z`` the evidence standardised over the label's positives (mean 0,
+   sd 1; 0 for every positive of a label whose evidence does not vary), the coder's propensity is
+   ``strength * z + eps`` (strength = ``UNDER_STRENGTH``, 2); the ``k_l`` positives of lowest propensity
+   are dropped (ties, of probability 0, to the lower row).
+
+This is a latent-threshold coder: a positive is missed iff its propensity falls below a per-label
+threshold set so that the miss count is ``k_l``. For many positives, P(missed | z) -> sigmoid(tau_l -
+strength * z), with ``tau_l`` solving mean_i sigmoid(tau_l - strength * z_i) = rho: a logistic curve
+falling in the evidence, the odds of a miss divided by e^2 (7.4) per sd of evidence.
+
+Nested too: the counts are the twin's, which are nested across rates, and the propensities do not depend
+on the rate, so for one draw the positives dropped by under-20 are a subset of those dropped by under-40
+(any rho <= rho'), for every label.
 """
 from __future__ import annotations
 
@@ -17,7 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .protocol import REFERENCE_NOISE_SEED, NoiseSetting
+from .protocol import REFERENCE_NOISE_SEED, UNDER_STRENGTH, NoiseSetting
 
 # Named switch: where the noise seed comes from.
 #   "reference" — seed 123 for every run seed, as the reference code does (B8);
@@ -44,6 +66,45 @@ def flip_labels(clean: np.ndarray, rho_plus: float, rho_minus: float, seed: int)
     return np.where(keep, y, 1 - y).astype(y.dtype)
 
 
+def under_code(clean: np.ndarray, rho_plus: float, evidence: np.ndarray, seed: int,
+               strength: float = UNDER_STRENGTH) -> np.ndarray:
+    """Noisy copy of a binary ``[N, L]`` label matrix: per label, the twin's count of positives
+    dropped, the least evident first up to logistic noise (the module docstring's law)."""
+    y = np.asarray(clean)
+    if y.ndim != 2 or not np.isin(y, (0, 1)).all():
+        raise ValueError("clean labels must be a binary [samples, labels] matrix")
+    e = np.asarray(evidence, dtype=np.float64)
+    if e.shape != y.shape:
+        raise ValueError(f"evidence has shape {e.shape}, the labels {y.shape}: one score per (sample, label) expected")
+    if not np.isfinite(e[y == 1]).all():
+        raise ValueError("evidence must be finite for every positive")
+    n, num_labels = y.shape
+    rs = np.random.RandomState(seed)
+    u = rs.random_sample(num_labels * n).reshape(num_labels, n).T  # the reference draw: the twin's flips
+    v = rs.random_sample(num_labels * n).reshape(num_labels, n).T  # the coder's noise
+    counts = ((y == 1) & (u >= 1.0 - rho_plus)).sum(0)
+    with np.errstate(divide="ignore"):
+        eps = np.log(v) - np.log1p(-v)
+    noisy = y.copy()
+    for label in range(num_labels):
+        pos = np.flatnonzero(y[:, label] == 1)
+        if not counts[label]:
+            continue
+        propensity = strength * standardised(e[pos, label]) + eps[pos, label]
+        dropped = pos[np.lexsort((pos, propensity))[:counts[label]]]
+        noisy[dropped, label] = 0
+    return noisy.astype(y.dtype)
+
+
+def standardised(x: np.ndarray) -> np.ndarray:
+    """``(x - mean) / sd`` (population sd); zeros where ``x`` does not vary."""
+    x = np.asarray(x, dtype=np.float64)
+    if len(x) < 2:
+        return np.zeros_like(x)
+    sd = x.std()
+    return (x - x.mean()) / sd if sd > 1e-12 * max(1.0, abs(x).max()) else np.zeros_like(x)
+
+
 def label_checksum(labels: np.ndarray) -> str:
     """sha256 of a label matrix's shape and bytes, as uint8: identical matrices, identical sums."""
     a = np.ascontiguousarray(np.asarray(labels), dtype=np.uint8)
@@ -61,23 +122,43 @@ class NoisyLabels:
     checksum: str
     realised_rho_plus: float  # share of clean positives flipped to 0
     realised_rho_minus: float  # share of clean negatives flipped to 1
+    # Per label (None where the label has no clean positive, or no clean negative).
+    realised_rho_plus_per_label: tuple[float | None, ...] = ()
+    realised_rho_minus_per_label: tuple[float | None, ...] = ()
+    under: dict | None = None  # under-coding only: the law's strength, the twin, the evidence (source, checksum)
 
     def summary(self) -> dict:
-        return {
+        out = {
             "rho_plus": self.rho_plus,
             "rho_minus": self.rho_minus,
             "seed": self.seed,
             "checksum": self.checksum,
             "realised_rho_plus": self.realised_rho_plus,
             "realised_rho_minus": self.realised_rho_minus,
+            "realised_rho_plus_per_label": list(self.realised_rho_plus_per_label),
+            "realised_rho_minus_per_label": list(self.realised_rho_minus_per_label),
         }
+        if self.under is not None:
+            out["under_coding"] = self.under
+        return out
 
 
-def make_noisy(clean: np.ndarray, setting: NoiseSetting, seed: int) -> NoisyLabels:
-    """Apply a protocol noise setting to clean training labels (never to test labels)."""
+def make_noisy(clean: np.ndarray, setting: NoiseSetting, seed: int, evidence=None) -> NoisyLabels:
+    """Apply a protocol noise setting to clean training labels (never to test labels). Under-coding
+    needs ``evidence``: a ``data.evidence.Evidence`` of these training labels, or its ``[N, L]`` values."""
     y = np.asarray(clean)
     rp, rm = setting.rates(y.shape[1], float(y.sum(axis=1).mean()))
-    noisy = flip_labels(y, rp, rm, seed)
+    under = None
+    if setting.family == "under":
+        if evidence is None:
+            raise ValueError(f"noise setting {setting.name} (under-coding) needs the task's evidence")
+        values = getattr(evidence, "values", evidence)
+        noisy = under_code(y, rp, values, seed)
+        under = {"strength": UNDER_STRENGTH, "twin": setting.twin().name}
+        if hasattr(evidence, "summary"):
+            under["evidence"] = evidence.summary()
+    else:
+        noisy = flip_labels(y, rp, rm, seed)
     pos, neg = y == 1, y == 0
     flipped = noisy != y
     return NoisyLabels(
@@ -88,4 +169,13 @@ def make_noisy(clean: np.ndarray, setting: NoiseSetting, seed: int) -> NoisyLabe
         checksum=label_checksum(noisy),
         realised_rho_plus=float(flipped[pos].mean()) if pos.any() else 0.0,
         realised_rho_minus=float(flipped[neg].mean()) if neg.any() else 0.0,
+        realised_rho_plus_per_label=_per_label(flipped, pos),
+        realised_rho_minus_per_label=_per_label(flipped, neg),
+        under=under,
     )
+
+
+def _per_label(flipped: np.ndarray, entries: np.ndarray) -> tuple[float | None, ...]:
+    counts = entries.sum(0)
+    hits = (flipped & entries).sum(0)
+    return tuple(float(h / c) if c else None for h, c in zip(hits, counts))

@@ -20,17 +20,28 @@ NORMALISERS = ("train", "reference")  # or the path of a JSON file of means and 
 REFERENCE_NOISE_SEED = 123
 
 
+# Instance-dependent under-coding (family "under", ``noise.under_code``): the law's version and strength (the
+# log-odds of a miss fall by UNDER_STRENGTH per sd of evidence), and the version of the evidence it reads
+# (``data.evidence``). All three enter an under-coding run's spec, so changing one changes those run ids only.
+UNDER_LAW_VERSION = "1"
+UNDER_STRENGTH = 2.0
+EVIDENCE_VERSION = "1"
+
+
 @dataclass(frozen=True)
 class NoiseSetting:
-    """Class-conditional flips of training labels, in percent.
+    """Flips of training labels, rates in percent.
 
     ``rho_plus`` = P(1 -> 0) (false negatives), ``rho_minus`` = P(0 -> 1) (false positives).
-    ``family == "bal"`` leaves ``rho_minus`` to be derived from the training labels
-    (``balanced_rho_minus``), so that the expected 1->0 and 0->1 flips per sample are equal.
+    Class-conditional families: ``sym``, ``asym``, ``clean``, and ``bal``, which leaves ``rho_minus`` to be
+    derived from the training labels (``balanced_rho_minus``), so that the expected 1->0 and 0->1 flips per
+    sample are equal. ``under`` (instance-dependent under-coding) drops positives only (``rho_minus`` = 0),
+    the weakly evidenced ones more often, at the realised per-label rates of its twin ``asym-RP-0``
+    (``noise.under_code``).
     """
 
     name: str
-    family: str  # "sym" | "asym" | "bal" | "clean"
+    family: str  # "sym" | "asym" | "bal" | "clean" | "under"
     rho_plus: float
     rho_minus: float | None
 
@@ -42,9 +53,22 @@ class NoiseSetting:
         return rp, self.rho_minus / 100.0
 
     def label(self) -> str:
-        """The paper's notation, e.g. ``(20,20)`` or ``(40,r)``."""
+        """The paper's notation, e.g. ``(20,20)`` or ``(40,r)``; under-coding ``u(40,0)``."""
         rm = "r" if self.family == "bal" else _fmt(self.rho_minus)
-        return f"({_fmt(self.rho_plus)},{rm})"
+        return f"{'u' if self.family == 'under' else ''}({_fmt(self.rho_plus)},{rm})"
+
+    def twin(self) -> "NoiseSetting":
+        """The class-conditional setting at the same realised per-label rates: ``asym-RP-0`` for ``under-RP``."""
+        if self.family != "under":
+            raise ValueError(f"{self.name} is class-conditional: only under-coding settings have a twin")
+        return parse_noise(f"asym-{_fmt(self.rho_plus)}-0")  # as the user would name it: one spec, one run id
+
+    def spec_fields(self) -> dict:
+        """What enters a run's spec beyond the name, family and rates: for under-coding, the law and the
+        evidence it reads; nothing for the class-conditional families (their run ids stay as they were)."""
+        if self.family != "under":
+            return {}
+        return {"law_version": UNDER_LAW_VERSION, "strength": UNDER_STRENGTH, "evidence_version": EVIDENCE_VERSION}
 
 
 def _fmt(x: float) -> str:
@@ -77,11 +101,15 @@ NOISE_SETTINGS: tuple[NoiseSetting, ...] = (
     NoiseSetting("bal-20", "bal", 20, None),
     NoiseSetting("bal-40", "bal", 40, None),
 )
-# Not in the paper's grid, but accepted by name: an upper bound with the clean labels.
-EXTRA_NOISE_SETTINGS: tuple[NoiseSetting, ...] = (NoiseSetting("clean", "clean", 0, 0),)
+# Instance-dependent under-coding at the paper's two rho+ (``noise.under_code``); each has the twin asym-RP-0.
+UNDER_SETTINGS: tuple[NoiseSetting, ...] = (NoiseSetting("under-20", "under", 20, 0), NoiseSetting("under-40", "under", 40, 0))
+# Not in the paper's grid, but accepted by name: an upper bound with the clean labels, and under-coding.
+EXTRA_NOISE_SETTINGS: tuple[NoiseSetting, ...] = (NoiseSetting("clean", "clean", 0, 0), *UNDER_SETTINGS)
 
-_NOISE_RE = re.compile(r"^(sym|asym|bal)-(\d+(?:\.\d+)?)(?:-(\d+(?:\.\d+)?))?$", re.ASCII)  # no Arabic-Indic digits
-NOISE_SYNTAX = "sym-R, asym-RPLUS-RMINUS or bal-RPLUS with rates in percent in [0, 100), or 'clean'"
+_NOISE_RE = re.compile(r"^(sym|asym|bal|under)-(\d+(?:\.\d+)?)(?:-(\d+(?:\.\d+)?))?$", re.ASCII)  # no Arabic-Indic digits
+NOISE_SYNTAX = ("sym-R, asym-RPLUS-RMINUS, bal-RPLUS or under-RPLUS with rates in percent in [0, 100), "
+                "or 'clean'")
+_FAMILIES = ("sym", "asym", "bal", "under")
 
 
 def parse_noise(text: str) -> NoiseSetting:
@@ -91,28 +119,35 @@ def parse_noise(text: str) -> NoiseSetting:
     returned setting has the canonical name of its rates (``canonical``): ``sym-20.0`` is ``sym-20``,
     ``asym-20-20`` (the same rates as sym-20, hence the same noisy labels) is ``sym-20``, ``sym-0`` and
     ``asym-0-0`` are ``clean``. Balanced settings derive rho_minus from the labels: ``bal-R`` is its own
-    setting for each R. One run spec, one run id and one table column per setting, however it was written."""
+    setting for each R. Under-coding ``under-R`` is its own setting for each R > 0 (never its twin
+    ``asym-R-0``: other entries flip); ``under-0`` drops nothing and is ``clean``. One run spec, one run id
+    and one table column per setting, however it was written."""
     return canonical(_parse_noise(text))
 
 
 def canonical(setting: NoiseSetting) -> NoiseSetting:
     """The setting of the paper (or 'clean') with the same rates, else the rates named as ``sym-R`` when
     equal and ``asym-RPLUS-RMINUS`` otherwise (``bal-R`` for a balanced one), with integral rates written
-    as integers."""
+    as integers; ``under-R`` for an under-coding one."""
     for known in NOISE_SETTINGS + EXTRA_NOISE_SETTINGS:
         if same_rates(known, setting):
             return known
     a = _fmt(setting.rho_plus)
     if setting.family == "bal":
         return NoiseSetting(f"bal-{a}", "bal", setting.rho_plus, None)
+    if setting.family == "under":
+        return NoiseSetting(f"under-{a}", "under", setting.rho_plus, 0)
     if setting.rho_plus == setting.rho_minus:
         return NoiseSetting(f"sym-{a}", "sym", setting.rho_plus, setting.rho_minus)
     return NoiseSetting(f"asym-{a}-{_fmt(setting.rho_minus)}", "asym", setting.rho_plus, setting.rho_minus)
 
 
 def same_rates(a: NoiseSetting, b: NoiseSetting) -> bool:
-    """Whether two settings flip labels alike: equal (rho_plus, rho_minus), or both balanced with one rho_plus."""
-    if (a.family == "bal") != (b.family == "bal"):
+    """Whether two settings flip labels alike: equal (rho_plus, rho_minus), or both balanced with one rho_plus,
+    or both under-coding with one rho_plus. An under-coding setting that drops nothing (rate 0) is clean."""
+    if "under" in (a.family, b.family) and a.rho_plus == b.rho_plus == 0 and a.rho_minus == b.rho_minus == 0:
+        return True
+    if (a.family == "bal") != (b.family == "bal") or (a.family == "under") != (b.family == "under"):
         return False
     return a.rho_plus == b.rho_plus and (a.family == "bal" or a.rho_minus == b.rho_minus)
 
@@ -125,7 +160,7 @@ def _parse_noise(text: str) -> NoiseSetting:
     m = _NOISE_RE.match(s)
     if not m:
         family = s.split("-")[0]
-        if family not in {"sym", "asym", "bal"}:
+        if family not in _FAMILIES:
             raise UsageError(
                 f"unknown noise setting {text!r}{choices_hint(s, known)}; "
                 f"custom settings are written {NOISE_SYNTAX}"
@@ -141,6 +176,8 @@ def _parse_noise(text: str) -> NoiseSetting:
         return NoiseSetting(s, family, a, a)
     if family == "bal":
         return NoiseSetting(s, family, a, None)
+    if family == "under":
+        return NoiseSetting(s, family, a, 0.0)
     return NoiseSetting(s, family, a, float(b))
 
 

@@ -188,6 +188,20 @@ def _local_data(task_spec: dict, verify_data: bool, memo: dict):
     return memo[key]
 
 
+def _local_evidence(task_spec: dict, fingerprint: str, verify_data: bool):
+    """The cached under-coding evidence of a synthetic task's training labels (computed with ``verify_data``), or None."""
+    from .data import evidence
+    from .protocol import TaskSpec
+
+    spec = TaskSpec(**task_spec)
+    found = evidence.load(spec, fingerprint)
+    if found is None and verify_data:
+        from .data import materialise
+
+        found = evidence.train_evidence(spec, materialise(spec))
+    return found
+
+
 def _data_key(spec: dict) -> tuple:
     return spec["track"], spec["task"], (spec.get("task_spec") or {}).get("encoder")
 
@@ -236,9 +250,15 @@ def import_records(source: str | Path, results: str | Path = "results", check_on
         if record["fingerprints"]["data"] != fingerprint:
             reason = f"data fingerprint {record['fingerprints']['data'][:16]} is not this task's ({fingerprint[:16]})"
         else:
-            noisy = make_noisy(clean, parse_noise(spec["noise"]["name"]), noise_seed_for(spec["noise_seed_policy"], spec["seed"]))
-            if noisy.checksum != record["fingerprints"]["noisy_labels"]:
-                reason = "noisy-label checksum differs from the one recomputed from the clean labels and the noise spec"
+            setting = parse_noise(spec["noise"]["name"])
+            evidence = _local_evidence(spec["task_spec"], fingerprint, verify_data) if setting.family == "under" else None
+            if setting.family == "under" and evidence is None:
+                out.notes.append(f"{path.relative_to(source)}: no local evidence of {spec['task']} for under-coding; "
+                                 f"noisy-label checksum checked for consistency only (--verify-data computes it)")
+            else:
+                noisy = make_noisy(clean, setting, noise_seed_for(spec["noise_seed_policy"], spec["seed"]), evidence)
+                if noisy.checksum != record["fingerprints"]["noisy_labels"]:
+                    reason = "noisy-label checksum differs from the one recomputed from the clean labels and the noise spec"
         if reason:
             out.refused.append(f"{path.relative_to(source)}: {reason}")
             del candidates[path]

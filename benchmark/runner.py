@@ -27,6 +27,7 @@ import torch
 from . import environment
 from .backbones.flexcare import count_parameters
 from .data import Split, TaskData, check_source, materialise
+from .data.evidence import train_evidence
 from .data.generator import GENERATOR_VERSION
 from .data.notes import ENCODER_FOLDER, encoder_identity, parameter_count as count_encoder, resolve as resolve_encoder
 from .data.timeseries import Normaliser
@@ -53,7 +54,8 @@ def make_spec(entry: MethodEntry, track: Track, task: TaskSpec, noise: NoiseSett
         "task": task.name,
         "task_spec": asdict(task),
         "data_generator": GENERATOR_VERSION if task.source == "synthetic" else None,
-        "noise": {"name": noise.name, "family": noise.family, "rho_plus_pct": noise.rho_plus, "rho_minus_pct": noise.rho_minus},
+        "noise": {"name": noise.name, "family": noise.family, "rho_plus_pct": noise.rho_plus, "rho_minus_pct": noise.rho_minus,
+                  **noise.spec_fields()},  # empty for the class-conditional families: their run ids are unchanged
         "seed": seed,
         "noise_seed_policy": noise_seed_policy,
         "budget": asdict(track.budget),
@@ -188,7 +190,10 @@ def run_one(spec: dict, results: str, execution: Execution = Execution(), packed
         torch.cuda.reset_peak_memory_stats(device)
     data = load_task(task)
     t_data = time.perf_counter()
-    noisy = make_noisy(data.train.labels.numpy(), setting, noise_seed_for(spec["noise_seed_policy"], spec["seed"]))
+    # Under-coding reads the harness's evidence of the training labels; no method ever gets it.
+    evidence = train_evidence(task, data) if setting.family == "under" else None
+    noisy = make_noisy(data.train.labels.numpy(), setting, noise_seed_for(spec["noise_seed_policy"], spec["seed"]),
+                       evidence)
     t_noise = time.perf_counter()
     info = TaskInfo(task.name, task.kind, task.num_labels, len(data.train), data.train.ehr.shape[-1],
                     data.note_dim, tuple(data.label_names), track.backbone)

@@ -58,6 +58,9 @@ _FORBIDDEN_PREFIXES = (
     # benchmark.data covers its modules: loaders, generator, the tensor cache, ...
     ("benchmark.data", "reaches for the harness's data ({name}): a method sees only TaskInfo, batches and noisy labels"),
     ("benchmark.runner", "reaches for the harness's runner ({name}): a method sees only TaskInfo, batches and noisy labels"),
+    # benchmark.data.evidence is under benchmark.data; the report of `noise show` holds the clean labels and the evidence.
+    ("benchmark.noise_report", "reaches for the clean labels and the under-coding evidence ({name}): a method sees only "
+                               "TaskInfo, batches and noisy labels"),
     ("benchmark.trainer", "reaches into the trainer ({name}): the harness owns the epochs and the evaluation"),
     ("benchmark.fastpath", "reaches into how the trainer's steps execute ({name}): the harness owns the epochs and "
                            "the evaluation"),

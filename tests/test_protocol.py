@@ -58,6 +58,52 @@ def test_noise_names_parse_to_rates():
     assert parse_noise("bal-20").label() == "(20,r)"
 
 
+def test_under_coding_settings_parse_to_their_own_setting_with_a_class_conditional_twin():
+    under = parse_noise("under-40")
+    assert (under.name, under.family, under.rates(25, 4.0), under.label()) == ("under-40", "under", (0.4, 0.0), "u(40,0)")
+    assert parse_noise("UNDER-40.0") == under and parse_noise(" under-20 ").name == "under-20"
+    assert under.twin() == parse_noise("asym-40-0")  # the paper's setting, as the user names it
+    assert parse_noise("under-12.5").name == "under-12.5" and parse_noise("under-12.5").twin().name == "asym-12.5-0"
+    assert parse_noise("under-0").name == "clean"  # drops nothing
+    assert parse_noise("under-40") != parse_noise("asym-40-0")  # same counts, other entries: not one setting
+    with pytest.raises(ValueError, match="only under-coding settings have a twin"):
+        parse_noise("asym-40-0").twin()
+    assert under.spec_fields() == {"law_version": "1", "strength": 2.0, "evidence_version": "1"}
+    assert all(s.spec_fields() == {} for s in NOISE_SETTINGS)
+    assert [s.name for s in NOISE_SETTINGS] == ["sym-20", "sym-40", "asym-0-20", "asym-0-40", "asym-20-0", "asym-20-40",
+                                                "asym-40-0", "asym-40-20", "bal-20", "bal-40"]  # the default grid
+
+
+# Run ids of the quick track's task, method bce version 1 without hyper-parameters, seed 30, reference noise
+# seed, as they were before under-coding entered the protocol: a new family leaves them as they are.
+PINNED_RUN_IDS = {"sym-20": "d995ea4b5f444c86", "sym-40": "9423fd4dad696bbd", "asym-0-20": "1441604aed719fa3",
+                  "asym-0-40": "d0a38958a9693c53", "asym-20-0": "25c33453cf15d692", "asym-20-40": "015564624038b7c4",
+                  "asym-40-0": "d4bd82e739876184", "asym-40-20": "4f171dbed9e2a307", "bal-20": "e305b2be01cc4e85",
+                  "bal-40": "d44de556c7ea23e4", "clean": "2c8de4acb1f33bed", "asym-12.5-0": "91cdc14bd91890da",
+                  "sym-7": "1e721078d3c65ec5", "bal-5": "e4f470aa8385b1bf"}
+
+
+def test_run_ids_of_the_class_conditional_settings_are_unchanged_and_under_coding_has_its_own():
+    from types import SimpleNamespace
+
+    from benchmark.protocol import QUICK
+    from benchmark.records import run_id
+    from benchmark.runner import make_spec
+
+    entry = SimpleNamespace(name="bce", version="1", hparams={})
+
+    def spec(noise):
+        return make_spec(entry, QUICK, QUICK.tasks[0], parse_noise(noise), 30, "reference")
+
+    assert {name: run_id(spec(name)) for name in PINNED_RUN_IDS} == PINNED_RUN_IDS
+    assert spec("asym-40-0")["noise"] == {"name": "asym-40-0", "family": "asym", "rho_plus_pct": 40, "rho_minus_pct": 0}
+    under = spec("under-40")
+    assert under["noise"] == {"name": "under-40", "family": "under", "rho_plus_pct": 40, "rho_minus_pct": 0,
+                              "law_version": "1", "strength": 2.0, "evidence_version": "1"}
+    ids = {run_id(spec(n)) for n in ("under-40", "under-20", "under-12.5", "asym-40-0")}
+    assert len(ids) == 4 and run_id(spec("under-40.0")) == run_id(under)
+
+
 @pytest.mark.parametrize("text, message", [
     ("gauss-20", "unknown noise setting 'gauss-20'"),
     ("asym-20", "malformed noise setting 'asym-20'"),
@@ -68,7 +114,14 @@ def test_noise_names_parse_to_rates():
     ("", "unknown noise setting ''"),
     ("sym-100", "malformed noise setting 'sym-100': rate 100 is not in [0, 100)"),
     ("asym-20-100", "malformed noise setting 'asym-20-100': rate 100 is not in [0, 100)"),
-    ("asym-20-", "malformed noise setting 'asym-20-': expected sym-R, asym-RPLUS-RMINUS or bal-RPLUS"),
+    ("asym-20-", "malformed noise setting 'asym-20-': expected sym-R, asym-RPLUS-RMINUS, bal-RPLUS or under-RPLUS"),
+    ("under", "malformed noise setting 'under': expected sym-R, asym-RPLUS-RMINUS, bal-RPLUS or under-RPLUS"),
+    ("under-", "malformed noise setting 'under-': expected"),
+    ("under-20-0", "malformed noise setting 'under-20-0': expected"),  # rho- of under-coding is always 0
+    ("under-100", "malformed noise setting 'under-100': rate 100 is not in [0, 100)"),
+    ("under--20", "malformed noise setting 'under--20'"),
+    ("under-forty", "malformed noise setting 'under-forty'"),
+    ("undr-40", "unknown noise setting 'undr-40'; did you mean 'under-40'?"),
     ("bal-20-10", "malformed noise setting 'bal-20-10': expected sym-R"),
     ("sym--5", "malformed noise setting 'sym--5'"),
     ("sym-1e3", "malformed noise setting 'sym-1e3'"),

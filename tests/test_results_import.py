@@ -118,3 +118,28 @@ def test_the_record_that_disagrees_with_the_others_is_the_one_refused_whatever_t
     main(["results", "import", str(tmp_path / "submitted"), "--results", str(tmp_path / "results"), "--check"])
     refused = [line for line in capsys.readouterr().err.splitlines() if "data fingerprint" in line]
     assert len(refused) == 1 and records[tampered].name in refused[0] and "0000000000000000 differs" in refused[0]
+
+
+@pytest.fixture(scope="module")
+def under_coded(tmp_path_factory):
+    """Genuine under-40 records (bce, smoke/syn-phe, seeds 30, 40, 100)."""
+    from benchmark.options import Execution
+    from benchmark.runner import plan, run_one
+
+    folder = tmp_path_factory.mktemp("under")
+    for spec in plan("bce", "smoke", ["syn-phe"], ["under-40"]).specs:
+        record = run_one(spec, str(folder), Execution(device="cpu"))
+        assert record["status"] == "done" and record["noise"]["under_coding"]["twin"] == "asym-40-0"
+    return folder
+
+
+def test_under_coded_records_are_recomputed_from_the_evidence_and_a_wrong_checksum_refused(under_coded, tmp_path, capsys):
+    results = tmp_path / "results"
+    assert main(["results", "import", str(under_coded), "--results", str(results)]) == 0
+    assert "3 record(s) filed" in capsys.readouterr().out
+    path = copy_records(under_coded, tmp_path / "submitted")[40]
+    record = json.loads(path.read_text())
+    record["fingerprints"]["noisy_labels"] = record["noise"]["checksum"] = "1" * 64
+    path.write_text(json.dumps(record))
+    assert main(["results", "import", str(tmp_path / "submitted"), "--results", str(tmp_path / "r2")]) == 1
+    assert "noisy-label checksum differs from the one recomputed" in capsys.readouterr().err

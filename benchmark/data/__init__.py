@@ -4,7 +4,8 @@ Modules, one concept each: ``loaders`` (the on-disk layouts of the real pipeline
 (Harutyunyan's discretiser and normaliser), ``notes`` (the frozen note encoder), ``generator`` (synthetic
 tasks written in the real layouts), ``cache`` (the tensor cache), ``split`` (a materialised split and its
 batches), ``taskdata`` (``materialise``: a task's files to its cached arrays), ``describe`` (a task's
-statistics), ``vendored`` (tasks whose raw tables ship with the project) and the packages ``extract``
+statistics), ``vendored`` (tasks whose raw tables ship with the project), ``evidence`` (the under-coding
+noise's evidence per training stay and label, cached; never a method's) and the packages ``extract``
 (``ehrbench data build``: task files from the raw MIMIC tables) and ``rawgen`` (``ehrbench data raw``: a
 synthetic task as the raw tables it would be built from). A method never imports this package:
 it sees only ``TaskInfo``, batches and noisy labels.

@@ -123,6 +123,9 @@ class Generated:
     # Per series file, the hours of its stay (a diagnosis task's studies read a file up to their own end,
     # each before the stay's): what the raw writer gives the ICU stay as its length.
     periods: dict[str, float] = field(default_factory=dict)
+    # Per split, [n, C] bool rows aligned with ``splits``: the labels each note affirms as written (``_note``);
+    # never written to disk, read by the under-coding evidence (``data.evidence``).
+    mentioned: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def _rng(spec, salt: str) -> np.random.Generator:
@@ -165,24 +168,35 @@ def _labels(rng, table, factors: np.ndarray, target_cardinality: float, exclusiv
     return draw((lo + hi) / 2)
 
 
-def _note(rng, y: np.ndarray, table, max_mentions: int = 10) -> str:
-    phrases = []
+def _note(rng, y: np.ndarray, table, max_mentions: int = 10, affirmed: list | None = None) -> str:
+    """A note's text. ``affirmed``, when given, receives the labels (column indices) the note mentions
+    affirmatively as written: the true mention of a positive, or the false mention of a negative, that
+    survived the cut to ``max_mentions`` (negated and family-history mentions are not affirmations).
+    Collecting it draws nothing more, so the text is the same either way."""
+    phrases, origin = [], []
     for j, row in enumerate(table):
         terms, sensitivity = row[4], row[5]
         if not terms:
             continue
         if y[j] and rng.random() < sensitivity:
             phrases.append(terms[rng.integers(len(terms))])
+            origin.append(j)
         elif not y[j]:
             u = rng.random()
             if u < 0.02:  # false mention
                 phrases.append(terms[rng.integers(len(terms))])
+                origin.append(j)
             elif u < 0.06:  # negated mention
                 phrases.append(f"{['no history of', 'denies', 'no'][rng.integers(3)]} {terms[rng.integers(len(terms))]}")
+                origin.append(-1)
             elif u < 0.08:  # family history distractor
                 phrases.append(f"family history of {terms[rng.integers(len(terms))]}")
-    rng.shuffle(phrases)
-    phrases = phrases[:max_mentions]
+                origin.append(-1)
+    order = list(range(len(phrases)))
+    rng.shuffle(order)  # a list of the same length: the permutation shuffling ``phrases`` would apply
+    phrases = [phrases[k] for k in order][:max_mentions]
+    if affirmed is not None:
+        affirmed.extend(origin[k] for k in order[:max_mentions] if origin[k] >= 0)
     phrases += list(rng.choice(FILLER, size=rng.integers(0, 4), replace=False))
     social = " ".join(rng.choice(SOCIAL, size=2, replace=False))
     return f"past medical history {' '.join(phrases)} social history {social}".strip()
@@ -284,7 +298,12 @@ def generate(spec) -> Generated:
     n, n_patients = spec.n_total, patient.max() + 1
     table = _table(spec.kind)
     rng = _rng(spec, "notes")
-    notes = [_note(rng, y[i], table) if has_note[i] else "" for i in range(n)]
+    mentioned = np.zeros(y.shape, dtype=bool)
+    notes = []
+    for i in range(n):
+        affirmed: list[int] = []
+        notes.append(_note(rng, y[i], table, affirmed=affirmed) if has_note[i] else "")
+        mentioned[i, affirmed] = True
 
     # Diagnosis samples are chest X-ray studies: those with a time series share their ICU stay's file
     # (consecutive studies of one patient), each read up to its own study time.
@@ -329,8 +348,9 @@ def generate(spec) -> Generated:
     names = [row[0] for row in table]
     frame = pd.concat([frame, pd.DataFrame(y, columns=names)], axis=1)
     splits = {name: frame[part == k].reset_index(drop=True) for k, name in enumerate(["train", "val", "test"]) if (part == k).any()}
+    affirmed = {name: mentioned[part == k] for name in splits for k in [["train", "val", "test"].index(name)]}
     return Generated(label_names=names, splits=splits, events=events.drop(columns="stay"),
-                     periods={episode[k]: float(los[k]) for k in stays})
+                     periods={episode[k]: float(los[k]) for k in stays}, mentioned=affirmed)
 
 
 def _label_text(y: np.ndarray, rng, diagnosis: bool) -> np.ndarray:
