@@ -27,7 +27,7 @@ import torch
 from . import environment
 from .backbones.flexcare import count_parameters
 from .data import Split, TaskData, check_source, materialise
-from .data.generator import GENERATOR_VERSION
+from .data.generator import version as generator_version
 from .data.notes import ENCODER_FOLDER, encoder_identity, parameter_count as count_encoder, resolve as resolve_encoder
 from .data.timeseries import Normaliser
 from .diagnostics import scorer
@@ -39,7 +39,7 @@ from .method import TaskInfo
 from .noise import make_noisy, noise_seed_for
 from .options import Execution
 from .packing import Baton, turn_taking
-from .protocol import NOISE_SETTINGS, NORMALISERS, SEEDS, NoiseSetting, TaskSpec, Track, get_track, parse_noise
+from .protocol import NOISE_SETTINGS, NORMALISERS, SEEDS, NoiseSetting, TaskSpec, Track, get_track, parse_noise, task_dict
 from .records import SCHEMA_VERSION, RecordStore, claimed, now_utc, run_id
 from .registry import MethodEntry, code_line, get_method
 from .trainer import RunData, train
@@ -51,8 +51,8 @@ def make_spec(entry: MethodEntry, track: Track, task: TaskSpec, noise: NoiseSett
         "method": {"name": entry.name, "version": entry.version, "hparams": hparams if hparams is not None else entry.hparams},
         "track": track.name,
         "task": task.name,
-        "task_spec": asdict(task),
-        "data_generator": GENERATOR_VERSION if task.source == "synthetic" else None,
+        "task_spec": task_dict(task),
+        "data_generator": generator_version(task) if task.source == "synthetic" else None,
         "noise": {"name": noise.name, "family": noise.family, "rho_plus_pct": noise.rho_plus, "rho_minus_pct": noise.rho_minus},
         "seed": seed,
         "noise_seed_policy": noise_seed_policy,

@@ -2,7 +2,8 @@
 
 Read straight from the listfiles (and the note tokenizer), without discretising or encoding, so it
 is cheap even at MIMIC scale: N per split, labels, mean label cardinality, prevalence, the most
-frequent label pairs, modality missingness, and series / note length quantiles.
+frequent label pairs, modality missingness, series / note length quantiles, the share of notes at the
+encoder's token cap and, for a synthetic task, the note length law it follows (``note_lengths``).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from tabulate import tabulate
 
 from ..cards import label_names
 from ..protocol import TaskSpec
-from . import notes
+from . import note_lengths, notes
 from .loaders import read_split
 from .timeseries import MAX_BINS, n_bins
 
@@ -26,7 +27,9 @@ def describe(spec: TaskSpec, root: Path) -> dict:
     ends = np.concatenate([raw[s].ends for s in raw])
     texts = [t for s in raw for t in raw[s].notes]
     tokenizer = notes.load_tokenizer(spec.encoder)
-    token_counts = np.array([len(x) for x in tokenizer(texts, add_special_tokens=False)["input_ids"]]) if texts else np.zeros(0)
+    cap = min(spec.note_tokens, 512)  # the tokens an encoder is given (notes.encode)
+    ids = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=cap)["input_ids"] if texts else []
+    token_counts = np.array([len(x) for x in ids], dtype=np.int64)
     bins = np.minimum(n_bins(ends[has_series]), min(spec.max_hours, MAX_BINS))
     co = labels.T.astype(np.int64) @ labels.astype(np.int64)
     pairs = [(co[a, b], a, b) for a in range(len(names)) for b in range(a + 1, len(names))]
@@ -43,7 +46,10 @@ def describe(spec: TaskSpec, root: Path) -> dict:
         "missing_series": float(1 - has_series.mean()),
         "missing_note": float(np.mean(token_counts == 0)) if len(token_counts) else 1.0,
         "series_bins": _quantiles(bins),
-        "note_tokens": _quantiles(np.minimum(token_counts[token_counts > 0], spec.note_tokens)),
+        "note_tokens": _quantiles(np.minimum(token_counts[token_counts > 0], cap)),
+        "note_cap": cap,
+        "notes_at_cap": float(np.mean(token_counts[token_counts > 0] >= cap)) if (token_counts > 0).any() else None,
+        "note_law": note_lengths.describe(spec.layout, spec.note_scale) if spec.source == "synthetic" else None,
     }
 
 
@@ -65,7 +71,10 @@ def render(stats: dict) -> str:
         ["no note", f"{100 * stats['missing_note']:.1f} %"],
         ["hourly bins kept (p10 / p50 / p90 / max)", _fmt_q(stats["series_bins"])],
         ["note tokens kept (p10 / p50 / p90 / max)", _fmt_q(stats["note_tokens"])],
+        [f"notes at the {stats['note_cap']}-token cap", "-" if stats["notes_at_cap"] is None else f"{100 * stats['notes_at_cap']:.1f} %"],
     ]
+    if stats.get("note_law"):
+        rows.append(["note length law (synthetic)", stats["note_law"]])
     out = [f"task {stats['task']}", tabulate(rows, tablefmt="simple", disable_numparse=True)]
     out.append(tabulate([[k, f"{v:.3f}"] for k, v in stats["prevalence"].items()], ["label", "prevalence"],
                         tablefmt="simple", disable_numparse=True))
