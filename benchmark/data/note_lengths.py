@@ -183,8 +183,9 @@ def write_notes(parts: list[tuple[str, str] | None], layout: str, scale: float, 
             if p is None:
                 out.append("")
                 continue
-            extra = int(words[i]) - len(cores[i].split())
-            out.append(pmh_section(*p, _text(rng, PMH_ITEMS, extra, cut=False)) if extra > 0 else cores[i])
+            core_words = len(cores[i].split())
+            extra = _text(rng, PMH_ITEMS, int(words[i]) - core_words, at_most=WORD_LIMIT - core_words)
+            out.append(pmh_section(*p, extra) if extra else cores[i])
         return out
     count = np.minimum(MAX_NOTES, 1 + rng.poisson(NOTES_POISSON, n))
     physician_first = rng.random(n) < HISTORY_NOTE_PHYSICIAN
@@ -221,18 +222,24 @@ def _note_text(rng, style: Style, words: int, header: bool = True) -> str:
     return " ".join((head + _text(rng, style.sentences, words - len(head)).split())[:words])
 
 
-def _text(rng, pool: tuple[str, ...], words: int, cut: bool = True) -> str:
-    """Sentences of ``pool`` drawn with replacement until ``words`` words: the last one cut there (``cut``),
-    else kept whole (a history item is not cut in its middle)."""
+def _text(rng, pool: tuple[str, ...], words: int, at_most: int | None = None) -> str:
+    """Sentences of ``pool`` drawn with replacement until ``words`` words, the last one cut there; or, with
+    ``at_most``, whole sentences (a history item is not cut in its middle) until ``words``, short of one
+    that would pass ``at_most``."""
     if words <= 0:
         return ""
     split, mean = _split(pool)
     out: list[str] = []
     while len(out) < words:
         for k in rng.integers(len(pool), size=(words - len(out)) // mean + 1):
-            out += split[k]
-            if not cut and len(out) >= words:
-                return " ".join(out)
+            if at_most is not None:
+                if len(out) + len(split[k]) > at_most:
+                    return " ".join(out)
+                out += split[k]
+                if len(out) >= words:
+                    return " ".join(out)
+            else:
+                out += split[k]
     return " ".join(out[:words])
 
 
