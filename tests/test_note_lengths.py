@@ -149,3 +149,21 @@ def test_note_scale_zero_draws_nothing_and_a_layout_without_notes_keeps_its_hist
     assert rng.random() == np.random.default_rng(0).random()  # the stream was not touched
     long = note_lengths.write_notes(parts, "mimic3-miracl", 1.0, rng)
     assert short[0] in long[0] and long[1] == ""
+
+
+def test_data_describe_shows_the_note_tokens_the_share_at_the_cap_and_the_law(tmp_path):
+    from benchmark.data.describe import describe, render
+
+    long = dataclasses.replace(FULL.task("mimic3-phe"), n_total=300)
+    short = SMOKE.task("syn-phe")
+    for spec in (long, short):
+        generator.write(generator.generate(spec), spec, tmp_path / spec.name)
+    stats = describe(long, tmp_path / long.name)
+    assert stats["notes_at_512"] >= 0.8 and stats["note_tokens_written"]["p50"] == 512
+    assert stats["note_tokens"] == stats["note_tokens_written"]  # the full track keeps all 512
+    text = render(stats)
+    assert "notes at the 512-token cap" in text and "the first 5 notes of the first 48 h" in text
+    stats = describe(short, tmp_path / short.name)
+    assert stats["notes_at_512"] == 0 and 20 <= stats["note_tokens_written"]["p50"] <= 40  # generator 3's notes
+    assert stats["note_tokens"]["max"] == short.note_tokens == 8  # cut to what the track keeps
+    assert "the history section alone" in render(stats)
