@@ -163,6 +163,18 @@ def test_only_the_tasks_with_long_notes_changed_their_generator_version_and_cach
     assert TaskSpec(**old).note_scale == 0.0
 
 
+def test_note_scale_is_a_synthetic_tasks_and_at_least_0():
+    from benchmark.runner import plan
+
+    spec = plan("bce", "quick", noises=["sym-20"], seeds=[30], note_scale=1.0).specs[0]
+    assert spec["task_spec"]["note_scale"] == 1.0 and spec["data_generator"] == "4"
+    for bad in (-0.5, float("nan"), float("inf")):
+        with pytest.raises(UsageError, match="--note-scale"):
+            plan("bce", "quick", noises=["sym-20"], seeds=[30], note_scale=bad)
+    with pytest.raises(UsageError, match="--note-scale: task 'mimic3-demo' of track 'demo' reads vendored files"):
+        plan("bce", "demo", noises=["sym-20"], seeds=[30], note_scale=1.0)
+
+
 def test_a_track_overrides_only_the_sizes_it_writes():
     card = cards.get_card("mimic4-dia")
     task = card_task(card, "synthetic", "tiny", n_total=10, max_hours=4)
