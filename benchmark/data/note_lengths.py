@@ -22,7 +22,7 @@ The law of a layout (the real pipeline that writes it), scaled by the task's ``n
   200 / 0.6, radiology 130 / 0.5, physician 900 / 0.5. The count and the lengths are our assumptions
   (no source we found gives per-category lengths or notes per stay in the window), chosen to give what
   the real notes show, that the concatenation mostly reaches the 512-token cap: with a fifth of the
-  stays holding at most two notes (short stays, notes charted late), about 87 % of the stays with a
+  stays holding at most two notes (short stays, notes charted late), 88 % of the stays with a
   note reach it at note_scale 1 (MiniLM tokens).
 - ``mimic4``, the past medical history section of the admission's discharge summary (spec 11.1 step 4):
   the section holds the history and, when the law's length exceeds it, further past medical and surgical
