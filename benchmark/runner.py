@@ -40,7 +40,8 @@ from .method import TaskInfo
 from .noise import make_noisy, noise_seed_for
 from .options import Execution
 from .packing import Baton, turn_taking
-from .protocol import NOISE_SETTINGS, NORMALISERS, SEEDS, NoiseSetting, TaskSpec, Track, get_track, parse_noise, task_dict
+from .protocol import (NOISE_SETTINGS, NORMALISERS, SEEDS, NoiseSetting, TaskSpec, Track, get_track, parse_noise,
+                       task_dict)
 from .records import SCHEMA_VERSION, RecordStore, claimed, now_utc, run_id
 from .registry import MethodEntry, code_line, get_method
 from .trainer import RunData, train

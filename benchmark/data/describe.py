@@ -75,7 +75,8 @@ def render(stats: dict) -> str:
         ["no note", f"{100 * stats['missing_note']:.1f} %"],
         ["hourly bins kept (p10 / p50 / p90 / max)", _fmt_q(stats["series_bins"])],
         [f"note tokens, up to {NOTE_CAP} (p10 / p50 / p90 / max)", _fmt_q(stats["note_tokens_written"])],
-        [f"notes at the {NOTE_CAP}-token cap", "-" if stats["notes_at_512"] is None else f"{100 * stats['notes_at_512']:.1f} %"],
+        [f"notes at the {NOTE_CAP}-token cap",
+         "-" if stats["notes_at_512"] is None else f"{100 * stats['notes_at_512']:.1f} %"],
         ["note tokens kept (p10 / p50 / p90 / max)", _fmt_q(stats["note_tokens"])],
     ]
     if stats.get("note_law"):
