@@ -144,9 +144,9 @@ PMH_ITEMS = (
     "chronic low back pain", "fibromyalgia", "peptic ulcer disease remote", "irritable bowel syndrome",
     "benign positional vertigo", "plantar fasciitis", "s p bunionectomy", "dupuytrens contracture",
     "past surgical history", "other past medical history", "past oncologic history",
-    "diagnosed in her fifties and treated with surgery followed by radiation", "followed by her outpatient oncologist",
+    "diagnosed at age 55 and treated with surgery followed by radiation", "followed by an outpatient oncologist",
     "completed chemotherapy several years ago and has been in remission since", "no recurrence on surveillance imaging",
-    "seen by her primary care physician every six months",
+    "seen by the primary care physician every six months",
 )  # fmt: skip
 
 
