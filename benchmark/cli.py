@@ -62,6 +62,20 @@ def _table_format(*extra: str):
     return check
 
 
+def _note_scale(text: str) -> float:
+    """An argparse type: a finite share of the real note lengths, at least 0."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a number of at least 0 (0: the history section alone, 1: the "
+                                         f"real pipelines' note lengths), got {text!r}")
+    return value
+
+
 def _duration(seconds: float) -> str:
     m, s = divmod(int(round(seconds)), 60)
     return f"{m}m{s:02d}s" if m else f"{s}s"
@@ -234,7 +248,7 @@ def _grids(args) -> list:
     grids = [plan(method, args.track, _given(args.tasks, "--tasks", "syn-phe,syn-dia"),
                   _given(args.noise, "--noise", "sym-20,asym-0-40"),
                   _seeds(args.seeds), args.noise_seed, _overrides(args.set), encoder=args.encoder,
-                  normaliser=args.normaliser)
+                  normaliser=args.normaliser, note_scale=args.note_scale)
              for method in (_csv(args.method) or [args.method])]
     for note in grids[0].notes:  # the same for every method of the grid
         print(f"note: {note}", file=sys.stderr)
@@ -608,6 +622,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--normaliser", help="time-series z-scoring for every task: 'train' (training-split statistics; "
                    "the synthetic tracks' default), 'reference' (the published MIMIC-III ones; the paper track's "
                    "default) or a JSON file; part of the run id")
+    b.add_argument("--note-scale", type=_note_scale, help="synthetic tasks' note lengths as a share of the real "
+                   "pipelines' (the full track's default 1; 0: the history section alone, the quick and smoke "
+                   "tracks' default and the full track's notes before generator 4); part of the run id")
     b.add_argument("--data", help="folder holding real task data (sets EHRBENCH_DATA)")
     b.add_argument("--format", default="simple", type=_table_format(),
                    help="table format (tabulate's: simple, github, latex, ...)")
@@ -627,6 +644,7 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, kw in (("--method", {"default": "", "help": "as for bench (comma-separated methods)"}),
                      ("--track", {"default": "quick"}), ("--tasks", {}), ("--noise", {}), ("--seeds", {}),
                      ("--results", {"default": "results"}), ("--encoder", {}), ("--normaliser", {}),
+                     ("--note-scale", {"type": _note_scale}),
                      ("--format", {"default": "simple", "type": _table_format()})):
         st.add_argument(flag, **kw)
     st.add_argument("--noise-seed", default="reference", choices=NOISE_SEED_POLICIES)

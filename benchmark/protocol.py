@@ -227,6 +227,21 @@ class TaskSpec:
     task_dir: str = "phenotyping"  # folder of the listfiles under the data root
     data_dir: str = ""  # real tasks: folder under $EHRBENCH_DATA (e.g. "mimic4"); vendored: the card's folder
     task_weight: float = 1.0  # FlexCare's per-task loss weight (phenotyping 1.0, diagnosis 0.2)
+    # Synthetic tasks: the note lengths as a share of the real pipeline's (data/note_lengths.py): 1 = the real
+    # shape (the full track), 0 = the label-bearing history section alone (quick, smoke; generator 3's notes).
+    note_scale: float = 0.0
+
+
+# TaskSpec fields added after run ids were first written, with the value that gives the earlier behaviour:
+# a spec holds such a field only when it has another value (``task_dict``), so the tasks that keep the
+# earlier behaviour keep their run ids and cache keys, and an older record's spec, which lacks the field,
+# reads back (``TaskSpec(**spec)``) as what it ran.
+TASK_FIELDS_SINCE = {"note_scale": 0.0}
+
+
+def task_dict(task: TaskSpec) -> dict:
+    """A task as a run spec and the caches hold it: its fields, less the later ones at their earlier value."""
+    return {k: v for k, v in asdict(task).items() if not (k in TASK_FIELDS_SINCE and v == TASK_FIELDS_SINCE[k])}
 
 
 # A note encoder in a run spec is named by what it is, never by where it lies: "minilm" (the built-in),
@@ -280,15 +295,16 @@ class Track:
 
 def card_task(card: cards.Card, source: str, name: str | None = None, **sizes) -> TaskSpec:
     """A task from its card: ``source="real"`` reads the prepared files under the card's ``data_dir``;
-    ``source="synthetic"`` generates the twin at the card's scale, or at the ``sizes`` a track gives
-    (n_total, missing rates, max_hours, note_tokens, ...); ``source="vendored"`` builds the raw tables
+    ``source="synthetic"`` generates the twin at the card's scale, notes at the real lengths included
+    (note_scale 1), or at the ``sizes`` a track gives (n_total, missing rates, max_hours, note_tokens,
+    note_scale, ...); ``source="vendored"`` builds the raw tables
     that ship beside the card (``raw_tables``). Fields neither sets keep TaskSpec's defaults."""
     fields = dict(kind=card.kind, layout=card.layout, num_labels=card.num_labels, task_dir=card.task_dir,
                   task_weight=card.task_weight, **card.task_fields)
     if source == "synthetic":
         scale = card.scale
         fields.update(n_total=scale.n_total, cardinality=scale.cardinality, missing_ehr=scale.missing_ehr,
-                      missing_note=scale.missing_note)
+                      missing_note=scale.missing_note, note_scale=1.0)
     elif source == "real":
         fields.update(data_dir=card.data_dir)
     elif source == "vendored":
@@ -311,10 +327,11 @@ QUICK = Track(
     description=(
         "Synthetic MIMIC-IV-like phenotyping (25 labels, L_avg 4.575), shrunk to run on a laptop CPU: "
         "1,792 stays (patient-level split, ~1,440 train / ~350 test), the last 24 hourly bins of the "
-        "76 channels, notes cut to 16 MiniLM tokens; FlexCare narrowed to d=32 / 2 layers / FF 64 / "
+        "76 channels, short notes (the history section alone, note_scale 0) cut to 16 MiniLM tokens; "
+        "FlexCare narrowed to d=32 / 2 layers / FF 64 / "
         "4 experts. Paper protocol otherwise unchanged."
     ),
-    tasks=(card_task(MIMIC4_PHE, "synthetic", "syn-phe", n_total=1792, max_hours=24, note_tokens=16),),
+    tasks=(card_task(MIMIC4_PHE, "synthetic", "syn-phe", n_total=1792, max_hours=24, note_tokens=16, note_scale=0.0),),
     backbone=BackboneSize(hidden=32, layers=2, heads=2, ff=64, experts=4, top_k=2),
 )
 
@@ -324,8 +341,9 @@ SMOKE = Track(
     description="Tiny synthetic tasks and a 2-epoch budget, for tests and smoke checks only.",
     tasks=(
         card_task(MIMIC4_PHE, "synthetic", "syn-phe", n_total=160, missing_ehr=0.1, missing_note=0.1, max_hours=8,
-                  note_tokens=8),
-        card_task(MIMIC4_DIA, "synthetic", "syn-dia", n_total=160, missing_ehr=0.5, max_hours=8, note_tokens=8),
+                  note_tokens=8, note_scale=0.0),
+        card_task(MIMIC4_DIA, "synthetic", "syn-dia", n_total=160, missing_ehr=0.5, max_hours=8, note_tokens=8,
+                  note_scale=0.0),
     ),
     budget=Budget(epochs=2),
     backbone=BackboneSize(hidden=16, layers=1, heads=2, ff=32, experts=4, top_k=2),
@@ -333,10 +351,12 @@ SMOKE = Track(
 )
 
 # MIMIC scale (the cards' scale statistics, supplement Table 1): sizes, label cardinality and the
-# diagnosis task's missingness.
+# diagnosis task's missingness; notes at the real pipelines' lengths (note_scale 1, data/note_lengths.py).
 FULL = Track(
     name="full",
-    description="Synthetic tasks at MIMIC scale (59,798 / 132,576 / 41,904 samples), paper-size FlexCare. GPU.",
+    description="Synthetic tasks at MIMIC scale (59,798 / 132,576 / 41,904 samples), notes as long as the real "
+                "pipelines' (MIMIC-III: the first five notes of 48 h; MIMIC-IV: discharge-summary PMH "
+                "sections), paper-size FlexCare. GPU.",
     tasks=tuple(card_task(card, "synthetic") for card in _CARDS.values()),
 )
 # Named switch ``normaliser`` of the paper track: "reference" (default), as the reference code, which
@@ -380,4 +400,4 @@ def get_track(name: str) -> Track:
 
 
 def to_dict(obj) -> dict:
-    return asdict(obj)
+    return task_dict(obj) if isinstance(obj, TaskSpec) else asdict(obj)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import multiprocessing
 import os
 import resource
@@ -28,7 +29,7 @@ from . import environment
 from .backbones.flexcare import count_parameters
 from .data import Split, TaskData, check_source, materialise
 from .data.evidence import train_evidence
-from .data.generator import GENERATOR_VERSION
+from .data.generator import version as generator_version
 from .data.notes import ENCODER_FOLDER, encoder_identity, parameter_count as count_encoder, resolve as resolve_encoder
 from .data.timeseries import Normaliser
 from .diagnostics import scorer
@@ -40,7 +41,8 @@ from .method import TaskInfo
 from .noise import make_noisy, noise_seed_for
 from .options import Execution
 from .packing import Baton, turn_taking
-from .protocol import NOISE_SETTINGS, NORMALISERS, SEEDS, NoiseSetting, TaskSpec, Track, get_track, parse_noise
+from .protocol import (NOISE_SETTINGS, NORMALISERS, SEEDS, NoiseSetting, TaskSpec, Track, get_track, parse_noise,
+                       task_dict)
 from .records import SCHEMA_VERSION, RecordStore, claimed, now_utc, run_id
 from .registry import MethodEntry, code_line, get_method
 from .trainer import RunData, train
@@ -52,8 +54,8 @@ def make_spec(entry: MethodEntry, track: Track, task: TaskSpec, noise: NoiseSett
         "method": {"name": entry.name, "version": entry.version, "hparams": hparams if hparams is not None else entry.hparams},
         "track": track.name,
         "task": task.name,
-        "task_spec": asdict(task),
-        "data_generator": GENERATOR_VERSION if task.source == "synthetic" else None,
+        "task_spec": task_dict(task),
+        "data_generator": generator_version(task) if task.source == "synthetic" else None,
         "noise": {"name": noise.name, "family": noise.family, "rho_plus_pct": noise.rho_plus, "rho_minus_pct": noise.rho_minus,
                   **noise.spec_fields()},  # empty for the class-conditional families: their run ids are unchanged
         "seed": seed,
@@ -74,12 +76,13 @@ class Plan:
 
 def plan(method: str, track: str, tasks: Sequence[str] | None = None, noises: Sequence[str] | None = None,
          seeds: Sequence[int] | None = None, noise_seed_policy: str = "reference", overrides: dict | None = None,
-         encoder: str | None = None, normaliser: str | None = None) -> Plan:
+         encoder: str | None = None, normaliser: str | None = None, note_scale: float | None = None) -> Plan:
     """Validate every name first (fail in the first second, not after an hour), then expand.
 
     ``overrides`` replace hyper-parameters of the method's manifest; ``encoder`` replaces the tasks'
-    note encoder (a local folder enters the spec by its content, ``data.notes.encoder_identity``), ``normaliser`` their time-series normaliser ("train", "reference" or a JSON file). All
-    become part of the run spec, hence of the run id.
+    note encoder (a local folder enters the spec by its content, ``data.notes.encoder_identity``), ``normaliser`` their time-series normaliser ("train", "reference" or a JSON file),
+    ``note_scale`` the note lengths of synthetic tasks (0: generator 3's short notes, 1: the real
+    pipelines'; ``data.note_lengths``). All become part of the run spec, hence of the run id.
     """
     trk = get_track(track)
     entry = get_method(method)
@@ -102,6 +105,15 @@ def plan(method: str, track: str, tasks: Sequence[str] | None = None, noises: Se
         if normaliser not in NORMALISERS:  # read now: a malformed file fails before the first run
             Normaliser.from_file(normaliser)
         task_specs = [dataclasses.replace(t, normaliser=normaliser) for t in task_specs]
+    if note_scale is not None:
+        if not (math.isfinite(note_scale) and note_scale >= 0):
+            raise UsageError(f"--note-scale {note_scale:g}: expected a share of the real note lengths, at least 0 "
+                             f"(0: the history section alone, 1: the real pipelines')")
+        real = next((t for t in task_specs if t.source != "synthetic"), None)
+        if real is not None:
+            raise UsageError(f"--note-scale: task '{real.name}' of track '{trk.name}' reads {real.source} files; "
+                             f"only a synthetic task's notes have a length to set")
+        task_specs = [dataclasses.replace(t, note_scale=float(note_scale)) for t in task_specs]
     settings, notes = _unique_settings(noises) if noises else (list(NOISE_SETTINGS), [])
     seed_list = list(seeds) if seeds else list(SEEDS)
     if len(set(seed_list)) < len(seed_list):

@@ -2,7 +2,8 @@
 
 ``runner.plan`` builds a spec from the CLI: the method (its manifest's hyper-parameters, ``--set``
 overrides), the track, the task, the noise setting, the seed, ``--noise-seed``, and the task fields
-``--encoder`` and ``--normaliser`` set. ``command`` turns a spec back into those flags, measured
+``--encoder``, ``--normaliser`` and ``--note-scale`` set (a task field added since a record was written,
+``protocol.TASK_FIELDS_SINCE``, has its earlier value where the record's spec lacks it). ``command`` turns a spec back into those flags, measured
 against this checkout's manifests and tracks (``report.method_defaults``, ``report.track_defaults``).
 What no flag sets (the budget, the backbone, another task field, a method version or hyper-parameter
 keys other than this checkout's) is listed by ``gaps``: for such a spec the command plans another
@@ -15,14 +16,14 @@ from __future__ import annotations
 
 import shlex
 
-from benchmark.protocol import ENCODER_FOLDER
+from benchmark.protocol import ENCODER_FOLDER, TASK_FIELDS_SINCE
 
 from .defaults import method_defaults, track_defaults
 
 PROGRAM = ("ehrbench", "bench")
 SEEDS_FLAG = "--seeds"
 # Task fields a bench flag sets; every other task field comes with the track.
-TASK_FLAGS = {"encoder": "--encoder", "normaliser": "--normaliser"}
+TASK_FLAGS = {"encoder": "--encoder", "normaliser": "--normaliser", "note_scale": "--note-scale"}
 
 
 def yaml_value(value) -> str:
@@ -52,12 +53,14 @@ def _task_flags(spec: dict, encoder_path: str | None) -> list[str]:
     task, defaults = spec.get("task_spec") or {}, track_defaults(spec["track"], spec["task"])
     default_task = defaults["task_spec"] if defaults else {}
     out = []
+    if not task:  # a spec without the section (the leaderboard's small test records): nothing to set
+        return out
     for key, flag in TASK_FLAGS.items():
-        if key in task and task[key] != default_task.get(key):
-            value = task[key]
+        value = task.get(key, TASK_FIELDS_SINCE.get(key))
+        if value is not None and value != default_task.get(key, TASK_FIELDS_SINCE.get(key)):
             if key == "encoder" and value.startswith(ENCODER_FOLDER) and encoder_path:
                 value = encoder_path  # the folder the run read; it enters the spec by its content again
-            out += [flag, value]
+            out += [flag, str(value)]
     return out
 
 

@@ -8,6 +8,7 @@ import json
 import time
 
 from benchmark.options import Execution
+from benchmark.protocol import task_dict
 from benchmark.runner import plan, run_one
 
 
@@ -33,7 +34,7 @@ def main() -> None:
         spec = plan(method, args.track, [args.task], [noise], [args.seed], overrides=overrides, encoder=args.encoder).specs[0]
         task = dataclasses.replace(_task(spec), n_total=args.n,
                                    name=f"{args.task}-n{args.n}")
-        spec = {**spec, "task": task.name, "task_spec": dataclasses.asdict(task)}
+        spec = {**spec, "task": task.name, "task_spec": task_dict(task)}
         record = run_one(spec, args.results, Execution(device=args.device))
         row = {"run": item, "status": record["status"], "map": record["metrics"]["final"].get("map"),
                "total_s": round(record["timings"]["total"], 1), "train_s": round(record["timings"].get("train", 0), 1),

@@ -53,6 +53,8 @@ BENCH = ["bench", "--method", "bce", "--track", "smoke", "--tasks", "syn-phe", "
     (BENCH + ["--runs-per-gpu", "-1"], "argument --runs-per-gpu: expected a non-negative integer, got '-1'"),
     (BENCH + ["--noise-seed", "random"], "argument --noise-seed: invalid choice: 'random'"),
     (BENCH + ["--precision", "fp16"], "argument --precision: invalid choice: 'fp16'"),
+    (BENCH + ["--note-scale", "-1"], "argument --note-scale: expected a number of at least 0"),
+    (BENCH + ["--note-scale", "long"], "argument --note-scale: expected a number of at least 0"),
     (["methods", "describe", "--note-dim", "-1"], "argument --note-dim: expected a positive integer, got '-1'"),
     (["data", "prepare", "nope"], "ehrbench: error: unknown task 'nope' in track 'quick'; valid choices: syn-phe"),
     (["leaderboard", "--alpha", "x"], "argument --alpha: invalid float value: 'x'"),

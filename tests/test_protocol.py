@@ -9,8 +9,8 @@ import torch
 
 from benchmark import cards
 from benchmark.errors import UsageError
-from benchmark.protocol import (NOISE_SETTINGS, SEEDS, Budget, balanced_rho_minus, card_task, get_track,
-                                parse_noise)
+from benchmark.protocol import (NOISE_SETTINGS, SEEDS, Budget, TaskSpec, balanced_rho_minus, card_task, get_track,
+                                parse_noise, task_dict)
 
 
 @pytest.mark.parametrize("epoch, lr", [(1, 1e-3), (6, 5e-4), (10, 2.4471741852e-5), (11, 0.0), (21, 1e-3)])
@@ -164,13 +164,14 @@ _PHE3 = {"kind": "phenotyping", "layout": "mimic3-miracl", "num_labels": 25}
 TASK_SPECS = {
     "quick": [_SPEC | _PHE4 | {"name": "syn-phe", "source": "synthetic", "n_total": 1792, "cardinality": 4.575,
                                "missing_note": 0.08, "max_hours": 24, "note_tokens": 16}],
+    # Notes at the real pipelines' lengths (generator 4): the only track whose specs, hence run ids, changed.
     "full": [
         _SPEC | _PHE4 | {"name": "mimic4-phe", "source": "synthetic", "n_total": 59798, "cardinality": 4.575,
-                         "missing_note": 0.08},
+                         "missing_note": 0.08, "note_scale": 1.0},
         _SPEC | _DIA4 | {"name": "mimic4-dia", "source": "synthetic", "n_total": 132576, "cardinality": 2.246,
-                         "missing_ehr": 0.763, "missing_note": 0.326},
+                         "missing_ehr": 0.763, "missing_note": 0.326, "note_scale": 1.0},
         _SPEC | _PHE3 | {"name": "mimic3-phe", "source": "synthetic", "n_total": 41904, "cardinality": 4.126,
-                         "missing_note": 0.35},
+                         "missing_note": 0.35, "note_scale": 1.0},
     ],
     # The reference z-scores real data with the published MIMIC-III statistics (11.6).
     "paper": [
@@ -189,10 +190,42 @@ TASK_SPECS = {
 
 @pytest.mark.parametrize("track", sorted(TASK_SPECS))
 def test_tasks_built_from_the_cards_are_field_for_field_the_pinned_specs(track):
-    got = [dataclasses.asdict(task) for task in get_track(track).tasks]
+    got = [task_dict(task) for task in get_track(track).tasks]  # what a run spec holds
     assert got == TASK_SPECS[track]
     # Equal and of the same types: a run id is the hash of the JSON text, where 1 and 1.0 differ.
     assert json.dumps(got, sort_keys=True) == json.dumps(TASK_SPECS[track], sort_keys=True)
+
+
+def test_only_the_tasks_with_long_notes_changed_their_generator_version_and_cache_key():
+    """quick and smoke keep generator 3's notes (note_scale 0): their specs name generator "3" as before, so
+    their run ids and records stay, and their tensor caches keep the keys of harness 0.4.0; the full
+    track's tasks, whose notes are now as long as MIMIC's, are planned with generator "4"."""
+    from benchmark.data.taskdata import cache_key
+    from benchmark.runner import plan
+
+    for track, task in (("quick", "syn-phe"), ("smoke", "syn-phe"), ("smoke", "syn-dia")):
+        spec = plan("bce", track, [task], ["sym-20"], [30]).specs[0]
+        assert spec["data_generator"] == "3" and "note_scale" not in spec["task_spec"]
+    assert cache_key(get_track("quick").task("syn-phe"), None)[:16] == "d8b99a38676ca6ab"  # as harness 0.4.0's
+    assert cache_key(get_track("smoke").task("syn-dia"), None)[:16] == "be7f1de9bbb09ede"
+    for task in ("mimic4-phe", "mimic4-dia", "mimic3-phe"):
+        spec = plan("bce", "full", [task], ["sym-20"], [30]).specs[0]
+        assert spec["data_generator"] == "4" and spec["task_spec"]["note_scale"] == 1.0
+    # A record of an earlier harness has no note_scale: its spec reads back as the short notes it ran on.
+    old = {k: v for k, v in spec["task_spec"].items() if k != "note_scale"}
+    assert TaskSpec(**old).note_scale == 0.0
+
+
+def test_note_scale_is_a_synthetic_tasks_and_at_least_0():
+    from benchmark.runner import plan
+
+    spec = plan("bce", "quick", noises=["sym-20"], seeds=[30], note_scale=1.0).specs[0]
+    assert spec["task_spec"]["note_scale"] == 1.0 and spec["data_generator"] == "4"
+    for bad in (-0.5, float("nan"), float("inf")):
+        with pytest.raises(UsageError, match="--note-scale"):
+            plan("bce", "quick", noises=["sym-20"], seeds=[30], note_scale=bad)
+    with pytest.raises(UsageError, match="--note-scale: task 'mimic3-demo' of track 'demo' reads vendored files"):
+        plan("bce", "demo", noises=["sym-20"], seeds=[30], note_scale=1.0)
 
 
 def test_a_track_overrides_only_the_sizes_it_writes():

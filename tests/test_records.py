@@ -9,7 +9,7 @@ from benchmark.errors import RecordError
 from benchmark.hparams import legacy_overrides
 from benchmark.marks import collapse
 from benchmark.options import Execution
-from benchmark.protocol import legacy_encoder_path
+from benchmark.protocol import TASK_FIELDS_SINCE, legacy_encoder_path
 from benchmark.records import SCHEMA, RecordStore, run_id, validate
 from benchmark.registry import get_method
 from benchmark.runner import plan, run_one
@@ -168,9 +168,15 @@ def test_a_committed_record_is_planned_again_under_its_own_id(path):
     # (``data.notes.encoder_identity``). Such a record is planned with the task's default encoder, and then
     # must differ from its spec in the encoder only, as a record that predates a hyper-parameter does.
     path_encoder = legacy_encoder_path(encoder)
+    # A synthetic task's note lengths: a record of generator 3 lacks note_scale, and its full-track run is
+    # planned again with the earlier value (--note-scale 0), the short notes it ran on.
+    note_scale = (spec["task_spec"].get("note_scale", TASK_FIELDS_SINCE["note_scale"])
+                  if spec["task_spec"].get("source") == "synthetic" else None)
     planned = plan(spec["method"]["name"], spec["track"], [spec["task"]], [spec["noise"]["name"]], [spec["seed"]],
                    spec["noise_seed_policy"], overrides,
-                   None if encoder == "minilm" or path_encoder else encoder).specs[0]
+                   None if encoder == "minilm" or path_encoder else encoder, note_scale=note_scale).specs[0]
+    if "note_scale" not in spec["task_spec"]:
+        assert spec.get("data_generator") in ("3", None)  # generator 3 or real files: short notes or none
     if legacy or path_encoder:
         version = tuple(int(x) for x in record["environment"]["harness_version"].split("."))
         assert version < ((0, 4, 0) if path_encoder else (0, 3, 0))  # only records of older harnesses

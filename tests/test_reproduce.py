@@ -33,6 +33,9 @@ def planned_again(line: str) -> list[dict]:
                                        "warmup_epochs": 1}}),
     ("bce", "smoke", {"encoder": "random-bert-base", "normaliser": "reference"}),
     ("gce", "full", {"overrides": {"q": 0.5}}),
+    # The full track at generator 3's short notes (its records before generator 4), and longer smoke notes.
+    ("bce", "full", {"note_scale": 0.0}),
+    ("bce", "smoke", {"note_scale": 1.0}),
 ])
 def test_planning_a_runs_command_gives_its_spec_again(method, track, kwargs):
     for spec in plan(method, track, noises=["sym-20", "asym-40-0"], seeds=[30, 100], **kwargs).specs:
@@ -47,6 +50,13 @@ def test_the_command_names_only_what_differs_from_the_defaults():
                              "--noise-seed per-seed --set pstar_weights=1,0,0 --set weight_decay=0.0001 --seeds 7")
     assert command(spec, compiled=True).endswith("--compile on --seeds 7")
     assert with_seeds(command(spec), [100, 30]).endswith("--seeds 30,100")
+
+
+def test_a_full_track_record_of_generator_3_is_planned_again_with_short_notes():
+    spec = plan("bce", "full", ["mimic3-phe"], ["sym-20"], [30], note_scale=0.0).specs[0]
+    assert "note_scale" not in spec["task_spec"] and spec["data_generator"] == "3"  # as such records hold it
+    assert command(spec).endswith("--note-scale 0.0 --seeds 30")
+    assert "--note-scale" not in command(plan("bce", "full", ["mimic3-phe"], ["sym-20"], [30]).specs[0])
 
 
 def test_what_no_flag_sets_is_named_as_a_gap():

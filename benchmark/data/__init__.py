@@ -2,7 +2,7 @@
 
 Modules, one concept each: ``loaders`` (the on-disk layouts of the real pipelines), ``timeseries``
 (Harutyunyan's discretiser and normaliser), ``notes`` (the frozen note encoder), ``generator`` (synthetic
-tasks written in the real layouts), ``cache`` (the tensor cache), ``split`` (a materialised split and its
+tasks written in the real layouts), ``note_lengths`` (their notes' length laws), ``cache`` (the tensor cache), ``split`` (a materialised split and its
 batches), ``taskdata`` (``materialise``: a task's files to its cached arrays), ``describe`` (a task's
 statistics), ``vendored`` (tasks whose raw tables ship with the project), ``evidence`` (the under-coding
 noise's evidence per training stay and label, cached; never a method's) and the packages ``extract``

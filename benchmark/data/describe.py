@@ -2,7 +2,9 @@
 
 Read straight from the listfiles (and the note tokenizer), without discretising or encoding, so it
 is cheap even at MIMIC scale: N per split, labels, mean label cardinality, prevalence, the most
-frequent label pairs, modality missingness, and series / note length quantiles.
+frequent label pairs, modality missingness, series / note length quantiles (note tokens up to the 512 an
+encoder is given, and as the task keeps them), the share of notes at the 512-token cap and, for a
+synthetic task, the note length law it follows (``note_lengths``).
 """
 from __future__ import annotations
 
@@ -13,9 +15,11 @@ from tabulate import tabulate
 
 from ..cards import label_names
 from ..protocol import TaskSpec
-from . import notes
+from . import note_lengths, notes
 from .loaders import read_split
 from .timeseries import MAX_BINS, n_bins
+
+NOTE_CAP = 512  # the reference truncates notes at 512 tokens
 
 
 def describe(spec: TaskSpec, root: Path) -> dict:
@@ -26,7 +30,10 @@ def describe(spec: TaskSpec, root: Path) -> dict:
     ends = np.concatenate([raw[s].ends for s in raw])
     texts = [t for s in raw for t in raw[s].notes]
     tokenizer = notes.load_tokenizer(spec.encoder)
-    token_counts = np.array([len(x) for x in tokenizer(texts, add_special_tokens=False)["input_ids"]]) if texts else np.zeros(0)
+    # Up to 512 tokens, the most any encoder is given (notes.encode); the task keeps note_tokens of them.
+    ids = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=NOTE_CAP)["input_ids"] if texts else []
+    token_counts = np.array([len(x) for x in ids], dtype=np.int64)
+    written = token_counts[token_counts > 0]
     bins = np.minimum(n_bins(ends[has_series]), min(spec.max_hours, MAX_BINS))
     co = labels.T.astype(np.int64) @ labels.astype(np.int64)
     pairs = [(co[a, b], a, b) for a in range(len(names)) for b in range(a + 1, len(names))]
@@ -43,7 +50,10 @@ def describe(spec: TaskSpec, root: Path) -> dict:
         "missing_series": float(1 - has_series.mean()),
         "missing_note": float(np.mean(token_counts == 0)) if len(token_counts) else 1.0,
         "series_bins": _quantiles(bins),
-        "note_tokens": _quantiles(np.minimum(token_counts[token_counts > 0], spec.note_tokens)),
+        "note_tokens": _quantiles(np.minimum(written, spec.note_tokens)),
+        "note_tokens_written": _quantiles(written),
+        "notes_at_512": float(np.mean(written >= NOTE_CAP)) if len(written) else None,
+        "note_law": note_lengths.describe(spec.layout, spec.note_scale) if spec.source == "synthetic" else None,
     }
 
 
@@ -64,8 +74,13 @@ def render(stats: dict) -> str:
         ["no time series", f"{100 * stats['missing_series']:.1f} %"],
         ["no note", f"{100 * stats['missing_note']:.1f} %"],
         ["hourly bins kept (p10 / p50 / p90 / max)", _fmt_q(stats["series_bins"])],
+        [f"note tokens, up to {NOTE_CAP} (p10 / p50 / p90 / max)", _fmt_q(stats["note_tokens_written"])],
+        [f"notes at the {NOTE_CAP}-token cap",
+         "-" if stats["notes_at_512"] is None else f"{100 * stats['notes_at_512']:.1f} %"],
         ["note tokens kept (p10 / p50 / p90 / max)", _fmt_q(stats["note_tokens"])],
     ]
+    if stats.get("note_law"):
+        rows.append(["note length law (synthetic)", stats["note_law"]])
     out = [f"task {stats['task']}", tabulate(rows, tablefmt="simple", disable_numparse=True)]
     out.append(tabulate([[k, f"{v:.3f}"] for k, v in stats["prevalence"].items()], ["label", "prevalence"],
                         tablefmt="simple", disable_numparse=True))

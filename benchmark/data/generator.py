@@ -14,9 +14,12 @@ often, acute ones rarely), with abbreviations, negated and family-history distra
 sensitivity. So labels depend on both modalities and neither alone suffices. Vitals are sampled
 irregularly (about hourly), GCS and temperature every few hours, labs more rarely, with MIMIC-III
 CareVue or MetaVision spellings, a few events after the end of the stay, and notes in the
-preprocessed form (lower case, no punctuation).
+preprocessed form (lower case, no punctuation). The mentions make a note's history section; its length
+around that section follows the real pipeline's law at the task's ``note_scale`` (``note_lengths``).
 
-Everything is seeded by the task spec: same spec, same files, byte for byte.
+Everything is seeded by the task spec: same spec, same files, byte for byte. Each part draws from its own
+stream (labels, modalities, notes, note lengths, series, split, listfile), so the labels, mentions and
+series of a spec are the same at every note length.
 """
 from __future__ import annotations
 
@@ -29,10 +32,18 @@ import pandas as pd
 
 from .. import cards
 from ..errors import UsageError
+from . import note_lengths
 from .loaders import EPISODE_HEADER
 from .timeseries import CHANNELS
 
-GENERATOR_VERSION = "3"
+# The version of what the generator writes, recorded in every run spec of a synthetic task and keyed into
+# its caches (``version``). 4: notes at the real pipelines' lengths (``note_lengths``, TaskSpec.note_scale).
+# A task at note_scale 0 is written byte for byte as version 3 wrote it, and keeps version "3".
+GENERATOR_VERSION = "4"
+SHORT_NOTES_VERSION = "3"
+# The random streams are keyed by this, not by GENERATOR_VERSION: labels, mentions, series and splits are
+# version 3's for the same spec, whatever the notes' length.
+STREAMS_VERSION = "3"
 
 # The generative model of each label, by name; the label names and their column order are the task cards'
 # (cards.label_names). Row: (label, prevalence, factor loadings {factor: weight}, vital effects {signal: shift},
@@ -129,7 +140,13 @@ class Generated:
 
 
 def _rng(spec, salt: str) -> np.random.Generator:
-    return np.random.default_rng(zlib.crc32(f"{GENERATOR_VERSION}:{spec.name}:{spec.n_total}:{salt}".encode()))
+    return np.random.default_rng(zlib.crc32(f"{STREAMS_VERSION}:{spec.name}:{spec.n_total}:{salt}".encode()))
+
+
+def version(spec) -> str:
+    """The generator version of ``spec``'s files: "3" where they are version 3's byte for byte (note_scale 0),
+    else GENERATOR_VERSION."""
+    return SHORT_NOTES_VERSION if spec.note_scale == 0 else GENERATOR_VERSION
 
 
 def _assign_patients(rng, n: int) -> np.ndarray:
@@ -168,11 +185,13 @@ def _labels(rng, table, factors: np.ndarray, target_cardinality: float, exclusiv
     return draw((lo + hi) / 2)
 
 
-def _note(rng, y: np.ndarray, table, max_mentions: int = 10, affirmed: list | None = None) -> str:
-    """A note's text. ``affirmed``, when given, receives the labels (column indices) the note mentions
-    affirmatively as written: the true mention of a positive, or the false mention of a negative, that
-    survived the cut to ``max_mentions`` (negated and family-history mentions are not affirmations).
-    Collecting it draws nothing more, so the text is the same either way."""
+def _note(rng, y: np.ndarray, table, max_mentions: int = 10, affirmed: list | None = None) -> tuple[str, str]:
+    """The label-bearing part of a note, (history, social): the mentions of the stay's labels (with false,
+    negated and family-history ones) and a few other conditions; ``note_lengths`` writes the note around it.
+    ``affirmed``, when given, receives the labels (column indices) the note mentions affirmatively as
+    written: the true mention of a positive, or the false mention of a negative, that survived the cut to
+    ``max_mentions`` (negated and family-history mentions are not affirmations). Collecting it draws
+    nothing more, so the text is the same either way."""
     phrases, origin = [], []
     for j, row in enumerate(table):
         terms, sensitivity = row[4], row[5]
@@ -199,7 +218,7 @@ def _note(rng, y: np.ndarray, table, max_mentions: int = 10, affirmed: list | No
         affirmed.extend(origin[k] for k in order[:max_mentions] if origin[k] >= 0)
     phrases += list(rng.choice(FILLER, size=rng.integers(0, 4), replace=False))
     social = " ".join(rng.choice(SOCIAL, size=2, replace=False))
-    return f"past medical history {' '.join(phrases)} social history {social}".strip()
+    return " ".join(phrases), social
 
 
 def _events(rng, y: np.ndarray, table, los: np.ndarray, spelling: np.ndarray, patient_base: dict) -> pd.DataFrame:
@@ -299,11 +318,12 @@ def generate(spec) -> Generated:
     table = _table(spec.kind)
     rng = _rng(spec, "notes")
     mentioned = np.zeros(y.shape, dtype=bool)
-    notes = []
+    parts = []
     for i in range(n):
         affirmed: list[int] = []
-        notes.append(_note(rng, y[i], table, affirmed=affirmed) if has_note[i] else "")
+        parts.append(_note(rng, y[i], table, affirmed=affirmed) if has_note[i] else None)
         mentioned[i, affirmed] = True
+    notes = note_lengths.write_notes(parts, spec.layout, spec.note_scale, _rng(spec, "note_lengths"))
 
     # Diagnosis samples are chest X-ray studies: those with a time series share their ICU stay's file
     # (consecutive studies of one patient), each read up to its own study time.

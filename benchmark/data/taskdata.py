@@ -19,7 +19,7 @@ import torch
 
 from ..cards import label_names
 from ..errors import UsageError
-from ..protocol import TaskSpec
+from ..protocol import TaskSpec, task_dict
 from . import generator, notes, timeseries, vendored
 from .cache import TensorCache, built_folder
 from .loaders import RawSplit, read_episodes, read_split
@@ -45,9 +45,9 @@ class TaskData:
 
 def cache_key(spec: TaskSpec, root: Path | None) -> str:
     inputs = {
-        "spec": asdict(spec),
+        "spec": task_dict(spec),
         "loader": LOADER_VERSION,
-        "generator": generator.GENERATOR_VERSION if spec.source == "synthetic" else None,
+        "generator": generator.version(spec) if spec.source == "synthetic" else None,
         "encoder": notes.encoder_id(spec.encoder),
         "source": _source_identity(spec, root),
     }
@@ -106,8 +106,8 @@ def task_files(spec: TaskSpec, cache: TensorCache, root: str | Path | None = Non
 def synthetic_files(spec: TaskSpec, cache: TensorCache) -> Path:
     """The generator's files for ``spec``, written once (to a temporary folder, then renamed)."""
     # Only what the generator reads: the encoder, normaliser and crops do not change the files.
-    fields_used = {k: v for k, v in asdict(spec).items() if k not in ("encoder", "normaliser", "max_hours", "note_tokens", "uncertain")}
-    key = hashlib.sha256(json.dumps([fields_used, generator.GENERATOR_VERSION], sort_keys=True).encode()).hexdigest()[:16]
+    fields_used = {k: v for k, v in task_dict(spec).items() if k not in ("encoder", "normaliser", "max_hours", "note_tokens", "uncertain")}
+    key = hashlib.sha256(json.dumps([fields_used, generator.version(spec)], sort_keys=True).encode()).hexdigest()[:16]
     folder = cache.root / "files" / f"{spec.name}-{key}"
     return built_folder(cache.root, folder, lambda tmp: generator.write(generator.generate(spec), spec, tmp))
 

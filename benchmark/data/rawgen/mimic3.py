@@ -31,7 +31,7 @@ from .volume import Volume
 
 
 def _rng(spec) -> np.random.Generator:
-    return np.random.default_rng(zlib.crc32(f"raw:{generator.GENERATOR_VERSION}:{spec.name}:{spec.n_total}".encode()))
+    return np.random.default_rng(zlib.crc32(f"raw:{generator.STREAMS_VERSION}:{spec.name}:{spec.n_total}".encode()))
 
 
 def check(spec) -> None:
