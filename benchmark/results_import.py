@@ -59,7 +59,7 @@ class Outcome:
 def check_record(record: dict) -> str | None:
     """The reason a schema-valid record is refused on its own, or None."""
     from . import __version__
-    from .noise import noise_seed_for
+    from .noise import NOISE_DRAW_POLICY, spec_noise_seed
     from .protocol import SEEDS, get_track, parse_noise
     from .registry import get_method
     from .runner import make_spec
@@ -95,7 +95,14 @@ def check_record(record: dict) -> str | None:
         return f"unknown noise seed policy {spec.get('noise_seed_policy')!r}"
     if spec.get("seed") not in SEEDS:
         return f"seed {spec.get('seed')!r} is not one of the protocol's seeds {', '.join(map(str, SEEDS))}"
-    expected = json.loads(json.dumps(make_spec(entry, track, task, setting, spec["seed"], spec["noise_seed_policy"], hparams)))
+    draw = spec.get("noise_draw")
+    if draw is not None:  # the schema checked its fields' types
+        if draw["policy"] != NOISE_DRAW_POLICY:
+            return f"unknown noise draw policy {draw['policy']!r} (this harness draws by {NOISE_DRAW_POLICY!r})"
+        if spec["noise_seed_policy"] != "reference":
+            return "a noise draw other than the protocol's needs the reference noise seed policy"
+    expected = json.loads(json.dumps(make_spec(entry, track, task, setting, spec["seed"], spec["noise_seed_policy"], hparams,
+                                               draw["index"] if draw else 0)))
     diff = _first_difference(spec, expected, "spec")
     if diff:
         where, got, want = diff
@@ -109,8 +116,8 @@ def check_record(record: dict) -> str | None:
     noise = record["noise"]
     if noise.get("checksum") != record["fingerprints"].get("noisy_labels"):
         return "noise.checksum differs from fingerprints.noisy_labels"
-    if noise.get("seed") != noise_seed_for(spec["noise_seed_policy"], spec["seed"]):
-        return f"noise.seed {noise.get('seed')!r} does not follow the spec's noise seed policy"
+    if noise.get("seed") != spec_noise_seed(spec):
+        return f"noise.seed {noise.get('seed')!r} does not follow the spec's noise seed policy and noise draw"
     if setting.family != "bal" and not (_close(noise.get("rho_plus"), setting.rho_plus / 100)
                                         and _close(noise.get("rho_minus"), setting.rho_minus / 100)):
         return f"noise rates {noise.get('rho_plus')!r}/{noise.get('rho_minus')!r} are not those of {setting.name}"
@@ -199,7 +206,7 @@ def _seed_group(spec: dict) -> tuple:
 
 def import_records(source: str | Path, results: str | Path = "results", check_only: bool = False,
                    verify_data: bool = False) -> Outcome:
-    from .noise import make_noisy, noise_seed_for
+    from .noise import make_noisy, spec_noise_seed
     from .protocol import SEEDS, parse_noise
 
     source, store, out = Path(source), RecordStore(results), Outcome()
@@ -236,7 +243,7 @@ def import_records(source: str | Path, results: str | Path = "results", check_on
         if record["fingerprints"]["data"] != fingerprint:
             reason = f"data fingerprint {record['fingerprints']['data'][:16]} is not this task's ({fingerprint[:16]})"
         else:
-            noisy = make_noisy(clean, parse_noise(spec["noise"]["name"]), noise_seed_for(spec["noise_seed_policy"], spec["seed"]))
+            noisy = make_noisy(clean, parse_noise(spec["noise"]["name"]), spec_noise_seed(spec))
             if noisy.checksum != record["fingerprints"]["noisy_labels"]:
                 reason = "noisy-label checksum differs from the one recomputed from the clean labels and the noise spec"
         if reason:
