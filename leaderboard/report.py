@@ -18,7 +18,7 @@ from benchmark.marks import (COLLAPSE_AUC, RELEASED, TIMING_ENCODERS, TWO_MODALI
                              record_collapse)
 from benchmark.protocol import EXTRA_NOISE_SETTINGS, NOISE_SETTINGS, parse_noise
 
-from . import reproduce, secondary
+from . import detection, reproduce, secondary
 from .defaults import method_defaults, track_defaults
 
 MIN_SEEDS = 3
@@ -59,6 +59,9 @@ def run_row(record: dict) -> dict:
         "fusion_layout": layout,
         "noise": noise_column(spec["noise"]["name"]),
         "seed": spec["seed"],
+        # --noise-draws: 0 for the protocol's draw (the spec has no noise_draw), else the draw's index.
+        "noise_draw": (spec.get("noise_draw") or {}).get("index", 0),
+        "noise_seed": record["noise"].get("seed"),
         "realised_rho_plus": record["noise"].get("realised_rho_plus"),
         "realised_rho_minus": record["noise"].get("realised_rho_minus"),
         "encoder": encoder_of(spec),
@@ -93,6 +96,7 @@ def run_row(record: dict) -> dict:
         "code_hash": record["method"].get("code_hash"),
         "peak_memory_bytes": record["peak_memory_bytes"],
         **secondary.row_fields(record["metrics"]),
+        **detection.row_fields(record["metrics"] if done else {}),
         **{f"time_{phase}": timings.get(phase) for phase in (*PHASES, "total")},
     }
 
@@ -111,8 +115,10 @@ def row_label(display_name: str, layout: str | None, is_compiled: bool = False,
 
 
 # Spec keys that are not part of a row: the seed (a cell's runs), the noise (its column), the table's
-# track and task. Everything else of the spec separates rows (``cell_key``).
-_NOT_ROW = ("seed", "noise", "track", "task")
+# track and task, and the noise draw (a row's runs on other draws than the protocol's are the variance
+# split's, ``leaderboard/variance.py``; ``collect`` keeps draw 0 in the cells). Everything else of the spec
+# separates rows (``cell_key``).
+_NOT_ROW = ("seed", "noise", "track", "task", "noise_draw")
 
 
 def cell_key(spec: dict, is_compiled: bool = False) -> str:
@@ -223,10 +229,14 @@ def compiled(env: dict) -> bool:
 def collect(rows: list[dict]) -> dict:
     """{(track, task): {row label: {noise name: {"runs": [done rows], "maps": [...], "failed": int}}}}: a
     row is one run spec less its seed (``cell_key``), labelled by the method's display name and what
-    differs from its default spec (``row_label``, ``label_rows``); a column is a noise setting by its rates."""
+    differs from its default spec (``row_label``, ``label_rows``); a column is a noise setting by its rates.
+    A cell holds the protocol's noise draw only (draw 0): runs of ``--noise-draws``' other draws get their
+    labels here too but go to the variance split (``leaderboard/variance.py``), never into a mean."""
     label_rows(rows)
     table: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(lambda: {"runs": [], "maps": [], "failed": 0})))
     for row in rows:
+        if row.get("noise_draw", 0):
+            continue
         cell = table[(row["track"], row["task"])][row["label"]][row["noise"]]
         if row["status"] == "done":
             cell["runs"].append(row)
