@@ -181,6 +181,8 @@ def _check_spec(spec: dict, source: str) -> None:
     hparams = spec["method"].get("hparams", {})
     if not isinstance(hparams, dict):
         raise RecordError(f"{source}: field 'spec.method.hparams' is not a dict")
+    if "noise_seed_policy" in spec:  # the tables label a row by it and the page's command passes it on
+        _check_type(spec["noise_seed_policy"], (str,), "spec.noise_seed_policy", source)
     if "noise_draw" in spec:  # --noise-draws: absent for draw 0, the protocol's draw
         draw = spec["noise_draw"]
         _check_type(draw, (dict,), "spec.noise_draw", source)

@@ -2,8 +2,8 @@
 
 A record's curve rows hold the harness's scores of a method's ``suspicion()`` (``benchmark/detection.py``:
 precision, recall and F1 of the entries scored above 0.5, and AUPRC, for missed positives and spurious
-positives apart). ``row_fields`` takes the last epoch's into a run's row (and ``runs.csv``); a run whose
-last epoch has no scores has none. ``task_tables`` gives one table per noise setting of a task: rows the
+positives apart). ``report.detection_fields`` takes the last epoch's into a run's row (and ``runs.csv``);
+a run whose last epoch has no scores has none. ``task_tables`` gives one table per noise setting of a task: rows the
 methods that scored, per direction mean (std) over the seeds of the protocol's noise draw, and the
 direction's base rate (the AUPRC of scores that know nothing). Cells mixing data, harness versions or
 code are not averaged, as in the result tables.
@@ -13,13 +13,13 @@ from __future__ import annotations
 from benchmark.protocol import parse_noise
 
 from . import stats
+from .report import DETECTION_DIRECTIONS, DETECTION_METRICS, cell_flags, noise_order
 
-DIRECTIONS = (
-    ("missed_positive", "missed positives", "clean 1, observed 0: a condition the labels miss (rho+)"),
-    ("spurious_positive", "spurious positives", "clean 0, observed 1: a condition the labels add (rho-)"),
-)
+_TITLES = {"missed_positive": ("missed positives", "clean 1, observed 0: a condition the labels miss (rho+)"),
+           "spurious_positive": ("spurious positives", "clean 0, observed 1: a condition the labels add (rho-)")}
+DIRECTIONS = tuple((d, *_TITLES[d]) for d in DETECTION_DIRECTIONS)  # (key, title, what it is)
 METRICS = (("precision", "P"), ("recall", "R"), ("f1", "F1"), ("auprc", "AUPRC"))
-FIELDS = tuple(f"det_{d}_{m}" for d, *_ in DIRECTIONS for m in (*(k for k, _ in METRICS), "base_rate"))
+FIELDS = tuple(f"det_{d}_{m}" for d in DETECTION_DIRECTIONS for m in DETECTION_METRICS)  # report.detection_fields
 LEGEND = ("Detection: a method's suspicion() scores, per training entry, its probability that the observed label "
           "is wrong; the harness alone, which holds the clean training labels, scores them at every epoch "
           "(benchmark/detection.py). Shown: the last epoch, mean (std) over the seeds of the protocol's noise draw "
@@ -33,19 +33,9 @@ LEGEND = ("Detection: a method's suspicion() scores, per training entry, its pro
           "have rows.")
 
 
-def row_fields(metrics: dict) -> dict:
-    """The last epoch's detection scores as flat row fields (None where the record has none)."""
-    curve = metrics.get("curve") or []
-    det = (curve[-1].get("detection") if curve and isinstance(curve[-1], dict) else None) or {}
-    return {f"det_{d}_{m}": (det.get(d) or {}).get(m) for d, *_ in DIRECTIONS
-            for m in (*(k for k, _ in METRICS), "base_rate")}
-
-
 def cell(runs: list[dict]) -> dict | None:
     """A detection cell: per direction and metric the mean, std and n over the runs that have it; None
     when no run of the cell has scores."""
-    from .report import cell_flags  # report imports this module for row_fields
-
     scored = [r for r in runs if any(r.get(f) is not None for f in FIELDS)]
     if not scored:
         return None
@@ -65,8 +55,6 @@ def cell(runs: list[dict]) -> dict | None:
 def task_tables(methods: dict) -> list[dict]:
     """{row label: {noise: cell of ``report.collect``}} of one task -> one table per noise setting that
     has a scored run: {"noise", "label", "rows": [{"method", **cell}], "base_rate": per direction}."""
-    from .report import noise_order
-
     noises = noise_order({n for cells in methods.values() for n in cells})
     tables = []
     for noise in noises:
@@ -82,7 +70,7 @@ def task_tables(methods: dict) -> list[dict]:
         for d, *_ in DIRECTIONS:  # the column's flip share: one noisy matrix per seed, the same for every method
             values = [r["directions"][d]["base_rate"]["mean"] for r in rows
                       if r["directions"][d]["base_rate"]["mean"] is not None]
-            base[d] = (min(values), max(values)) if values else None
+            base[d] = [min(values), max(values)] if values else None
         rows.sort(key=lambda r: (-_mean_f1(r), r["method"]))
         tables.append({"noise": noise, "label": parse_noise(noise).label(), "rows": rows, "base_rate": base})
     return tables

@@ -18,7 +18,7 @@ from benchmark.marks import (COLLAPSE_AUC, RELEASED, TIMING_ENCODERS, TWO_MODALI
                              record_collapse)
 from benchmark.protocol import EXTRA_NOISE_SETTINGS, NOISE_SETTINGS, parse_noise
 
-from . import detection, reproduce, secondary
+from . import reproduce, secondary
 from .defaults import method_defaults, track_defaults
 
 MIN_SEEDS = 3
@@ -96,9 +96,23 @@ def run_row(record: dict) -> dict:
         "code_hash": record["method"].get("code_hash"),
         "peak_memory_bytes": record["peak_memory_bytes"],
         **secondary.row_fields(record["metrics"]),
-        **detection.row_fields(record["metrics"] if done else {}),
+        **detection_fields(record["metrics"] if done else {}),
         **{f"time_{phase}": timings.get(phase) for phase in (*PHASES, "total")},
     }
+
+
+# The last epoch's detection scores (benchmark/detection.py) as row fields det_<direction>_<metric>; the
+# detection tables are leaderboard/detection.py's.
+DETECTION_DIRECTIONS = ("missed_positive", "spurious_positive")
+DETECTION_METRICS = ("precision", "recall", "f1", "auprc", "base_rate")
+
+
+def detection_fields(metrics: dict) -> dict:
+    """The last curve row's detection scores as flat fields (None where that row has none: a method
+    without suspicion(), or one whose last epoch gave no scores)."""
+    curve = metrics.get("curve") or []
+    det = (curve[-1].get("detection") if curve and isinstance(curve[-1], dict) else None) or {}
+    return {f"det_{d}_{m}": (det.get(d) or {}).get(m) for d in DETECTION_DIRECTIONS for m in DETECTION_METRICS}
 
 
 def row_label(display_name: str, layout: str | None, is_compiled: bool = False,

@@ -21,12 +21,12 @@ apart from it with one run per pair. The variance of one run is the sum of the t
 the part the protocol's std (over seeds, one draw) never sees, with ``share_seed`` and ``share_residual``
 beside it.
 
-A cell needs at least 2 seeds and 2 draws with every pair present; runs outside the largest complete
-block of seeds x draws (a missing or failed run) are left out and counted (``left_out``).
+A cell needs at least 2 seeds and 2 draws with every pair present; where a run is missing (not run,
+or failed), the seeds and draws with missing pairs are dropped until the block is complete
+(``complete_block``), and the runs left out are counted (``left_out``).
 """
 from __future__ import annotations
 
-import itertools
 import math
 
 import numpy as np
@@ -47,8 +47,8 @@ LEGEND = ("Noise draws: the reference draws one noisy label matrix (noise seed 1
 
 
 def split(values: dict[tuple[int, int], float]) -> dict | None:
-    """The variance split of {(seed, draw): value} on its largest complete block of seeds x draws
-    (at least 2 x 2); None when there is none."""
+    """The variance split of {(seed, draw): value} on its complete block of seeds x draws
+    (``complete_block``, at least 2 x 2); None when there is none."""
     block = complete_block(values)
     if block is None:
         return None
@@ -77,19 +77,24 @@ def split(values: dict[tuple[int, int], float]) -> dict | None:
 
 
 def complete_block(values: dict[tuple[int, int], float]) -> tuple[list[int], list[int]] | None:
-    """(seeds, draws) of the largest block of ``values``' keys with every pair present, at least 2 x 2
-    (the most runs; then the most draws; then the lowest draws): None when there is none."""
-    draws = sorted({d for _, d in values})
-    best, best_key = None, None
-    for k in range(len(draws), 1, -1):
-        for subset in itertools.combinations(draws, k):
-            seeds = sorted({s for s, _ in values if all((s, d) in values for d in subset)})
-            if len(seeds) < 2:
-                continue
-            key = (len(seeds) * k, k, [-d for d in subset])
-            if best_key is None or key > best_key:
-                best, best_key = (seeds, list(subset)), key
-    return best
+    """(seeds, draws) of a block of ``values``' keys with every pair present, at least 2 x 2, or None:
+    all of them when the layout is complete, else what is left after dropping, one at a time, the seed
+    or draw with the most missing pairs (on a tie the one with fewer runs; then a draw before a seed,
+    keeping the protocol's seeds, then the highest)."""
+    seeds, draws = sorted({s for s, _ in values}), sorted({d for _, d in values})
+    while len(seeds) >= 2 and len(draws) >= 2:
+        missing = [(sum((s, d) not in values for d in draws), -sum((s, d) in values for d in draws), 0, s, "seed")
+                   for s in seeds]
+        missing += [(sum((s, d) not in values for s in seeds), -sum((s, d) in values for s in seeds), 1, d, "draw")
+                    for d in draws]
+        worst = max(missing)
+        if worst[0] == 0:
+            return seeds, draws
+        if worst[4] == "seed":
+            seeds.remove(worst[3])
+        else:
+            draws.remove(worst[3])
+    return None
 
 
 def task_rows(rows: list[dict]) -> list[dict]:
