@@ -55,9 +55,10 @@ def check_suspicion(scores, shape: tuple[int, int], where: str = "Method.suspici
     values = scores.detach().double()  # bool and integer scores (0/1 flags) are probabilities too
     finite = torch.isfinite(values)
     inside = finite & (values >= 0) & (values <= 1)
-    bad, low, high = (~finite).any(), values.min(), values.max()
-    if bool(bad) or not bool(inside.all()):  # one host read
-        what = "non-finite values" if bool(bad) else f"values in [{float(low):g}, {float(high):g}]"
+    ok, all_finite, low, high = torch.stack([inside.all().double(), finite.all().double(), values.min(),
+                                             values.max()]).tolist()  # one host read
+    if not ok:
+        what = "non-finite values" if not all_finite else f"values in [{low:g}, {high:g}]"
         raise RunFailed(f"{where} returned {what}; expected probabilities in [0, 1] (a score above "
                         f"{THRESHOLD} flags the entry as wrong)")
     return values

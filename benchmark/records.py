@@ -1,7 +1,8 @@
 """Run records: one JSON file per run under ``results/``, the leaderboard's only input.
 
 The run id is a hash of the full run spec (method, its version and hyper-parameters, track, task,
-noise, seed, noise-seed policy, budget, backbone size, data generator), so a finished record *is*
+noise, seed, noise-seed policy, the noise draw when it is not the protocol's, budget, backbone size,
+data generator), so a finished record *is*
 the marker that a run is done: a rerun skips it, and an interrupted grid resumes losing nothing.
 Records are written atomically (temporary file, fsync, rename) and validated on write and on read.
 

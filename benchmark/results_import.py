@@ -8,14 +8,16 @@ Verified for every record:
 
 - the schema (``records.validate``: version, fields, types) and ``run_id`` = hash of the spec;
 - a finished run (``status: done``) of this harness version (``environment.harness_version``);
-- the spec is the one this checkout would plan: a known track, task, noise setting and seed policy,
+- the spec is the one this checkout would plan: a known track, task, noise setting and seed policy
+  (and, for a run of ``--noise-draws``' other draws, the known draw policy under the reference seed policy),
   the track's budget and backbone, the data generator version, a known method at its current version
   with hyper-parameters its schema accepts (``runner.make_spec`` rebuilds it; only the note encoder
   may differ from the task's) and the method's code hash equals this checkout's;
 - the metrics are internally consistent: one curve row per epoch of the budget, ``metrics.final``
   equal to the last row, per-label APs (one per label, in [0, 1]) averaging to the mAP in every row,
   ``metrics.collapsed`` (where present) the one ``marks.collapse`` gives for the curve;
-- the noise summary matches the spec (rates, noise seed) and its checksum is the recorded one.
+- the noise summary matches the spec (rates, the noise seed of its policy and draw) and its checksum is
+  the recorded one.
 
 Verified where the data is here: for synthetic tasks already in the tensor cache (or with
 ``--verify-data``, which builds them), the data fingerprint equals the local one and the noisy-label

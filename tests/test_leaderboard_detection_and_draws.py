@@ -170,3 +170,33 @@ def test_a_board_without_draws_or_detection_says_so_and_keeps_its_caption(tmp_pa
     assert "detection of the wrong" not in text and "variance of mAP" not in text
     page = (tmp_path / "site" / "index.html").read_text()
     assert "No cell of this task has runs on more than one noise draw" in page
+
+
+# --- the committed quick-track records behind docs/detection-and-noise-draws.md ------------------------
+
+def test_the_committed_quick_records_give_the_documents_tables():
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "docs" / "records" / "draws-quick-0.4.0"
+    result = build(folder, None)
+    assert not result.skipped and len(result.rows) == 36
+    [task] = result.board["tracks"][0]["tasks"]
+    [det] = task["detection"]
+    rows = {r["method"]: r["directions"] for r in det["rows"]}
+    assert set(rows) == {"MIRACL", "MultiT", "MLLSC"}
+    assert rows["MultiT"]["missed_positive"]["auprc"]["mean"] == pytest.approx(0.143, abs=5e-4)
+    assert rows["MLLSC"]["missed_positive"]["recall"]["mean"] == 1.0
+    assert rows["MIRACL"]["spurious_positive"]["precision"]["mean"] == pytest.approx(0.783, abs=5e-4)
+    split = {e["method"]: e["split"] for e in task["variance"]}
+    assert set(split) == {"FlexCare (BCE)", "MIRACL", "MultiT", "MLLSC"}
+    assert all((len(s["seeds"]), len(s["draws"])) == (3, 3) for s in split.values())
+    assert split["FlexCare (BCE)"]["protocol_std"] == pytest.approx(0.0081, abs=5e-5)
+    assert split["MLLSC"]["std"]["seed"] == pytest.approx(0.0125, abs=5e-5)
+    # MLLSC flags exactly what its loss flipped, in every corrected epoch of every run.
+    for row in result.rows:
+        if row["method"] == "mllsc":
+            record = json.loads((folder / row["record_file"]).read_text())
+            for epoch in record["metrics"]["curve"]:
+                if "detection" in epoch:
+                    assert epoch["detection"]["spurious_positive"]["flagged"] == epoch["method"]["pos_to_neg"]
+                    assert epoch["detection"]["missed_positive"]["flagged"] == epoch["method"]["neg_to_pos"]

@@ -168,9 +168,11 @@ def test_a_committed_record_is_planned_again_under_its_own_id(path):
     # (``data.notes.encoder_identity``). Such a record is planned with the task's default encoder, and then
     # must differ from its spec in the encoder only, as a record that predates a hyper-parameter does.
     path_encoder = legacy_encoder_path(encoder)
+    # A run of --noise-draws' draw d is the last spec of a plan of d + 1 draws.
+    draws = (spec.get("noise_draw") or {}).get("index", 0) + 1
     planned = plan(spec["method"]["name"], spec["track"], [spec["task"]], [spec["noise"]["name"]], [spec["seed"]],
                    spec["noise_seed_policy"], overrides,
-                   None if encoder == "minilm" or path_encoder else encoder).specs[0]
+                   None if encoder == "minilm" or path_encoder else encoder, noise_draws=draws).specs[-1]
     if legacy or path_encoder:
         version = tuple(int(x) for x in record["environment"]["harness_version"].split("."))
         assert version < ((0, 4, 0) if path_encoder else (0, 3, 0))  # only records of older harnesses
