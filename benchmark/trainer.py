@@ -173,7 +173,7 @@ def train(method: Method, data: RunData, budget: Budget, seed: int, execution: E
             suspicion = method.suspicion()
             if suspicion is not None:
                 row["detection"] = score_suspicion(suspicion)
-            timings["eval"] += fast.clock() - t4  # the harness's scoring, as the test metrics
+            timings["eval"] += fast.clock() - t4  # the hook and the harness's scoring of it, as the test metrics
         curve.append(row)
         if on_epoch:
             on_epoch(row)

@@ -320,11 +320,16 @@ def format_cell(cell: dict | None) -> str:
 def render(records: list[dict], fmt: str = "simple") -> str:
     """One table per (track, task), with the caption; ``fmt`` is a tabulate format."""
     blocks = []
-    for (track, task), rows in sorted(collect([run_row(r) for r in records]).items()):
+    flat = [run_row(r) for r in records]
+    for (track, task), rows in sorted(collect(flat).items()):
         noises = noise_order({n for cells in rows.values() for n in cells})
         headers = ["method"] + [f"{n}\n{parse_noise(n).label()}" for n in noises]
         body = [[m] + [format_cell(cells.get(n)) for n in noises] for m, cells in sorted(rows.items())]
         blocks.append(f"track {track} / task {task}\n" + tabulate(body, headers, tablefmt=fmt, disable_numparse=True))
     if not blocks:
         return "no finished runs yet"
-    return "\n\n".join(blocks) + "\n" + CAPTION.format(min_seeds=MIN_SEEDS, collapse_auc=COLLAPSE_AUC)
+    caption = CAPTION.format(min_seeds=MIN_SEEDS, collapse_auc=COLLAPSE_AUC)
+    if any(r["noise_draw"] for r in flat):
+        caption += (" Cells hold the protocol's noise draw (draw 0) only; the runs of other noise draws "
+                    "(--noise-draws) are in the leaderboard's variance split.")
+    return "\n\n".join(blocks) + "\n" + caption

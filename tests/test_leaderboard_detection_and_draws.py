@@ -200,3 +200,13 @@ def test_the_committed_quick_records_give_the_documents_tables():
                 if "detection" in epoch:
                     assert epoch["detection"]["spurious_positive"]["flagged"] == epoch["method"]["pos_to_neg"]
                     assert epoch["detection"]["missed_positive"]["flagged"] == epoch["method"]["neg_to_pos"]
+
+
+def test_ehrbench_table_averages_the_protocols_draw_and_says_so():
+    from leaderboard.report import render as table
+
+    text = table(draw_records())
+    line = next(ln for ln in text.splitlines() if ln.startswith("FlexCare (BCE)"))
+    assert f"{0.3 + np.mean(list(A.values())):.3f} ({np.std(list(A.values()), ddof=1):.3f})" in line
+    assert "noise draw (draw 0) only" in text
+    assert "noise draw (draw 0) only" not in table([make_record("bce", "sym-20", s, 0.4) for s in SEEDS])
