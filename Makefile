@@ -33,6 +33,7 @@ NAME ?=
 help:
 	@echo "make bench METHOD=bce [TRACK=quick TASKS=.. NOISE=.. SEEDS=.. JOBS=..]   run a method's grid, print the table"
 	@echo "make bench METHOD=miracl EXECUTOR=slurm PROFILE=slurm.yaml [BENCH_FLAGS=--no-wait]   the grid as a Slurm job array"
+	@echo "make bench METHOD=bce BENCH_FLAGS=\"--noise-draws 3\"                        each (setting, seed) on 3 noise draws"
 	@echo "make status METHOD=miracl                                               per run: done / failed / running / pending"
 	@echo "make test                                                               run the test suite"
 	@echo "make table [TRACK=quick]                                                print the tables from results/"

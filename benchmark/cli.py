@@ -174,8 +174,9 @@ def cmd_bench(args) -> int:
         if fell := record_collapse(record):
             outcome += (f" (collapsed: macro AUC {fell['macro_auc']:.3f}, "
                         + ("never learned)" if fell["never_learned"] else f"fell at epoch {fell['epoch']})"))
+        draw = f" draw {spec['noise_draw']['index']}" if "noise_draw" in spec else ""
         print(f"[{len(finished):>{len(str(len(todo)))}}/{len(todo)}] {spec['method']['name']} {spec['task']} "
-              f"{spec['noise']['name']:<10} seed {spec['seed']:<3} {outcome}  ({_duration(record['timings']['total'])}; "
+              f"{spec['noise']['name']:<10}{draw} seed {spec['seed']:<3} {outcome}  ({_duration(record['timings']['total'])}; "
               f"elapsed {_duration(elapsed)}, ETA {_duration(eta)})", flush=True)
 
     lost = 0
@@ -248,7 +249,7 @@ def _grids(args) -> list:
     grids = [plan(method, args.track, _given(args.tasks, "--tasks", "syn-phe,syn-dia"),
                   _given(args.noise, "--noise", "sym-20,asym-0-40"),
                   _seeds(args.seeds), args.noise_seed, _overrides(args.set), encoder=args.encoder,
-                  normaliser=args.normaliser, note_scale=args.note_scale)
+                  normaliser=args.normaliser, note_scale=args.note_scale, noise_draws=args.noise_draws)
              for method in (_csv(args.method) or [args.method])]
     for note in grids[0].notes:  # the same for every method of the grid
         print(f"note: {note}", file=sys.stderr)
@@ -273,10 +274,12 @@ def cmd_status(args) -> int:
         state, rid = run_state(store, spec), run_id(spec)
         counts[state] = counts.get(state, 0) + 1
         sub = jobs.get(rid, {})
-        rows.append([rid, spec["method"]["name"], spec["task"], spec["noise"]["name"], spec["seed"], state,
+        draw = [spec.get("noise_draw", {}).get("index", 0)] if args.noise_draws > 1 else []
+        rows.append([rid, spec["method"]["name"], spec["task"], spec["noise"]["name"], *draw, spec["seed"], state,
                      sub.get("executor", ""), sub.get("job_id", "")])
     if not args.summary:
-        print(tabulate(rows, headers=["run", "method", "task", "noise", "seed", "state", "executor", "job"],
+        draw = ["draw"] if args.noise_draws > 1 else []
+        print(tabulate(rows, headers=["run", "method", "task", "noise", *draw, "seed", "state", "executor", "job"],
                        tablefmt=args.format))
     print(", ".join(f"{counts.get(k, 0)} {k}" for k in ("done", "failed", "running", "pending")))
     return 0
@@ -614,6 +617,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seeds", help=f"comma-separated seeds (default {','.join(map(str, SEEDS))})")
     b.add_argument("--noise-seed", default="reference", choices=NOISE_SEED_POLICIES,
                    help="'reference': seed 123 for every run (the paper); 'per-seed': the run seed")
+    b.add_argument("--noise-draws", type=positive_int, default=1, metavar="K",
+                   help="run each (setting, seed) on K noise draws (default 1): draw 0 is the protocol's (its run ids "
+                        "are those of a grid without draws), draws 1..K-1 enter the run spec; the leaderboard splits "
+                        "a cell's variance into noise-draw and training-seed parts (needs --noise-seed reference)")
     b.add_argument("--results", default="results", help="folder of run records (default results/)")
     options.add_arguments(b, exclude=("executor",))
     b.add_argument("--set", action="append", metavar="KEY=VALUE",
@@ -648,6 +655,7 @@ def build_parser() -> argparse.ArgumentParser:
                      ("--format", {"default": "simple", "type": _table_format()})):
         st.add_argument(flag, **kw)
     st.add_argument("--noise-seed", default="reference", choices=NOISE_SEED_POLICIES)
+    st.add_argument("--noise-draws", type=positive_int, default=1, metavar="K", help="as for bench")
     st.add_argument("--set", action="append", metavar="KEY=VALUE")
     st.add_argument("--summary", action="store_true", help="only the counts")
     st.set_defaults(func=cmd_status)

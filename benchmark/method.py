@@ -107,3 +107,13 @@ class Method:
         [N, C] corrected (soft or hard) labels, "partition": [N, C] int, 0 clean / 1 uncertain / 2
         noisy}``, on the device. None (the default) when there is nothing to score yet."""
         return None
+
+    def suspicion(self) -> torch.Tensor | None:
+        """The detection track (optional): after an epoch, the method's probability that each observed
+        training label is wrong, an ``[N, C]`` tensor in [0, 1] (rows as ``index``), read after
+        ``end_epoch`` and ``corrections``. The harness alone, which holds the clean labels, scores it
+        (``benchmark/detection.py``: precision, recall and F1 of the entries scored above 0.5, and AUPRC,
+        for missed and for spurious positives) into the epoch's curve row; the method never sees the
+        result. It must not change training: expose what the method computes anyway. None (the
+        default) when the method has no scores yet."""
+        return None

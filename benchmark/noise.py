@@ -55,6 +55,34 @@ def noise_seed_for(policy: str, run_seed: int) -> int:
     raise ValueError(f"noise seed policy must be one of {NOISE_SEED_POLICIES}, got {policy!r}")
 
 
+# Noise draws (``ehrbench bench --noise-draws K``): draw 0 is the policy's seed above, so its runs keep
+# their spec and run id; draw d >= 1 enters the spec as {"index": d, "policy": NOISE_DRAW_POLICY} and
+# draws with ``noise_draw_seed``. Under the reference policy draw d is one noisy matrix for every run
+# seed, so a grid of seeds x draws crosses training seeds with noise draws (leaderboard/variance.py).
+NOISE_DRAW_POLICY = "seed-sequence"
+
+
+def noise_draw_seed(base_seed: int, draw: int) -> int:
+    """The noise seed of draw ``draw`` of a run whose draw-0 seed is ``base_seed``: ``base_seed`` itself
+    for draw 0, else the first 32-bit word of ``numpy.random.SeedSequence([base_seed, draw])`` (a
+    well-mixed seed for ``RandomState``, reproducible from the two numbers alone)."""
+    if draw == 0:
+        return base_seed
+    return int(np.random.SeedSequence([base_seed, draw]).generate_state(1)[0])
+
+
+def spec_noise_seed(spec: dict) -> int:
+    """The noise seed a run spec draws its noisy labels with: its policy's, then its noise draw's."""
+    base = noise_seed_for(spec["noise_seed_policy"], spec["seed"])
+    draw = spec.get("noise_draw")
+    if draw is None:
+        return base
+    if not (isinstance(draw, dict) and draw.get("policy") == NOISE_DRAW_POLICY and isinstance(draw.get("index"), int)
+            and not isinstance(draw.get("index"), bool) and draw["index"] >= 1):
+        raise ValueError(f"spec.noise_draw must be {{'index': d >= 1, 'policy': '{NOISE_DRAW_POLICY}'}}, got {draw!r}")
+    return noise_draw_seed(base, draw["index"])
+
+
 def flip_labels(clean: np.ndarray, rho_plus: float, rho_minus: float, seed: int) -> np.ndarray:
     """Noisy copy of a binary ``[N, L]`` label matrix, drawn by the reference's rule."""
     y = np.asarray(clean)

@@ -1,7 +1,8 @@
 """Run records: one JSON file per run under ``results/``, the leaderboard's only input.
 
 The run id is a hash of the full run spec (method, its version and hyper-parameters, track, task,
-noise, seed, noise-seed policy, budget, backbone size, data generator), so a finished record *is*
+noise, seed, noise-seed policy, the noise draw when it is not the protocol's, budget, backbone size,
+data generator), so a finished record *is*
 the marker that a run is done: a rerun skips it, and an interrupted grid resumes losing nothing.
 Records are written atomically (temporary file, fsync, rename) and validated on write and on read.
 
@@ -45,7 +46,9 @@ SCHEMA: dict[str, tuple[type | tuple[type, ...], str]] = {
                 "'bootstrap': the patient-clustered test-set interval of the last epoch's mAP "
                 "(benchmark/bootstrap.py, BOOTSTRAP_FIELDS); 'secondary': calibration, AP by prevalence band "
                 "and mAP by modality at the last epoch (benchmark/secondary.py, SECONDARY_FIELDS); both "
-                "absent in records written before them"),
+                "absent in records written before them. A curve row may hold 'detection': the harness's "
+                "scores of the method's suspicion of each training label for that epoch "
+                "(benchmark/detection.py, DETECTION_FIELDS), absent where the method gave none"),
     "timings": (dict, "wall seconds per phase: data, noise, train, method_hooks, eval, total"),
     "peak_memory_bytes": (int, "peak device memory (CUDA) or peak resident set (CPU)"),
     "fingerprints": (dict, "'data': task tensors sha256; 'noisy_labels': the noisy matrix sha256"),
@@ -119,9 +122,40 @@ def _check_read_fields(record: dict, source: str) -> None:
         for key, types in COLLAPSE_FIELDS.items():
             _check_type(collapsed.get(key), types, f"metrics.collapsed.{key}", source)
     _check_sections(record["metrics"], source)
+    if isinstance(record["metrics"].get("curve"), list):
+        _check_detection(record["metrics"]["curve"], source)
     bad = [k for k, v in record["timings"].items() if not isinstance(v, (int, float)) or isinstance(v, bool)]
     if bad:
         raise RecordError(f"{source}: field 'timings.{bad[0]}' must be a number of seconds")
+
+
+# A curve row's optional "detection" (benchmark/detection.py): the threshold, and per direction its counts
+# and rates (rates null where the direction has no flipped entry).
+DETECTION_DIRECTIONS = ("missed_positive", "spurious_positive")
+DETECTION_FIELDS = {**{k: (int,) for k in ("candidates", "noisy", "flagged", "true_positives")},
+                    **{k: (*_NUMBER, type(None)) for k in ("precision", "recall", "f1", "auprc")},
+                    "base_rate": _NUMBER}
+DETECTION_RATES = ("precision", "recall", "f1", "auprc", "base_rate")
+
+
+def _check_detection(curve: list, source: str) -> None:
+    """Each curve row's ``detection``, when there: the fields the leaderboard reads, rates in [0, 1]."""
+    for i, row in enumerate(curve):
+        if not isinstance(row, dict) or row.get("detection") is None:
+            continue
+        where = f"metrics.curve[{i}].detection"
+        det = row["detection"]
+        _check_type(det, (dict,), where, source)
+        _check_type(det.get("threshold"), _NUMBER, f"{where}.threshold", source)
+        for direction in DETECTION_DIRECTIONS:
+            entry = det.get(direction)
+            _check_type(entry, (dict,), f"{where}.{direction}", source)
+            for key, types in DETECTION_FIELDS.items():
+                value = entry.get(key)
+                _check_type(value, types, f"{where}.{direction}.{key}", source)
+                if key in DETECTION_RATES and value is not None and not _unit(value):
+                    raise RecordError(f"{source}: field '{where}.{direction}.{key}' is {value!r}, expected a "
+                                      f"number in [0, 1]")
 
 
 def _check_sections(metrics: dict, source: str) -> None:
@@ -148,6 +182,16 @@ def _check_spec(spec: dict, source: str) -> None:
     hparams = spec["method"].get("hparams", {})
     if not isinstance(hparams, dict):
         raise RecordError(f"{source}: field 'spec.method.hparams' is not a dict")
+    if "noise_seed_policy" in spec:  # the tables label a row by it and the page's command passes it on
+        _check_type(spec["noise_seed_policy"], (str,), "spec.noise_seed_policy", source)
+    if "noise_draw" in spec:  # --noise-draws: absent for draw 0, the protocol's draw
+        draw = spec["noise_draw"]
+        _check_type(draw, (dict,), "spec.noise_draw", source)
+        _check_type(draw.get("index"), (int,), "spec.noise_draw.index", source)
+        _check_type(draw.get("policy"), (str,), "spec.noise_draw.policy", source)
+        if draw["index"] < 1:
+            raise RecordError(f"{source}: field 'spec.noise_draw.index' is {draw['index']}, expected a draw >= 1 "
+                              f"(draw 0 has no noise_draw)")
     if "fusion_layout" in hparams:  # the tables split FlexCare's rows by it
         _check_type(hparams["fusion_layout"], (str,), "spec.method.hparams.fusion_layout", source)
     try:  # the tables label each column by its noise setting

@@ -8,14 +8,16 @@ Verified for every record:
 
 - the schema (``records.validate``: version, fields, types) and ``run_id`` = hash of the spec;
 - a finished run (``status: done``) of this harness version (``environment.harness_version``);
-- the spec is the one this checkout would plan: a known track, task, noise setting and seed policy,
+- the spec is the one this checkout would plan: a known track, task, noise setting and seed policy
+  (and, for a run of ``--noise-draws``' other draws, the known draw policy under the reference seed policy),
   the track's budget and backbone, the data generator version, a known method at its current version
   with hyper-parameters its schema accepts (``runner.make_spec`` rebuilds it; only the note encoder
   may differ from the task's) and the method's code hash equals this checkout's;
 - the metrics are internally consistent: one curve row per epoch of the budget, ``metrics.final``
   equal to the last row, per-label APs (one per label, in [0, 1]) averaging to the mAP in every row,
   ``metrics.collapsed`` (where present) the one ``marks.collapse`` gives for the curve;
-- the noise summary matches the spec (rates, noise seed) and its checksum is the recorded one.
+- the noise summary matches the spec (rates, the noise seed of its policy and draw) and its checksum is
+  the recorded one.
 
 Verified where the data is here: for synthetic tasks already in the tensor cache (or with
 ``--verify-data``, which builds them), the data fingerprint equals the local one and the noisy-label
@@ -59,7 +61,7 @@ class Outcome:
 def check_record(record: dict) -> str | None:
     """The reason a schema-valid record is refused on its own, or None."""
     from . import __version__
-    from .noise import noise_seed_for
+    from .noise import NOISE_DRAW_POLICY, spec_noise_seed
     from .protocol import SEEDS, get_track, parse_noise
     from .registry import get_method
     from .runner import make_spec
@@ -95,7 +97,14 @@ def check_record(record: dict) -> str | None:
         return f"unknown noise seed policy {spec.get('noise_seed_policy')!r}"
     if spec.get("seed") not in SEEDS:
         return f"seed {spec.get('seed')!r} is not one of the protocol's seeds {', '.join(map(str, SEEDS))}"
-    expected = json.loads(json.dumps(make_spec(entry, track, task, setting, spec["seed"], spec["noise_seed_policy"], hparams)))
+    draw = spec.get("noise_draw")
+    if draw is not None:  # the schema checked its fields' types
+        if draw["policy"] != NOISE_DRAW_POLICY:
+            return f"unknown noise draw policy {draw['policy']!r} (this harness draws by {NOISE_DRAW_POLICY!r})"
+        if spec["noise_seed_policy"] != "reference":
+            return "a noise draw other than the protocol's needs the reference noise seed policy"
+    expected = json.loads(json.dumps(make_spec(entry, track, task, setting, spec["seed"], spec["noise_seed_policy"], hparams,
+                                               draw["index"] if draw else 0)))
     diff = _first_difference(spec, expected, "spec")
     if diff:
         where, got, want = diff
@@ -109,8 +118,8 @@ def check_record(record: dict) -> str | None:
     noise = record["noise"]
     if noise.get("checksum") != record["fingerprints"].get("noisy_labels"):
         return "noise.checksum differs from fingerprints.noisy_labels"
-    if noise.get("seed") != noise_seed_for(spec["noise_seed_policy"], spec["seed"]):
-        return f"noise.seed {noise.get('seed')!r} does not follow the spec's noise seed policy"
+    if noise.get("seed") != spec_noise_seed(spec):
+        return f"noise.seed {noise.get('seed')!r} does not follow the spec's noise seed policy and noise draw"
     if setting.family != "bal" and not (_close(noise.get("rho_plus"), setting.rho_plus / 100)
                                         and _close(noise.get("rho_minus"), setting.rho_minus / 100)):
         return f"noise rates {noise.get('rho_plus')!r}/{noise.get('rho_minus')!r} are not those of {setting.name}"
@@ -213,7 +222,7 @@ def _seed_group(spec: dict) -> tuple:
 
 def import_records(source: str | Path, results: str | Path = "results", check_only: bool = False,
                    verify_data: bool = False) -> Outcome:
-    from .noise import make_noisy, noise_seed_for
+    from .noise import make_noisy, spec_noise_seed
     from .protocol import SEEDS, parse_noise
 
     source, store, out = Path(source), RecordStore(results), Outcome()
@@ -256,7 +265,7 @@ def import_records(source: str | Path, results: str | Path = "results", check_on
                 out.notes.append(f"{path.relative_to(source)}: no local evidence of {spec['task']} for under-coding; "
                                  f"noisy-label checksum checked for consistency only (--verify-data computes it)")
             else:
-                noisy = make_noisy(clean, setting, noise_seed_for(spec["noise_seed_policy"], spec["seed"]), evidence)
+                noisy = make_noisy(clean, setting, spec_noise_seed(spec), evidence)
                 if noisy.checksum != record["fingerprints"]["noisy_labels"]:
                     reason = "noisy-label checksum differs from the one recomputed from the clean labels and the noise spec"
         if reason:

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from . import environment
+from . import detection, environment
 from .backbones.flexcare import count_parameters
 from .data import Split, TaskData, check_source, materialise
 from .data.evidence import train_evidence
@@ -38,7 +38,7 @@ from .hparams import validate as validate_hparams
 from .lifetime import STOP, exit_with_parent
 from .marks import collapse
 from .method import TaskInfo
-from .noise import make_noisy, noise_seed_for
+from .noise import NOISE_DRAW_POLICY, make_noisy, noise_seed_for, spec_noise_seed
 from .options import Execution
 from .packing import Baton, turn_taking
 from .protocol import (NOISE_SETTINGS, NORMALISERS, SEEDS, NoiseSetting, TaskSpec, Track, get_track, parse_noise,
@@ -49,8 +49,11 @@ from .trainer import RunData, train
 
 
 def make_spec(entry: MethodEntry, track: Track, task: TaskSpec, noise: NoiseSetting, seed: int, noise_seed_policy: str,
-              hparams: dict | None = None) -> dict:
-    return {
+              hparams: dict | None = None, noise_draw: int = 0) -> dict:
+    """The run spec. ``noise_draw`` d >= 1 adds ``"noise_draw": {"index": d, "policy": ...}`` (``noise.
+    NOISE_DRAW_POLICY``); draw 0, the protocol's own draw, adds nothing, so its spec and run id are the
+    ones of a grid without draws."""
+    spec = {
         "method": {"name": entry.name, "version": entry.version, "hparams": hparams if hparams is not None else entry.hparams},
         "track": track.name,
         "task": task.name,
@@ -64,6 +67,9 @@ def make_spec(entry: MethodEntry, track: Track, task: TaskSpec, noise: NoiseSett
         "backbone": asdict(track.backbone),
         "empty_label": "zero",
     }
+    if noise_draw:
+        spec["noise_draw"] = {"index": noise_draw, "policy": NOISE_DRAW_POLICY}
+    return spec
 
 
 @dataclass
@@ -76,13 +82,18 @@ class Plan:
 
 def plan(method: str, track: str, tasks: Sequence[str] | None = None, noises: Sequence[str] | None = None,
          seeds: Sequence[int] | None = None, noise_seed_policy: str = "reference", overrides: dict | None = None,
-         encoder: str | None = None, normaliser: str | None = None, note_scale: float | None = None) -> Plan:
+         encoder: str | None = None, normaliser: str | None = None, note_scale: float | None = None,
+         noise_draws: int = 1) -> Plan:
     """Validate every name first (fail in the first second, not after an hour), then expand.
 
     ``overrides`` replace hyper-parameters of the method's manifest; ``encoder`` replaces the tasks'
     note encoder (a local folder enters the spec by its content, ``data.notes.encoder_identity``), ``normaliser`` their time-series normaliser ("train", "reference" or a JSON file),
     ``note_scale`` the note lengths of synthetic tasks (0: generator 3's short notes, 1: the real
     pipelines'; ``data.note_lengths``). All become part of the run spec, hence of the run id.
+    ``noise_draws`` K runs each (setting, seed) on K
+    noise draws: draw 0 is the policy's own (its specs are those of a grid without draws), draws 1..K-1
+    enter the spec (``make_spec``); draws need the reference policy, under which a draw is one noisy
+    matrix for every seed (seeds and draws crossed).
     """
     trk = get_track(track)
     entry = get_method(method)
@@ -125,9 +136,16 @@ def plan(method: str, track: str, tasks: Sequence[str] | None = None, noises: Se
         if task.source != "synthetic":
             check_source(task)
     noise_seed_for(noise_seed_policy, 0)  # validates the policy name
-    specs = [
-        make_spec(entry, trk, task, noise, seed, noise_seed_policy, hparams)
-        for task in task_specs for noise in settings for seed in seed_list
+    if isinstance(noise_draws, bool) or not isinstance(noise_draws, int) or noise_draws < 1:
+        raise UsageError(f"--noise-draws {noise_draws!r}: expected a whole number of noise draws >= 1 (1: the "
+                         f"protocol's one draw)")
+    if noise_draws > 1 and noise_seed_policy != "reference":
+        raise UsageError(f"--noise-draws {noise_draws} with --noise-seed {noise_seed_policy}: that policy draws the "
+                         f"noise from the run seed, so seeds already vary the noise and draws could not be told "
+                         f"apart from them; use --noise-seed reference (the default) with --noise-draws")
+    specs = [  # draw 0 of the whole grid first: the protocol's runs come before the extra draws
+        make_spec(entry, trk, task, noise, seed, noise_seed_policy, hparams, draw)
+        for draw in range(noise_draws) for task in task_specs for noise in settings for seed in seed_list
     ]
     return Plan(entry, trk, specs, notes)
 
@@ -204,8 +222,7 @@ def run_one(spec: dict, results: str, execution: Execution = Execution(), packed
     t_data = time.perf_counter()
     # Under-coding reads the harness's evidence of the training labels; no method ever gets it.
     evidence = train_evidence(task, data) if setting.family == "under" else None
-    noisy = make_noisy(data.train.labels.numpy(), setting, noise_seed_for(spec["noise_seed_policy"], spec["seed"]),
-                       evidence)
+    noisy = make_noisy(data.train.labels.numpy(), setting, spec_noise_seed(spec), evidence)
     t_noise = time.perf_counter()
     info = TaskInfo(task.name, task.kind, task.num_labels, len(data.train), data.train.ehr.shape[-1],
                     data.note_dim, tuple(data.label_names), track.backbone)
@@ -236,8 +253,10 @@ def run_one(spec: dict, results: str, execution: Execution = Execution(), packed
             execution = execution.replace(forensics=str(Path(execution.forensics) / record["run_id"]))
         result = train(method, run_data, track.budget, spec["seed"], execution,
                        on_epoch=record["metrics"]["curve"].append,
-                       score_corrections=scorer(train_split.labels, noisy_labels))
-        record["metrics"]["final"] = {k: v for k, v in result.final.items() if k not in ("method", "lr", "train_loss", "corrections")}
+                       score_corrections=scorer(train_split.labels, noisy_labels),
+                       score_suspicion=detection.scorer(train_split.labels, noisy_labels))
+        record["metrics"]["final"] = {k: v for k, v in result.final.items()
+                                      if k not in ("method", "lr", "train_loss", "corrections", "detection")}
         # Last-epoch protocol: a run that fell to chance still counts; the tables mark it from this.
         record["metrics"]["collapsed"] = collapse(result.curve)
         record["metrics"].update(result.summary)  # bootstrap, secondary: optional fields of the schema

@@ -16,8 +16,9 @@ Five checks, each problem one line naming the file and what is wrong:
    processes and file writes outside a temporary run folder, and records any optimiser or schedule
    built outside the trainer and any call for the harness's data.
 5. **Smoke run**: one epoch on the smoke track's ``syn-phe`` (160 stays), through the real trainer:
-   the loss must be a finite scalar and what ``end_epoch`` returns must fit in a record. The
-   trainable parameter count is reported.
+   the loss must be a finite scalar, what ``end_epoch`` returns must fit in a record and what
+   ``suspicion`` returns (if anything) must be an [N, C] tensor of probabilities, scored as a run's
+   would be (``benchmark/detection.py``). The trainable parameter count is reported.
 
 The static check is a reviewer's aid, not a sandbox: a determined submission can hide from it, and
 the runtime guard covers only what happens during the smoke run. Reviewers still read the code.
@@ -102,6 +103,7 @@ HOOKS = {
     "weight_decay": ("epoch",),
     "end_epoch": ("view",),
     "corrections": (),
+    "suspicion": (),
     "capture_key": ("epoch",),
 }
 FLAGS = ("wants_train_logits", "wants_output", "capturable")
@@ -401,6 +403,7 @@ def smoke_run(entry: MethodEntry, cls: type, info, data, noisy, spec, report: Re
     from .backbones.flexcare import count_parameters
     from .errors import RunFailed
     from .protocol import SMOKE
+    from .detection import scorer
     from .options import Execution
     from .trainer import RunData, train
 
@@ -413,7 +416,8 @@ def smoke_run(entry: MethodEntry, cls: type, info, data, noisy, spec, report: Re
         _scalar_loss(method, problems)
         result = train(method, RunData(data.train, noisy, data.test, spec.task_weight),
                        dataclasses.replace(SMOKE.budget, epochs=1), SMOKE_SEED,
-                       Execution(precision="fp32", cuda_graphs="off"))
+                       Execution(precision="fp32", cuda_graphs="off"),
+                       score_suspicion=scorer(data.train.labels, noisy))  # a malformed suspicion fails here
     except _BadLoss:
         report.problems += [f"{where}: {p}" for p in problems]
         return

@@ -62,11 +62,13 @@ def seed_everything(seed: int) -> None:
 
 def train(method: Method, data: RunData, budget: Budget, seed: int, execution: Execution = Execution(), *,
           on_epoch: Callable[[dict], None] | None = None,
-          score_corrections: Callable[[dict], dict] | None = None) -> TrainResult:
+          score_corrections: Callable[[dict], dict] | None = None,
+          score_suspicion: Callable[[torch.Tensor], dict] | None = None) -> TrainResult:
     """Train ``method`` on ``data.noisy_labels`` (the clean ones never enter) and test every epoch.
 
-    ``score_corrections`` (built by the runner over the clean training labels, never handed to the
-    method) scores ``method.corrections()`` after each epoch into the curve row's "corrections"."""
+    ``score_corrections`` and ``score_suspicion`` (built by the runner over the clean training labels,
+    never handed to the method) score ``method.corrections()`` and ``method.suspicion()`` after each
+    epoch into the curve row's "corrections" and "detection"."""
     device = data.noisy_labels.device
     seed_everything(seed)
     model = method.build_model().to(device)
@@ -166,6 +168,12 @@ def train(method: Method, data: RunData, budget: Budget, seed: int, execution: E
         corrections = method.corrections() if score_corrections is not None else None
         if corrections is not None:
             row["corrections"] = score_corrections(corrections)
+        if score_suspicion is not None:
+            t4 = fast.clock()
+            suspicion = method.suspicion()
+            if suspicion is not None:
+                row["detection"] = score_suspicion(suspicion)
+            timings["eval"] += fast.clock() - t4  # the hook and the harness's scoring of it, as the test metrics
         curve.append(row)
         if on_epoch:
             on_epoch(row)

@@ -16,7 +16,7 @@ from benchmark.errors import UsageError
 from benchmark.marks import COLLAPSE_AUC, RELEASED, TIMING_ENCODERS, encoder_pretraining
 from benchmark.protocol import parse_noise
 
-from . import reproduce, robustness, secondary, stats
+from . import detection, reproduce, robustness, secondary, stats, variance
 from .report import (MIN_SEEDS, ROWS_LEGEND, cell_flags, cell_marks, collect, noise_order,
                      old_layout)
 from .tables import RUN_PHASES
@@ -39,6 +39,10 @@ class Options:
             raise UsageError(f"correction must be one of {', '.join(stats.CORRECTIONS)}, got '{self.correction}'")
         if not 0 < self.alpha < 1:
             raise UsageError(f"alpha must be in (0, 1), got {self.alpha}")
+
+
+DRAWS_CAPTION = (" Cells hold the protocol's noise draw (draw 0) only; runs on other noise draws (--noise-draws) are "
+                 "in the variance split under each task, never in these means or tests.")
 
 
 def caption(options: Options) -> str:
@@ -303,7 +307,8 @@ def _cell_maps(runs: list[dict]) -> dict:
     versions or code is left out, as in the result tables."""
     grouped = defaultdict(list)
     for r in runs:
-        grouped[(r["task"], r["noise"])].append(r)
+        if not r.get("noise_draw"):  # the result tables' cells: the protocol's noise draw
+            grouped[(r["task"], r["noise"])].append(r)
     return {key: float(np.mean([r["map"] for r in v])) for key, v in grouped.items()
             if not any(f.startswith("mixed") for f in cell_flags({"runs": v}))}
 
@@ -392,12 +397,17 @@ def build_board(rows: list[dict], options: Options, manifests: dict | None = Non
     grouped = collect(shown)
     for track in sorted({r["track"] for r in rows}):
         tables = [task_table(task, dict(grouped[(t, task)]), options) for t, task in sorted(grouped) if t == track]
+        for table in tables:  # beside each result table: detection, and the variance split of noise draws
+            table["detection"] = detection.task_tables(dict(grouped[(track, table["task"])]))
+            table["variance"] = variance.task_rows([r for r in shown if (r["track"], r["task"]) == (track, table["task"])])
         track_rows = [r for r in rows if r["track"] == track]
         tracks.append({"track": track, "tasks": tables, "summary": summary(tables, options),
                        "compute": compute_tables(track_rows, options),
                        "encoders": encoders(track_rows, options),
                        "methods": method_meta(track_rows, manifests or {})})
-    return {"options": asdict(options), "caption": caption(options), "min_seeds": MIN_SEEDS,
+    draws = any(r.get("noise_draw") for r in rows)
+    return {"options": asdict(options), "caption": caption(options) + (DRAWS_CAPTION if draws else ""),
+            "min_seeds": MIN_SEEDS, "detection_legend": detection.LEGEND, "variance_legend": variance.LEGEND,
             "collapse_auc": COLLAPSE_AUC, "results": results,
             "harness_versions": sorted({r["harness_version"] or "?" for r in rows}),
             "runs": len(rows), "tracks": tracks}

@@ -59,6 +59,9 @@ def run_row(record: dict) -> dict:
         "fusion_layout": layout,
         "noise": noise_column(spec["noise"]["name"]),
         "seed": spec["seed"],
+        # --noise-draws: 0 for the protocol's draw (the spec has no noise_draw), else the draw's index.
+        "noise_draw": (spec.get("noise_draw") or {}).get("index", 0),
+        "noise_seed": record["noise"].get("seed"),
         "realised_rho_plus": record["noise"].get("realised_rho_plus"),
         "realised_rho_minus": record["noise"].get("realised_rho_minus"),
         "encoder": encoder_of(spec),
@@ -93,8 +96,23 @@ def run_row(record: dict) -> dict:
         "code_hash": record["method"].get("code_hash"),
         "peak_memory_bytes": record["peak_memory_bytes"],
         **secondary.row_fields(record["metrics"]),
+        **detection_fields(record["metrics"] if done else {}),
         **{f"time_{phase}": timings.get(phase) for phase in (*PHASES, "total")},
     }
+
+
+# The last epoch's detection scores (benchmark/detection.py) as row fields det_<direction>_<metric>; the
+# detection tables are leaderboard/detection.py's.
+DETECTION_DIRECTIONS = ("missed_positive", "spurious_positive")
+DETECTION_METRICS = ("precision", "recall", "f1", "auprc", "base_rate")
+
+
+def detection_fields(metrics: dict) -> dict:
+    """The last curve row's detection scores as flat fields (None where that row has none: a method
+    without suspicion(), or one whose last epoch gave no scores)."""
+    curve = metrics.get("curve") or []
+    det = (curve[-1].get("detection") if curve and isinstance(curve[-1], dict) else None) or {}
+    return {f"det_{d}_{m}": (det.get(d) or {}).get(m) for d in DETECTION_DIRECTIONS for m in DETECTION_METRICS}
 
 
 def row_label(display_name: str, layout: str | None, is_compiled: bool = False,
@@ -111,8 +129,10 @@ def row_label(display_name: str, layout: str | None, is_compiled: bool = False,
 
 
 # Spec keys that are not part of a row: the seed (a cell's runs), the noise (its column), the table's
-# track and task. Everything else of the spec separates rows (``cell_key``).
-_NOT_ROW = ("seed", "noise", "track", "task")
+# track and task, and the noise draw (a row's runs on other draws than the protocol's are the variance
+# split's, ``leaderboard/variance.py``; ``collect`` keeps draw 0 in the cells). Everything else of the spec
+# separates rows (``cell_key``).
+_NOT_ROW = ("seed", "noise", "track", "task", "noise_draw")
 
 
 def cell_key(spec: dict, is_compiled: bool = False) -> str:
@@ -223,10 +243,14 @@ def compiled(env: dict) -> bool:
 def collect(rows: list[dict]) -> dict:
     """{(track, task): {row label: {noise name: {"runs": [done rows], "maps": [...], "failed": int}}}}: a
     row is one run spec less its seed (``cell_key``), labelled by the method's display name and what
-    differs from its default spec (``row_label``, ``label_rows``); a column is a noise setting by its rates."""
+    differs from its default spec (``row_label``, ``label_rows``); a column is a noise setting by its rates.
+    A cell holds the protocol's noise draw only (draw 0): runs of ``--noise-draws``' other draws get their
+    labels here too but go to the variance split (``leaderboard/variance.py``), never into a mean."""
     label_rows(rows)
     table: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(lambda: {"runs": [], "maps": [], "failed": 0})))
     for row in rows:
+        if row.get("noise_draw", 0):
+            continue
         cell = table[(row["track"], row["task"])][row["label"]][row["noise"]]
         if row["status"] == "done":
             cell["runs"].append(row)
@@ -296,11 +320,16 @@ def format_cell(cell: dict | None) -> str:
 def render(records: list[dict], fmt: str = "simple") -> str:
     """One table per (track, task), with the caption; ``fmt`` is a tabulate format."""
     blocks = []
-    for (track, task), rows in sorted(collect([run_row(r) for r in records]).items()):
+    flat = [run_row(r) for r in records]
+    for (track, task), rows in sorted(collect(flat).items()):
         noises = noise_order({n for cells in rows.values() for n in cells})
         headers = ["method"] + [f"{n}\n{parse_noise(n).label()}" for n in noises]
         body = [[m] + [format_cell(cells.get(n)) for n in noises] for m, cells in sorted(rows.items())]
         blocks.append(f"track {track} / task {task}\n" + tabulate(body, headers, tablefmt=fmt, disable_numparse=True))
     if not blocks:
         return "no finished runs yet"
-    return "\n\n".join(blocks) + "\n" + CAPTION.format(min_seeds=MIN_SEEDS, collapse_auc=COLLAPSE_AUC)
+    caption = CAPTION.format(min_seeds=MIN_SEEDS, collapse_auc=COLLAPSE_AUC)
+    if any(r["noise_draw"] for r in flat):
+        caption += (" Cells hold the protocol's noise draw (draw 0) only; the runs of other noise draws "
+                    "(--noise-draws) are in the leaderboard's variance split.")
+    return "\n\n".join(blocks) + "\n" + caption

@@ -1,7 +1,8 @@
 """The ``ehrbench bench`` command behind a run or a cell: every flag that entered its run spec.
 
 ``runner.plan`` builds a spec from the CLI: the method (its manifest's hyper-parameters, ``--set``
-overrides), the track, the task, the noise setting, the seed, ``--noise-seed``, and the task fields
+overrides), the track, the task, the noise setting, the seed, ``--noise-seed``, ``--noise-draws`` (a run
+of draw d is planned by ``--noise-draws d+1``, with draws 0..d-1 beside it), and the task fields
 ``--encoder``, ``--normaliser`` and ``--note-scale`` set (a task field added since a record was written,
 ``protocol.TASK_FIELDS_SINCE``, has its earlier value where the record's spec lacks it). ``command`` turns a spec back into those flags, measured
 against this checkout's manifests and tracks (``report.method_defaults``, ``report.track_defaults``).
@@ -72,6 +73,8 @@ def arguments(spec: dict, compiled: bool = False, encoder_path: str | None = Non
              "--noise", spec["noise"]["name"]]
     if spec.get("noise_seed_policy", "reference") != "reference":
         words += ["--noise-seed", spec["noise_seed_policy"]]
+    if spec.get("noise_draw"):  # plans draws 0..d, this run's among them
+        words += ["--noise-draws", str(spec["noise_draw"]["index"] + 1)]
     words += _overrides(spec) + _task_flags(spec, encoder_path)
     if compiled:
         words += ["--compile", "on"]

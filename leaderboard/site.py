@@ -15,7 +15,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 
 from benchmark.marks import describe_collapse
 
-from . import plots, robustness, secondary, tables
+from . import detection, plots, robustness, secondary, tables, variance
 from .aggregate import PROTOCOL_LEGEND
 from .report import LAYOUT_LEGEND, LAYOUT_MARK
 
@@ -30,7 +30,9 @@ def _environment() -> Environment:
     env.filters.update(cell_value=tables.cell_value, mde_text=tables.mde_text, metric_text=secondary.metric_text,
                        map_cells=tables.map_cells, cell_title=_cell_title, collapse_title=_collapse_title,
                        layout_title=_layout_title, num=_num, realised=_realised, pct=lambda x: f"{100 * x:.1f}",
-                       thousands=lambda n: f"{n:,}", mib=lambda b: f"{b / 2**20:.0f}", slug=_slug)
+                       thousands=lambda n: f"{n:,}", mib=lambda b: f"{b / 2**20:.0f}", slug=_slug,
+                       det_value=detection.value_text, base_text=detection.base_text, vnum=variance.fmt,
+                       share=variance.share_text, split_title=_split_title)
     return env
 
 
@@ -92,6 +94,16 @@ def _realised(noise: dict) -> str:
     return f"{span(noise.get('realised_rho_plus'))} / {span(noise.get('realised_rho_minus'))}"
 
 
+def _split_title(entry: dict) -> str:
+    """A variance row's tooltip: its runs by seed and draw, and the noise seed of each draw."""
+    runs = ", ".join(f"seed {s} draw {d}: {v:.4f}" for s, d, v in entry["values"])
+    seeds = ", ".join(f"draw {d}: {seed}" for d, seed in entry["noise_seeds"])
+    sp = entry["split"]
+    ms = (f"; mean squares seed {sp['ms']['seed']:.3g} (df {sp['df']['seed']}), draw {sp['ms']['draw']:.3g} "
+          f"(df {sp['df']['draw']}), residual {sp['ms']['residual']:.3g} (df {sp['df']['residual']})") if sp else ""
+    return f"runs: {runs}\nnoise seeds: {seeds}{ms}"
+
+
 def _layout_title(cell: dict) -> str:
     return f"{LAYOUT_MARK} {LAYOUT_LEGEND} (fusion layout: {', '.join(cell['fusion_layouts'])})"
 
@@ -137,7 +149,8 @@ def write(out: Path, board: dict, rows: list[dict], skipped: list[tuple[str, str
     page = _environment().get_template("index.html.j2").render(
         board=board, figures=figures(board), skipped=skipped, build=build, downloads=DOWNLOADS,
         phases=tables.RUN_PHASES, releases=list(releases), secondary_metrics=secondary.METRICS,
-        robustness_legend=robustness.LEGEND, protocol_legend=PROTOCOL_LEGEND)
+        robustness_legend=robustness.LEGEND, protocol_legend=PROTOCOL_LEGEND, detection_directions=detection.DIRECTIONS,
+        detection_metrics=detection.METRICS)
     files = {
         "index.html": page,
         "runs.csv": runs_csv(rows),

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from tabulate import tabulate
 
+from . import detection, variance
 from .report import LAYOUT_MARK, mean_std
 
 PHASE_ORDER = ("data", "noise", "train", "method_hooks", "eval")
@@ -101,6 +102,42 @@ def compute_table(block: dict, fmt: str = "simple") -> str:
                     colalign=_align(headers))
 
 
+def detection_table(table: dict, fmt: str = "simple") -> str:
+    """One noise setting's detection scores: per method and direction P, R, F1, AUPRC (mean (std))."""
+    headers = ["method", "n"] + [f"{short} {m}" for d, short in (("missed_positive", "missed"),
+                                                                  ("spurious_positive", "spurious"))
+                                 for _, m in detection.METRICS]
+    body = [[_escape(r["method"], fmt), str(r["n"]) + "".join(f" [{f}]" for f in r["flags"])]
+            + [detection.value_text(r["directions"][d][m]) for d, *_ in detection.DIRECTIONS for m, _ in detection.METRICS]
+            for r in table["rows"]]
+    body.append([_escape("base rate (AUPRC of no knowledge)", fmt), ""]
+                + [text for d, *_ in detection.DIRECTIONS
+                   for text in ("", "", "", detection.base_text(table["base_rate"][d]))])
+    return tabulate(body, [_escape(h, fmt) for h in headers], tablefmt=fmt, disable_numparse=True,
+                    colalign=_align(headers))
+
+
+def variance_table(entries: list[dict], fmt: str = "simple") -> str:
+    """Per cell with more than one noise draw: the split of its mAP's variance into seeds and draws."""
+    headers = ["method", "noise", "seeds x draws", "mean mAP", "protocol std", "std seed", "std draw",
+               "std residual", "std total", "share seed", "share draw", "share residual"]
+    body = []
+    for e in entries:
+        sp = e["split"]
+        head = [_escape(e["method"], fmt), f"{e['noise']} {e['label']}"]
+        if sp is None:
+            why = "; ".join(e["flags"]) or "no complete block of 2 seeds x 2 draws"
+            body.append(head + [_escape(why, fmt)] + [""] * (len(headers) - 3))
+            continue
+        size = f"{len(sp['seeds'])} x {len(sp['draws'])}" + (f" ({sp['left_out']} left out)" if sp["left_out"] else "")
+        body.append(head + [size, variance.fmt(sp["mean"], 3), variance.fmt(sp["protocol_std"])]
+                    + [variance.fmt(sp["std"][k]) for k in ("seed", "draw", "residual")]
+                    + [variance.fmt(sp["std_total"])]
+                    + [_escape(variance.share_text(sp["share"][k]), fmt) for k in ("seed", "draw", "residual")])
+    return tabulate(body, [_escape(h, fmt) for h in headers], tablefmt=fmt, disable_numparse=True,
+                    colalign=("left", "left") + ("right",) * (len(headers) - 2))
+
+
 def encoder_lines(encoders: list[dict]) -> str:
     return "\n".join(f"record set {e['record_set']}: {e['encoder']}, {e['runs']} run(s)"
                      + (f", {e['about']}" if e["timing_only"] else "")
@@ -143,11 +180,21 @@ def render(board: dict, fmt: str = "simple") -> str:
             out.append(_block(f"Track {name}, task {t['task']}: last-epoch test mAP", result_table(t, fmt), fmt))
             out.append(_block(f"Track {name}, task {t['task']}: robustness (areas; mAP relative to "
                               f"{t['robustness']['baseline'] or 'the baseline'})", robustness_table(t, fmt), fmt))
+            for d in t.get("detection", []):
+                out.append(_block(f"Track {name}, task {t['task']}, {d['noise']} {d['label']}: detection of the "
+                                  f"wrong training labels at the last epoch", detection_table(d, fmt), fmt))
+            if t.get("variance"):
+                out.append(_block(f"Track {name}, task {t['task']}: variance of mAP over training seeds and noise "
+                                  f"draws", variance_table(t["variance"], fmt), fmt))
         out.append(_block(f"Track {name}: average rank", summary_table(track["summary"], fmt), fmt,
                           summary_line(track["summary"])))
         out += [_block(f"Track {name}: compute on {b['title']}", compute_table(b, fmt), fmt)
                 for b in track["compute"]]
         out.append(_block(f"Track {name}: note encoders", encoder_lines(track["encoders"]), fmt))
     caption = board["caption"] + (" Best: '<', tie group: '='." if fmt == "simple" else "")
+    if any(t.get("detection") for track in board["tracks"] for t in track["tasks"]):
+        caption += " " + board["detection_legend"]
+    if any(t.get("variance") for track in board["tracks"] for t in track["tasks"]):
+        caption += " " + board["variance_legend"]
     out.append(caption if fmt != "latex_raw" else "% " + caption)
     return "\n".join(out) + "\n"

@@ -11,19 +11,25 @@ DISPLAY = {"bce": "FlexCare (BCE)", "focal": "Focal", "gce": "GCE", "asl": "ASL"
 def make_record(method="bce", noise="sym-20", seed=30, map=0.4, *, track="quick", task="syn-phe",
                 status="done", data="a" * 64, harness="0.1.0", code="c" * 64, gpu=None, cpu="Test CPU 2-core",
                 total=10.0, peak=2**26, parameters=1000, hparams=None, aucs=(0.7, 0.8), encoder=None, realised=None,
-                **metrics) -> dict:
+                noise_draw=0, detection=None, **metrics) -> dict:
     """``aucs``: the curve's macro AUC per epoch (the last is the final one); ``encoder``: the spec's note
-    encoder; ``realised``: the (rho+, rho-) the noise realised; ``metrics``: more fields of the record's
-    ``metrics`` (``collapsed=...``)."""
+    encoder; ``realised``: the (rho+, rho-) the noise realised; ``noise_draw``: the run's noise draw
+    (``--noise-draws``; 0, the protocol's, leaves the spec as it was); ``detection``: the last curve row's
+    detection scores (``detection_row``); ``metrics``: more fields of the record's ``metrics``
+    (``collapsed=...``)."""
     family = noise.split("-")[0]
     spec = {"track": track, "task": task, "seed": seed, "noise_seed_policy": "reference",
             "method": {"name": method, "version": "1.0", "hparams": dict(hparams or {})},
             "noise": {"name": noise, "family": family}}
     if encoder is not None:
         spec["task_spec"] = {"encoder": encoder}
+    if noise_draw:
+        spec["noise_draw"] = {"index": noise_draw, "policy": "seed-sequence"}
     final = {"map": float(map), "micro_f1": 0.1, "macro_f1": 0.1, "macro_auc": float(aucs[-1]), "micro_auc": 0.5,
              "per_label_ap": [float(map)], "epoch": len(aucs), "labels_without_positives": []}
     curve = [{**final, "epoch": i + 1, "macro_auc": float(a)} for i, a in enumerate(aucs)]
+    if detection is not None:
+        curve[-1]["detection"] = detection
     record = {
         "schema_version": SCHEMA_VERSION, "run_id": run_id(spec), "spec": spec, "status": status,
         "failure": None if status == "done" else "non-finite loss at epoch 2",
@@ -33,7 +39,7 @@ def make_record(method="bce", noise="sym-20", seed=30, map=0.4, *, track="quick"
                     "eval": 0.1 * total, "total": total},
         "peak_memory_bytes": peak,
         "fingerprints": {"data": data, "noisy_labels": "b" * 64},
-        "noise": {"rho_plus": 0.2, "rho_minus": 0.2,
+        "noise": {"rho_plus": 0.2, "rho_minus": 0.2, "seed": 123 + 1000 * noise_draw,
                   **({"realised_rho_plus": realised[0], "realised_rho_minus": realised[1]} if realised else {})},
         "method": {"display_name": DISPLAY.get(method, method), "code_hash": code, "parameters": parameters},
         "environment": {"harness_version": harness, "git": {"sha": "d" * 40, "dirty": False}, "cpu": cpu,
@@ -42,6 +48,20 @@ def make_record(method="bce", noise="sym-20", seed=30, map=0.4, *, track="quick"
         "created_utc": "2026-01-01T00:00:00Z",
     }
     return validate(record, "factory")
+
+
+def detection_row(missed=(0.5, 0.4, 0.444444, 0.3), spurious=(0.6, 0.2, 0.3, 0.25), base=(0.1, 0.2)) -> dict:
+    """A curve row's ``detection`` with the given (precision, recall, f1, auprc) per direction; None for a
+    direction means it had no flipped entry."""
+    def direction(values, rate):
+        if values is None:
+            return {"candidates": 100, "noisy": 0, "flagged": 3, "true_positives": 0, "precision": None,
+                    "recall": None, "f1": None, "auprc": None, "base_rate": 0.0}
+        p, r, f, a = values
+        return {"candidates": 100, "noisy": 10, "flagged": 8, "true_positives": 4, "precision": p, "recall": r,
+                "f1": f, "auprc": a, "base_rate": rate}
+    return {"threshold": 0.5, "missed_positive": direction(missed, base[0]),
+            "spurious_positive": direction(spurious, base[1])}
 
 
 def run_summary(map, ece=0.05, brier=0.1, rare=0.2, common=0.6, both=0.5, missing=0.4, half=0.02) -> dict:

@@ -172,9 +172,12 @@ def test_a_committed_record_is_planned_again_under_its_own_id(path):
     # planned again with the earlier value (--note-scale 0), the short notes it ran on.
     note_scale = (spec["task_spec"].get("note_scale", TASK_FIELDS_SINCE["note_scale"])
                   if spec["task_spec"].get("source") == "synthetic" else None)
+    # A run of --noise-draws' draw d is the last spec of a plan of d + 1 draws.
+    draws = (spec.get("noise_draw") or {}).get("index", 0) + 1
     planned = plan(spec["method"]["name"], spec["track"], [spec["task"]], [spec["noise"]["name"]], [spec["seed"]],
                    spec["noise_seed_policy"], overrides,
-                   None if encoder == "minilm" or path_encoder else encoder, note_scale=note_scale).specs[0]
+                   None if encoder == "minilm" or path_encoder else encoder, note_scale=note_scale,
+                   noise_draws=draws).specs[-1]
     if "note_scale" not in spec["task_spec"]:
         assert spec.get("data_generator") in ("3", None)  # generator 3 or real files: short notes or none
     if legacy or path_encoder:

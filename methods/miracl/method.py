@@ -110,6 +110,19 @@ def partition(s: torch.Tensor, noisy: torch.Tensor, mixtures: gmm.Mixtures) -> t
     return torch.where(valid, part, 0), torch.where(valid, u, 0.0)
 
 
+def noisy_posterior(s: torch.Tensor, noisy: torch.Tensor, mixtures: gmm.Mixtures) -> torch.Tensor:
+    """[N, C] float64: each entry's posterior of the high-score ("noisy") component of its (label,
+    observed class) mixture at its selection score: 1 - the mixture's clean probability. The partition
+    reads the same mixtures' means; this reads their responsibilities. 0 where the mixture had fewer
+    than two values (``partition`` keeps such an entry clean)."""
+    c = s.shape[1]
+    x, _ = gmm.by_label_and_class(s, noisy)
+    post = mixtures.posterior(x)[..., 1].view(c, 2, -1)  # [label, observed class, sample]
+    valid = mixtures.valid.view(c, 2)
+    picked = torch.where(noisy == 1, post[:, 1].t(), post[:, 0].t())
+    return torch.where(torch.where(noisy == 1, valid[:, 1], valid[:, 0]), picked, 0.0)
+
+
 def pstar(p: torch.Tensor, p_ehr: torch.Tensor, p_note: torch.Tensor, weights=(0.6, 0.2, 0.2)) -> torch.Tensor:
     """The correction target: a fixed mix of the fused and unimodal predictions (Switch pstar_weights:
     0.6/0.2/0.2 the released MIRACL code, 1/0/0 the earlier code and the supplementary's "prediction")."""
@@ -225,6 +238,7 @@ class MIRACL(Method):
         self.correcting = False  # Y_corr is ready and used by the loss
         self.buffers = None  # device state, allocated at the first loss call (the device is known then)
         self.history = None  # [E, N, C] bool: hard prediction == observed label, per epoch
+        self.fitted = None  # this epoch's (selection score, observed labels, mixtures, eligible entries)
 
     def build_model(self) -> nn.Module:
         return MiraclModel(super().build_model(), self.task.num_labels, self.task.backbone.hidden)
@@ -293,6 +307,7 @@ class MIRACL(Method):
         b = self._buffers(noisy)
         target = pstar(probs, b["p_ehr"].double(), b["p_note"].double(), self.weights)
         labels, part = correct(noisy, part, u, target, gate)
+        self.fitted = (s, noisy, mixtures, (noisy == 1) | gate)  # read by suspicion() only
         b["labels"].copy_(labels)
         b["partition"].copy_(part)
         if t < epochs:  # beta of the next epoch, in place (a captured loss reads it)
@@ -305,6 +320,16 @@ class MIRACL(Method):
         if not self.correcting:
             return None
         return {"labels": self.buffers["labels"], "partition": self.buffers["partition"]}
+
+    def suspicion(self):
+        """The detection track: per entry, the posterior of the noisy component of the mixture this
+        epoch's partition was read from (``noisy_posterior``), 0 for an entry MIRACL never corrects (an
+        observed negative outside Z-). Computed from what ``end_epoch`` fitted anyway; None in the
+        warm-up, before the first fit."""
+        if self.fitted is None:
+            return None
+        s, noisy, mixtures, eligible = self.fitted
+        return torch.where(eligible, noisy_posterior(s, noisy, mixtures), 0.0)
 
     @staticmethod
     def _summary(noisy, part, gate, labels, mixtures, beta_next):

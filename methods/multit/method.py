@@ -132,6 +132,17 @@ def importance_weights(logits, targets, rho_minus, rho_plus):
     return torch.where(targets == 1, p / noisy_pos, (1 - p) / noisy_neg)
 
 
+def noise_posterior(logits, targets, rho_minus, rho_plus):
+    """P(clean label != observed label | x, observed label) per entry, by Bayes' rule from the same
+    pieces as ``importance_weights``: the model's p = P(clean 1 | x) and label j's transition matrix.
+    Observed 1: (1 - p) rho_minus / P(noisy 1 | x); observed 0: p rho_plus / P(noisy 0 | x)."""
+    z = logits.detach().to(torch.promote_types(logits.dtype, torch.float32))
+    p = torch.sigmoid(z).clamp(1e-6, 1 - 1e-6)
+    noisy_pos = (1 - p) * rho_minus + p * (1 - rho_plus)
+    noisy_neg = (1 - p) * (1 - rho_minus) + p * rho_plus
+    return torch.where(targets == 1, (1 - p) * rho_minus / noisy_pos, p * rho_plus / noisy_neg).clamp(0, 1)
+
+
 def reweighted_bce(logits, targets, beta):
     """mean over batch x labels of beta * BCE(z, y), from logits."""
     z = logits.to(torch.promote_types(logits.dtype, torch.float32))
@@ -153,6 +164,7 @@ class MultiT(Method):
         super().__init__(task, hparams)
         self.probs = {}  # epoch -> [N, C] sigmoid outputs (numpy), only the window's epochs
         self.rho = None  # (rho_minus [C], rho_plus [C]) on the device, once estimated
+        self.posterior = None  # [N, C] noise_posterior of this epoch's training passes, once estimated
 
     def stages(self, epochs):
         warmup = max(1, min(int(self.hparams["warmup_epochs"]), epochs - 1))
@@ -170,6 +182,7 @@ class MultiT(Method):
         if view.epoch in window:
             self.probs[view.epoch] = torch.sigmoid(view.train_logits).cpu().double().numpy()
         if view.epoch != warmup:
+            self._keep_posterior(view)
             return {"stage": "warm-up" if view.epoch < warmup else "reweighted"}
         noisy = view.noisy_labels.cpu().numpy().astype(np.int64)
         probs = np.stack([self.probs[e] for e in window])
@@ -179,6 +192,7 @@ class MultiT(Method):
         rho_minus, rho_plus, source = zip(*est)
         device = view.noisy_labels.device
         self.rho = (torch.tensor(rho_minus, device=device), torch.tensor(rho_plus, device=device))
+        self._keep_posterior(view)
         return {
             "stage": "estimated",
             "window": [window[0], window[-1]],
@@ -192,3 +206,14 @@ class MultiT(Method):
             "transition": [[[round(1 - m, 5), round(m, 5)], [round(p, 5), round(1 - p, 5)]]
                            for m, p in zip(rho_minus, rho_plus)],
         }
+
+    def _keep_posterior(self, view: EpochView):
+        """From the estimate on: the epoch's posterior that each observed label is wrong (what the
+        transition matrices and the epoch's predictions say; never read by the loss)."""
+        if self.rho is not None:
+            self.posterior = noise_posterior(view.train_logits, view.noisy_labels, *self.rho)
+
+    def suspicion(self):
+        """The detection track: ``noise_posterior`` of the last epoch's training passes under the
+        estimated transition matrices; None before the estimate."""
+        return self.posterior
