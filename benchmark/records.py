@@ -52,7 +52,9 @@ SCHEMA: dict[str, tuple[type | tuple[type, ...], str]] = {
     "timings": (dict, "wall seconds per phase: data, noise, train, method_hooks, eval, total"),
     "peak_memory_bytes": (int, "peak device memory (CUDA) or peak resident set (CPU)"),
     "fingerprints": (dict, "'data': task tensors sha256; 'noisy_labels': the noisy matrix sha256"),
-    "noise": (dict, "rates used and realised flip rates of the training labels"),
+    "noise": (dict, "rates used and realised flip rates of the training labels, overall and per label "
+                    "(realised_rho_plus_per_label, realised_rho_minus_per_label: null for a label without "
+                    "entries of that direction); under-coding adds under_coding: the law's strength, the twin and the evidence (source, checksum)"),
     "method": (dict, "method metadata: display name, code hash, trainable parameters ('parameters') and the "
                "model's frozen ones ('parameters_frozen', absent before it was written)"),
     "environment": (dict, "harness version, git sha + dirty flag, hardware and software versions, run "

@@ -21,7 +21,8 @@ from .report import (MIN_SEEDS, ROWS_LEGEND, cell_flags, cell_marks, collect, no
                      old_layout)
 from .tables import RUN_PHASES
 
-FAMILY_NAMES = {"sym": "symmetric", "asym": "asymmetric", "bal": "balanced", "clean": "clean"}
+FAMILY_NAMES = {"sym": "symmetric", "asym": "asymmetric", "bal": "balanced", "under": "under-coding",
+                "clean": "clean"}
 
 
 @dataclass(frozen=True)

@@ -276,3 +276,12 @@ def test_the_second_tab_holds_each_runs_secondary_metrics_and_older_records_show
     assert "test-set 95 % bootstrap interval of each run&#39;s mAP (patients resampled, B=1000, RNG seed 20240517)" in page
     runs = list(csv.DictReader((out / "runs.csv").open()))
     assert {"ece", "brier", "ap_rare", "map_both", "map_one_missing", "boot_low", "boot_high", "boot_b"} <= set(runs[0])
+
+
+def test_an_under_coding_column_is_headed_by_its_family_name_after_the_paper_families():
+    records = [make_record(m, noise, s, 0.4 + 0.01 * s / 100) for m in ("bce", "focal")
+               for noise in ("under-40", "asym-40-0", "sym-20") for s in SEEDS]
+    syn_phe = table(build_board([run_row(r) for r in records], Options()), "syn-phe")
+    assert [n["name"] for n in syn_phe["noises"]] == ["sym-20", "asym-40-0", "under-40"]
+    assert [(f["family"], f["name"]) for f in syn_phe["families"]] == [
+        ("sym", "symmetric"), ("asym", "asymmetric"), ("under", "under-coding")]
