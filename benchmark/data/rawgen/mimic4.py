@@ -50,7 +50,7 @@ STUDY_BASE, NO_ADMISSION_SUBJECT = 58_000_000, 18_000_000  # distractor studies;
 
 
 def _rng(spec) -> np.random.Generator:
-    return np.random.default_rng(zlib.crc32(f"raw4:{generator.GENERATOR_VERSION}:{spec.name}:{spec.n_total}".encode()))
+    return np.random.default_rng(zlib.crc32(f"raw4:{generator.STREAMS_VERSION}:{spec.name}:{spec.n_total}".encode()))
 
 
 def check(spec) -> None:
