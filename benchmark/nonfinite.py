@@ -13,6 +13,8 @@ with the weight tensors whose gradient was not finite there. The two cases point
 """
 from __future__ import annotations
 
+from collections import Counter
+
 import torch
 
 NAMED = 5  # weight tensors named in the message; the count covers the rest
@@ -72,12 +74,7 @@ def _module(name: str) -> str:
 def _finite_modules(names: list[str], finite: list[str]) -> str:
     """Too many finite tensors to name: the modules whose gradient stayed finite, wholly or in part
     (with the count), so that a long model's message still locates the break."""
-    total: dict[str, int] = {}
-    for n in names:
-        total[_module(n)] = total.get(_module(n), 0) + 1
-    kept: dict[str, int] = {}
-    for n in finite:
-        kept[_module(n)] = kept.get(_module(n), 0) + 1
+    total, kept = Counter(map(_module, names)), Counter(map(_module, finite))
     if not kept:
         return ""
     shown = [m if kept[m] == total[m] else f"{m} ({kept[m]} of {total[m]})" for m in kept]
