@@ -87,13 +87,13 @@ def plan(method: str, track: str, tasks: Sequence[str] | None = None, noises: Se
     """Validate every name first (fail in the first second, not after an hour), then expand.
 
     ``overrides`` replace hyper-parameters of the method's manifest; ``encoder`` replaces the tasks'
-    note encoder (a local folder enters the spec by its content, ``data.notes.encoder_identity``), ``normaliser`` their time-series normaliser ("train", "reference" or a JSON file),
-    ``note_scale`` the note lengths of synthetic tasks (0: generator 3's short notes, 1: the real
-    pipelines'; ``data.note_lengths``). All become part of the run spec, hence of the run id.
-    ``noise_draws`` K runs each (setting, seed) on K
-    noise draws: draw 0 is the policy's own (its specs are those of a grid without draws), draws 1..K-1
-    enter the spec (``make_spec``); draws need the reference policy, under which a draw is one noisy
-    matrix for every seed (seeds and draws crossed).
+    note encoder (a local folder enters the spec by its content, ``data.notes.encoder_identity``),
+    ``normaliser`` their time-series normaliser ("train", "reference" or a JSON file), ``note_scale`` the
+    note lengths of synthetic tasks (0: generator 3's short notes, 1: the real pipelines';
+    ``data.note_lengths``). All become part of the run spec, hence of the run id. ``noise_draws`` K runs
+    each (setting, seed) on K noise draws: draw 0 is the policy's own (its specs are those of a grid
+    without draws), draws 1..K-1 enter the spec (``make_spec``); draws need the reference policy, under
+    which a draw is one noisy matrix for every seed (seeds and draws crossed).
     """
     trk = get_track(track)
     entry = get_method(method)
