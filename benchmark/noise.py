@@ -88,10 +88,14 @@ def flip_labels(clean: np.ndarray, rho_plus: float, rho_minus: float, seed: int)
     y = np.asarray(clean)
     if y.ndim != 2 or not np.isin(y, (0, 1)).all():
         raise ValueError("clean labels must be a binary [samples, labels] matrix")
-    n, num_labels = y.shape
-    u = np.random.RandomState(seed).random_sample(num_labels * n).reshape(num_labels, n).T
+    u = _uniforms(np.random.RandomState(seed), *y.shape)
     keep = np.where(y == 1, u < 1.0 - rho_plus, u < 1.0 - rho_minus)
     return np.where(keep, y, 1 - y).astype(y.dtype)
+
+
+def _uniforms(rs: np.random.RandomState, n: int, num_labels: int) -> np.ndarray:
+    """One uniform per entry of an ``[n, num_labels]`` matrix, drawn label-major as the reference does."""
+    return rs.random_sample(num_labels * n).reshape(num_labels, n).T
 
 
 def under_code(clean: np.ndarray, rho_plus: float, evidence: np.ndarray, seed: int,
@@ -106,11 +110,11 @@ def under_code(clean: np.ndarray, rho_plus: float, evidence: np.ndarray, seed: i
         raise ValueError(f"evidence has shape {e.shape}, the labels {y.shape}: one score per (sample, label) expected")
     if not np.isfinite(e[y == 1]).all():
         raise ValueError("evidence must be finite for every positive")
-    n, num_labels = y.shape
+    num_labels = y.shape[1]
+    counts = (flip_labels(y, rho_plus, 0.0, seed) != y).sum(0)  # the twin's flips, label by label
     rs = np.random.RandomState(seed)
-    u = rs.random_sample(num_labels * n).reshape(num_labels, n).T  # the reference draw: the twin's flips
-    v = rs.random_sample(num_labels * n).reshape(num_labels, n).T  # the coder's noise
-    counts = ((y == 1) & (u >= 1.0 - rho_plus)).sum(0)
+    _uniforms(rs, *y.shape)  # the twin's draw; the coder's noise is the stream's next one
+    v = _uniforms(rs, *y.shape)
     with np.errstate(divide="ignore"):
         eps = np.log(v) - np.log1p(-v)
     noisy = y.copy()
