@@ -14,6 +14,7 @@ RESULTS ?= results
 DEVICE ?= auto
 SITE ?= site
 PUBLISH_DIR ?= public
+BASELINES_DIR ?=
 LEADERBOARD_FLAGS ?=
 RELEASE ?=
 JOBS ?= 0
@@ -28,7 +29,7 @@ export TRANSFORMERS_OFFLINE := 1
 
 NAME ?=
 
-.PHONY: setup bench status table leaderboard publish test perf clean docker-build docker-bench help new-method validate
+.PHONY: setup bench status table leaderboard publish publish-baselines test perf clean docker-build docker-bench help new-method validate
 
 help:
 	@echo "make bench METHOD=bce [TRACK=quick TASKS=.. NOISE=.. SEEDS=.. JOBS=..]   run a method's grid, print the table"
@@ -37,7 +38,8 @@ help:
 	@echo "make status METHOD=miracl                                               per run: done / failed / running / pending"
 	@echo "make test                                                               run the test suite"
 	@echo "make table [TRACK=quick]                                                print the tables from results/"
-	@echo "make leaderboard [RESULTS=results SITE=site]                             render the static leaderboard site from results/"
+	@echo "make leaderboard [RESULTS=results SITE=site]                             render the static leaderboard site from results/ and the published set"
+	@echo "make publish-baselines [TRACK=quick]                                    every shipped method's grid into leaderboard/published/TRACK (resumable)"
 	@echo "make publish [PUBLISH_DIR=public RELEASE=v1.0]                          the site, dated, ready for a static host; RELEASE freezes it"
 	@echo "make new-method NAME=foo                                                scaffold methods/foo/ from the template (CONTRIBUTING.md)"
 	@echo "make validate METHOD=foo                                                check a submission: manifest, boundaries, a smoke run"
@@ -75,9 +77,17 @@ validate: setup
 table: setup
 	$(BIN)/ehrbench table --track "$(TRACK)" --results "$(RESULTS)"
 
-# LEADERBOARD_FLAGS passes options through, e.g. "--correction holm --test welch".
+# Your results/ beside the published set of the same tracks (leaderboard/published/). LEADERBOARD_FLAGS passes
+# options through, e.g. "--correction holm --test welch", or --no-published for your records only.
 leaderboard: setup
 	$(BIN)/ehrbench leaderboard --results "$(RESULTS)" --out "$(SITE)" $(LEADERBOARD_FLAGS)
+
+# The published set: every shipped method over every noise setting and seed of TRACK, by `bench`, into
+# leaderboard/published/TRACK (BASELINES_DIR/TRACK); finished runs are skipped, stale records redone.
+# quick on a CPU (over an hour on 2 cores); full with the same command on a GPU (DEVICE=auto finds it).
+publish-baselines: setup
+	$(BIN)/ehrbench publish-baselines --track "$(TRACK)" --device "$(DEVICE)" --jobs "$(JOBS)" \
+	  $(if $(BASELINES_DIR),--out "$(BASELINES_DIR)")
 
 # Writes over the files of an earlier build in PUBLISH_DIR; nothing else there is removed. RELEASE=vX.Y
 # also freezes the site under PUBLISH_DIR/releases/vX.Y/ (refused if that version is there already).

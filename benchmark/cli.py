@@ -1,4 +1,5 @@
-"""``ehrbench``: run a method's grid, print tables, build the leaderboard, list methods and tracks.
+"""``ehrbench``: run a method's grid, print tables, build the leaderboard, list methods and tracks, and
+publish the baselines (every shipped method's grid, committed with the project).
 
 Every user error is one line on stderr (``ehrbench: error: ...``) naming the thing and the valid
 choices, with exit status 2; failed runs give exit status 1 once the grid is through.
@@ -10,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import options
+from . import __version__, options
 from .errors import BenchError, UsageError
 from .marks import record_collapse
 from .noise import NOISE_SEED_POLICIES
@@ -336,7 +337,8 @@ def cmd_leaderboard(args) -> int:
         from leaderboard.release import check_new
 
         check_new(args.out, args.release)  # before the records are read: a release is never rewritten
-    result = build(args.results, None, options, tracks)
+    published = _published_root(args)
+    result = build(args.results, None, options, tracks, published_root=published)
     for file, error in result.skipped:
         print(f"warning: skipping {file}: {error}", file=sys.stderr)
     left = _left_out(result.left_out)
@@ -349,12 +351,81 @@ def cmd_leaderboard(args) -> int:
     except OSError as e:
         raise UsageError(f"--out {args.out}: cannot write the site ({e.strerror or e})") from None
     if args.format != "none":
-        print(render(result.board, args.format))
+        print(render(result.board, args.format))  # it says which published sets it read, and which are missing
+    else:
+        from leaderboard.tables import published_line
+
+        for track in result.board["tracks"]:
+            if track["published"] and not track["published"]["present"]:
+                print(published_line(track))
     print(f"{len(result.rows)} run records, {len(result.skipped)} skipped; site written to {result.page}"
           + (" (ready for a static host)" if args.publish else ""))
     if result.release:
         print(f"release {args.release} frozen at {result.release} (checksums in manifest.json and SHA256SUMS)")
     return 0
+
+
+def _published_root(args) -> Path | None:
+    """The folder of published sets the leaderboard reads beside --results (None: --no-published)."""
+    from leaderboard.sources import default_root
+
+    if args.no_published:
+        return None
+    root = Path(args.published) if args.published else default_root()
+    if root.exists() and not root.is_dir():
+        raise UsageError(f"--published {root}: is a file, expected a folder of published sets "
+                         f"(<track>/<task>/<method>/<run id>.json)")
+    return root
+
+
+def cmd_publish_baselines(args) -> int:
+    """Every shipped method's grid of ``--track`` by ``bench`` into the published set (``baselines``)."""
+    import dataclasses
+
+    from leaderboard.sources import default_root, shown
+
+    from . import baselines
+    from .registry import get_method
+
+    out = Path(args.out) if args.out else default_root()
+    if args.track == "smoke" and not args.out:
+        raise UsageError("--track smoke: the smoke track is for tests and never on a leaderboard; give --out DIR to "
+                         "publish it somewhere else than the published set")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: is a file, expected a folder of published sets")
+    methods = _given(args.methods, "--methods", "bce,focal")
+    for method in methods or []:
+        get_method(method)  # an unknown name is refused with the choices, before anything is removed
+    tasks = _given(args.tasks, "--tasks", "syn-phe")
+    noises = _given(args.noise, "--noise", "sym-20,asym-0-40")
+    seeds = _seeds(args.seeds)
+    specs = baselines.grid(args.track, methods, tasks, noises, seeds)
+    whole = not (methods or tasks or noises or seeds)  # a part of the grid leaves the rest of the set alone
+    for line in baselines.prune(out, args.track, specs, whole):
+        print(f"removed {line}")
+    names = methods or list(dict.fromkeys(spec["method"]["name"] for spec in specs))  # the registry's order
+    argv = ["bench", "--method", ",".join(names), "--track", args.track, "--results", str(out),
+            "--format", args.format]
+    for flag, value in (("--tasks", args.tasks), ("--noise", args.noise), ("--seeds", args.seeds)):
+        if value is not None:
+            argv += [flag, value]
+    bench = build_parser().parse_args(argv)
+    for field in dataclasses.fields(options.Execution):  # the execution switches, as given
+        if hasattr(args, field.name):
+            setattr(bench, field.name, getattr(args, field.name))
+    code = cmd_bench(bench)
+    left = baselines.problems(out, args.track, specs, whole)
+    folder = shown(out / args.track)
+    for line in left:
+        print(f"published set {folder}: {line}", file=sys.stderr)
+    if left:
+        print(f"published set {folder}: {len(left)} problem(s); rerun the same command (finished runs are kept)",
+              file=sys.stderr)
+        return code or 1
+    print(f"published set {folder}: complete, {len(specs)} record(s) of harness {__version__}"
+          + ("" if whole else " (the part of the grid asked for)")
+          + ("; commit them with the change that made them" if not args.out else ""))
+    return code
 
 
 def _left_out(counts: dict[str, int]) -> str:
@@ -684,7 +755,25 @@ def build_parser() -> argparse.ArgumentParser:
                     "page, downloads, an archive of the records read and their sha256 checksums; never rewritten "
                     "(a version already there is refused)")
     lb.add_argument("--format", default="simple", type=_table_format("none"), help="terminal tables: tabulate format (simple, github, ...) or none")
+    pub = lb.add_mutually_exclusive_group()
+    pub.add_argument("--published", metavar="DIR", help="folder of published sets read beside --results for the "
+                     "tracks shown (default $EHRBENCH_PUBLISHED, else leaderboard/published/ of this checkout)")
+    pub.add_argument("--no-published", action="store_true", help="leave the published set out: your records only")
     lb.set_defaults(func=cmd_leaderboard)
+
+    pb = sub.add_parser("publish-baselines", help="run every shipped method over every noise setting and seed of a "
+                        "track into the published set (leaderboard/published/TRACK; resumable)")
+    pb.add_argument("--track", default="quick",
+                    help="the track whose grid is published (default quick: CPU; full: GPU)")
+    pb.add_argument("--out", help="folder of published sets (default $EHRBENCH_PUBLISHED, else "
+                    "leaderboard/published/); records go to OUT/TRACK/<task>/<method>/<run id>.json")
+    pb.add_argument("--methods", help="comma-separated methods (default: every shipped one, `ehrbench methods`)")
+    pb.add_argument("--tasks", help="comma-separated tasks of the track (default: all)")
+    pb.add_argument("--noise", help="comma-separated noise settings (default: the paper's ten)")
+    pb.add_argument("--seeds", help=f"comma-separated seeds (default {','.join(map(str, SEEDS))})")
+    pb.add_argument("--format", default="simple", type=_table_format(), help="table format (tabulate's)")
+    options.add_arguments(pb, exclude=("executor", "compile"))  # published runs are eager, on this machine
+    pb.set_defaults(func=cmd_publish_baselines)
 
     nz = sub.add_parser("noise", help="what a noise setting does to a task's training labels").add_subparsers(
         dest="noise_command", required=True)

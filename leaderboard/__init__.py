@@ -1,10 +1,12 @@
 """The leaderboard: every run record under ``results/`` -> a static site, and the same tables as text.
 
-``load`` reads and validates the records (a bad file is reported by name and skipped),
+``load`` reads and validates the records (a bad file is reported by name and skipped), ``read_published``
+the published set of the tracks shown (``sources``: ``leaderboard/published/``, rows marked as such),
 ``aggregate`` computes the board, ``site`` writes it. ``build`` does all three, and ``release``
 freezes a version of what it wrote. The board's parts beside the result tables have a module each:
 ``reproduce`` (the command behind a cell), ``stats`` (tests, MDE), ``secondary`` (the second tab),
-``robustness`` (areas and ratios to the baseline), ``defaults`` (what this checkout plans).
+``robustness`` (areas and ratios to the baseline), ``defaults`` (what this checkout plans), ``sources``
+(the user's records and the published set, and a run id both hold).
 It reads run records and method manifests only: importing it or building a board never loads torch.
 """
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 
 from .aggregate import Options, build_board
 from .release import check_new
+from .sources import ARCHIVE_PREFIX, PUBLISHED, RECORD_SET, YOURS, shown
 
 # The smoke track exists for tests only; it never reaches a leaderboard.
 EXCLUDED_TRACKS = ("smoke",)
@@ -30,6 +33,9 @@ class Build:
     left_out: dict = field(default_factory=dict)  # track -> valid records of it not on the board (not asked for)
     results: Path | None = None  # the folder the records were read from
     release: Path | None = None  # the release frozen by ``publish``, if one was asked for
+    # Per track shown, the published set looked for (folder, present, records); empty when none was read.
+    published: dict = field(default_factory=dict)
+    published_root: Path | None = None  # the folder of published sets read from, if any
 
 
 def load(results: str | Path, tracks: list[str] | None = None) -> tuple[list[dict], list[tuple[str, str]]]:
@@ -53,11 +59,35 @@ def read(results: str | Path, tracks: list[str] | None = None) -> tuple[list[dic
         elif (record["spec"]["track"] in tracks) if tracks else record["spec"]["track"] not in EXCLUDED_TRACKS:
             # The folder above <track>/<task>/<method>/: which record set of the results folder it came from.
             where = Path(path).relative_to(results)
-            rows.append({**run_row(record), "record_set": "/".join(where.parts[:-4]) or ".",
+            rows.append({**run_row(record), "source": YOURS, "record_set": "/".join(where.parts[:-4]) or ".",
                          "record_file": str(where)})  # the record in the results folder and a release's archive
         else:
             left_out[record["spec"]["track"]] = left_out.get(record["spec"]["track"], 0) + 1
     return rows, skipped, left_out
+
+
+def read_published(root: str | Path, tracks: list[str]) -> tuple[list[dict], list[tuple[str, str]], dict]:
+    """(run rows, skipped files with the reason, {track: {"folder", "present", "records"}}) of the
+    published sets of ``tracks`` under ``root`` (``<root>/<track>/<task>/<method>/<run id>.json``, as a
+    results folder). Rows are marked ``source: published``; a file is named ``published/<track>/...``
+    on the page and in a release's archive."""
+    from benchmark.records import RecordStore
+
+    from .report import run_row
+
+    root = Path(root)
+    rows, skipped, found = [], [], {}
+    for track in tracks:
+        folder = root / track
+        found[track] = {"folder": shown(folder), "present": folder.is_dir(), "records": 0}
+        for path, record, error in RecordStore(root).scan(track):
+            name = f"{ARCHIVE_PREFIX}/{Path(path).relative_to(root)}"
+            if error:
+                skipped.append((name, error.removeprefix(f"{path}: ")))
+                continue
+            rows.append({**run_row(record), "source": PUBLISHED, "record_set": RECORD_SET, "record_file": name})
+            found[track]["records"] += 1
+    return rows, skipped, found
 
 
 def manifests() -> dict:
@@ -87,14 +117,23 @@ def build_info(published: bool) -> dict:
 
 
 def build(results: str | Path, out: str | Path | None, options: Options = Options(),
-          tracks: list[str] | None = None, published: bool = False, release: str | None = None) -> Build:
+          tracks: list[str] | None = None, published: bool = False, release: str | None = None,
+          published_root: str | Path | None = None) -> Build:
     """Read, aggregate and (when ``out`` is given) write the site, and freeze it as ``release`` if
-    given; returns what was built."""
+    given; returns what was built. ``published_root``: a folder of published sets (the CLI's default
+    ``sources.default_root()``), whose sets of the tracks shown (``tracks``, else those of the records
+    under ``results``) are read beside the user's records; None reads none."""
     if release and out is not None:
         check_new(out, release)  # refused before anything is read
     rows, skipped, left_out = read(results, tracks)
-    board = build_board(rows, options, manifests(), results=str(results))
-    result = Build(board, rows, skipped, left_out=left_out, results=Path(results))
+    found = {}
+    if published_root is not None:
+        shown_tracks = tracks or sorted({r["track"] for r in rows})
+        more, bad, found = read_published(published_root, shown_tracks)
+        rows, skipped = rows + more, skipped + bad
+    board = build_board(rows, options, manifests(), results=str(results), published=found)
+    result = Build(board, rows, skipped, left_out=left_out, results=Path(results), published=found,
+                   published_root=Path(published_root) if published_root is not None else None)
     if out is not None:
         publish(result, out, published, release)
     return result
@@ -117,7 +156,11 @@ def publish(result: Build, out: str | Path, published: bool = False, release: st
             about = {"release": release, "date": info["date"], "harness_version": info["harness_version"],
                      "commit": info["commit"], "record_harness_versions": result.board["harness_versions"],
                      "skipped_files": len(result.skipped)}
-            result.release = freeze(Path(tmp), target, result.results, [r["record_file"] for r in result.rows], about)
+            # A published record is read from the published sets' folder, under its name in the archive.
+            elsewhere = {r["record_file"]: result.published_root / Path(r["record_file"]).relative_to(ARCHIVE_PREFIX)
+                         for r in result.rows if r.get("source") == PUBLISHED}
+            result.release = freeze(Path(tmp), target, result.results, [r["record_file"] for r in result.rows], about,
+                                    elsewhere)
     releases = listed(out)
     result.page = write(out, result.board, result.rows, result.skipped, info, releases)
     if releases:

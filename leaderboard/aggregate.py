@@ -16,7 +16,7 @@ from benchmark.errors import UsageError
 from benchmark.marks import COLLAPSE_AUC, RELEASED, TIMING_ENCODERS, encoder_pretraining
 from benchmark.protocol import parse_noise
 
-from . import detection, reproduce, robustness, secondary, stats, variance
+from . import detection, reproduce, robustness, secondary, sources, stats, variance
 from .report import (MIN_SEEDS, ROWS_LEGEND, cell_flags, cell_marks, collect, noise_order,
                      old_layout)
 from .tables import RUN_PHASES
@@ -42,6 +42,12 @@ class Options:
             raise UsageError(f"alpha must be in (0, 1), got {self.alpha}")
 
 
+SOURCES_CAPTION = (f" Whose runs: [{sources.PUBLISHED}] rows and cells hold runs of the published set that ships "
+                   f"with the project (leaderboard/published/), [{sources.YOURS}] ones those of your results "
+                   f"folder. A run id in both counts once, as the published run: '[{sources.BOTH_AGREE}]' when "
+                   f"the two last-epoch mAPs agree within the CPU determinism tolerance "
+                   f"{sources.CPU_MAP_TOLERANCE:g} (docs/reliability.md), '[{sources.BOTH_DIFFER}]' (a flag) "
+                   f"when they do not; the cell's tooltip has both numbers.")
 DRAWS_CAPTION = (" Cells hold the protocol's noise draw (draw 0) only; runs on other noise draws (--noise-draws) are "
                  "in the variance split under each task, never in these means or tests.")
 
@@ -80,7 +86,8 @@ def result_cell(noise: str, cell: dict | None) -> dict:
     if not cell:
         return {"noise": noise, "n": 0, "mean": None, "std": None, "values": [], "flags": [], "marks": [],
                 "collapsed": [], "fusion_layouts": [], "old_layout": False, "failed": 0, "eligible": False,
-                "run_ids": [], **provenance([]), "secondary": secondary.cell_metrics([], True)}
+                "run_ids": [], **provenance([]), "secondary": secondary.cell_metrics([], True), "sources": [],
+                "twins": [], "source_marks": []}
     flags = cell_flags(cell)
     mixed = any(f.startswith("mixed") for f in flags)
     described = stats.describe([] if mixed else cell["maps"])
@@ -91,7 +98,9 @@ def result_cell(noise: str, cell: dict | None) -> dict:
             "data": cell["runs"][0]["data_fingerprint"] if cell["runs"] and not mixed else None,
             "flags": flags, "marks": cell_marks(cell), "collapsed": collapsed_runs(cell["runs"]),
             "fusion_layouts": sorted({r["fusion_layout"] for r in cell["runs"]} - {None}),
-            "old_layout": old_layout(cell), "failed": cell["failed"], "eligible": bool(cell["runs"]) and not flags}
+            "old_layout": old_layout(cell), "failed": cell["failed"], "eligible": bool(cell["runs"]) and not flags,
+            # Whose runs (sources.PUBLISHED, sources.YOURS), and a user's runs of published run ids (sources.pair).
+            "sources": sorted(cell.get("sources", ())), "twins": cell.get("twins", []), "source_marks": []}
 
 
 def provenance(runs: list[dict]) -> dict:
@@ -154,7 +163,8 @@ def _num(x: float) -> float | None:
     return None if x is None or math.isnan(x) else float(x)
 
 
-def task_table(task: str, methods: dict, options: Options) -> dict:
+def task_table(task: str, methods: dict, options: Options, show_sources: bool = False) -> dict:
+    """``show_sources``: the table holds published runs, so its rows and cells say whose runs they hold."""
     noises = noise_order({n for cells in methods.values() for n in cells})
     rows = []
     for method, cells in methods.items():
@@ -162,7 +172,12 @@ def task_table(task: str, methods: dict, options: Options) -> dict:
         for c in row_cells:
             c.update(method=method, best=False, tie=False, stars="", p=None, p_adjusted=None, vs=None, mde=None)
         names = {r["method"] for c in cells.values() for r in c["runs"]} or {None}
-        rows.append({"method": method, "name": min(names, key=str), "cells": row_cells})
+        row_sources = sorted({s for c in row_cells for s in c["sources"]})
+        if show_sources:
+            for c in row_cells:
+                c["source_marks"] = sources.cell_marks(c, row_sources)
+        rows.append({"method": method, "name": min(names, key=str), "cells": row_cells, "sources": row_sources,
+                     "source": sources.label(row_sources)})
     columns = [[r["cells"][j] for r in rows] for j in range(len(noises))]
     for column in columns:
         _flag_other_data(column)
@@ -173,7 +188,7 @@ def task_table(task: str, methods: dict, options: Options) -> dict:
     table = {"task": task, "noises": [{"name": n, "label": parse_noise(n).label(), "mde": column_mde(column, options),
                                        **_realised([cells.get(n) for cells in methods.values()])}
                                       for n, column in zip(noises, columns)],
-             "families": _families(noises), "rows": rows, "tests": len(tests)}
+             "families": _families(noises), "rows": rows, "tests": len(tests), "show_sources": show_sources}
     table["robustness"] = robustness.summary(table, options.baseline)
     return table
 
@@ -392,22 +407,32 @@ def method_meta(rows: list[dict], manifests: dict) -> list[dict]:
     return out
 
 
-def build_board(rows: list[dict], options: Options, manifests: dict | None = None, results: str | None = None) -> dict:
+def build_board(rows: list[dict], options: Options, manifests: dict | None = None, results: str | None = None,
+                published: dict | None = None) -> dict:
+    """``published``: per track, the published set looked for beside the user's records (``folder``,
+    ``present``, ``records``; ``leaderboard.read_published``); a track without an entry had none read."""
     tracks = []
+    published = published or {}
     shown = [r for r in rows if options.timing_encoders or not r["timing_encoder"]]
     grouped = collect(shown)
     for track in sorted({r["track"] for r in rows}):
-        tables = [task_table(task, dict(grouped[(t, task)]), options) for t, task in sorted(grouped) if t == track]
+        show_sources = any(sources.source_of(r) == sources.PUBLISHED for r in rows if r["track"] == track)
+        tables = [task_table(task, dict(grouped[(t, task)]), options, show_sources)
+                  for t, task in sorted(grouped) if t == track]
         for table in tables:  # beside each result table: detection, and the variance split of noise draws
             table["detection"] = detection.task_tables(dict(grouped[(track, table["task"])]))
             table["variance"] = variance.task_rows([r for r in shown if (r["track"], r["task"]) == (track, table["task"])])
         track_rows = [r for r in rows if r["track"] == track]
         tracks.append({"track": track, "tasks": tables, "summary": summary(tables, options),
+                       "published": published.get(track), "show_sources": show_sources,
                        "compute": compute_tables(track_rows, options),
                        "encoders": encoders(track_rows, options),
                        "methods": method_meta(track_rows, manifests or {})})
     draws = any(r.get("noise_draw") for r in rows)
-    return {"options": asdict(options), "caption": caption(options) + (DRAWS_CAPTION if draws else ""),
+    both = any(t["show_sources"] for t in tracks)
+    return {"options": asdict(options),
+            "caption": caption(options) + (SOURCES_CAPTION if both else "") + (DRAWS_CAPTION if draws else ""),
+            "map_tolerance": sources.CPU_MAP_TOLERANCE,
             "min_seeds": MIN_SEEDS, "detection_legend": detection.LEGEND, "variance_legend": variance.LEGEND,
             "collapse_auc": COLLAPSE_AUC, "results": results,
             "harness_versions": sorted({r["harness_version"] or "?" for r in rows}),

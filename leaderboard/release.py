@@ -1,12 +1,12 @@
 """Versioned releases of the leaderboard: ``<site>/releases/<version>/``, frozen once, never rewritten.
 
 A release holds the site as built (``index.html`` and its downloads), ``records.tar.gz`` (the record
-files the board read, under their paths in the results folder: aggregates only, no per-stay output,
-as the data use agreements require), a ``manifest.json`` naming each file with its sha256 and size, and
-``SHA256SUMS`` for ``sha256sum -c``. It is written into a hidden folder and renamed into place, so a
-release is complete or absent; its files are read-only. A version that is there is refused before
-anything is built (``check_new``). The site's index and ``releases/index.html`` list the releases, the
-highest version marked latest.
+files the board read, under their paths in the results folder, the published ones under ``published/``:
+aggregates only, no per-stay output, as the data use agreements require), a ``manifest.json`` naming
+each file with its sha256 and size, and ``SHA256SUMS`` for ``sha256sum -c``. It is written into a
+hidden folder and renamed into place, so a release is complete or absent; its files are read-only. A
+version that is there is refused before anything is built (``check_new``). The site's index and
+``releases/index.html`` list the releases, the highest version marked latest.
 """
 from __future__ import annotations
 
@@ -52,28 +52,30 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def archive(results: Path, files: list[str]) -> bytes:
-    """A gzipped tar of ``files`` (paths under ``results``), byte-stable: sorted, no owner, times zero."""
+def archive(results: Path, files: list[str], elsewhere: dict[str, Path] | None = None) -> bytes:
+    """A gzipped tar of ``files`` (paths under ``results``, or the file ``elsewhere`` names for one:
+    a published record, ``published/<track>/...``), byte-stable: sorted, no owner, times zero."""
     buf = io.BytesIO()
     with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz, tarfile.open(fileobj=gz, mode="w",
                                                                              format=tarfile.PAX_FORMAT) as tar:
         for name in sorted(set(files)):
-            data = (results / name).read_bytes()
+            data = Path((elsewhere or {}).get(name, results / name)).read_bytes()
             info = tarfile.TarInfo(name)
             info.size, info.mode, info.mtime = len(data), 0o644, 0
             tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
 
 
-def freeze(site: Path, target: Path, results: Path, files: list[str], about: dict) -> Path:
+def freeze(site: Path, target: Path, results: Path, files: list[str], about: dict,
+           elsewhere: dict[str, Path] | None = None) -> Path:
     """Copy the files of ``site`` (a folder the site was just built into), the archive of record
-    ``files`` and the manifest to ``target``."""
+    ``files`` (``archive``) and the manifest to ``target``."""
     staging = target.parent / f".{target.name}.partial"
     shutil.rmtree(staging, ignore_errors=True)  # left by a build that died mid-release
     staging.mkdir(parents=True)
     for path in site.iterdir():
         shutil.copyfile(path, staging / path.name)
-    (staging / ARCHIVE).write_bytes(archive(results, files))
+    (staging / ARCHIVE).write_bytes(archive(results, files, elsewhere))
     names = sorted(p.name for p in staging.iterdir())
     sums = {name: {"sha256": sha256(staging / name), "bytes": (staging / name).stat().st_size} for name in names}
     manifest = {**about, "records": len(set(files)), "files": sums}

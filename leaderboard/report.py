@@ -18,7 +18,7 @@ from benchmark.marks import (COLLAPSE_AUC, RELEASED, TIMING_ENCODERS, TWO_MODALI
                              record_collapse)
 from benchmark.protocol import EXTRA_NOISE_SETTINGS, NOISE_SETTINGS, parse_noise
 
-from . import reproduce, secondary
+from . import reproduce, secondary, sources
 from .defaults import method_defaults, track_defaults
 
 MIN_SEEDS = 3
@@ -245,18 +245,26 @@ def collect(rows: list[dict]) -> dict:
     row is one run spec less its seed (``cell_key``), labelled by the method's display name and what
     differs from its default spec (``row_label``, ``label_rows``); a column is a noise setting by its rates.
     A cell holds the protocol's noise draw only (draw 0): runs of ``--noise-draws``' other draws get their
-    labels here too but go to the variance split (``leaderboard/variance.py``), never into a mean."""
+    labels here too but go to the variance split (``leaderboard/variance.py``), never into a mean.
+    A cell also holds the sources of its runs (``sources``: the user's results, the published set) and, in
+    ``twins``, the user's runs of a published run id, which count once (``sources.pair``)."""
     label_rows(rows)
-    table: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(lambda: {"runs": [], "maps": [], "failed": 0})))
+    table: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(
+        lambda: {"runs": [], "maps": [], "failed": 0, "sources": set()})))
     for row in rows:
         if row.get("noise_draw", 0):
             continue
         cell = table[(row["track"], row["task"])][row["label"]][row["noise"]]
+        cell["sources"].add(sources.source_of(row))
         if row["status"] == "done":
             cell["runs"].append(row)
             cell["maps"].append(row["map"])
         else:
             cell["failed"] += 1
+    for labels in table.values():
+        for cells in labels.values():
+            for cell in cells.values():
+                sources.pair(cell)
     return table
 
 
@@ -277,7 +285,8 @@ def cell_flags(cell: dict) -> list[str]:
     # caller grouping runs some other way can meet this; then it is loud, and nothing is averaged.
     if len({r.get("fusion_layout") for r in runs}) > 1:
         flags.append("mixed layout")
-    return flags
+    # A user's run of a published run id whose mAP is not the published one's (sources.CPU_MAP_TOLERANCE).
+    return flags + sources.twin_flags(cell)
 
 
 def cell_marks(cell: dict) -> list[str]:

@@ -15,7 +15,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 
 from benchmark.marks import describe_collapse
 
-from . import detection, plots, robustness, secondary, tables, variance
+from . import detection, plots, robustness, secondary, sources, tables, variance
 from .aggregate import PROTOCOL_LEGEND
 from .report import LAYOUT_LEGEND, LAYOUT_MARK
 
@@ -61,7 +61,11 @@ def _cell_title(cell: dict) -> str:
         parts.append(_layout_title(cell))
     if cell["failed"]:
         parts.append(f"{cell['failed']} failed run(s) not averaged in")
-    return "; ".join(parts) + "\n" + _reproduce_title(cell)
+    if cell.get("source_marks") or cell.get("twins"):
+        parts.append(f"runs from: {sources.label(cell['sources'])}")
+    lines = [f"in both sources, counted once (the published run): {sources.twin_text(t)}"
+             for t in cell.get("twins", ())]
+    return "\n".join(["; ".join(parts), *lines, _reproduce_title(cell)])
 
 
 def _reproduce_title(cell: dict) -> str:

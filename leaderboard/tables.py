@@ -43,7 +43,7 @@ def cell_text(cell: dict, fmt: str = "simple") -> str:
     if cell["stars"]:
         text += {"simple": cell["stars"], "github": cell["stars"].replace("*", r"\*"),
                  "latex_raw": f"$^{{{cell['stars']}}}$"}[fmt]
-    text += "".join(f" [{f}]" for f in cell["flags"] + cell["marks"])
+    text += "".join(f" [{f}]" for f in cell["flags"] + cell["marks"] + cell.get("source_marks", []))
     if cell["old_layout"]:
         text += r" $^\dagger$" if fmt == "latex_raw" else f" {LAYOUT_MARK}"
     return text + (" !" if cell["failed"] else "")
@@ -52,10 +52,28 @@ def cell_text(cell: dict, fmt: str = "simple") -> str:
 def result_table(table: dict, fmt: str = "simple") -> str:
     headers = ["method"] + [f"{n['name']}\n{n['label']}" if fmt == "simple" else f"{n['name']} {n['label']}"
                             for n in table["noises"]]
-    body = [[_escape(r["method"], fmt)] + [cell_text(c, fmt) for c in r["cells"]] for r in table["rows"]]
+    body = [[_escape(row_name(r, table), fmt)] + [cell_text(c, fmt) for c in r["cells"]] for r in table["rows"]]
     body.append([_escape(MDE_ROW, fmt)] + [mde_text(n["mde"]) for n in table["noises"]])
     return tabulate(body, [_escape(h, fmt) for h in headers], tablefmt=fmt, disable_numparse=True,
                     colalign=_align(headers))
+
+
+def row_name(row: dict, table: dict) -> str:
+    """A result table's row: its label, and whose runs it holds where the table holds published runs."""
+    return f"{row['method']} [{row['source']}]" if table.get("show_sources") else row["method"]
+
+
+def published_line(track: dict) -> str:
+    """What the board read of the track's published set ('' when none was looked for)."""
+    found = track.get("published")
+    if not found:
+        return ""
+    if not found["present"]:
+        return (f"No published set for track {track['track']} ({found['folder']}): the tables hold your records "
+                f"only.")
+    marked = "; result-table rows are marked [published], [yours] or [published + yours]" if found["records"] else ""
+    return (f"Track {track['track']}: {found['records']} published record(s) from {found['folder']} beside your "
+            f"records{marked}.")
 
 
 def robustness_table(table: dict, fmt: str = "simple") -> str:
@@ -176,6 +194,8 @@ def render(board: dict, fmt: str = "simple") -> str:
     out = []
     for track in board["tracks"]:
         name = track["track"]
+        if line := published_line(track):
+            out.append((f"% {line}" if fmt == "latex_raw" else line) + "\n")
         for t in track["tasks"]:
             out.append(_block(f"Track {name}, task {t['task']}: last-epoch test mAP", result_table(t, fmt), fmt))
             out.append(_block(f"Track {name}, task {t['task']}: robustness (areas; mAP relative to "

@@ -9,3 +9,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # the user's own.
 os.environ["EHRBENCH_CACHE"] = tempfile.mkdtemp(prefix="ehrbench-test-cache-")
 atexit.register(shutil.rmtree, os.environ["EHRBENCH_CACHE"], ignore_errors=True)  # no folder left per test session
+# The CLI's leaderboard reads the published set (leaderboard/published/) beside --results by default: tests see
+# an empty folder of published sets instead, unless they name one (tests/test_published.py reads the real one).
+os.environ["EHRBENCH_PUBLISHED"] = tempfile.mkdtemp(prefix="ehrbench-test-published-")
+atexit.register(shutil.rmtree, os.environ["EHRBENCH_PUBLISHED"], ignore_errors=True)
