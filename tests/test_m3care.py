@@ -4,6 +4,7 @@ import pytest
 import torch
 from helpers import assert_padding_is_ignored, batch_rows, make_batch, smoke_run
 
+from benchmark.backbones import flexcare as flexcare_module
 from benchmark.backbones.flexcare import EncoderLayer, count_parameters
 from benchmark.backbones.sequence import valid_steps
 from benchmark.method_card import shape_info, trainable_parameters
@@ -194,6 +195,13 @@ def _series_attention_calls(monkeypatch):
         return sdpa(q, k, v, attn_mask=attn_mask, **kw)
 
     monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", recording)
+    # On a CPU with dropout the layers write their attention out (backbones/dropout.py); through SDPA,
+    # as on a GPU, every call passes the recorder.
+    def through_sdpa(q, k, v, mask, p):
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+
+    monkeypatch.setattr(m3care_model, "attention", through_sdpa)
+    monkeypatch.setattr(flexcare_module, "attention", through_sdpa)
     return calls
 
 

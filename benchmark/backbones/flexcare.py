@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .dropout import Dropout, attention
 from .packed import PackedPositions
 from .varlen import BLOCKED, SampleAttention
 
@@ -89,7 +90,7 @@ class EncoderLayer(nn.Module):
         self.proj = nn.Linear(d, d)
         self.ff1, self.ff2 = nn.Linear(d, ff), nn.Linear(ff, d)
         self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)  # PCG64 masks on the CPU (dropout.py)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, packed: PackedPositions | None = None,
                 samples: SampleAttention | None = None) -> torch.Tensor:
@@ -105,7 +106,7 @@ class EncoderLayer(nn.Module):
             b, s, _ = qkv.shape
             d = qkv.shape[-1] // 3
             q, k, v = qkv.view(b, s, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-            a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout).transpose(1, 2).reshape(b, s, d)
+            a = attention(q, k, v, mask, dropout).transpose(1, 2).reshape(b, s, d)
             if packed is not None:
                 a = packed.pack(a)
         x = self.norm1(x + self.drop(self.proj(a)))

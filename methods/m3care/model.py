@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmark.backbones.dropout import Dropout, attention
 from benchmark.backbones.flexcare import Batch, EncoderLayer, ModelOutput
 from benchmark.backbones.sequence import masked_mean, sinusoid, valid_steps
 
@@ -69,8 +70,7 @@ class SeriesEncoderLayer(EncoderLayer):
         b, s, _ = qkv.shape
         d = qkv.shape[-1] // 3
         q, k, v = qkv.view(b, s, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        a = F.scaled_dot_product_attention(q, centred_keys(k, mask), v, attn_mask=mask,
-                                           dropout_p=self.dropout if self.training else 0.0)
+        a = attention(q, centred_keys(k, mask), v, mask, self.dropout if self.training else 0.0)
         x = self.norm1(x + self.drop(self.proj(a.transpose(1, 2).reshape(b, s, d))))
         return self.norm2(x + self.drop(self.ff2(self.drop(F.relu(self.ff1(x))))))
 
@@ -126,13 +126,13 @@ class InteractionBlock(nn.Module):
         self.embed = nn.Linear(d, d)
         self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
         self.ff1, self.ff2 = nn.Linear(d, ff), nn.Linear(ff, d)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, s, d = x.shape
         x = self.embed(x) + sinusoid(s, d, x.device).to(x.dtype)
         q, k, v = self.qkv(x).view(b, s, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        a = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        a = attention(q, k, v, None, self.dropout if self.training else 0.0)
         x = x + self.drop(self.proj(a.transpose(1, 2).reshape(b, s, d)))
         x = x + self.drop(self.ff2(self.drop(F.relu(self.ff1(x)))))
         return F.relu(x)
@@ -200,7 +200,7 @@ class M3Care(nn.Module):
         self.token_type = nn.Embedding(len(MODALITIES), d)
         nn.init.normal_(self.token_type.weight, std=0.02)
         self.blocks = nn.ModuleList(InteractionBlock(d, h, 4 * d, dropout) for h in heads)
-        self.head = nn.Sequential(nn.Linear(2 * d, 2 * d), nn.ReLU(), nn.Dropout(dropout), nn.Linear(2 * d, num_labels))
+        self.head = nn.Sequential(nn.Linear(2 * d, 2 * d), nn.ReLU(), Dropout(dropout), nn.Linear(2 * d, num_labels))
 
     def forward(self, batch: Batch | list[Batch]) -> ModelOutput:
         parts = batch if isinstance(batch, list) else [batch]

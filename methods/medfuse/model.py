@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from benchmark.backbones.dropout import Dropout
 from benchmark.backbones.flexcare import Batch, ModelOutput
 from benchmark.backbones.sequence import last_valid, masked_mean
 
@@ -33,7 +34,7 @@ class MedFuse(nn.Module):
         d = hidden
         # MedFuse stacks single-layer LSTMs, each initialised on its own (below).
         self.ehr_lstms = nn.ModuleList(nn.LSTM(ehr_dim if i == 0 else d, d, batch_first=True) for i in range(ehr_layers))
-        self.drop = nn.Dropout(dropout)  # on the EHR feature only, as MedFuse
+        self.drop = Dropout(dropout)  # on the EHR feature only, as MedFuse
         self.note_proj = nn.Linear(note_dim, d)  # the analogue of MedFuse's CXR -> EHR-size projection
         self.fusion = nn.LSTM(d, d, batch_first=True)  # PyTorch's default init, as MedFuse
         self.head = nn.Linear(d, num_labels)
