@@ -104,6 +104,10 @@ perf: setup
 	@if $(BIN)/python -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then \
 	  PYTHONPATH=. $(BIN)/python perf/speed.py --pack 4 --padded-too --packed-too --length-chunks 1,4 --compiled-too --parity minilm --out docs/perf-latest.json; \
 	  PYTHONPATH=. $(BIN)/python perf/train_step.py --batches 128,256,512 --out docs/perf-train-step.json; \
+	  for t in mimic4-dia mimic3-phe; do \
+	    PYTHONPATH=. $(BIN)/python perf/speed.py --task $$t --naive-steps 6 --out docs/perf-latest-$$t.json || exit 1; done; \
+	  for n in mimic4 mimic3; do \
+	    PYTHONPATH=. $(BIN)/python perf/train_step.py --batches 128 --notes $$n --out docs/perf-train-step-$$n.json || exit 1; done; \
 	else echo "no CUDA device: perf/speed.py (GPU training speed) skipped"; fi
 
 # Keeps results/: run records are the expensive part.

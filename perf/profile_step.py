@@ -18,11 +18,29 @@ from torch.profiler import ProfilerActivity, profile
 from benchmark.backbones.flexcare import Batch, FlexCare
 
 
-def full_track_lengths(n: int, ehr: int, note: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+#: Note-token laws of the full track's tasks, fitted to ``ehrbench data describe TASK --track full``
+#: (docs/data.md, "Measured"): log-normal tokens (median, sigma of the log), capped at 512, and the share
+#: of stays without a note. "short" is generator 3's history section alone (about 31 +- 10 tokens).
+NOTE_LAWS = {
+    "short": None,
+    "mimic4": (78.0, 0.75, 0.08),  # p10 / p50 / p90 34 / 78 / 217 measured; 8 % without a note
+    "mimic3": (900.0, 0.5, 0.35),  # 88 % at the 512 cap, p10 471 measured; 35 % without a note
+}
+
+
+def full_track_lengths(n: int, ehr: int, note: int, generator: torch.Generator,
+                       notes: str = "short") -> tuple[torch.Tensor, torch.Tensor]:
     """Series bins and note tokens of ``n`` stays, as the full track draws them: log-normal series
-    with median 45 (capped at ``ehr``), notes of about 31 +- 10 tokens (capped at ``note``)."""
+    with median 45 (capped at ``ehr``); notes of about 31 +- 10 tokens (``notes="short"``) or by the
+    task's law in ``NOTE_LAWS``, capped at ``note``."""
     ehr_len = (torch.randn(n, generator=generator) * 0.8).exp().mul(45).ceil().clamp(6, ehr).long()
-    note_len = (torch.randn(n, generator=generator) * 10 + 31).round().clamp(5, note).long()
+    law = NOTE_LAWS[notes]
+    if law is None:
+        note_len = (torch.randn(n, generator=generator) * 10 + 31).round().clamp(5, note).long()
+    else:
+        median, sigma, missing = law
+        note_len = (torch.randn(n, generator=generator) * sigma).exp().mul(median).round().clamp(5, note).long()
+        note_len[torch.rand(n, generator=generator) < missing] = 0
     return ehr_len, note_len
 
 

@@ -126,6 +126,11 @@ def naive_steps(spec, data, texts: list[str], encoder_name: str, steps: int, dev
                     encoder.config.hidden_size, tuple(data.label_names), track.backbone)
     method = entry.load_class()(info, spec["method"]["hparams"])
     model = method.build_model().to(device)
+    # The image's patch tokens ride in the note tensor here: give them positions past the note's 512
+    # (a timing model; the reference embeds them apart), so that notes at the 512 cap fit.
+    need = 1 + 512 + CXR_TOKENS
+    if model.note_pos.shape[1] < need:
+        model.note_pos = torch.nn.Parameter(F.pad(model.note_pos.detach(), (0, 0, 0, need - model.note_pos.shape[1])))
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     train = data.train if as_written else data.train.to(device)
     order = torch.randperm(len(train), device=train.labels.device)

@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import affine
 from .dropout import Dropout, attention
 from .packed import PackedPositions
 from .varlen import BLOCKED, SampleAttention
@@ -96,7 +97,7 @@ class EncoderLayer(nn.Module):
                 samples: SampleAttention | None = None) -> torch.Tensor:
         """``x``: [B, S, d], or [N, d] real positions with ``packed``; attention then runs padded with
         ``mask``, or over each sample's real positions with ``samples`` (varlen.py)."""
-        qkv = self.qkv(x)
+        qkv = affine.linear(x, self.qkv)
         dropout = self.dropout if self.training else 0.0
         if samples is not None:
             a = samples.attend(qkv, self.heads, dropout)
@@ -109,8 +110,9 @@ class EncoderLayer(nn.Module):
             a = attention(q, k, v, mask, dropout).transpose(1, 2).reshape(b, s, d)
             if packed is not None:
                 a = packed.pack(a)
-        x = self.norm1(x + self.drop(self.proj(a)))
-        return self.norm2(x + self.drop(self.ff2(self.drop(F.relu(self.ff1(x))))))
+        x = affine.layer_norm(x + self.drop(affine.linear(a, self.proj)), self.norm1)
+        h = self.drop(F.relu(affine.linear(x, self.ff1)))
+        return affine.layer_norm(x + self.drop(affine.linear(h, self.ff2)), self.norm2)
 
 
 class NoisyTopKMoE(nn.Module):
@@ -286,9 +288,9 @@ class FlexCare(nn.Module):
                             note_len=batch.note_len if self.modalities == "note" else zero)
         has_ehr, has_note = batch.ehr_len > 0, batch.note_len > 0
         task = self.task_embed.weight[self.task_index].expand(b, 1, -1)
-        ehr = torch.cat([self.ehr_cls.expand(b, -1, -1), self.ehr_proj(batch.ehr)], 1)
+        ehr = torch.cat([self.ehr_cls.expand(b, -1, -1), affine.linear(batch.ehr, self.ehr_proj)], 1)
         ehr = ehr + torch.cat([torch.zeros_like(self.ehr_cls), self.ehr_pos[:, :t_ehr]], 1)
-        note = torch.cat([self.note_cls.expand(b, -1, -1), self.note_proj(batch.note)], 1)
+        note = torch.cat([self.note_cls.expand(b, -1, -1), affine.linear(batch.note, self.note_proj)], 1)
         note = note + torch.cat([torch.zeros_like(self.note_cls), self.note_pos[:, :t_note]], 1)
         pos_e = torch.arange(1 + t_ehr, device=note.device)
         pos_n = torch.arange(1 + t_note, device=note.device)
@@ -314,7 +316,7 @@ class FlexCare(nn.Module):
             avail = torch.stack([has_ehr & has_note, has_ehr, has_note], 1)
         # Read even when their modality is missing (L_ortho).
         blocks = _blocks(t_ehr, t_note, x.device, self.fusion_layout)
-        dtype = _attention_dtype(x)
+        dtype = affine.compute_dtype(x)  # attention's: the mask is built in it, not cast per layer
         packed = self._packing(pad, read, batch.tokens)
         samples = mask = None
         if packed is not None and self.token_layout == "varlen":
@@ -396,12 +398,6 @@ def _allowed_two_modality() -> torch.Tensor:
 _ALLOWED = {"two_modality": _allowed_two_modality(), "released": _allowed_released()}
 # Positions of EHR-CLS and NOTE-CLS among the fusion tokens (``ModelOutput.extras``).
 _CLS_TOKENS = {"two_modality": (1, 2), "released": (4, 6)}
-
-
-def _attention_dtype(x: torch.Tensor) -> torch.dtype:
-    """The dtype attention runs in: autocast's, if on (the mask is then built in it, not cast per layer)."""
-    kind = x.device.type
-    return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype
 
 
 def _decorrelation_loss(tokens: torch.Tensor) -> torch.Tensor:
