@@ -24,8 +24,7 @@ import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from . import __version__
-from .records import RecordStore
+from .records import RecordStore, harness_mismatch
 
 
 def grid(track: str, methods: Sequence[str] | None = None, tasks: Sequence[str] | None = None,
@@ -67,9 +66,9 @@ def stale(record: dict) -> str | None:
     """Why a valid record of a run of the grid is not this checkout's published run, or None."""
     if record["status"] != "done":
         return f"status {record['status']} ({record['failure']})"
-    version = record["environment"].get("harness_version")
-    if version != __version__:
-        return f"harness version {version}, this checkout's is {__version__}"
+    other = harness_mismatch(record)
+    if other:
+        return other
     if record["environment"].get("compile") == "on":
         return "trained compiled; published runs are eager"
     bulky = per_stay_lists(record)
@@ -78,8 +77,8 @@ def stale(record: dict) -> str | None:
     return None
 
 
-def _scan(root: Path, track: str) -> dict[Path, tuple[dict | None, str]]:
-    return {Path(path).resolve(): (record, error) for path, record, error in RecordStore(root).scan(track)}
+def _scan(store: RecordStore, track: str) -> dict[Path, tuple[dict | None, str]]:
+    return {Path(path).resolve(): (record, error) for path, record, error in store.scan(track)}
 
 
 def _files(root: Path, track: str) -> list[Path]:
@@ -94,7 +93,8 @@ def problems(root: str | Path, track: str, specs: list[dict] | None = None, whol
     when the set is complete and current."""
     root = Path(root)
     specs = grid(track) if specs is None else specs
-    store, found, out = RecordStore(root), _scan(root, track), []
+    store = RecordStore(root)
+    found, out = _scan(store, track), []
     planned = set()
     for spec in specs:
         path = store.path(spec).resolve()
@@ -126,7 +126,8 @@ def prune(root: str | Path, track: str, specs: list[dict], whole: bool) -> list[
     folders left empty. The set is under version control: nothing removed is lost. Returns one line per
     file removed, with the reason."""
     root = Path(root)
-    store, found, removed, planned = RecordStore(root), _scan(root, track), [], set()
+    store = RecordStore(root)
+    found, removed, planned = _scan(store, track), [], set()
     for spec in specs:
         path = store.path(spec).resolve()
         planned.add(path)

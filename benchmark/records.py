@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from . import __version__
 from .errors import RecordError, UsageError
 from .marks import COLLAPSE_FIELDS
 from .protocol import parse_noise
@@ -200,6 +201,12 @@ def _check_spec(spec: dict, source: str) -> None:
         parse_noise(spec["noise"]["name"])
     except UsageError as e:
         raise RecordError(f"{source}: field 'spec.noise.name': {e}") from None
+
+
+def harness_mismatch(record: dict) -> str | None:
+    """Why a valid record is not of this harness version (records of another one are not comparable), or None."""
+    version = record["environment"].get("harness_version")
+    return None if version == __version__ else f"harness version {version!r}, this harness is {__version__}"
 
 
 def validate(record: object, source: str = "record") -> dict:

@@ -45,7 +45,7 @@ from pathlib import Path
 
 from .errors import BenchError, RecordError
 from .marks import collapse
-from .records import FINAL_METRICS, RecordStore
+from .records import FINAL_METRICS, RecordStore, harness_mismatch
 
 TOLERANCE = 1e-6  # mAP vs mean of per-label APs: float32 on the device, float64 here
 
@@ -60,7 +60,6 @@ class Outcome:
 
 def check_record(record: dict) -> str | None:
     """The reason a schema-valid record is refused on its own, or None."""
-    from . import __version__
     from .noise import NOISE_DRAW_POLICY, spec_noise_seed
     from .protocol import SEEDS, get_track, parse_noise
     from .registry import get_method
@@ -69,9 +68,9 @@ def check_record(record: dict) -> str | None:
     spec = record["spec"]
     if record["status"] != "done":
         return f"a {record['status']} run: only finished runs are imported"
-    harness = record["environment"].get("harness_version")
-    if harness != __version__:
-        return f"harness version {harness!r}, this harness is {__version__}: rerun with this version"
+    other = harness_mismatch(record)
+    if other:
+        return f"{other}: rerun with this version"
     try:
         track = get_track(spec.get("track"))
         task = track.task(spec.get("task"))

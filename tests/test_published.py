@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark import __version__, baselines
+from benchmark import __version__, baselines, records
 from benchmark.records import RecordStore
 from leaderboard import Options, build
 from leaderboard.aggregate import build_board
@@ -121,13 +121,13 @@ def test_the_check_names_a_stale_a_missing_and_a_stray_record_and_passes_once_pu
     shutil.copyfile(store.path(specs[1]), stray)
     where = lambda p: str(p.relative_to(out))  # noqa: E731
     assert baselines.problems(out, "smoke", specs) == [
-        f"stale: bce syn-phe sym-20 seed 30 ({where(stale)}): harness version 0.0.1, this checkout's is {__version__}",
+        f"stale: bce syn-phe sym-20 seed 30 ({where(stale)}): harness version '0.0.1', this harness is {__version__}",
         f"missing: focal syn-phe sym-20 seed 40 ({where(gone)})",
         f"not in the grid: {where(stray)}: the file name is not the record's run id {store.path(specs[1]).stem} (a copy or a renamed file)",
     ]
 
     again = publish(out)  # part of the grid: the stale record is redone, the stray file left to the whole grid
-    assert f"removed {where(stale)}: harness version 0.0.1" in again.stdout
+    assert f"removed {where(stale)}: harness version '0.0.1'" in again.stdout
     assert "4 runs, 2 already done, 2 to run" in again.stdout
     assert baselines.problems(out, "smoke", specs, whole=False) == []
     assert baselines.prune(out, "smoke", specs, whole=True) == [f"{where(stray)}: not a record of this checkout's grid"]
@@ -138,10 +138,10 @@ def test_the_check_names_a_stale_a_missing_and_a_stray_record_and_passes_once_pu
 def test_a_new_harness_version_makes_every_record_stale_by_name(published, monkeypatch):
     specs = baselines.grid("smoke", **GRID)
     assert baselines.problems(published[0], "smoke", specs) == []
-    monkeypatch.setattr(baselines, "__version__", "9.9.9")
+    monkeypatch.setattr(records, "__version__", "9.9.9")
     problems = baselines.problems(published[0], "smoke", specs)
     assert len(problems) == 4 and all(p.startswith("stale: ") and p.endswith(
-        f"harness version {__version__}, this checkout's is 9.9.9") for p in problems)
+        f"harness version '{__version__}', this harness is 9.9.9") for p in problems)
     assert {p.split(" (")[0] for p in problems} == {f"stale: {m} syn-phe sym-20 seed {s}" for m in ("bce", "focal")
                                                     for s in (30, 40)}
 
