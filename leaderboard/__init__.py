@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .aggregate import Options, build_board
 from .release import check_new
-from .sources import ARCHIVE_PREFIX, PUBLISHED, RECORD_SET, YOURS, shown
+from .sources import ARCHIVE_PREFIX, PUBLISHED, RECORD_SET, YOURS, catalogue, shown
 
 # The smoke track exists for tests only; it never reaches a leaderboard.
 EXCLUDED_TRACKS = ("smoke",)
@@ -132,6 +132,8 @@ def build(results: str | Path, out: str | Path | None, options: Options = Option
         more, bad, found = read_published(published_root, shown_tracks)
         rows, skipped = rows + more, skipped + bad
     board = build_board(rows, options, manifests(), results=str(results), published=found)
+    # Every set that could ship, the tracks not shown included: a board says what is published and what is not.
+    board["published_sets"] = catalogue(Path(published_root)) if published_root is not None else []
     result = Build(board, rows, skipped, left_out=left_out, results=Path(results), published=found,
                    published_root=Path(published_root) if published_root is not None else None)
     if out is not None:

@@ -42,6 +42,21 @@ def default_root() -> Path:
     return Path(env) if env else PUBLISHED_ROOT
 
 
+def catalogue(root: Path) -> list[dict]:
+    """Every track a published set can be made for (on the leaderboard, synthetic tasks only: the paper
+    track runs on the user's own MIMIC files) and what ``root`` holds of it, shown or not:
+    ``[{"track", "folder", "files"}]`` (``files``: its record files, 0 for a set not made yet)."""
+    from benchmark.protocol import TRACKS
+
+    out = []
+    for name, track in TRACKS.items():
+        if track.on_leaderboard and all(task.source == "synthetic" for task in track.tasks):
+            folder = Path(root) / name
+            files = sum(1 for _ in folder.rglob("*.json")) if folder.is_dir() else 0
+            out.append({"track": name, "folder": shown(folder), "files": files})
+    return out
+
+
 def shown(path: Path) -> str:
     """``path`` as the page and the terminal name it: relative to the working folder when inside it."""
     try:

@@ -290,3 +290,20 @@ def test_publish_baselines_refuses_bad_input_in_one_line_before_anything_runs(tm
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"ehrbench: error: {message.format(tmp=tmp_path)}"), err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_the_page_says_which_published_sets_exist_and_which_are_not_made_yet(tmp_path):
+    """Every synthetic leaderboard track is listed, shown or not: quick with its record files, full as none yet."""
+    root = tmp_path / "published"
+    write_one = root / "quick" / "syn-phe" / "bce" / "0123456789abcdef.json"
+    write_one.parent.mkdir(parents=True)
+    write_one.write_text("{}")
+    (tmp_path / "results").mkdir()
+    result = build(tmp_path / "results", tmp_path / "site", Options(), published_root=root)
+    assert result.board["published_sets"] == [
+        {"track": "quick", "folder": str(root / "quick"), "files": 1},
+        {"track": "full", "folder": str(root / "full"), "files": 0}]
+    page = (tmp_path / "site" / "index.html").read_text()
+    assert "track quick: 1 record file(s)" in page
+    assert "track full: none yet (<code>make publish-baselines TRACK=full</code> makes it)" in page
+    assert "track paper" not in page.split("published-sets")[1].split("</p>")[0]
