@@ -119,7 +119,8 @@ def main() -> None:
         print(f"batch {batch}: {rows[-1]['steady_ms_per_step']:.2f} ms per step, "
               f"{rows[-1]['samples_per_s']:,.0f} samples/s ({rows[-1]['vs_first']:.2f}x batch {rows[0]['batch']})",
               flush=True)
-    report = {"notes": args.notes, "affine": args.affine, "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None, "method": args.method,
+    report = {"notes": args.notes, "affine": args.affine,
+              "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None, "method": args.method,
               "compile": args.compile, "rows": rows}
     if args.out:
         with open(args.out, "w") as f:

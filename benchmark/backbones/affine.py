@@ -47,9 +47,9 @@ def compute_dtype(x: torch.Tensor) -> torch.dtype:
 def _column_sums(g: torch.Tensor) -> torch.Tensor:
     """Sum over every leading dimension of ``g`` ([..., c] -> [c]), as one matrix-vector product.
 
-    bf16 / fp16 gradients are summed into an fp32 result: cuBLAS's bf16 product splits the long
-    reduction and rounds its partial sums to bf16, which loses what autograd's fp32 accumulator keeps
-    where the rows cancel (2.5 % of the largest bias gradient in tests/test_affine.py)."""
+    bf16 / fp16 gradients are summed into an fp32 result (``out_dtype``), which reaches the fp32
+    parameter unrounded, where autograd's ``sum(0)`` rounds it to bf16 first; a PyTorch without
+    ``out_dtype`` casts the rows to fp32 instead (one copy more)."""
     rows = g.reshape(-1, g.shape[-1])
     global _MM_OUT_DTYPE
     if rows.dtype in (torch.bfloat16, torch.float16) and rows.is_cuda:
