@@ -50,36 +50,50 @@ def test_on_the_cpu_the_modules_themselves_run():
     assert type(affine.layer_norm(x, norm).grad_fn).__name__ == "NativeLayerNormBackward0"
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="the CUDA route")
-def test_under_bf16_autocast_on_a_gpu_the_gradients_are_exact_sums_of_the_same_terms():
-    """On the GPU the parameter gradients are sums over 20,000 rows of the terms autograd sums too (the
-    output gradient times the layer's input in the dtype autocast gives it). Against those sums in fp64,
-    each entry is off by no more than fp32 summation allows, relative to the absolute mass of its terms,
-    whatever cancellation the ordered output gradient of ``_grads`` causes; the outputs and the input
-    gradients are autograd's to bf16 rounding."""
+def _exact_grads(fn, x, module, g):
+    x = x.detach().clone().requires_grad_()
+    module.zero_grad()
+    out = fn(x)
+    (out * g.to(out.dtype)).sum().backward()
+    return [out.detach(), x.grad] + [p.grad.clone() for p in module.parameters()]
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="the CUDA route"))])
+def test_under_bf16_autocast_the_parameter_gradients_are_the_sums_autograd_sums(device):
+    """Under bf16 autocast (the GPU's route; forced on the CPU) the parameter gradients sum 20,000 rows of
+    the terms autograd sums too. The data make every sum exact in fp32 whatever its order (bf16 values on
+    a grid of 2^-6 and 2^-2, partial sums below 2^24 grid steps), so the bias gradients must equal the fp64
+    sums exactly and the Linear weight gradient must be the exact sum rounded once to bf16. LayerNorm's
+    weight gradient sums fp32 products, so it is held to fp32 summation's bound (n * 2^-24 of the terms'
+    absolute mass, Higham). Outputs and input gradients: autograd's to bf16 rounding."""
     torch.manual_seed(2)
-    dev = torch.device("cuda")
+    dev, n = torch.device(device), 20000
     layer, norm = nn.Linear(128, 128).to(dev), nn.LayerNorm(128).to(dev)
     with torch.no_grad():
         norm.weight.uniform_(0.5, 1.5)
-    x = torch.randn(20000, 128, device=dev)
-    for fn, module in ((lambda t: affine.linear(t, layer), layer), (lambda t: affine.layer_norm(t, norm), norm)):
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            out, dx, *params = _grads(fn, x, module)
-            ref_out, ref_dx, *_ = _grads(module, x, module)
+    x_grid = torch.randint(-8, 9, (n, 128), device=dev).float() / 4  # exact in bf16
+    g = torch.randint(-64, 65, (n, 128), device=dev).float() / 64  # exact in bf16
+    for module, x in ((layer, x_grid), (norm, torch.randn(n, 128, device=dev))):
+        fn = (lambda t: affine.linear(t, layer, force=True)) if module is layer else \
+            (lambda t: affine.layer_norm(t, norm, force=True))
+        with torch.autocast(device, dtype=torch.bfloat16):
+            out, dx, *params = _exact_grads(fn, x, module, g)
+            ref_out, ref_dx, *_ = _exact_grads(module, x, module, g)
         assert out.dtype == ref_out.dtype and dx.dtype == ref_dx.dtype
         for a, b in ((out, ref_out), (dx, ref_dx)):
             assert float((a.float() - b.float()).norm() / b.float().norm()) < 1e-2
-        g = torch.linspace(-1, 1, out.numel(), dtype=out.dtype, device=dev).view_as(out).double()  # as _grads
+        for grad in params:
+            assert grad.dtype == torch.float32
         if module is layer:
             weight_grad, bias_grad = params
-            exact = g.t() @ x.bfloat16().double()  # a matrix product of bf16 operands, as autograd's
-            assert float((weight_grad.double() - exact).norm() / exact.norm()) < 1e-2
-            sums = [(bias_grad, g)]
+            exact = g.double().t() @ x.double()
+            assert torch.all((weight_grad.double() - exact).abs() <= exact.abs() * 2.0**-8)
+            assert torch.equal(bias_grad.double(), g.double().sum(0))
         else:
-            xhat = (x - x.mean(-1, keepdim=True)) / torch.sqrt(x.var(-1, unbiased=False, keepdim=True) + norm.eps)
-            sums = list(zip(params, (g * xhat.double(), g)))
-        for grad, terms in sums:
-            assert grad.dtype == torch.float32
-            error = (grad.double() - terms.sum(0)).abs() / terms.abs().sum(0)
-            assert float(error.max()) < 1e-5
+            weight_grad, bias_grad = params
+            xd = x.double()
+            xhat = (xd - xd.mean(-1, keepdim=True)) / torch.sqrt(xd.var(-1, unbiased=False, keepdim=True) + norm.eps)
+            terms = g.double() * xhat
+            assert torch.all((weight_grad.double() - terms.sum(0)).abs() <= n * 2.0**-24 * terms.abs().sum(0))
+            assert torch.equal(bias_grad.double(), g.double().sum(0))

@@ -49,3 +49,22 @@ def test_ranking_agreement_is_spearman_over_the_methods_both_tracks_hold(tmp_pat
     text = out.read_text()
     assert "- sym-40: Spearman 0.80 over 4 methods; left out: miracl" in text
     assert "| bce | 0.700 | 0.400 |" in text
+
+
+def test_a_quick_track_design_changes_sizes_only_and_never_reaches_the_leaderboard(monkeypatch):
+    import dataclasses
+
+    import quick_designs  # noqa: E402 - perf/ holds scripts
+    from benchmark import protocol
+
+    monkeypatch.setattr(protocol, "TRACKS", dict(protocol.TRACKS))  # the registration stays in this test
+    for name, (sizes, backbone) in quick_designs.DESIGNS.items():
+        track = quick_designs.register(name)
+        assert protocol.get_track(f"quick-{name}") is track and not track.on_leaderboard
+        assert track.budget == protocol.QUICK.budget  # the protocol: epochs, Adam's rate, schedule, batch
+        task, quick = track.tasks[0], protocol.QUICK.tasks[0]
+        changed = {f.name for f in dataclasses.fields(task) if getattr(task, f.name) != getattr(quick, f.name)}
+        assert changed == set(sizes) <= {"n_total", "max_hours", "note_tokens"}
+        assert track.backbone == backbone
+        spec = plan("bce", track.name, noises=["sym-40"], seeds=[30]).specs[0]
+        assert spec["track"] == f"quick-{name}" and spec["task_spec"]["n_total"] == task.n_total

@@ -52,8 +52,8 @@ def _column_sums(g: torch.Tensor) -> torch.Tensor:
     ``out_dtype`` casts the rows to fp32 instead (one copy more)."""
     rows = g.reshape(-1, g.shape[-1])
     global _MM_OUT_DTYPE
-    if rows.dtype in (torch.bfloat16, torch.float16) and rows.is_cuda:
-        if _MM_OUT_DTYPE:
+    if rows.dtype in (torch.bfloat16, torch.float16):
+        if _MM_OUT_DTYPE and rows.is_cuda:  # CPU PyTorch has no half products with an fp32 result
             try:
                 return torch.mm(rows.new_ones(1, rows.shape[0]), rows, out_dtype=torch.float32).view(-1)
             except (RuntimeError, TypeError):  # a PyTorch without fp32 output for half products
