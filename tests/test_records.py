@@ -1,10 +1,11 @@
 import copy
 import json
+import sys
+from pathlib import Path
 
 import pytest
 
-from pathlib import Path
-
+from benchmark import protocol
 from benchmark.errors import RecordError
 from benchmark.hparams import legacy_overrides
 from benchmark.marks import collapse
@@ -15,6 +16,8 @@ from benchmark.registry import get_method
 from benchmark.runner import plan, run_one
 
 DOCS_RECORDS = Path(__file__).resolve().parents[1] / "docs" / "records"
+sys.path.insert(0, str(DOCS_RECORDS.parents[1] / "perf"))
+import quick_designs  # noqa: E402 - perf/ holds scripts, not a package
 # Kept for what they showed, not as runs of today's protocol.
 NOT_REPRODUCIBLE = ("diagnostics-h100", "superseded-h100")
 COMMITTED = sorted(p for p in DOCS_RECORDS.rglob("*.json")
@@ -151,7 +154,7 @@ def test_the_committed_records_are_there_to_check():
 
 
 @pytest.mark.parametrize("path", COMMITTED, ids=lambda p: str(p.relative_to(DOCS_RECORDS)))
-def test_a_committed_record_is_planned_again_under_its_own_id(path):
+def test_a_committed_record_is_planned_again_under_its_own_id(path, monkeypatch):
     """What today's code plans from a record's choices (method, track, task, noise, seed, noise-seed
     policy, hyper-parameter overrides, encoder) has the record's id, and the record sits at the path
     that id implies: the protocol, tasks and manifests have not moved under it. A record made before a
@@ -159,6 +162,9 @@ def test_a_committed_record_is_planned_again_under_its_own_id(path):
     spec is the record's plus exactly those keys, so the old run is still named by what it ran."""
     record = json.loads(path.read_text())
     spec = record["spec"]
+    if spec["track"].startswith("quick-"):  # a candidate design of the ranking study (perf/quick_designs.py)
+        monkeypatch.setattr(protocol, "TRACKS", dict(protocol.TRACKS))
+        quick_designs.register(spec["track"].removeprefix("quick-"))
     entry = get_method(spec["method"]["name"])
     legacy = legacy_overrides(entry.manifest["hparam_schema"], spec["method"]["hparams"])
     recorded = {**spec["method"]["hparams"], **legacy}

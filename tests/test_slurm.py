@@ -97,7 +97,8 @@ def slurm_cluster(tmp_path, monkeypatch):
             started = _run([_which(daemon)], timeout=30)
             assert started.returncode == 0, f"{daemon} did not start: {started.stderr}"
             pid_file = base / "run" / pid_name
-            _wait(pid_file.exists, 15, f"{daemon}'s pid file")
+            # The daemon creates the file before it writes its pid: wait for the pid, not the file.
+            _wait(lambda: pid_file.exists() and pid_file.read_text().strip(), 15, f"{daemon}'s pid file")
             pids.append(int(pid_file.read_text()))
         _wait(lambda: "idle" in _run(["sinfo", "-h", "-o", "%t"]).stdout, 30, "the node to be idle in sinfo")
         yield base
