@@ -50,20 +50,17 @@ def _column_sums(g: torch.Tensor) -> torch.Tensor:
     bf16 / fp16 gradients are summed into an fp32 result (``out_dtype``), which reaches the fp32
     parameter unrounded, where autograd's ``sum(0)`` rounds it to bf16 first; a PyTorch without
     ``out_dtype`` casts the rows to fp32 instead (one copy more)."""
-    with torch.autocast(g.device.type, enabled=False):  # a backward called under autocast would cast mv to bf16
-        return _sums(g.reshape(-1, g.shape[-1]))
-
-
-def _sums(rows: torch.Tensor) -> torch.Tensor:
     global _MM_OUT_DTYPE
-    if rows.dtype in (torch.bfloat16, torch.float16):
-        if _MM_OUT_DTYPE and rows.is_cuda:  # CPU PyTorch has no half products with an fp32 result
-            try:
-                return torch.mm(rows.new_ones(1, rows.shape[0]), rows, out_dtype=torch.float32).view(-1)
-            except (RuntimeError, TypeError):  # a PyTorch without fp32 output for half products
-                _MM_OUT_DTYPE = False
-        rows = rows.float()
-    return torch.mv(rows.t(), rows.new_ones(rows.shape[0]))
+    rows = g.reshape(-1, g.shape[-1])
+    with torch.autocast(rows.device.type, enabled=False):  # a backward called under autocast would cast mv to bf16
+        if rows.dtype in (torch.bfloat16, torch.float16):
+            if _MM_OUT_DTYPE and rows.is_cuda:  # CPU PyTorch has no half products with an fp32 result
+                try:
+                    return torch.mm(rows.new_ones(1, rows.shape[0]), rows, out_dtype=torch.float32).view(-1)
+                except (RuntimeError, TypeError):  # a PyTorch without fp32 output for half products
+                    _MM_OUT_DTYPE = False
+            rows = rows.float()
+        return torch.mv(rows.t(), rows.new_ones(rows.shape[0]))
 
 
 _MM_OUT_DTYPE = True  # torch.mm(..., out_dtype=) available (set False at the first failure)
