@@ -25,7 +25,7 @@ import time
 import torch
 
 from benchmark import trainer
-from benchmark.backbones import affine
+from benchmark.backbones import affine, fused
 from benchmark.data import Split
 from benchmark.method import TaskInfo
 from benchmark.options import Execution
@@ -101,6 +101,8 @@ def main() -> None:
     p.add_argument("--device", default="cuda")
     p.add_argument("--affine", default="on", choices=("on", "off"),
                    help="off: autograd's own Linear / LayerNorm parameter reductions (backbones/affine.py)")
+    p.add_argument("--fused", default="on", choices=("on", "off"),
+                   help="off: each sub-layer's norm(x + dropout(h)) as PyTorch ops (backbones/fused.py)")
     p.add_argument("--notes", default="short", choices=sorted(NOTE_LAWS),
                    help="note-token law: generator 3's short notes, or a full-track task's real lengths")
     p.add_argument("--out", default=None)
@@ -109,6 +111,7 @@ def main() -> None:
         p.error("--epochs must be at least 2: the steady step leaves out the first epoch")
     device = torch.device(args.device)
     affine.ENABLED = args.affine == "on"
+    fused.ENABLED = args.fused == "on"
     if args.profile and device.type != "cuda":
         p.error("--profile lists CUDA kernels: it needs --device cuda")
     rows = []
@@ -119,7 +122,7 @@ def main() -> None:
         print(f"batch {batch}: {rows[-1]['steady_ms_per_step']:.2f} ms per step, "
               f"{rows[-1]['samples_per_s']:,.0f} samples/s ({rows[-1]['vs_first']:.2f}x batch {rows[0]['batch']})",
               flush=True)
-    report = {"notes": args.notes, "affine": args.affine,
+    report = {"notes": args.notes, "affine": args.affine, "fused": args.fused,
               "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None, "method": args.method,
               "compile": args.compile, "rows": rows}
     if args.out:

@@ -25,9 +25,14 @@ ENABLED = True
 
 def linear(x: torch.Tensor, layer: nn.Linear, force: bool = False) -> torch.Tensor:
     """``layer(x)``, its bias gradient reduced by a matrix-vector product (CUDA, or ``force``)."""
-    if not (ENABLED and (x.is_cuda or force)) or layer.bias is None or not torch.is_grad_enabled():
-        return layer(x)
-    return _Linear.apply(x, layer.weight, layer.bias, compute_dtype(x))
+    return linear_of(x, layer.weight, layer.bias, force)
+
+
+def linear_of(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, force: bool = False) -> torch.Tensor:
+    """``F.linear(x, weight, bias)``, its bias gradient reduced by a matrix-vector product (CUDA, or ``force``)."""
+    if not (ENABLED and (x.is_cuda or force)) or bias is None or not torch.is_grad_enabled():
+        return F.linear(x, weight, bias)
+    return _Linear.apply(x, weight, bias, compute_dtype(x))
 
 
 def layer_norm(x: torch.Tensor, norm: nn.LayerNorm, force: bool = False) -> torch.Tensor:
@@ -47,23 +52,40 @@ def compute_dtype(x: torch.Tensor) -> torch.dtype:
 def _column_sums(g: torch.Tensor) -> torch.Tensor:
     """Sum over every leading dimension of ``g`` ([..., c] -> [c]), as one matrix-vector product.
 
-    bf16 / fp16 gradients are summed into an fp32 result (``out_dtype``), which reaches the fp32
-    parameter unrounded, where autograd's ``sum(0)`` rounds it to bf16 first; a PyTorch without
-    ``out_dtype`` casts the rows to fp32 instead (one copy more)."""
-    global _MM_OUT_DTYPE
+    bf16 / fp16 gradients are summed into an fp32 result (``matmul``), which reaches the fp32 parameter
+    unrounded, where autograd's ``sum(0)`` rounds it to bf16 first."""
     rows = g.reshape(-1, g.shape[-1])
     with torch.autocast(rows.device.type, enabled=False):  # a backward called under autocast would cast mv to bf16
         if rows.dtype in (torch.bfloat16, torch.float16):
-            if _MM_OUT_DTYPE and rows.is_cuda:  # CPU PyTorch has no half products with an fp32 result
-                try:
-                    return torch.mm(rows.new_ones(1, rows.shape[0]), rows, out_dtype=torch.float32).view(-1)
-                except (RuntimeError, TypeError):  # a PyTorch without fp32 output for half products
-                    _MM_OUT_DTYPE = False
-            rows = rows.float()
+            if rows.is_cuda:
+                sums = matmul(rows.new_ones(1, rows.shape[0]), rows).view(-1)
+                if sums.dtype == torch.float32:
+                    return sums
+            rows = rows.float()  # CPU PyTorch (or an older one) has no half products with an fp32 result
         return torch.mv(rows.t(), rows.new_ones(rows.shape[0]))
 
 
+def matmul(a: torch.Tensor, b: torch.Tensor, add_to: torch.Tensor | None = None) -> torch.Tensor:
+    """``a @ b`` (``+ add_to``); half CUDA products with an fp32 result where this PyTorch can
+    (``out_dtype``), else in the inputs' dtype."""
+    global _MM_OUT_DTYPE, _ADDMM_OUT_DTYPE
+    if a.is_cuda and a.dtype in (torch.bfloat16, torch.float16):
+        try:
+            if add_to is None and _MM_OUT_DTYPE:
+                return torch.mm(a, b, out_dtype=torch.float32)
+            if add_to is not None and _ADDMM_OUT_DTYPE and add_to.dtype == torch.float32:
+                return torch.addmm(add_to, a, b, out_dtype=torch.float32)
+        except (RuntimeError, TypeError):  # a PyTorch without fp32 output for half products
+            if add_to is None:
+                _MM_OUT_DTYPE = False
+            else:
+                _ADDMM_OUT_DTYPE = False
+    out = a @ b
+    return out if add_to is None else add_to + out
+
+
 _MM_OUT_DTYPE = True  # torch.mm(..., out_dtype=) available (set False at the first failure)
+_ADDMM_OUT_DTYPE = True  # the same for torch.addmm
 
 
 class _Linear(torch.autograd.Function):

@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import affine
+from . import affine, fused
 from .dropout import Dropout, attention
 from .packed import PackedPositions
 from .varlen import BLOCKED, SampleAttention
@@ -97,11 +97,13 @@ class EncoderLayer(nn.Module):
                 samples: SampleAttention | None = None) -> torch.Tensor:
         """``x``: [B, S, d], or [N, d] real positions with ``packed``; attention then runs padded with
         ``mask``, or over each sample's real positions with ``samples`` (varlen.py)."""
-        qkv = affine.linear(x, self.qkv)
         dropout = self.dropout if self.training else 0.0
         if samples is not None:
-            a = samples.attend(qkv, self.heads, dropout)
+            # q, k, v with their folded bias channels from one product, and the projection reading the
+            # attention outputs channels included (varlen.py).
+            h = samples.project(samples.attend(x, self.qkv, self.heads, dropout), self.proj, self.heads)
         else:
+            qkv = affine.linear(x, self.qkv)
             if packed is not None:
                 qkv = packed.unpack(qkv)
             b, s, _ = qkv.shape
@@ -110,9 +112,11 @@ class EncoderLayer(nn.Module):
             a = attention(q, k, v, mask, dropout).transpose(1, 2).reshape(b, s, d)
             if packed is not None:
                 a = packed.pack(a)
-        x = affine.layer_norm(x + self.drop(affine.linear(a, self.proj)), self.norm1)
+            h = affine.linear(a, self.proj)
+        # Each tail, norm(x + dropout(h)), is one kernel forward and one backward on CUDA (fused.py).
+        x = fused.add_dropout_norm(x, h, dropout, self.norm1, self.drop)
         h = self.drop(F.relu(affine.linear(x, self.ff1)))
-        return affine.layer_norm(x + self.drop(affine.linear(h, self.ff2)), self.norm2)
+        return fused.add_dropout_norm(x, affine.linear(h, self.ff2), dropout, self.norm2, self.drop)
 
 
 class NoisyTopKMoE(nn.Module):

@@ -1,0 +1,189 @@
+"""A transformer sub-layer's tail, ``LayerNorm(x + dropout(h))``, as one kernel forward and one backward (CUDA).
+
+At the full track's real note lengths a FlexCare step runs over 20k (``mimic4-*``) to 50k (``mimic3-phe``)
+packed rows of width 128, and each of its eight post-norm tails was about a dozen bandwidth-bound
+kernels: dropout, the residual add, the cast to fp32, PyTorch's LayerNorm (whose kernel runs one row of
+128 per block, 75 us for 50k rows on an H200), the affine map, and in the backward their gradients and
+the parameter reductions (docs/performance.md). Here the forward reads ``x`` and ``h`` once and writes
+the output and what the backward needs; the backward reads them once, writes both input gradients, and
+reduces the weight and bias gradients per program (one small sum after).
+
+The function is that of ``norm(x + F.dropout(h, p))`` under autocast: the kept elements of ``h`` scaled
+by 1 / (1 - p) and rounded to ``h``'s dtype, the sum and the normalisation in fp32 (autocast's LayerNorm),
+the output in fp32 (or, outside autocast, in the promoted dtype of ``x`` and ``h``); the gradient of ``h``
+goes through the same roundings as autograd's (the sum's gradient cast to ``h``'s dtype, then masked and
+scaled). Only the float order of the normalisation's and the parameter gradients' sums differs, and the
+dropout draws: each element is kept where Triton's Philox draw (keyed by a seed drawn from the device's
+PyTorch generator per call, so CUDA-graph replays draw anew) is at least ``p``: the same distribution as
+``F.dropout``, other numbers (harness 0.7.0). ``tests/test_fused.py`` checks it against an fp64
+LayerNorm written out, on the CPU through Triton's interpreter and on a GPU.
+
+Where it does not run (no Triton, CPU, a compiled model, ``ENABLED`` off) the same expression runs
+through ``affine.layer_norm``, as before.
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from . import affine
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # a CPU install: the sub-layer's tail runs as PyTorch ops
+    triton = None
+
+#: Off: the tail is ``affine.layer_norm(x + dropout(h), norm)`` (harness < 0.7.0's kernels and draws).
+ENABLED = True
+ROWS_FORWARD = 8  # rows per program of the forward kernel
+ROWS_BACKWARD = 16  # rows per iteration of the backward's persistent programs
+PROGRAMS_PER_SM = 4
+
+
+def add_dropout_norm(x: torch.Tensor, h: torch.Tensor, p: float, norm: torch.nn.LayerNorm, dropout,
+                     force: bool = False) -> torch.Tensor:
+    """``norm(x + dropout(h))``, with ``dropout`` the module that applies probability ``p`` (0 outside
+    training) where the fused kernels do not run. ``force``: run them on a CPU tensor too (Triton's
+    interpreter; tests only)."""
+    if not usable(x, h, norm, force):
+        return affine.layer_norm(x + dropout(h), norm)
+    dtype = torch.float32 if torch.is_autocast_enabled(x.device.type) else torch.promote_types(x.dtype, h.dtype)
+    # Decided here: inside a Function's forward gradients are always off.
+    saving = torch.is_grad_enabled() and any(t.requires_grad for t in (x, h, norm.weight, norm.bias))
+    return _AddDropoutNorm.apply(x, h, norm.weight, norm.bias, p, norm.eps, dtype, saving)
+
+
+def usable(x: torch.Tensor, h: torch.Tensor, norm: torch.nn.LayerNorm, force: bool = False) -> bool:
+    """Whether the fused kernels run for this call (else the PyTorch expression does)."""
+    d = x.shape[-1]
+    return (ENABLED and triton is not None and (_runs_here(x) or force) and not torch.compiler.is_compiling()
+            and x.shape == h.shape and norm.weight is not None and norm.normalized_shape == (d,)
+            and d <= 4096 and x.numel() < 2**31)
+
+
+def _runs_here(x: torch.Tensor) -> bool:
+    return x.is_cuda
+
+
+@functools.lru_cache(maxsize=None)
+def _programs(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 4
+    return PROGRAMS_PER_SM * torch.cuda.get_device_properties(device).multi_processor_count
+
+
+class _AddDropoutNorm(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, h, weight, bias, p, eps, dtype, saving):
+        d = x.shape[-1]
+        x2, h2 = x.reshape(-1, d).contiguous(), h.reshape(-1, d).contiguous()
+        n = x2.shape[0]
+        out = torch.empty(n, d, dtype=dtype, device=x.device)
+        # The seed is a device tensor drawn from PyTorch's generator, so a replayed CUDA graph draws anew.
+        seed = (torch.randint(0, 2**31 - 1, (1,), device=x.device, dtype=torch.int64) if p > 0
+                else torch.zeros(1, dtype=torch.int64, device=x.device))
+        acc = torch.float64 if dtype == torch.float64 else torch.float32  # fp64 for the tests' exact checks
+        xhat = torch.empty(n, d, dtype=acc, device=x.device) if saving else out
+        rstd = torch.empty(n, dtype=acc, device=x.device)
+        block = triton.next_power_of_2(d)
+        _forward[(triton.cdiv(n, ROWS_FORWARD),)](
+            x2, h2, weight, bias, out, xhat, rstd, seed, n, d, float(p), 1.0 / (1.0 - p), eps,
+            DROPOUT=p > 0, SAVE=saving, ROWS=ROWS_FORWARD, BLOCK=block, num_warps=4 if block <= 256 else 8,
+            ACC=_TL_DTYPES[acc])
+        if saving:
+            ctx.save_for_backward(xhat, rstd, weight, seed)
+            ctx.p, ctx.dtypes, ctx.shape = p, (x.dtype, h.dtype, weight.dtype, bias.dtype), x.shape
+        return out.view(x.shape)
+
+    @staticmethod
+    def backward(ctx, grad):
+        xhat, rstd, weight, seed = ctx.saved_tensors
+        x_dtype, h_dtype, w_dtype, b_dtype = ctx.dtypes
+        n, d = xhat.shape
+        g = grad.reshape(n, d).contiguous()
+        dx = torch.empty(n, d, dtype=x_dtype, device=g.device)
+        dh = torch.empty(n, d, dtype=h_dtype, device=g.device)
+        programs = min(_programs(g.device), triton.cdiv(n, ROWS_BACKWARD))
+        partial = torch.empty(2, programs, d, dtype=xhat.dtype, device=g.device)
+        p = ctx.p
+        _backward[(programs,)](
+            g, xhat, rstd, weight, seed, dx, dh, partial, n, d, float(p), 1.0 / (1.0 - p), programs,
+            DROPOUT=p > 0, ROWS=ROWS_BACKWARD, BLOCK=triton.next_power_of_2(d), num_warps=4,
+            ACC=_TL_DTYPES[xhat.dtype])
+        sums = partial.sum(1)
+        return (dx.view(ctx.shape), dh.view(ctx.shape), sums[0].to(w_dtype), sums[1].to(b_dtype),
+                None, None, None, None)
+
+
+if triton is not None:
+    _TL_DTYPES = {torch.float32: tl.float32, torch.float64: tl.float64}
+
+    @triton.jit
+    def _rounded(v, dtype: tl.constexpr):
+        """``v`` in ``dtype``, rounded to nearest even as PyTorch's casts; written out for bf16, where Triton's
+        interpreter truncates (the tests' CPU route)."""
+        if dtype == tl.bfloat16:
+            bits = v.to(tl.float32).to(tl.uint32, bitcast=True)
+            bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+            return bits.to(tl.float32, bitcast=True).to(dtype)
+        else:
+            return v.to(dtype)
+
+    @triton.jit(do_not_specialize=["n"])
+    def _forward(X, H, W, B, Out, Xhat, Rstd, Seed, n, d, p, scale, eps,
+                 DROPOUT: tl.constexpr, SAVE: tl.constexpr, ROWS: tl.constexpr, BLOCK: tl.constexpr,
+                 ACC: tl.constexpr):
+        rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+        cols = tl.arange(0, BLOCK)
+        inside = (rows < n)[:, None] & (cols < d)[None, :]
+        offs = rows[:, None] * d + cols[None, :]
+        x = tl.load(X + offs, mask=inside, other=0.0).to(ACC)
+        h = tl.load(H + offs, mask=inside, other=0.0)
+        if DROPOUT:
+            keep = tl.rand(tl.load(Seed).to(tl.uint32), offs) >= p
+            # F.dropout's result: the kept element times 1 / (1 - p), in h's dtype.
+            h = _rounded(tl.where(keep, h.to(ACC) * scale, 0.0), h.dtype)
+        s = x + h.to(ACC)
+        mean = tl.sum(s, 1) / d
+        centred = tl.where(inside, s - mean[:, None], 0.0)
+        rstd = 1.0 / tl.sqrt(tl.sum(centred * centred, 1) / d + eps)
+        xhat = centred * rstd[:, None]
+        w = tl.load(W + cols, mask=cols < d, other=0.0).to(ACC)
+        b = tl.load(B + cols, mask=cols < d, other=0.0).to(ACC)
+        tl.store(Out + offs, _rounded(xhat * w[None, :] + b[None, :], Out.dtype.element_ty), mask=inside)
+        if SAVE:
+            tl.store(Xhat + offs, xhat, mask=inside)
+            tl.store(Rstd + rows, rstd, mask=rows < n)
+
+    @triton.jit(do_not_specialize=["n"])
+    def _backward(G, Xhat, Rstd, W, Seed, DX, DH, Partial, n, d, p, scale, programs,
+                  DROPOUT: tl.constexpr, ROWS: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr):
+        pid = tl.program_id(0)
+        cols = tl.arange(0, BLOCK)
+        w = tl.load(W + cols, mask=cols < d, other=0.0).to(ACC)
+        dw = tl.zeros([BLOCK], dtype=ACC)
+        db = tl.zeros([BLOCK], dtype=ACC)
+        for start in range(0, n, programs * ROWS):
+            rows = start + pid * ROWS + tl.arange(0, ROWS)
+            inside = (rows < n)[:, None] & (cols < d)[None, :]
+            offs = rows[:, None] * d + cols[None, :]
+            g = tl.load(G + offs, mask=inside, other=0.0).to(ACC)
+            xhat = tl.load(Xhat + offs, mask=inside, other=0.0)
+            rstd = tl.load(Rstd + rows, mask=rows < n, other=0.0)
+            dw += tl.sum(g * xhat, 0)
+            db += tl.sum(g, 0)
+            wg = g * w[None, :]
+            c1 = tl.sum(xhat * wg, 1) / d
+            c2 = tl.sum(wg, 1) / d
+            ds = (wg - (xhat * c1[:, None] + c2[:, None])) * rstd[:, None]
+            tl.store(DX + offs, _rounded(ds, DX.dtype.element_ty), mask=inside)
+            # Autograd's route to h: the sum's gradient in h's dtype, then dropout's mask and scale.
+            dh = _rounded(ds, DH.dtype.element_ty)
+            if DROPOUT:
+                keep = tl.rand(tl.load(Seed).to(tl.uint32), offs) >= p
+                dh = _rounded(tl.where(keep, dh.to(ACC) * scale, 0.0), DH.dtype.element_ty)
+            tl.store(DH + offs, dh, mask=inside)
+        tl.store(Partial + pid * d + cols, dw, mask=cols < d)
+        tl.store(Partial + (programs + pid) * d + cols, db, mask=cols < d)
