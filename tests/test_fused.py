@@ -175,6 +175,35 @@ def test_flexcare_with_fused_tails_is_the_same_function_with_gradients(monkeypat
         torch.testing.assert_close(grads[name], ref_grads[name], atol=1e-9, rtol=0, msg=lambda m, n=name: f"{n}: {m}")
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("p", [0.0, 0.2, 0.5])
+def test_the_fused_feed_forward_activation_is_dropout_of_relu(p, device):
+    """fp64, and bf16 with F.dropout's and relu's roundings and gradient route; the draws are the tail's."""
+    g = torch.Generator().manual_seed(4)
+    u, grad = (torch.randn(5, 9, 512, generator=g, dtype=torch.float64).to(device) for _ in range(2))
+    keep = _keep_mask(u.shape, p, 21, torch.float64, device) if p > 0 else torch.ones(u.shape, dtype=torch.bool,
+                                                                                       device=device)
+    us = u.clone().requires_grad_()
+    torch.manual_seed(21)
+    out = fused.relu_dropout(us, p, None, force=True)
+    (du,) = torch.autograd.grad(out, us, grad)
+    ur = u.clone().requires_grad_()
+    ref = torch.relu(ur) * keep / (1 - p)
+    (dref,) = torch.autograd.grad(ref, ur, grad)
+    torch.testing.assert_close(out, ref, atol=1e-15, rtol=0)
+    torch.testing.assert_close(du, dref, atol=1e-15, rtol=0)
+    if p == 0.0:
+        return
+    ub, gb = u.to(torch.bfloat16), grad.to(torch.bfloat16)
+    ubs = ub.clone().requires_grad_()
+    torch.manual_seed(21)
+    out = fused.relu_dropout(ubs, p, None, force=True)
+    (du,) = torch.autograd.grad(out, ubs, gb)
+    scale = 1 / (1 - p)
+    assert torch.equal(out, torch.where(keep, torch.relu(ub).float() * scale, 0.0).to(torch.bfloat16))
+    assert torch.equal(du, torch.where(keep & (ub > 0), gb.float() * scale, 0.0).to(torch.bfloat16))
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 def test_a_replayed_cuda_graph_draws_new_masks():
     shape, p = (512, 128), 0.1

@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 
 import torch
+import torch.nn.functional as F
 
 from . import affine
 
@@ -40,6 +41,7 @@ ENABLED = True
 ROWS_FORWARD = 8  # rows per program of the forward kernel
 ROWS_BACKWARD = 16  # rows per iteration of the backward's persistent programs
 PROGRAMS_PER_SM = 4
+ELEMENTS = 4096  # elements per program of the feed-forward's kernels
 
 
 def add_dropout_norm(x: torch.Tensor, h: torch.Tensor, p: float, norm: torch.nn.LayerNorm, dropout,
@@ -56,11 +58,31 @@ def add_dropout_norm(x: torch.Tensor, h: torch.Tensor, p: float, norm: torch.nn.
 
 
 def usable(x: torch.Tensor, h: torch.Tensor, norm: torch.nn.LayerNorm, force: bool = False) -> bool:
-    """Whether the fused kernels run for this call (else the PyTorch expression does)."""
+    """Whether the fused tail runs for this call (else the PyTorch expression does)."""
     d = x.shape[-1]
+    return (_eligible(x, force) and x.shape == h.shape and norm.weight is not None
+            and norm.normalized_shape == (d,) and d <= 4096)
+
+
+def relu_dropout(u: torch.Tensor, p: float, dropout, force: bool = False) -> torch.Tensor:
+    """``dropout(F.relu(u))`` (the feed-forward's hidden layer) in one kernel forward and one backward,
+    with the tail's draws; ``dropout`` applies probability ``p`` where the kernels do not run."""
+    if not _eligible(u, force):
+        return dropout(F.relu(u))
+    saving = torch.is_grad_enabled() and u.requires_grad
+    return _ReluDropout.apply(u, p, saving)
+
+
+def _eligible(x: torch.Tensor, force: bool) -> bool:
     return (ENABLED and triton is not None and (_runs_here(x) or force) and not torch.compiler.is_compiling()
-            and x.shape == h.shape and norm.weight is not None and norm.normalized_shape == (d,)
-            and d <= 4096 and x.numel() < 2**31)
+            and x.numel() < 2**31)
+
+
+def _seed(p: float, device: torch.device) -> torch.Tensor:
+    """A device tensor drawn from PyTorch's generator, so that a replayed CUDA graph draws anew."""
+    if p > 0:
+        return torch.randint(0, 2**31 - 1, (1,), device=device, dtype=torch.int64)
+    return torch.zeros(1, dtype=torch.int64, device=device)
 
 
 def _runs_here(x: torch.Tensor) -> bool:
@@ -81,9 +103,7 @@ class _AddDropoutNorm(torch.autograd.Function):
         x2, h2 = x.reshape(-1, d).contiguous(), h.reshape(-1, d).contiguous()
         n = x2.shape[0]
         out = torch.empty(n, d, dtype=dtype, device=x.device)
-        # The seed is a device tensor drawn from PyTorch's generator, so a replayed CUDA graph draws anew.
-        seed = (torch.randint(0, 2**31 - 1, (1,), device=x.device, dtype=torch.int64) if p > 0
-                else torch.zeros(1, dtype=torch.int64, device=x.device))
+        seed = _seed(p, x.device)
         acc = torch.float64 if dtype == torch.float64 else torch.float32  # fp64 for the tests' exact checks
         xhat = torch.empty(n, d, dtype=acc, device=x.device) if saving else out
         rstd = torch.empty(n, dtype=acc, device=x.device)
@@ -117,6 +137,30 @@ class _AddDropoutNorm(torch.autograd.Function):
                 None, None, None, None)
 
 
+class _ReluDropout(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, u, p, saving):
+        u1 = u.contiguous().view(-1)
+        out = torch.empty_like(u1)
+        seed = _seed(p, u.device)
+        grid = (triton.cdiv(u1.numel(), ELEMENTS),)
+        _relu_dropout[grid](u1, out, seed, u1.numel(), float(p), 1.0 / (1.0 - p), DROPOUT=p > 0, BLOCK=ELEMENTS)
+        if saving:
+            ctx.save_for_backward(u1, seed)
+            ctx.p, ctx.shape = p, u.shape
+        return out.view(u.shape)
+
+    @staticmethod
+    def backward(ctx, grad):
+        u1, seed = ctx.saved_tensors
+        g = grad.contiguous().view(-1).to(u1.dtype)
+        du = torch.empty_like(u1)
+        p = ctx.p
+        _relu_dropout_backward[(triton.cdiv(u1.numel(), ELEMENTS),)](
+            g, u1, seed, du, u1.numel(), float(p), 1.0 / (1.0 - p), DROPOUT=p > 0, BLOCK=ELEMENTS)
+        return du.view(ctx.shape), None, None
+
+
 if triton is not None:
     _TL_DTYPES = {torch.float32: tl.float32, torch.float64: tl.float64}
 
@@ -130,6 +174,14 @@ if triton is not None:
             return bits.to(tl.float32, bitcast=True).to(dtype)
         else:
             return v.to(dtype)
+
+    @triton.jit
+    def _wide(v):
+        """``v`` in fp32, or fp64 if it is (the tests' exact checks)."""
+        if v.dtype == tl.float64:
+            return v
+        else:
+            return v.to(tl.float32)
 
     @triton.jit(do_not_specialize=["n"])
     def _forward(X, H, W, B, Out, Xhat, Rstd, Seed, n, d, p, scale, eps,
@@ -187,3 +239,25 @@ if triton is not None:
             tl.store(DH + offs, dh, mask=inside)
         tl.store(Partial + pid * d + cols, dw, mask=cols < d)
         tl.store(Partial + (programs + pid) * d + cols, db, mask=cols < d)
+
+    @triton.jit(do_not_specialize=["n"])
+    def _relu_dropout(U, Out, Seed, n, p, scale, DROPOUT: tl.constexpr, BLOCK: tl.constexpr):
+        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        inside = offs < n
+        u = _wide(tl.load(U + offs, mask=inside, other=0.0))  # compared wide: the interpreter's bf16 is not ordered
+        y = tl.where(u > 0, u, 0.0)
+        if DROPOUT:
+            keep = tl.rand(tl.load(Seed).to(tl.uint32), offs) >= p
+            y = tl.where(keep, y * scale, 0.0)
+        tl.store(Out + offs, _rounded(y, Out.dtype.element_ty), mask=inside)
+
+    @triton.jit(do_not_specialize=["n"])
+    def _relu_dropout_backward(G, U, Seed, DU, n, p, scale, DROPOUT: tl.constexpr, BLOCK: tl.constexpr):
+        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        inside = offs < n
+        g = tl.load(G + offs, mask=inside, other=0.0)
+        u = _wide(tl.load(U + offs, mask=inside, other=0.0))
+        if DROPOUT:  # dropout's gradient (masked, scaled, rounded), then relu's (where its output is positive)
+            keep = tl.rand(tl.load(Seed).to(tl.uint32), offs) >= p
+            g = _rounded(tl.where(keep, _wide(g) * scale, 0.0), g.dtype)
+        tl.store(DU + offs, tl.where(u > 0, g, 0.0).to(g.dtype), mask=inside)
