@@ -107,7 +107,7 @@ class _AddDropoutNorm(torch.autograd.Function):
         acc = torch.float64 if dtype == torch.float64 else torch.float32  # fp64 for the tests' exact checks
         xhat = torch.empty(n, d, dtype=acc, device=x.device) if saving else out
         rstd = torch.empty(n, dtype=acc, device=x.device)
-        block = triton.next_power_of_2(d)
+        block = max(4, triton.next_power_of_2(d))  # four uniforms per Philox call
         _forward[(triton.cdiv(n, ROWS_FORWARD),)](
             x2, h2, weight, bias, out, xhat, rstd, seed, n, d, float(p), 1.0 / (1.0 - p), eps,
             DROPOUT=p > 0, SAVE=saving, ROWS=ROWS_FORWARD, BLOCK=block, num_warps=4 if block <= 256 else 8,
@@ -130,7 +130,7 @@ class _AddDropoutNorm(torch.autograd.Function):
         p = ctx.p
         _backward[(programs,)](
             g, xhat, rstd, weight, seed, dx, dh, partial, n, d, float(p), 1.0 / (1.0 - p), programs,
-            DROPOUT=p > 0, ROWS=ROWS_BACKWARD, BLOCK=triton.next_power_of_2(d), num_warps=4,
+            DROPOUT=p > 0, ROWS=ROWS_BACKWARD, BLOCK=max(4, triton.next_power_of_2(d)), num_warps=4,
             ACC=_TL_DTYPES[xhat.dtype])
         sums = partial.sum(1)
         return (dx.view(ctx.shape), dh.view(ctx.shape), sums[0].to(w_dtype), sums[1].to(b_dtype),
@@ -176,6 +176,20 @@ if triton is not None:
             return v.to(dtype)
 
     @triton.jit
+    def _uniform_tile(seed, rows, ROWS: tl.constexpr, BLOCK: tl.constexpr):
+        """[ROWS, BLOCK] uniforms for the elements of ``rows``, four per Philox call (one per element cost the
+        kernels more than their memory traffic): elements 4j..4j+3 of a row share call j of that row."""
+        groups = rows[:, None] * (BLOCK // 4) + tl.arange(0, BLOCK // 4)[None, :]
+        r0, r1, r2, r3 = tl.rand4x(seed.to(tl.uint32), groups)
+        return tl.reshape(tl.join(tl.join(r0, r1), tl.join(r2, r3)), [ROWS, BLOCK])
+
+    @triton.jit
+    def _uniforms(seed, first_group, BLOCK: tl.constexpr):
+        """[BLOCK] uniforms for a program's elements, four per Philox call, from call ``first_group`` on."""
+        r0, r1, r2, r3 = tl.rand4x(seed.to(tl.uint32), first_group + tl.arange(0, BLOCK // 4))
+        return tl.reshape(tl.join(tl.join(r0, r1), tl.join(r2, r3)), [BLOCK])
+
+    @triton.jit
     def _wide(v):
         """``v`` in fp32, or fp64 if it is (the tests' exact checks)."""
         if v.dtype == tl.float64:
@@ -194,7 +208,7 @@ if triton is not None:
         x = tl.load(X + offs, mask=inside, other=0.0).to(ACC)
         h = tl.load(H + offs, mask=inside, other=0.0)
         if DROPOUT:
-            keep = tl.rand(tl.load(Seed).to(tl.uint32), offs) >= p
+            keep = _uniform_tile(tl.load(Seed), rows, ROWS, BLOCK) >= p
             # F.dropout's result: the kept element times 1 / (1 - p), in h's dtype.
             h = _rounded(tl.where(keep, h.to(ACC) * scale, 0.0), h.dtype)
         s = x + h.to(ACC)
@@ -234,7 +248,7 @@ if triton is not None:
             # Autograd's route to h: the sum's gradient in h's dtype, then dropout's mask and scale.
             dh = _rounded(ds, DH.dtype.element_ty)
             if DROPOUT:
-                keep = tl.rand(tl.load(Seed).to(tl.uint32), offs) >= p
+                keep = _uniform_tile(tl.load(Seed), rows, ROWS, BLOCK) >= p
                 dh = _rounded(tl.where(keep, dh.to(ACC) * scale, 0.0), DH.dtype.element_ty)
             tl.store(DH + offs, dh, mask=inside)
         tl.store(Partial + pid * d + cols, dw, mask=cols < d)
@@ -247,7 +261,7 @@ if triton is not None:
         u = _wide(tl.load(U + offs, mask=inside, other=0.0))  # compared wide: the interpreter's bf16 is not ordered
         y = tl.where(u > 0, u, 0.0)
         if DROPOUT:
-            keep = tl.rand(tl.load(Seed).to(tl.uint32), offs) >= p
+            keep = _uniforms(tl.load(Seed), tl.program_id(0) * (BLOCK // 4), BLOCK) >= p
             y = tl.where(keep, y * scale, 0.0)
         tl.store(Out + offs, _rounded(y, Out.dtype.element_ty), mask=inside)
 
@@ -258,6 +272,6 @@ if triton is not None:
         g = tl.load(G + offs, mask=inside, other=0.0)
         u = _wide(tl.load(U + offs, mask=inside, other=0.0))
         if DROPOUT:  # dropout's gradient (masked, scaled, rounded), then relu's (where its output is positive)
-            keep = tl.rand(tl.load(Seed).to(tl.uint32), offs) >= p
+            keep = _uniforms(tl.load(Seed), tl.program_id(0) * (BLOCK // 4), BLOCK) >= p
             g = _rounded(tl.where(keep, _wide(g) * scale, 0.0), g.dtype)
         tl.store(DU + offs, tl.where(u > 0, g, 0.0).to(g.dtype), mask=inside)
