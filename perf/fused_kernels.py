@@ -63,21 +63,22 @@ def main() -> None:
         torch.autograd.backward(fused.relu_dropout(u, prob, drop), g16)
 
     rows = []
+    default = (fused.ROWS_FORWARD, fused.ROWS_BACKWARD, fused.ELEMENTS, fused.PROGRAMS_PER_SM)
     for enabled in (False, True):
         fused.ENABLED = enabled
-        configs = [(fused.ROWS_FORWARD, fused.ROWS_BACKWARD, fused.ELEMENTS)]
-        if enabled:
-            configs += [(4, 8, 2048), (16, 32, 8192), (8, 8, 4096)]
-        for rf, rb, el in configs:
-            fused.ROWS_FORWARD, fused.ROWS_BACKWARD, fused.ELEMENTS = rf, rb, el
-            row = {"fused": enabled, "rows_forward": rf, "rows_backward": rb, "elements": el,
-                   "tail_us": timed(tail), "activation_us": timed(activation)}
+        configs = [default] + ([(8, 16, 1024, 8), (8, 16, 512, 16), (8, 8, 2048, 16), (8, 32, 1024, 32)]
+                               if enabled else [])
+        for config in configs:
+            fused.ROWS_FORWARD, fused.ROWS_BACKWARD, fused.ELEMENTS, fused.PROGRAMS_PER_SM = config
+            fused._programs.cache_clear()
+            row = dict(zip(("rows_forward", "rows_backward", "elements", "programs_per_sm"), config), fused=enabled,
+                       tail_us=timed(tail), activation_us=timed(activation))
             # Bytes the fused kernels must move: tail x, h in; out, xhat out; g, xhat in; dx, dh out.
             row["tail_tb_s"] = n * d * (4 + 2 + 4 + 4 + 4 + 4 + 4 + 2) / row["tail_us"] / 1e6
             row["activation_tb_s"] = n * ff * 2 * 5 / row["activation_us"] / 1e6  # u in, y out; g, u in, du out
             rows.append(row)
             print(json.dumps(row), flush=True)
-        fused.ROWS_FORWARD, fused.ROWS_BACKWARD, fused.ELEMENTS = configs[0]
+    fused.ROWS_FORWARD, fused.ROWS_BACKWARD, fused.ELEMENTS, fused.PROGRAMS_PER_SM = default
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"gpu": torch.cuda.get_device_name(), "rows": n, "results": rows}, f, indent=2)
