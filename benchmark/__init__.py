@@ -24,4 +24,4 @@ One run, step by step (``ehrbench bench`` -> a record under ``results/``):
                       ``marks`` (no torch) is read by both: whether a run collapsed, a record's FlexCare
                       fusion layout.
 """
-__version__ = "0.6.0"
+__version__ = "0.7.0"
