@@ -66,7 +66,8 @@ def main() -> None:
     default = (fused.ROWS_FORWARD, fused.ROWS_BACKWARD, fused.ELEMENTS, fused.PROGRAMS_PER_SM)
     for enabled in (False, True):
         fused.ENABLED = enabled
-        configs = [default] + ([(8, 16, 1024, 8), (8, 16, 512, 16), (8, 8, 2048, 16), (8, 32, 1024, 32)]
+        configs = [default] + ([(8, 32, 1024, 32), (16, 32, 4096, 32), (8, 16, 512, 16),
+                                                (4, 64, 8192, 32)]
                                if enabled else [])
         for config in configs:
             fused.ROWS_FORWARD, fused.ROWS_BACKWARD, fused.ELEMENTS, fused.PROGRAMS_PER_SM = config

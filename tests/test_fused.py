@@ -181,8 +181,9 @@ def test_the_fused_feed_forward_activation_is_dropout_of_relu(p, device):
     """fp64, and bf16 with F.dropout's and relu's roundings and gradient route; the draws are the tail's."""
     g = torch.Generator().manual_seed(4)
     u, grad = (torch.randn(5, 9, 512, generator=g, dtype=torch.float64).to(device) for _ in range(2))
-    keep = _keep_mask(u.shape, p, 21, torch.float64, device) if p > 0 else torch.ones(u.shape, dtype=torch.bool,
-                                                                                       device=device)
+    torch.manual_seed(21)  # the kept elements, read from the function itself: relu(1) is kept or 0
+    keep = fused.relu_dropout(torch.ones_like(u), p, None, force=True) > 0
+    assert abs(keep.double().mean().item() - (1 - p)) < 5 * (p * (1 - p) / keep.numel()) ** 0.5 + 1e-12
     us = u.clone().requires_grad_()
     torch.manual_seed(21)
     out = fused.relu_dropout(us, p, None, force=True)

@@ -41,7 +41,7 @@ ENABLED = True
 ROWS_FORWARD = 8  # rows per program of the forward kernel
 ROWS_BACKWARD = 16  # rows per iteration of the backward's persistent programs
 PROGRAMS_PER_SM = 4
-ELEMENTS = 4096  # elements per program of the feed-forward's kernels
+ELEMENTS = 2048  # elements per program of the feed-forward's kernels (a multiple of 4)
 
 
 def add_dropout_norm(x: torch.Tensor, h: torch.Tensor, p: float, norm: torch.nn.LayerNorm, dropout,
@@ -144,7 +144,7 @@ class _ReluDropout(torch.autograd.Function):
         out = torch.empty_like(u1)
         seed = _seed(p, u.device)
         grid = (triton.cdiv(u1.numel(), ELEMENTS),)
-        _relu_dropout[grid](u1, out, seed, u1.numel(), float(p), 1.0 / (1.0 - p), DROPOUT=p > 0, BLOCK=ELEMENTS)
+        _relu_dropout[grid](u1, out, seed, u1.numel(), float(p), 1.0 / (1.0 - p), DROPOUT=p > 0, QUARTER=ELEMENTS // 4)
         if saving:
             ctx.save_for_backward(u1, seed)
             ctx.p, ctx.shape = p, u.shape
@@ -157,7 +157,7 @@ class _ReluDropout(torch.autograd.Function):
         du = torch.empty_like(u1)
         p = ctx.p
         _relu_dropout_backward[(triton.cdiv(u1.numel(), ELEMENTS),)](
-            g, u1, seed, du, u1.numel(), float(p), 1.0 / (1.0 - p), DROPOUT=p > 0, BLOCK=ELEMENTS)
+            g, u1, seed, du, u1.numel(), float(p), 1.0 / (1.0 - p), DROPOUT=p > 0, QUARTER=ELEMENTS // 4)
         return du.view(ctx.shape), None, None
 
 
@@ -182,12 +182,6 @@ if triton is not None:
         groups = rows[:, None] * (BLOCK // 4) + tl.arange(0, BLOCK // 4)[None, :]
         r0, r1, r2, r3 = tl.rand4x(seed.to(tl.uint32), groups)
         return tl.reshape(tl.join(tl.join(r0, r1), tl.join(r2, r3)), [ROWS, BLOCK])
-
-    @triton.jit
-    def _uniforms(seed, first_group, BLOCK: tl.constexpr):
-        """[BLOCK] uniforms for a program's elements, four per Philox call, from call ``first_group`` on."""
-        r0, r1, r2, r3 = tl.rand4x(seed.to(tl.uint32), first_group + tl.arange(0, BLOCK // 4))
-        return tl.reshape(tl.join(tl.join(r0, r1), tl.join(r2, r3)), [BLOCK])
 
     @triton.jit
     def _wide(v):
@@ -255,23 +249,50 @@ if triton is not None:
         tl.store(Partial + (programs + pid) * d + cols, db, mask=cols < d)
 
     @triton.jit(do_not_specialize=["n"])
-    def _relu_dropout(U, Out, Seed, n, p, scale, DROPOUT: tl.constexpr, BLOCK: tl.constexpr):
-        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    def _relu_dropout(U, Out, Seed, n, p, scale, DROPOUT: tl.constexpr, QUARTER: tl.constexpr):
+        # A program's BLOCK elements as four quarters: quarter k takes output k of the program's Philox calls
+        # (no reshaping of the draws: a 1-D interleave of them cost more than the kernel's memory traffic).
+        quarter: tl.constexpr = QUARTER
+        first = tl.program_id(0) * 4 * QUARTER + tl.arange(0, QUARTER)
+        r0, r1, r2, r3 = _quarters(Seed, tl.program_id(0) * QUARTER, QUARTER, DROPOUT)
+        _relu_part(U, Out, first, n, r0, p, scale, DROPOUT)
+        _relu_part(U, Out, first + quarter, n, r1, p, scale, DROPOUT)
+        _relu_part(U, Out, first + 2 * quarter, n, r2, p, scale, DROPOUT)
+        _relu_part(U, Out, first + 3 * quarter, n, r3, p, scale, DROPOUT)
+
+    @triton.jit(do_not_specialize=["n"])
+    def _relu_dropout_backward(G, U, Seed, DU, n, p, scale, DROPOUT: tl.constexpr, QUARTER: tl.constexpr):
+        quarter: tl.constexpr = QUARTER
+        first = tl.program_id(0) * 4 * QUARTER + tl.arange(0, QUARTER)
+        r0, r1, r2, r3 = _quarters(Seed, tl.program_id(0) * QUARTER, QUARTER, DROPOUT)
+        _relu_grad_part(G, U, DU, first, n, r0, p, scale, DROPOUT)
+        _relu_grad_part(G, U, DU, first + quarter, n, r1, p, scale, DROPOUT)
+        _relu_grad_part(G, U, DU, first + 2 * quarter, n, r2, p, scale, DROPOUT)
+        _relu_grad_part(G, U, DU, first + 3 * quarter, n, r3, p, scale, DROPOUT)
+
+    @triton.jit
+    def _quarters(Seed, first_call, quarter: tl.constexpr, DROPOUT: tl.constexpr):
+        if DROPOUT:
+            r0, r1, r2, r3 = tl.rand4x(tl.load(Seed).to(tl.uint32), first_call + tl.arange(0, quarter))
+        else:
+            r0 = tl.zeros([quarter], dtype=tl.float32)
+            r1, r2, r3 = r0, r0, r0
+        return r0, r1, r2, r3
+
+    @triton.jit
+    def _relu_part(U, Out, offs, n, r, p, scale, DROPOUT: tl.constexpr):
         inside = offs < n
         u = _wide(tl.load(U + offs, mask=inside, other=0.0))  # compared wide: the interpreter's bf16 is not ordered
         y = tl.where(u > 0, u, 0.0)
         if DROPOUT:
-            keep = _uniforms(tl.load(Seed), tl.program_id(0) * (BLOCK // 4), BLOCK) >= p
-            y = tl.where(keep, y * scale, 0.0)
+            y = tl.where(r >= p, y * scale, 0.0)
         tl.store(Out + offs, _rounded(y, Out.dtype.element_ty), mask=inside)
 
-    @triton.jit(do_not_specialize=["n"])
-    def _relu_dropout_backward(G, U, Seed, DU, n, p, scale, DROPOUT: tl.constexpr, BLOCK: tl.constexpr):
-        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    @triton.jit
+    def _relu_grad_part(G, U, DU, offs, n, r, p, scale, DROPOUT: tl.constexpr):
         inside = offs < n
         g = tl.load(G + offs, mask=inside, other=0.0)
         u = _wide(tl.load(U + offs, mask=inside, other=0.0))
         if DROPOUT:  # dropout's gradient (masked, scaled, rounded), then relu's (where its output is positive)
-            keep = _uniforms(tl.load(Seed), tl.program_id(0) * (BLOCK // 4), BLOCK) >= p
-            g = _rounded(tl.where(keep, _wide(g) * scale, 0.0), g.dtype)
+            g = _rounded(tl.where(r >= p, _wide(g) * scale, 0.0), g.dtype)
         tl.store(DU + offs, tl.where(u > 0, g, 0.0).to(g.dtype), mask=inside)
