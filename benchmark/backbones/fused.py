@@ -39,8 +39,8 @@ except ImportError:  # a CPU install: the sub-layer's tail runs as PyTorch ops
 #: Off: the tail is ``affine.layer_norm(x + dropout(h), norm)`` (harness < 0.7.0's kernels and draws).
 ENABLED = True
 ROWS_FORWARD = 8  # rows per program of the forward kernel
-ROWS_BACKWARD = 16  # rows per iteration of the backward's persistent programs
-PROGRAMS_PER_SM = 4
+ROWS_BACKWARD = 32  # rows per iteration of the backward's persistent programs (perf/fused_kernels.py)
+PROGRAMS_PER_SM = 32
 ELEMENTS = 2048  # elements per program of the feed-forward's kernels (a multiple of 4)
 
 
