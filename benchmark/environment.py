@@ -58,6 +58,9 @@ def describe(device: torch.device) -> dict:
         env["gpu"] = props.name
         env["gpu_memory_bytes"] = props.total_memory
         env["cudnn"] = torch.backends.cudnn.version()
+        from .backbones import fused  # its kernels draw GPU training's dropout masks
+
+        env["triton"] = fused.triton.__version__ if fused.triton is not None else None
     return env
 
 

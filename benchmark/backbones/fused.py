@@ -1,4 +1,5 @@
-"""A transformer sub-layer's tail, ``LayerNorm(x + dropout(h))``, as one kernel forward and one backward (CUDA).
+"""FlexCare's elementwise tails as one Triton kernel forward and one backward each (CUDA): a sub-layer's
+``LayerNorm(x + dropout(h))`` and the feed-forward's ``dropout(relu(u))``.
 
 At the full track's real note lengths a FlexCare step runs over 20k (``mimic4-*``) to 50k (``mimic3-phe``)
 packed rows of width 128, and each of its eight post-norm tails was about a dozen bandwidth-bound
@@ -6,20 +7,22 @@ kernels: dropout, the residual add, the cast to fp32, PyTorch's LayerNorm (whose
 128 per block, 75 us for 50k rows on an H200), the affine map, and in the backward their gradients and
 the parameter reductions (docs/performance.md). Here the forward reads ``x`` and ``h`` once and writes
 the output and what the backward needs; the backward reads them once, writes both input gradients, and
-reduces the weight and bias gradients per program (one small sum after).
+reduces the weight and bias gradients per program (one small sum after). The feed-forward's activation
+is one pass each way instead of two (relu, then dropout with its mask tensor).
 
-The function is that of ``norm(x + F.dropout(h, p))`` under autocast: the kept elements of ``h`` scaled
-by 1 / (1 - p) and rounded to ``h``'s dtype, the sum and the normalisation in fp32 (autocast's LayerNorm),
-the output in fp32 (or, outside autocast, in the promoted dtype of ``x`` and ``h``); the gradient of ``h``
-goes through the same roundings as autograd's (the sum's gradient cast to ``h``'s dtype, then masked and
-scaled). Only the float order of the normalisation's and the parameter gradients' sums differs, and the
-dropout draws: each element is kept where Triton's Philox draw (keyed by a seed drawn from the device's
-PyTorch generator per call, so CUDA-graph replays draw anew) is at least ``p``: the same distribution as
-``F.dropout``, other numbers (harness 0.7.0). ``tests/test_fused.py`` checks it against an fp64
-LayerNorm written out, on the CPU through Triton's interpreter and on a GPU.
+The functions are those of ``norm(x + F.dropout(h, p))`` under autocast and of ``F.dropout(F.relu(u), p)``:
+the kept elements scaled by 1 / (1 - p) and rounded to their dtype, the sum and the normalisation in fp32
+(autocast's LayerNorm), the tail's output in fp32 (or, outside autocast, in the promoted dtype of ``x`` and
+``h``); the gradients go through the same roundings as autograd's (the sum's gradient cast to ``h``'s
+dtype, then masked and scaled; relu's gradient where its output is positive). Only the float order of the
+normalisation's and the parameter gradients' sums differs, and the dropout draws: an element is kept where
+its uniform from Triton's Philox (four per call, keyed by a seed drawn from the device's PyTorch generator
+per call, so CUDA-graph replays draw anew) is at least ``p``: the same distribution as ``F.dropout``, other
+numbers (harness 0.7.0). ``tests/test_fused.py`` checks both against fp64 forms written out, on the CPU
+through Triton's interpreter and on a GPU.
 
-Where it does not run (no Triton, CPU, a compiled model, ``ENABLED`` off) the same expression runs
-through ``affine.layer_norm``, as before.
+Where they do not run (no Triton, CPU, a compiled model, ``ENABLED`` off) the same expressions run as
+PyTorch ops (``affine.layer_norm`` and the dropout module), as before.
 """
 from __future__ import annotations
 
@@ -36,7 +39,7 @@ try:
 except ImportError:  # a CPU install: the sub-layer's tail runs as PyTorch ops
     triton = None
 
-#: Off: the tail is ``affine.layer_norm(x + dropout(h), norm)`` (harness < 0.7.0's kernels and draws).
+#: Off: the PyTorch expressions (harness < 0.7.0's kernels and draws).
 ENABLED = True
 ROWS_FORWARD = 8  # rows per program of the forward kernel
 ROWS_BACKWARD = 32  # rows per iteration of the backward's persistent programs (perf/fused_kernels.py)
