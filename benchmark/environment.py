@@ -61,6 +61,8 @@ def describe(device: torch.device) -> dict:
         from .backbones import fused  # its kernels draw GPU training's dropout masks
 
         env["triton"] = fused.triton.__version__ if fused.triton is not None else None
+        # Without them the PyTorch ops run, with PyTorch's dropout draws: another run of the same spec.
+        env["fused_kernels"] = fused.ENABLED and fused.triton is not None
     return env
 
 

@@ -140,6 +140,21 @@ def test_outside_its_reach_the_tail_is_the_pytorch_expression(monkeypatch):
     assert not fused.usable(x, h[:, :8], norm, force=True)
 
 
+def test_inside_torch_func_transforms_the_pytorch_expressions_run():
+    """The custom Functions have no vmap rule: under ``torch.func.vmap`` (perf/stacked_runs.py stacks runs so)
+    the tail, the activation and affine's Linear fall back to PyTorch ops, which vmap batches."""
+    from benchmark.backbones import affine
+
+    norm, layer = _norm(16, torch.float32), nn.Linear(16, 16)
+    x, h = torch.randn(3, 5, 16), torch.randn(3, 5, 16)
+    tail = torch.func.vmap(lambda a, b: fused.add_dropout_norm(a, b, 0.0, norm, lambda t: t, force=True))(x, h)
+    torch.testing.assert_close(tail, norm(x + h))
+    act = torch.func.vmap(lambda a: fused.relu_dropout(a, 0.0, lambda t: t, force=True))(x)
+    torch.testing.assert_close(act, torch.relu(x))
+    lin = torch.func.vmap(lambda a: affine.linear(a, layer, force=True))(x)
+    torch.testing.assert_close(lin, layer(x))
+
+
 @pytest.mark.skipif(not INTERPRETED, reason="fp64 FlexCare on CPU tensors needs Triton's interpreter")
 @pytest.mark.parametrize("layout", ["padded", "packed", "varlen"])
 def test_flexcare_with_fused_tails_is_the_same_function_with_gradients(monkeypatch, layout):

@@ -30,17 +30,22 @@ def linear(x: torch.Tensor, layer: nn.Linear, force: bool = False) -> torch.Tens
 
 def linear_of(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, force: bool = False) -> torch.Tensor:
     """``F.linear(x, weight, bias)``, its bias gradient reduced by a matrix-vector product (CUDA, or ``force``)."""
-    if not (ENABLED and (x.is_cuda or force)) or bias is None or not torch.is_grad_enabled():
+    if not (ENABLED and (x.is_cuda or force)) or bias is None or not torch.is_grad_enabled() or transformed(x):
         return F.linear(x, weight, bias)
     return _Linear.apply(x, weight, bias, compute_dtype(x))
 
 
 def layer_norm(x: torch.Tensor, norm: nn.LayerNorm, force: bool = False) -> torch.Tensor:
     """``norm(x)``, its weight and bias gradients reduced by matrix-vector products (CUDA, or ``force``)."""
-    if not (ENABLED and (x.is_cuda or force)) or norm.weight is None or not torch.is_grad_enabled():
+    if not (ENABLED and (x.is_cuda or force)) or norm.weight is None or not torch.is_grad_enabled() or transformed(x):
         return norm(x)
     dtype = torch.float32 if torch.is_autocast_enabled(x.device.type) else x.dtype  # autocast's fp32 list
     return _LayerNorm.apply(x, norm.weight, norm.bias, norm.normalized_shape, norm.eps, dtype)
+
+
+def transformed(x: torch.Tensor) -> bool:
+    """Whether ``x`` is inside a ``torch.func`` transform (vmap, grad), where these Functions have no rule."""
+    return torch._C._functorch.is_functorch_wrapped_tensor(x)
 
 
 def compute_dtype(x: torch.Tensor) -> torch.dtype:

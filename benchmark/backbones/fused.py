@@ -78,7 +78,7 @@ def relu_dropout(u: torch.Tensor, p: float, dropout, force: bool = False) -> tor
 
 def _eligible(x: torch.Tensor, force: bool) -> bool:
     return (ENABLED and triton is not None and (_runs_here(x) or force) and not torch.compiler.is_compiling()
-            and x.numel() < 2**31)
+            and not affine.transformed(x) and x.numel() < 2**31)
 
 
 def _seed(p: float, device: torch.device) -> torch.Tensor:
