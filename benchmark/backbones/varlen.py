@@ -23,6 +23,11 @@ zero rows), so nothing stale reaches a weight gradient, and no pass over all row
 (4 per layer before, 0.4 ms of a ``mimic3-phe`` step on an H200). Their gradients are exactly zero,
 since no loss reads them. The padding sequences change how far flash attention advances the CUDA
 generator per call, so GPU runs draw other dropout masks than under 0.5.0.
+Since harness 0.7.0 the extra channels come out of the q, k, v projection itself (``_Projections``): they
+are linear in a few columns per row (its block's one-hot, whether it is a key, a 1 for the bias), so the
+rows are widened by those columns and the weight by constant rows, and no concatenation or stack of the
+channels runs; the output projection reads the attention output with its channels (zero, since v's are
+zero) through a weight with zero columns there. The same sums, in another order (fp64: tests/test_flexcare.py).
 
 On CUDA in bf16/fp16 the kernel is PyTorch's flash attention (with its own attention dropout, the
 same distribution as the padded path's). Elsewhere (CPU, fp32) the rows go back to the padded batch
