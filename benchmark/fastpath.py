@@ -89,7 +89,7 @@ class FastPath:
     def forward(self, rows: torch.Tensor, widths: list[tuple]):
         """The training pass's ``ModelOutput`` for training rows ``rows``."""
         with autocast(self.device, self.dtype):
-            return self.net(inputs(self.train_split, rows, widths))
+            return self.net(inputs(self.train_split, rows, widths, self.packs))
 
     def batches(self, batches: list[torch.Tensor]) -> list[tuple[torch.Tensor, list[tuple]]]:
         """Each batch's rows with its padded widths (bucketed under graphs: a few graphs per run;
@@ -189,11 +189,12 @@ def graph_widths(widths: list[tuple], split: Split, packs: bool) -> tuple:
     return bucketed(widths, split.max_ehr, split.max_note)
 
 
-def inputs(split: Split, rows: torch.Tensor, widths: list[tuple[int, int]]):
-    """The model's input for ``rows``: one padded batch, or a list of parts as ``Split.chunked`` cut them."""
+def inputs(split: Split, rows: torch.Tensor, widths: list[tuple[int, int]], packed: bool = False):
+    """The model's input for ``rows``: one padded batch, or a list of parts as ``Split.chunked`` cut them.
+    For a model that packs (``packed``) the notes come as their real tokens only (``Batch.note_rows``)."""
     if len(widths) == 1:
-        return split.batch(rows, widths[0])
-    return [split.batch(part, w) for part, w in zip(rows.tensor_split(len(widths)), widths)]
+        return split.batch(rows, widths[0], note_rows=packed)
+    return [split.batch(part, w, note_rows=packed) for part, w in zip(rows.tensor_split(len(widths)), widths)]
 
 
 @torch.no_grad()
@@ -213,15 +214,17 @@ def predict(model: torch.nn.Module, split: Split, *, dtype: torch.dtype | None =
                 out[rows] = graphs(rows, widths, widths)
                 continue
         with autocast(device, dtype):
-            out[rows] = model(inputs(split, rows, widths)).logits.float()
+            out[rows] = model(inputs(split, rows, widths, packed)).logits.float()
         pause()
     return out
 
 
 def eval_graphs(model: torch.nn.Module, split: Split, dtype: torch.dtype | None) -> CapturedSteps:
+    packed = packs(model)
+
     def forward(rows, widths):
         with autocast(split.labels.device, dtype):
-            return model(inputs(split, rows, widths)).logits.float()
+            return model(inputs(split, rows, widths, packed)).logits.float()
 
     return CapturedSteps(forward, EVAL_BATCH, split.labels.device)
 

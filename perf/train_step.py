@@ -51,7 +51,7 @@ def random_split(n: int, device: torch.device, generator: torch.Generator, note_
 
 
 def time_steps(method_name: str, batch: int, steps: int, epochs: int, compile_model: str,
-               device: torch.device, profile: bool = False, notes: str = "short") -> dict:
+               device: torch.device, profile: bool = False, notes: str = "short", rows: int = 40) -> dict:
     generator = torch.Generator().manual_seed(0)
     train = random_split(batch * steps, device, generator, notes=notes)
     test = random_split(512, device, generator, notes=notes)
@@ -72,7 +72,7 @@ def time_steps(method_name: str, batch: int, steps: int, epochs: int, compile_mo
                            Budget(epochs=epochs, batch_size=batch), 30, Execution(compile=compile_model),
                            on_epoch=on_epoch)
     if profiler is not None:
-        print_kernels(profiler, steps, f"batch {batch}, compile {compile_model}, notes {notes}")
+        print_kernels(profiler, steps, f"batch {batch}, compile {compile_model}, notes {notes}", rows)
     tm = result.timings
     steady_s = (tm["train"] - tm["train_first_epoch"]) / ((epochs - 1) * steps)
     return {"batch": batch, "notes": notes, "rows_per_step": int((train.ehr_len + train.note_len).sum()) / steps,
@@ -98,6 +98,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=100, help="steps per epoch")
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--profile", action="store_true", help="also list the last epoch's kernels per step")
+    p.add_argument("--rows", type=int, default=40, help="kernels listed with --profile")
     p.add_argument("--device", default="cuda")
     p.add_argument("--affine", default="on", choices=("on", "off"),
                    help="off: autograd's own Linear / LayerNorm parameter reductions (backbones/affine.py)")
@@ -117,7 +118,7 @@ def main() -> None:
     rows = []
     for batch in [int(b) for b in args.batches.split(",")]:
         rows.append(time_steps(args.method, batch, args.steps, args.epochs, args.compile, device, args.profile,
-                               args.notes))
+                               args.notes, args.rows))
         rows[-1]["vs_first"] = rows[-1]["samples_per_s"] / rows[0]["samples_per_s"]
         print(f"batch {batch}: {rows[-1]['steady_ms_per_step']:.2f} ms per step, "
               f"{rows[-1]['samples_per_s']:,.0f} samples/s ({rows[-1]['vs_first']:.2f}x batch {rows[0]['batch']})",

@@ -27,6 +27,22 @@ def make_batch(b=6, t=10, n=7, note_dim=24, ehr_len=None, note_len=None, seed=0)
     return Batch(ehr=ehr, ehr_len=ehr_len, note=note, note_len=note_len, patient_id=torch.arange(b))
 
 
+def with_note_rows(batch, capacity):
+    """``batch`` with its notes as their real tokens only (``Batch.note_rows``), in ``capacity`` slots,
+    gathered as ``Split.batch(..., note_rows=True)`` gathers them from a split's flat note array."""
+    import dataclasses
+
+    from benchmark.data import split
+
+    device = batch.note.device
+    real = torch.arange(batch.note.shape[1], device=device)[None, :] < batch.note_len[:, None]
+    flat = torch.cat([batch.note[real], batch.note.new_zeros(1, batch.note.shape[-1])])
+    offsets = torch.cat([torch.zeros(1, dtype=torch.long, device=device), batch.note_len.cumsum(0)])
+    rows, _ = split._rows(flat, offsets, torch.arange(len(batch.note_len), device=device), batch.note.shape[1],
+                          capacity)
+    return dataclasses.replace(batch, note=None, note_rows=rows, tokens=capacity)
+
+
 def batch_rows(batch, rows):
     """The samples ``rows`` of a batch, in that order."""
     return Batch(batch.ehr[rows], batch.ehr_len[rows], batch.note[rows], batch.note_len[rows], batch.patient_id[rows])

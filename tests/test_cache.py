@@ -70,6 +70,30 @@ def test_real_files_changing_on_disk_make_the_cache_stale(cache, tmp_path, monke
     assert len(second.test) == len(first.test) - 1 and second.fingerprint != first.fingerprint
 
 
+def test_note_rows_are_the_padded_batch_real_tokens_in_order(cache):
+    """``Split.batch(..., note_rows=True)``: each sample's note tokens, one sample after another, at
+    their places of the padded batch; the unused slots hold the zero row and point past the end."""
+    import torch
+
+    split = materialise(SPEC, cache).train
+    idx = torch.tensor([3, 0, 7, 5])
+    padded = split.batch(idx)
+    width = padded.note.shape[1]
+    total = int(padded.note_len.sum())
+    batch = split.batch(idx, (padded.ehr.shape[1], width, total + 4), note_rows=True)
+    assert batch.note is None and batch.note_width == width and batch.tokens == total + 4
+    rows = batch.note_rows
+    assert rows.values.shape == (total + 4, split.note.shape[1]) and rows.values.dtype == split.note.dtype
+    real = torch.arange(width)[None, :] < padded.note_len[:, None]
+    torch.testing.assert_close(rows.values[:total].float(), padded.note[real])
+    assert (rows.values[total:] == 0).all() and (rows.index[total:] == len(idx) * width).all()
+    assert torch.equal(rows.index[:total], real.reshape(-1).nonzero().squeeze(1))
+    placed = rows.padded(rows.values.float(), len(idx))
+    torch.testing.assert_close(placed, padded.note * real[..., None])
+    torch.testing.assert_close(batch.ehr, padded.ehr)
+    assert torch.equal(batch.note_len, padded.note_len)
+
+
 def test_batches_pad_ragged_rows_without_mixing_samples(cache):
     import torch
 

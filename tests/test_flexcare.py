@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from benchmark.backbones.flexcare import Batch, FlexCare, count_parameters
-from helpers import make_batch
+from helpers import make_batch, with_note_rows
 
 
 def small(**kw):
@@ -99,24 +99,27 @@ def test_modality_ablation_ignores_the_other_modality():
 
 def assert_same_function_as_padded(layout: str, batch, tokens: int, modalities: tuple) -> None:
     """``layout`` on ``batch`` bounded by ``tokens`` gives the padded layout's logits, regularisers,
-    summary tokens and gradients, in both structural-mask modes and both fusion layouts."""
+    summary tokens and gradients, in both structural-mask modes and both fusion layouts, with the notes
+    padded and as their real tokens only (``Batch.note_rows``)."""
     import dataclasses
     import itertools
 
     for mode, modality, fusion in itertools.product(("additive", "blocking"), modalities, ("two_modality", "released")):
         model = small(structural_mask=mode, modalities=modality, fusion_layout=fusion).eval()
         outputs, grads = [], []
-        for name, b in (("padded", batch), (layout, dataclasses.replace(batch, tokens=tokens))):
+        for name, b in (("padded", batch), (layout, dataclasses.replace(batch, tokens=tokens)),
+                        (layout, with_note_rows(batch, tokens))):
             model.token_layout = name
             model.zero_grad()
             out = model(b)
             out.logits.sum().add(out.aux).backward()
             outputs.append((out.logits, out.aux, out.extras["ehr_cls"], out.extras["note_cls"]))
             grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
-        torch.testing.assert_close(outputs[1], outputs[0], atol=1e-5, rtol=1e-5)
-        assert grads[1].keys() == grads[0].keys()
-        for name in grads[0]:
-            torch.testing.assert_close(grads[1][name], grads[0][name], atol=1e-5, rtol=1e-4, msg=name)
+        for other, other_grads in zip(outputs[1:], grads[1:]):
+            torch.testing.assert_close(other, outputs[0], atol=1e-5, rtol=1e-5)
+            assert other_grads.keys() == grads[0].keys()
+            for name in grads[0]:
+                torch.testing.assert_close(other_grads[name], grads[0][name], atol=1e-5, rtol=1e-4, msg=name)
 
 
 def test_the_packed_layout_is_the_same_function_and_really_packs(monkeypatch):
@@ -129,7 +132,7 @@ def test_the_packed_layout_is_the_same_function_and_really_packs(monkeypatch):
     monkeypatch.setattr(packed.PackedPositions, "pack",
                         lambda self, x, f=packed.PackedPositions.pack: packs.append(1) or f(self, x))
     assert_same_function_as_padded("packed", batch, int((batch.ehr_len + batch.note_len).sum()), ("both", "ehr"))
-    assert len(packs) == 8 * (1 + 2)  # per forward: the input, then once per layer after attention
+    assert len(packs) == 8 * 2 * (1 + 2)  # 2 packed forwards (notes padded, note rows): input, then per layer
     model = small()
     model.token_layout = "packed"
     assert model(batch).logits.shape == (6, 25)  # no bound on the real positions: runs padded
@@ -148,7 +151,7 @@ def test_varlen_attention_is_the_same_function(monkeypatch):
                         lambda *a, f=varlen.SampleAttention.attend: calls.append(1) or f(*a))
     # A bound with unused rows, as in training.
     assert_same_function_as_padded("varlen", batch, int((batch.ehr_len + batch.note_len).sum()) + 5, ("both", "note"))
-    assert len(calls) == 2 * 8  # each of the 2 layers in the 8 cases
+    assert len(calls) == 2 * 2 * 8  # each of the 2 layers, notes padded and as rows, in the 8 cases
 
 
 def _dense_varlen(q, k, v, cu, scale):
@@ -194,12 +197,17 @@ def test_varlen_layout_on_the_gpu_agrees_with_padded_to_bf16_tolerance(fusion_la
                                 tokens=int((batch.ehr_len + batch.note_len).sum()) + 7)
     model = small(fusion_layout=fusion_layout).cuda().eval()
     logits = {}
-    for layout in ("padded", "varlen"):
-        model.token_layout = layout
+    half = batch.note.half()  # the cache's dtype
+    batch = dataclasses.replace(batch, note=half.float())
+    rows = with_note_rows(dataclasses.replace(batch, note=half), batch.tokens)
+    for layout, b in (("padded", batch), ("varlen", batch), ("varlen rows", rows)):
+        model.token_layout = layout.split()[0]
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            logits[layout] = model(batch).logits.float()
+            logits[layout] = model(b).logits.float()
     assert torch.isfinite(logits["varlen"]).all()
     torch.testing.assert_close(logits["varlen"], logits["padded"], atol=5e-2, rtol=5e-2)
+    # float16 note rows cast straight to bfloat16 round as the padded float32 notes do
+    torch.testing.assert_close(logits["varlen rows"], logits["varlen"], atol=1e-3, rtol=1e-3)
     model.train()  # attention dropout inside the flash kernel; gradients reach every layer
     with torch.autocast("cuda", dtype=torch.bfloat16):
         out = model(batch)
@@ -381,10 +389,12 @@ def _random_released(structural_mask="additive"):
     return model
 
 
+@pytest.mark.parametrize("notes", ["padded", "rows"])
 @pytest.mark.parametrize("structural_mask", ["additive", "blocking"])
 @pytest.mark.parametrize("layout", ["padded", "packed", "varlen"])
-def test_the_released_layout_is_the_spec_function_in_every_token_layout(layout, structural_mask):
-    """Every missingness pattern (both, series only, note only, neither; a one-bin series) in one batch."""
+def test_the_released_layout_is_the_spec_function_in_every_token_layout(layout, structural_mask, notes):
+    """Every missingness pattern (both, series only, note only, neither; a one-bin series) in one batch,
+    the notes padded or as their real tokens only (``Batch.note_rows``, what packing models get)."""
     import dataclasses
 
     import benchmark.backbones.flexcare as flexcare
@@ -394,6 +404,9 @@ def test_the_released_layout_is_the_spec_function_in_every_token_layout(layout, 
     batch = make_batch(ehr_len=[10, 0, 4, 0, 10, 1], note_len=[7, 7, 0, 0, 3, 0])
     batch = dataclasses.replace(batch, ehr=batch.ehr.double(), note=batch.note.double(),
                                 tokens=int((batch.ehr_len + batch.note_len).sum()))
+    spec_batch = batch
+    if notes == "rows":
+        batch = with_note_rows(batch, batch.tokens + 2)  # two unused slots
     seen = {}
     model.moe.register_forward_hook(lambda m, args, out: seen.update(moe=out[1]))
     ortho_fn = flexcare._decorrelation_loss
@@ -401,7 +414,7 @@ def test_the_released_layout_is_the_spec_function_in_every_token_layout(layout, 
     try:
         with torch.no_grad():
             out = model(batch)
-            logits, ortho, moe_loss = _spec_released(model, batch, blocking=structural_mask == "blocking")
+            logits, ortho, moe_loss = _spec_released(model, spec_batch, blocking=structural_mask == "blocking")
     finally:
         flexcare._decorrelation_loss = ortho_fn
     torch.testing.assert_close(out.logits, logits, atol=1e-5, rtol=0)

@@ -61,17 +61,43 @@ MAX_POSITIONS = 600
 
 
 @dataclass
+class NoteRows:
+    """A batch's note tokens without their padding, for models that run over real positions only.
+
+    ``values``: [capacity, note_dim] the tokens' frozen embeddings as cached (float16), the batch's
+    samples one after another, then the cache's zero row in the unused slots; ``index``: [capacity]
+    each row's place in the padded [B * width] layout (B * width for an unused slot)."""
+
+    values: torch.Tensor
+    index: torch.Tensor
+    width: int
+
+    def padded(self, h: torch.Tensor, b: int) -> torch.Tensor:
+        """Rows ``h`` [capacity, e] at their padded places, [B, width, e]; zeros at the padding."""
+        # Unused slots write into one extra last row, which is then cut off (so they get no gradient).
+        out = h.new_zeros(b * self.width + 1, h.shape[-1]).index_copy(0, self.index, h)
+        return out[: b * self.width].view(b, self.width, -1)
+
+
+@dataclass
 class Batch:
     """One batch of inputs, already on the device. Length 0 means the modality is missing."""
 
     ehr: torch.Tensor  # [B, T, 76]
     ehr_len: torch.Tensor  # [B] long
-    note: torch.Tensor  # [B, n, note_dim] frozen encoder token embeddings
+    note: torch.Tensor | None  # [B, n, note_dim] frozen encoder token embeddings; None with ``note_rows``
     note_len: torch.Tensor  # [B] long
     patient_id: torch.Tensor  # [B] long
     # Known on the host, not read from the tensors: an upper bound on sum(ehr_len + note_len), so that a
     # model can pack the real positions into a fixed number of slots (None: no bound known).
     tokens: int | None = None
+    # The notes as their real tokens only (``Split.batch(..., note_rows=True)``), in place of ``note``:
+    # handed only to models that pack (``FlexCare.token_layout``), which never read the padding.
+    note_rows: NoteRows | None = None
+
+    @property
+    def note_width(self) -> int:
+        return self.note.shape[1] if self.note_rows is None else self.note_rows.width
 
 
 @dataclass
@@ -286,7 +312,7 @@ class FlexCare(nn.Module):
         """Task token output q [B, d], fusion tokens [B, k, d] (k = 3: MM, EHR-CLS, NOTE-CLS; or the
         released layout's 7), their availability [B, k]."""
         b, t_ehr, _ = batch.ehr.shape
-        t_note = batch.note.shape[1]
+        t_note = batch.note_width
         if self.modalities != "both":  # ablation: the other modality is missing for everyone
             zero = torch.zeros_like(batch.ehr_len)
             batch = replace(batch, ehr_len=batch.ehr_len if self.modalities == "ehr" else zero,
@@ -295,7 +321,7 @@ class FlexCare(nn.Module):
         task = self.task_embed.weight[self.task_index].expand(b, 1, -1)
         ehr = torch.cat([self.ehr_cls.expand(b, -1, -1), affine.linear(batch.ehr, self.ehr_proj)], 1)
         ehr = ehr + torch.cat([torch.zeros_like(self.ehr_cls), self.ehr_pos[:, :t_ehr]], 1)
-        note = torch.cat([self.note_cls.expand(b, -1, -1), affine.linear(batch.note, self.note_proj)], 1)
+        note = torch.cat([self.note_cls.expand(b, -1, -1), self._note_tokens(batch)], 1)
         note = note + torch.cat([torch.zeros_like(self.note_cls), self.note_pos[:, :t_note]], 1)
         pos_e = torch.arange(1 + t_ehr, device=note.device)
         pos_n = torch.arange(1 + t_note, device=note.device)
@@ -337,6 +363,18 @@ class FlexCare(nn.Module):
             x = layer(x, mask, packed, samples)
         out = x.index_select(1, read) if packed is None else packed.read(x, read)
         return out[:, 0], out[:, 1:], avail
+
+    def _note_tokens(self, batch: Batch) -> torch.Tensor:
+        """The projected note tokens, [B, t_note, d]. From ``note_rows`` only the real tokens are
+        projected (the padding is zeros there, and dropped by packing): at the real notes' lengths the
+        padded [B, t_note, note_dim] batch was most of a step's memory traffic outside the layers."""
+        rows = batch.note_rows
+        if rows is None:
+            return affine.linear(batch.note, self.note_proj)
+        kind = rows.values.device.type
+        # float16 straight to autocast's bfloat16 rounds as float16 -> float32 -> bfloat16 does.
+        dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else self.note_proj.weight.dtype
+        return rows.padded(affine.linear(rows.values.to(dtype), self.note_proj), len(batch.note_len))
 
     def _packing(self, pad: torch.Tensor, read: torch.Tensor, tokens: int | None) -> PackedPositions | None:
         b, s = pad.shape

@@ -9,7 +9,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from ..backbones.flexcare import Batch
+from ..backbones.flexcare import Batch, NoteRows
 
 
 @dataclass
@@ -40,19 +40,23 @@ class Split:
     def to(self, device) -> "Split":
         return Split(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
 
-    def batch(self, idx: torch.Tensor, widths: tuple[int, int] | None = None) -> Batch:
+    def batch(self, idx: torch.Tensor, widths: tuple[int, int] | None = None, note_rows: bool = False) -> Batch:
         """The padded inputs of rows ``idx`` (a device tensor): gathers only, no Python objects.
 
         ``widths`` (series bins, note tokens[, real positions]) default to the split's longest;
         ``batch_widths`` gives tighter ones for a whole epoch's batches at once, ``chunked`` for
         length-sorted parts. The third entry, an upper bound on the rows' series bins plus note tokens,
-        becomes ``Batch.tokens`` (a model may pack the real positions into that many slots).
+        becomes ``Batch.tokens`` (a model may pack the real positions into that many slots). With
+        ``note_rows`` and that bound, the notes come as their real tokens only (``Batch.note_rows``).
         """
         ehr_w, note_w, *tokens = widths or (self.max_ehr, self.max_note)
         ehr, ehr_len = _pad(self.ehr, self.ehr_offsets, idx, ehr_w)
+        common = dict(ehr=ehr, ehr_len=ehr_len, patient_id=self.patient_id[idx], tokens=tokens[0] if tokens else None)
+        if note_rows and tokens:
+            rows, note_len = _rows(self.note, self.note_offsets, idx, note_w, tokens[0])
+            return Batch(note=None, note_len=note_len, note_rows=rows, **common)
         note, note_len = _pad(self.note, self.note_offsets, idx, note_w)
-        return Batch(ehr=ehr, ehr_len=ehr_len, note=note.float(), note_len=note_len, patient_id=self.patient_id[idx],
-                     tokens=tokens[0] if tokens else None)
+        return Batch(note=note.float(), note_len=note_len, **common)
 
     def batch_widths(self, batches: list[torch.Tensor], multiple: int = 16) -> list[tuple[int, int, int]]:
         """Padded widths of each batch (its longest series and note, rounded up to ``multiple`` and
@@ -95,3 +99,20 @@ def _pad(flat: torch.Tensor, offsets: torch.Tensor, idx: torch.Tensor, width: in
     steps = torch.arange(width, device=flat.device)
     rows = torch.where(steps < length.unsqueeze(1), start.unsqueeze(1) + steps, len(flat) - 1)
     return flat[rows], length
+
+
+def _rows(flat: torch.Tensor, offsets: torch.Tensor, idx: torch.Tensor, width: int, capacity: int):
+    """The rows of samples ``idx`` one after another in ``capacity`` slots (then the zero row), with
+    their places in a [len(idx) * width] padded layout: ``NoteRows`` and the lengths. ``capacity``
+    must bound the rows' total (``Batch.tokens`` does)."""
+    start = offsets[idx]
+    length = offsets[idx + 1] - start
+    ends = length.cumsum(0)
+    slot = torch.arange(capacity, device=flat.device)
+    sample = torch.searchsorted(ends, slot, right=True)  # len(idx) for the unused slots
+    used = sample < len(idx)
+    sample = sample.clamp(max=len(idx) - 1)
+    pos = slot - (ends[sample] - length[sample])
+    values = flat[torch.where(used, start[sample] + pos, len(flat) - 1)]
+    index = torch.where(used, sample * width + pos, len(idx) * width)
+    return NoteRows(values, index, width), length
