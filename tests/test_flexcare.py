@@ -216,6 +216,28 @@ def test_varlen_layout_on_the_gpu_agrees_with_padded_to_bf16_tolerance(fusion_la
     assert model.layers[0].qkv.weight.grad.abs().sum() > 0
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the varlen kernels need a GPU")
+def test_a_compiled_varlen_model_trains_on_the_gpu():
+    """``--compile on`` traces the forward and the backward of the varlen layout's own Functions
+    (``varlen._Projections``, ``affine``): they compile, and every layer gets a finite gradient."""
+    import dataclasses
+
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    batch = make_batch(b=6, t=12, n=9, ehr_len=[12, 3, 0, 7, 1, 0], note_len=[9, 0, 2, 0, 5, 9], seed=2)
+    batch = dataclasses.replace(batch, **{f: getattr(batch, f).cuda() for f in ("ehr", "ehr_len", "note", "note_len", "patient_id")},
+                                tokens=int((batch.ehr_len + batch.note_len).sum()) + 7)
+    model = small().cuda().train()
+    model.token_layout = "varlen"
+    compiled = torch.compile(model, dynamic=True)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = compiled(with_note_rows(batch, batch.tokens))
+    out.logits.float().sum().add(out.aux).backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    assert model.layers[0].qkv.weight.grad.abs().sum() > 0 and model.note_proj.weight.grad.abs().sum() > 0
+
+
 def test_a_compiled_model_compiles_once_for_batches_of_many_widths():
     """Symbolic shapes (``--compile on``): batches of other series and note widths, and other
     counts of real positions, reuse one compilation instead of compiling per width."""

@@ -74,7 +74,9 @@ def matmul(a: torch.Tensor, b: torch.Tensor, add_to: torch.Tensor | None = None)
     """``a @ b`` (``+ add_to``); half CUDA products with an fp32 result where this PyTorch can
     (``out_dtype``), else in the inputs' dtype."""
     global _MM_OUT_DTYPE, _ADDMM_OUT_DTYPE
-    if a.is_cuda and a.dtype in (torch.bfloat16, torch.float16):
+    # Not while compiling (``--compile on`` traces the backward of ``varlen._Projections``): torch 2.11's
+    # decomposition of ``addmm`` has no ``out_dtype`` and fails on fake tensors.
+    if a.is_cuda and a.dtype in (torch.bfloat16, torch.float16) and not torch.compiler.is_compiling():
         try:
             if add_to is None and _MM_OUT_DTYPE:
                 return torch.mm(a, b, out_dtype=torch.float32)
