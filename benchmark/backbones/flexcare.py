@@ -46,7 +46,7 @@ from torch import nn
 
 from . import affine, fused
 from .dropout import Dropout, attention
-from .packed import PackedPositions
+from .packed import PackedPositions, scatter_rows
 from .varlen import BLOCKED, SampleAttention
 
 if TYPE_CHECKING:
@@ -74,9 +74,7 @@ class NoteRows:
 
     def padded(self, h: torch.Tensor, b: int) -> torch.Tensor:
         """Rows ``h`` [capacity, e] at their padded places, [B, width, e]; zeros at the padding."""
-        # Unused slots write into one extra last row, which is then cut off (so they get no gradient).
-        out = h.new_zeros(b * self.width + 1, h.shape[-1]).index_copy(0, self.index, h)
-        return out[: b * self.width].view(b, self.width, -1)
+        return scatter_rows(h, self.index, b * self.width).view(b, self.width, -1)
 
 
 @dataclass
@@ -371,10 +369,9 @@ class FlexCare(nn.Module):
         rows = batch.note_rows
         if rows is None:
             return affine.linear(batch.note, self.note_proj)
-        kind = rows.values.device.type
         # float16 straight to autocast's bfloat16 rounds as float16 -> float32 -> bfloat16 does.
-        dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else self.note_proj.weight.dtype
-        return rows.padded(affine.linear(rows.values.to(dtype), self.note_proj), len(batch.note_len))
+        values = rows.values.to(affine.compute_dtype(self.note_proj.weight))
+        return rows.padded(affine.linear(values, self.note_proj), len(batch.note_len))
 
     def _packing(self, pad: torch.Tensor, read: torch.Tensor, tokens: int | None) -> PackedPositions | None:
         b, s = pad.shape

@@ -41,12 +41,16 @@ class PackedPositions:
 
     def unpack(self, h: torch.Tensor) -> torch.Tensor:
         b, s = self.shape
-        # Unused slots write into the extra last row, which is then cut off.
-        padded = h.new_zeros(b * s + 1, h.shape[-1]).index_copy(0, self.source, h)
-        return padded[: b * s].view(b, s, -1)
+        return scatter_rows(h, self.source, b * s).view(b, s, -1)
 
     def read(self, h: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Rows of ``positions`` (a device tensor; each kept in every sample) of every sample:
         [B, len(positions), e]."""
         b, s = self.shape
         return h[self.slot.view(b, s).index_select(1, positions)]
+
+
+def scatter_rows(h: torch.Tensor, index: torch.Tensor, rows: int) -> torch.Tensor:
+    """[rows, e] zeros with row ``index[i]`` set to ``h[i]``; an index of ``rows`` sends its row nowhere."""
+    # Unused slots write into one extra last row, which is then cut off (so they get no gradient).
+    return h.new_zeros(rows + 1, h.shape[-1]).index_copy(0, index, h)[:rows]
