@@ -4,6 +4,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 
 METHOD ?=
 TRACK ?= quick
@@ -49,11 +50,17 @@ help:
 setup: $(STAMP)
 
 # torch first and pinned, so that pip takes the pinned CPU build rather than a multi-GB CUDA one.
-$(STAMP): pyproject.toml requirements.txt requirements-test.txt
+$(STAMP): pyproject.toml requirements.txt
 	@test -n "$(PYTHON)" || { echo "error: no python3.11 or python3 on PATH" >&2; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$$(grep -E '^torch==' requirements.txt)"
+	$(BIN)/python -m pip install -q -e .
+	@touch $@
+
+# The test and benchmark tools (pytest, Triton's interpreter, playwright, ...) only where they are used:
+# `make bench` does not wait for them.
+$(TEST_STAMP): $(STAMP) requirements-test.txt
 	$(BIN)/python -m pip install -q -e '.[test]'
 	@touch $@
 
@@ -95,11 +102,11 @@ publish: setup
 	$(BIN)/ehrbench leaderboard --results "$(RESULTS)" --out "$(PUBLISH_DIR)" --publish --format none \
 	  $(if $(RELEASE),--release "$(RELEASE)") $(LEADERBOARD_FLAGS)
 
-test: setup
+test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q
 
 # CPU benchmarks (pytest-benchmark); on a CUDA machine also the naive-vs-fast training benchmark.
-perf: setup
+perf: $(TEST_STAMP)
 	$(BIN)/python -m pytest perf -q -p no:cacheprovider --benchmark-columns=min,median,max,rounds
 	@if $(BIN)/python -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then \
 	  PYTHONPATH=. $(BIN)/python perf/speed.py --pack 4 --padded-too --packed-too --length-chunks 1,4 --compiled-too --parity minilm --out docs/perf-latest.json; \
