@@ -93,9 +93,14 @@ def _round_up(x: int, multiple: int, cap: int) -> int:
     return max(1, min(cap, -(-x // multiple) * multiple))
 
 
-def _pad(flat: torch.Tensor, offsets: torch.Tensor, idx: torch.Tensor, width: int):
+def _extent(offsets: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """First row and row count of samples ``idx`` in a flat tensor delimited by ``offsets``."""
     start = offsets[idx]
-    length = offsets[idx + 1] - start
+    return start, offsets[idx + 1] - start
+
+
+def _pad(flat: torch.Tensor, offsets: torch.Tensor, idx: torch.Tensor, width: int):
+    start, length = _extent(offsets, idx)
     steps = torch.arange(width, device=flat.device)
     rows = torch.where(steps < length.unsqueeze(1), start.unsqueeze(1) + steps, len(flat) - 1)
     return flat[rows], length
@@ -105,8 +110,7 @@ def _rows(flat: torch.Tensor, offsets: torch.Tensor, idx: torch.Tensor, width: i
     """The rows of samples ``idx`` one after another in ``capacity`` slots (then the zero row), with
     their places in a [len(idx) * width] padded layout: ``NoteRows`` and the lengths. ``capacity``
     must bound the rows' total (``Batch.tokens`` does)."""
-    start = offsets[idx]
-    length = offsets[idx + 1] - start
+    start, length = _extent(offsets, idx)
     ends = length.cumsum(0)
     slot = torch.arange(capacity, device=flat.device)
     sample = torch.searchsorted(ends, slot, right=True)  # len(idx) for the unused slots
