@@ -20,6 +20,9 @@ LEADERBOARD_FLAGS ?=
 RELEASE ?=
 JOBS ?= 0
 EXECUTOR ?= local
+# pytest workers (pytest-xdist, one test file each at a time): the cores, at most 4 (each worker builds its own
+# tensor cache). TEST_JOBS=0 runs the suite in one process.
+TEST_JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n < 4 ? n : 4 )))
 PROFILE ?=
 BENCH_FLAGS ?=
 IMAGE ?= noisy-ehr-bench:latest
@@ -103,7 +106,7 @@ publish: setup
 	  $(if $(RELEASE),--release "$(RELEASE)") $(LEADERBOARD_FLAGS)
 
 test: $(TEST_STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile
 
 # CPU benchmarks (pytest-benchmark); on a CUDA machine also the naive-vs-fast training benchmark.
 perf: $(TEST_STAMP)
