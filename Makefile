@@ -53,18 +53,20 @@ help:
 setup: $(STAMP)
 
 # torch first and pinned, so that pip takes the pinned CPU build rather than a multi-GB CUDA one.
+# --no-compile: pip would byte-compile every module of every package (most of torch's install time);
+# Python compiles the modules a run imports, once, into the venv's __pycache__.
 $(STAMP): pyproject.toml requirements.txt
 	@test -n "$(PYTHON)" || { echo "error: no python3.11 or python3 on PATH" >&2; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q "$$(grep -E '^torch==' requirements.txt)"
-	$(BIN)/python -m pip install -q -e .
+	$(BIN)/python -m pip install -q --no-compile "$$(grep -E '^torch==' requirements.txt)"
+	$(BIN)/python -m pip install -q --no-compile -e .
 	@touch $@
 
 # The test and benchmark tools (pytest, Triton's interpreter, playwright, ...) only where they are used:
 # `make bench` does not wait for them.
 $(TEST_STAMP): $(STAMP) requirements-test.txt
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q --no-compile -e '.[test]'
 	@touch $@
 
 bench: setup
