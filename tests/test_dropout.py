@@ -3,10 +3,11 @@ attention that equals PyTorch's where no random draw is involved."""
 import math
 
 import pytest
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmark.backbones.dropout import Dropout, attention, dropout
+from benchmark.backbones.dropout import Dropout, attention, dropout, keep_mask
 
 
 def test_a_mask_keeps_each_element_with_probability_one_minus_p_and_rescales_it():
@@ -75,3 +76,16 @@ def test_attention_dropout_drops_probabilities_not_values():
     kept = weights != 0
     assert torch.allclose(weights[kept], probs[kept] / 0.6, atol=1e-6)
     assert 0 < kept.float().mean() < 1
+
+
+@pytest.mark.parametrize("p", [0.1, 0.25, 1 / 3, 0.5, 0.9, 1e-9, 1 - 1e-9])
+@pytest.mark.parametrize("n", [1, 2, 7, 1000, 4097])
+def test_masks_are_numpys_float32_pcg64_draws_compared_with_p(p, n):
+    """The law as documented: element i kept where Generator(PCG64(seed)).random(n, float32)[i] >= p,
+    the seed one 63-bit draw of torch's CPU generator; the kept elements scaled by 1 / (1 - p)."""
+    torch.manual_seed(n)
+    seed = int(torch.randint(0, 2**63 - 1, (1,)).item())
+    draws = np.random.Generator(np.random.PCG64(seed)).random(n, dtype=np.float32)
+    expected = torch.from_numpy(np.where(draws >= p, np.float32(1.0 / (1.0 - p)), np.float32(0.0)))
+    torch.manual_seed(n)
+    assert torch.equal(keep_mask(torch.Size([n]), p, torch.float32), expected)
