@@ -30,6 +30,11 @@ MIMIC_DIR ?= $(CURDIR)/data
 
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
+# The venv is installed without byte-compiling (--no-compile, below): each module is compiled when a run
+# first imports it and its bytecode kept in __pycache__. Under PYTHONDONTWRITEBYTECODE none would be kept
+# and every process (a bench's parent and each worker) would compile torch's and transformers' modules
+# again: some 8 s per process on a 2-core machine. Where the files are read-only, none is written anyway.
+unexport PYTHONDONTWRITEBYTECODE
 
 NAME ?=
 

@@ -27,7 +27,7 @@ import torch
 
 from . import detection, environment
 from .backbones.flexcare import count_parameters
-from .data import Split, TaskData, check_source, materialise
+from .data import Split, TaskData, check_source, materialise, prepare
 from .data.evidence import train_evidence
 from .data.generator import version as generator_version
 from .data.notes import ENCODER_FOLDER, encoder_identity, parameter_count as count_encoder, resolve as resolve_encoder
@@ -214,11 +214,13 @@ def run_one(spec: dict, results: str, execution: Execution = Execution(), packed
     track = get_track(spec["track"])
     task = TaskSpec(**spec["task_spec"])  # the run is a function of its spec, overrides included
     setting = parse_noise(spec["noise"]["name"])
-    encoder_parameters = count_encoder(task.encoder)  # once per process, before the run's clock starts
     t_start = time.perf_counter()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     data = load_task(task)
+    # Counted when the notes were encoded. An older cache entry has no count: the
+    # encoder is built on the meta device to count it (seconds, once per process, in "data").
+    encoder_parameters = data.encoder_parameters or count_encoder(task.encoder)
     t_data = time.perf_counter()
     # Under-coding reads the harness's evidence of the training labels; no method ever gets it.
     evidence = train_evidence(task, data) if setting.family == "under" else None
@@ -370,6 +372,7 @@ def _in_processes(specs: list[dict], results: str, execution: Execution,
     failed with the signal, and the runs left go on in a new pool."""
     jobs, context, records = execution.jobs, multiprocessing.get_context("spawn"), []
     threads = max(1, (os.cpu_count() or 1) // jobs)
+    _prepare_tasks(specs)
     left = list(specs)
     while left:
         started = context.SimpleQueue()
@@ -396,6 +399,17 @@ def _in_processes(specs: list[dict], results: str, execution: Execution,
         done = {r["run_id"] for r in records}
         left = [spec for spec in left if run_id(spec) not in done]
     return records
+
+
+def _prepare_tasks(specs: list[dict]) -> None:
+    """Each task's cache entry built here, on every core, before the workers start: otherwise the first
+    run to reach a task builds it (its notes through the encoder) on its worker's one thread while the
+    other workers wait for it. A task that fails to build is left to its runs, whose records say why."""
+    for task in dict.fromkeys(TaskSpec(**spec["task_spec"]) for spec in specs):
+        try:
+            prepare(task, announce=lambda what: print(what, flush=True))
+        except Exception:  # noqa: BLE001 - each run builds it again and records the failure with its spec
+            pass
 
 
 def _lost_runs(workers: dict, started, specs: list[dict], finished: set[str]) -> list[tuple[dict, str, float]]:

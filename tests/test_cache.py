@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import benchmark.data.taskdata as data_module
-from benchmark.data import generator, materialise
+from benchmark.data import generator, materialise, prepare
 from benchmark.data.cache import TensorCache
 from benchmark.protocol import SMOKE
 
@@ -29,6 +29,17 @@ def test_second_materialisation_is_a_cache_hit_with_the_same_fingerprint(cache, 
     assert first.fingerprint == second.fingerprint
     assert np.array_equal(first.train.ehr.numpy(), second.train.ehr.numpy())
     assert len(first.train) + len(first.test) == SPEC.n_total
+
+
+def test_a_prepared_task_is_built_once_announced_and_then_loaded_without_a_build(cache, monkeypatch):
+    said = []
+    prepare(SPEC, cache, announce=said.append)
+    assert len(said) == 1 and "syn-phe" in said[0]
+    no_rebuild(monkeypatch)
+    prepare(SPEC, cache, announce=said.append)  # already there: neither built nor announced
+    data = materialise(SPEC, cache)
+    assert len(said) == 1 and len(data.train) + len(data.test) == SPEC.n_total
+    assert data.encoder_parameters == 22_713_216  # MiniLM's, counted when its notes were encoded
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "manifest"])

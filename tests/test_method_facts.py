@@ -26,6 +26,25 @@ def test_a_runs_record_counts_trainable_frozen_and_note_encoder_parameters(tmp_p
     assert (row["parameters_frozen"], row["encoder_parameters"]) == (0, 22_713_216)
 
 
+def test_the_encoder_count_comes_from_the_notes_build_and_an_older_cache_entry_is_counted_anew(tmp_path, monkeypatch):
+    import dataclasses
+
+    from benchmark import runner
+
+    spec = runner.plan("bce", "smoke", tasks=["syn-phe"], noises=["sym-20"], seeds=[30]).specs[0]
+
+    def no_count(name):
+        raise AssertionError("the encoder was built again to count it")
+
+    monkeypatch.setattr(runner, "count_encoder", no_count)
+    assert runner.run_one(spec, str(tmp_path / "a"))["environment"]["encoder_parameters"] == 22_713_216
+    # An entry built before the count was kept: the encoder is counted from its configuration.
+    monkeypatch.undo()
+    loaded = runner.load_task
+    monkeypatch.setattr(runner, "load_task", lambda task: dataclasses.replace(loaded(task), encoder_parameters=None))
+    assert runner.run_one(spec, str(tmp_path / "b"))["environment"]["encoder_parameters"] == 22_713_216
+
+
 @pytest.mark.parametrize("name, path, saw", [
     ("emilyalsentzer/Bio_ClinicalBERT", None, True),
     ("folder-sha256:0123", "/models/bluebert_pubmed_mimic_uncased", True),

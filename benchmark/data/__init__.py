@@ -12,7 +12,7 @@ it sees only ``TaskInfo``, batches and noisy labels.
 
 The names below are imported on first use, so that ``extract`` (pandas only) runs without loading torch.
 """
-__all__ = ["Split", "TaskData", "cache_key", "check_source", "data_root", "materialise", "series_arrays",
+__all__ = ["Split", "TaskData", "cache_key", "check_source", "data_root", "materialise", "prepare", "series_arrays",
            "synthetic_files"]
 
 

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -38,6 +39,9 @@ class TaskData:
     test: Split
     fingerprint: str  # content hash of every array, from the cache manifest
     note_dim: int
+    # The frozen note encoder's parameter count, counted when the notes were encoded (None: a cache
+    # entry built before it was kept; ``notes.parameter_count`` counts it then).
+    encoder_parameters: int | None = None
 
     def mean_cardinality(self) -> float:
         return float(self.train.labels.float().sum(1).mean())
@@ -177,7 +181,8 @@ def build_arrays(spec: TaskSpec, root: Path, device: torch.device | None = None)
             f"{s}_labels": raw[s].labels,
         })
     meta = {"label_names": names, "normaliser": norm.source, "task": asdict(spec), "root": str(root),
-            "keys": {s: len(raw[s].keys) for s in SPLITS}, "build_seconds": seconds}
+            "keys": {s: len(raw[s].keys) for s in SPLITS}, "build_seconds": seconds,
+            "encoder_parameters": sum(p.numel() for p in tokenizer_model[1].parameters())}
     return arrays, names, meta
 
 
@@ -195,11 +200,32 @@ def materialise(spec: TaskSpec, cache: TensorCache | None = None, root: str | Pa
         with cache.lock(spec.name, key):  # concurrent runs build a task once; the others wait for it
             hit = None if rebuild else cache.load(spec.name, key)
             if hit is None:
-                files = task_files(spec, cache, real_root)
-                arrays, _, meta = build_arrays(spec, files)
-                cache.save(spec.name, key, arrays, meta)
+                _build(spec, cache, key, real_root)
                 hit = cache.load(spec.name, key, verify=False)
     arrays, manifest = hit
     splits = {s: Split(**{f: torch.from_numpy(np.asarray(arrays[f"{s}_{f}"])) for f in _FIELDS}) for s in SPLITS}
     return TaskData(spec=spec, label_names=manifest["label_names"], train=splits["train"], test=splits["test"],
-                    fingerprint=manifest["fingerprint"], note_dim=int(arrays["train_note"].shape[1]))
+                    fingerprint=manifest["fingerprint"], note_dim=int(arrays["train_note"].shape[1]),
+                    encoder_parameters=manifest.get("encoder_parameters"))
+
+
+def prepare(spec: TaskSpec, cache: TensorCache | None = None, root: str | Path | None = None,
+            announce: Callable[[str], None] | None = None) -> None:
+    """Build ``spec``'s cache entry unless one is there (or wait for the process building it), without
+    loading it: a grid's parent does this with every core before its single-threaded workers start.
+    ``announce(what)`` is called before a build."""
+    cache = cache or TensorCache()
+    real_root = data_root(spec, root) if spec.source == "real" else None
+    key = cache_key(spec, real_root)
+    if cache.entry(spec.name, key).exists():
+        return
+    if announce is not None:
+        announce(f"task '{spec.name}': building its tensor cache (notes through '{spec.encoder}'), once for every run")
+    with cache.lock(spec.name, key):
+        if not cache.entry(spec.name, key).exists():
+            _build(spec, cache, key, real_root)
+
+
+def _build(spec: TaskSpec, cache: TensorCache, key: str, real_root: Path | None) -> None:
+    arrays, _, meta = build_arrays(spec, task_files(spec, cache, real_root))
+    cache.save(spec.name, key, arrays, meta)
