@@ -34,9 +34,11 @@ def cpu_model() -> str:
 
 
 def describe(device: torch.device) -> dict:
-    # Imported here so that reading records (tables, leaderboard) does not load torch.
+    # Imported here so that reading records (tables, leaderboard) does not load torch. scikit-learn's
+    # version from its metadata: importing it costs a worker 2.5 s, and a run uses it only by option.
+    from importlib.metadata import version
+
     import numpy as np
-    import sklearn
     import torch
 
     env = {
@@ -45,7 +47,7 @@ def describe(device: torch.device) -> dict:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "numpy": np.__version__,
-        "sklearn": sklearn.__version__,
+        "sklearn": version("scikit-learn"),
         "platform": platform.platform(),
         "cpu": cpu_model(),
         "torch_threads": torch.get_num_threads(),
