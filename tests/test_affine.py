@@ -45,6 +45,23 @@ def test_layer_norm_is_nn_layer_norm_with_its_gradients_in_fp64(shape):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
+def test_a_compiled_model_traces_them_as_one_graph_with_the_same_gradients():
+    """``torch.compile`` with ``fullgraph=True`` fails at any graph break: the functorch query of
+    ``transformed`` broke the graph at every layer call of a compiled FlexCare (one graph per call)."""
+    torch.manual_seed(2)
+    layer, norm = nn.Linear(16, 8).double(), nn.LayerNorm(8).double()
+    model = nn.ModuleList([layer, norm])
+
+    def fn(t):
+        return affine.layer_norm(affine.linear(t, layer, force=True), norm, force=True)
+
+    x = torch.randn(3, 11, 16, dtype=torch.float64)
+    compiled = _grads(torch.compile(fn, backend="aot_eager", fullgraph=True), x, model)
+    eager = _grads(lambda t: norm(layer(t)), x, model)
+    for a, b in zip(compiled, eager, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
 def test_on_the_cpu_the_modules_themselves_run():
     """CPU training rounds and draws as before: no custom backward there unless forced."""
     layer, norm = nn.Linear(4, 4), nn.LayerNorm(4)

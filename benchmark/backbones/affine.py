@@ -44,7 +44,13 @@ def layer_norm(x: torch.Tensor, norm: nn.LayerNorm, force: bool = False) -> torc
 
 
 def transformed(x: torch.Tensor) -> bool:
-    """Whether ``x`` is inside a ``torch.func`` transform (vmap, grad), where these Functions have no rule."""
+    """Whether ``x`` is inside a ``torch.func`` transform (vmap, grad), where these Functions have no rule.
+
+    Not asked while compiling: Dynamo cannot trace the query, and broke the graph at every Linear and
+    LayerNorm of a compiled model (one graph per layer call, recompiled per dtype); the harness compiles
+    no function that runs under a transform."""
+    if torch.compiler.is_compiling():
+        return False
     return torch._C._functorch.is_functorch_wrapped_tensor(x)
 
 
