@@ -2,8 +2,8 @@
 attention that equals PyTorch's where no random draw is involved."""
 import math
 
-import pytest
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 

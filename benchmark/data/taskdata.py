@@ -200,7 +200,9 @@ def materialise(spec: TaskSpec, cache: TensorCache | None = None, root: str | Pa
         with cache.lock(spec.name, key):  # concurrent runs build a task once; the others wait for it
             hit = None if rebuild else cache.load(spec.name, key)
             if hit is None:
-                _build(spec, cache, key, real_root)
+                files = task_files(spec, cache, real_root)
+                arrays, _, meta = build_arrays(spec, files)
+                cache.save(spec.name, key, arrays, meta)
                 hit = cache.load(spec.name, key, verify=False)
     arrays, manifest = hit
     splits = {s: Split(**{f: torch.from_numpy(np.asarray(arrays[f"{s}_{f}"])) for f in _FIELDS}) for s in SPLITS}
@@ -211,21 +213,13 @@ def materialise(spec: TaskSpec, cache: TensorCache | None = None, root: str | Pa
 
 def prepare(spec: TaskSpec, cache: TensorCache | None = None, root: str | Path | None = None,
             announce: Callable[[str], None] | None = None) -> None:
-    """Build ``spec``'s cache entry unless one is there (or wait for the process building it), without
-    loading it: a grid's parent does this with every core before its single-threaded workers start.
-    ``announce(what)`` is called before a build."""
+    """Build ``spec``'s cache entry unless one is there (``materialise``; its new arrays are mapped, not read): a
+    grid's parent does this with every core before its single-threaded workers start. ``announce(what)``
+    is called before a build."""
     cache = cache or TensorCache()
     real_root = data_root(spec, root) if spec.source == "real" else None
-    key = cache_key(spec, real_root)
-    if cache.entry(spec.name, key).exists():
+    if cache.entry(spec.name, cache_key(spec, real_root)).exists():
         return
     if announce is not None:
         announce(f"task '{spec.name}': building its tensor cache (notes through '{spec.encoder}'), once for every run")
-    with cache.lock(spec.name, key):
-        if not cache.entry(spec.name, key).exists():
-            _build(spec, cache, key, real_root)
-
-
-def _build(spec: TaskSpec, cache: TensorCache, key: str, real_root: Path | None) -> None:
-    arrays, _, meta = build_arrays(spec, task_files(spec, cache, real_root))
-    cache.save(spec.name, key, arrays, meta)
+    materialise(spec, cache, root)
