@@ -25,6 +25,7 @@ host inside an epoch (the batches' padded widths are read once at its start).
 """
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from collections.abc import Callable
@@ -127,6 +128,8 @@ class FastPath:
         print(f"warning: compiling {type(self.model).__name__} failed ({self.fallback}); training eagerly",
               file=sys.stderr, flush=True)
         self.net, self.update = self.model, self.optimizer.step
+        if isinstance(self.optimizer, _CompiledAdam):
+            self.optimizer.eager = True
 
     def predict(self, epoch: int) -> torch.Tensor:
         """Test logits after ``epoch``; from the second epoch on, full batches replay captured graphs."""
@@ -231,18 +234,48 @@ def eval_graphs(model: torch.nn.Module, split: Split, dtype: torch.dtype | None)
 
 def _optimizer(model: torch.nn.Module, lr, *, on_cuda: bool, compiled: bool):
     """Adam over ``model``'s weights and the function that applies one update: fused Adam's kernel
-    on CUDA, or (``compiled``) foreach Adam compiled into kernels spanning all weights. Same update
-    rule either way; ``capturable`` on CUDA, so a CUDA graph can replay it."""
-    opt = torch.optim.Adam(model.parameters(), lr=lr, fused=on_cuda and not compiled, foreach=compiled or None,
-                           capturable=on_cuda)
-    if not compiled:
-        # Looked up at each call: the LR scheduler built after this wraps ``opt.step`` to learn that the
-        # optimiser stepped before it; a bound method taken now would bypass the wrapper (and PyTorch
-        # would warn, wrongly, that the schedule steps first).
-        return opt, lambda: opt.step()
+    on CUDA, or (``compiled``) PyTorch's functional Adam compiled once per process (``_CompiledAdam``;
+    foreach, so its kernels span all weights on CUDA). Same update rule either way; ``capturable`` on
+    CUDA, so a CUDA graph can replay it."""
+    kind = _CompiledAdam if compiled else torch.optim.Adam
+    opt = kind(model.parameters(), lr=lr, fused=on_cuda and not compiled, foreach=(compiled and on_cuda) or None,
+               capturable=on_cuda)
+    # Looked up at each call: the LR scheduler built after this wraps ``opt.step`` to learn that the
+    # optimiser stepped before it; a bound method taken now would bypass the wrapper (and PyTorch
+    # would warn, wrongly, that the schedule steps first).
+    return opt, lambda: opt.step()
 
-    @torch.compile(fullgraph=False)
-    def update():
-        opt.step()
 
-    return opt, update
+class _CompiledAdam(torch.optim.Adam):
+    """Adam whose update runs PyTorch's own functional Adam compiled once per process.
+
+    Compiling ``opt.step`` itself made Dynamo guard on the optimiser object: every run of a grid
+    recompiled it, and from the ninth run on Dynamo's recompile limit left the update eager (2.5 s a
+    run slower at ``mimic4-phe``'s size, H200). Here the state is gathered eagerly, as ``Adam.step``
+    does, and the compiled function receives it as arguments: a new run with the same shapes reuses it.
+    ``eager`` (set when compiling fails) steps as ``torch.optim.Adam`` does."""
+
+    eager = False
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        if self.eager:
+            return super().step(closure)
+        assert closure is None, "the trainer never passes a closure"
+        for group in self.param_groups:
+            params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps = [], [], [], [], [], []
+            has_complex = self._init_group(group, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps)
+            beta1, beta2 = group["betas"]
+            _compiled_functional_adam()(
+                params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, amsgrad=group["amsgrad"],
+                has_complex=has_complex, beta1=beta1, beta2=beta2, lr=group["lr"],
+                weight_decay=group["weight_decay"], eps=group["eps"], maximize=group["maximize"],
+                foreach=group["foreach"], capturable=group["capturable"], differentiable=group["differentiable"],
+                fused=group["fused"], decoupled_weight_decay=group["decoupled_weight_decay"])
+
+
+@functools.cache
+def _compiled_functional_adam():
+    from torch.optim.adam import adam  # PyTorch's functional Adam, the one ``Adam.step`` calls
+
+    return torch.compile(adam, fullgraph=False)

@@ -275,15 +275,25 @@ def test_a_model_that_fails_to_compile_trains_eagerly_and_says_so(monkeypatch):
     assert calls == [] and again.compile_fallback == fell_back.compile_fallback
 
 
-def test_the_compiled_optimiser_update_is_adams():
-    """``--compile on`` compiles Adam's update too (on CUDA): the same rule as eager Adam, step by step."""
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"))]
+
+
+def _lr(device: str):
+    return torch.tensor(1e-2, device=device) if device == "cuda" else 1e-2  # as ``FastPath.adam`` passes it
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_the_compiled_optimiser_update_is_adams(device):
+    """``--compile on`` compiles Adam's update too (on CUDA): the same rule as eager Adam (fused Adam
+    on CUDA), step by step."""
     from benchmark.fastpath import _optimizer
 
     torch.manual_seed(0)
-    models = [torch.nn.Linear(6, 3), torch.nn.Linear(6, 3)]
+    models = [torch.nn.Linear(6, 3).to(device), torch.nn.Linear(6, 3).to(device)]
     models[1].load_state_dict(models[0].state_dict())
-    x = torch.randn(32, 6)
-    pairs = [_optimizer(m, 1e-2, on_cuda=False, compiled=c) for m, c in zip(models, (False, True))]
+    x = torch.randn(32, 6, device=device)
+    cuda = device == "cuda"
+    pairs = [_optimizer(m, _lr(device), on_cuda=cuda, compiled=c) for m, c in zip(models, (False, True))]
     for _ in range(4):
         for m, (opt, update) in zip(models, pairs):
             opt.zero_grad(set_to_none=True)
@@ -292,6 +302,35 @@ def test_the_compiled_optimiser_update_is_adams():
     for a, b in zip(models[0].parameters(), models[1].parameters()):
         assert not torch.equal(a, torch.zeros_like(a))
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_compiled_grid_compiles_adams_update_once_and_frees_each_runs_optimiser(device):
+    """Every run of a compiled grid builds a new model and optimiser: their update must reuse the
+    compiled code (no recompilation per run, which Dynamo caps, falling back to eager Adam) and must
+    not keep the run's weights and Adam state alive after it."""
+    import gc
+    import weakref
+
+    from torch._dynamo.utils import counters
+
+    from benchmark.fastpath import _optimizer
+
+    x = torch.randn(32, 6, device=device)
+    gone, compiled_frames = [], []
+    for run in range(4):
+        model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3)).to(device)
+        opt, update = _optimizer(model, _lr(device), on_cuda=device == "cuda", compiled=True)
+        for _ in range(2):
+            opt.zero_grad(set_to_none=True)
+            model(x).square().mean().backward()
+            update()
+        compiled_frames.append(counters["frames"]["ok"])
+        gone.append(weakref.ref(opt))
+        del model, opt, update
+        gc.collect()
+    assert compiled_frames[1:] == compiled_frames[:1] * 3, f"frames compiled after each run: {compiled_frames}"
+    assert all(ref() is None for ref in gone), "a finished run's optimiser is still referenced"
 
 
 def test_training_does_not_warn_that_the_schedule_steps_before_the_optimiser():
