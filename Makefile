@@ -115,7 +115,11 @@ publish: setup
 test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile
 
-# CPU benchmarks (pytest-benchmark); on a CUDA machine also the naive-vs-fast training benchmark.
+# CPU benchmarks (pytest-benchmark); on a CUDA machine also the naive-vs-fast training benchmark and
+# (unless PERF_GRIDS=0) BCE's and MIRACL's compiled mimic4-phe grids, 30 runs each: about 25 minutes
+# each on an H200; resumable, their records kept in PERF_GRIDS_DIR.
+PERF_GRIDS ?= 1
+PERF_GRIDS_DIR ?= results/perf-grids
 perf: $(TEST_STAMP)
 	$(BIN)/python -m pytest perf -q -p no:cacheprovider --benchmark-columns=min,median,max,rounds
 	@if $(BIN)/python -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then \
@@ -125,6 +129,10 @@ perf: $(TEST_STAMP)
 	    PYTHONPATH=. $(BIN)/python perf/speed.py --task $$t --naive-steps 6 --out docs/perf-latest-$$t.json || exit 1; done; \
 	  for n in mimic4 mimic3; do \
 	    PYTHONPATH=. $(BIN)/python perf/train_step.py --batches 128 --notes $$n --out docs/perf-train-step-$$n.json || exit 1; done; \
+	  if [ "$(PERF_GRIDS)" != 0 ]; then \
+	    for m in bce miracl; do \
+	      $(BIN)/ehrbench bench --method $$m --track full --tasks mimic4-phe --compile on --encoder random-bert-base --results $(PERF_GRIDS_DIR) || exit 1; done; \
+	    PYTHONPATH=. $(BIN)/python perf/grid_costs.py $(PERF_GRIDS_DIR) | tee docs/perf-grids.md; fi; \
 	else echo "no CUDA device: perf/speed.py (GPU training speed) skipped"; fi
 
 # Keeps results/: run records are the expensive part.

@@ -68,3 +68,44 @@ def test_a_quick_track_design_changes_sizes_only_and_never_reaches_the_leaderboa
         assert track.backbone == backbone
         spec = plan("bce", track.name, noises=["sym-40"], seeds=[30]).specs[0]
         assert spec["track"] == f"quick-{name}" and spec["task_spec"]["n_total"] == task.n_total
+
+
+def test_grid_costs_come_from_the_records_and_say_when_a_grid_is_incomplete(tmp_path):
+    """Three quick BCE runs of 40 s (one of them also built the data, 30 s more) ending 20 s apart, two
+    per device: 3 of the grid's 30 runs, wall from the first start to the last end, data left out of
+    the run time, device-hours halved."""
+    import os
+
+    import grid_costs  # noqa: E402 - perf/ holds scripts
+    from record_factory import make_record, write_records
+
+    records = []
+    for i, noise in enumerate(("sym-20", "sym-40", "bal-20")):
+        r = make_record("bce", noise, total=40.0 + (30.0 if i == 0 else 0.0))
+        r["timings"]["data"] = 30.0 if i == 0 else 0.0
+        r["created_utc"] = f"2026-01-01T00:01:{20 * i:02d}Z"
+        r["environment"]["packed_runs"] = 2
+        records.append(r)
+    write_records(tmp_path, records)
+    [row] = grid_costs.cost_rows([tmp_path])
+    assert (row["runs"], row["grid_runs"]) == (3, 30)
+    assert row["sum_s"] == 120.0 and row["median_s"] == 40.0 and row["max_s"] == 40.0
+    assert row["wall_s"] == 70.0 + 40.0  # the first run started 70 s before its end at 1:00, the last ended at 1:40
+    assert row["device_hours"] == 60.0 / 3600
+    assert f"| `{os.path.normpath(tmp_path)}` | quick | `syn-phe` | FlexCare (BCE) | CPU: Test CPU 2-core | fp32, eager, 2 per device | 3 of 30 | 1:50 | 2:00 |" \
+        in grid_costs.markdown([row])
+
+
+def test_the_readmes_grid_cost_table_is_the_one_its_records_give(monkeypatch):
+    import re
+
+    import grid_costs  # noqa: E402 - perf/ holds scripts
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    found = re.search(r"<!-- grid-costs: (.+?) -->\n(.*?)<!-- /grid-costs -->", readme, re.S)
+    assert found, "README.md has no grid-costs block"
+    monkeypatch.chdir(root)  # the table names the folders as the README's command does
+    folders = [Path(f) for f in found.group(1).split()]
+    assert found.group(2).strip() == grid_costs.markdown(grid_costs.cost_rows(folders)), \
+        "README's grid cost table differs from its records: regenerate it with perf/grid_costs.py " + found.group(1)
