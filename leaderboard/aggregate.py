@@ -305,7 +305,7 @@ def compute_tables(rows: list[dict], options: Options) -> list[dict]:
             ln["ratio"] = ln["median_s"] / base["median_s"] if base and base["median_s"] else None
         lines.sort(key=lambda ln: (ln["median_s"], ln["method"]))
         hardware, task = condition[:2]
-        setting = _setting(next(iter(methods.values()))[0])
+        setting = execution_setting(next(iter(methods.values()))[0])
         blocks.append({"hardware": hardware, "task": task, "setting": setting, "gpu": not hardware.startswith("CPU:"),
                        "title": f"{hardware}, {task}, {setting}", "shared_cells": len(shared),
                        "baseline": base["method"] if base else None, "rows": lines})
@@ -342,11 +342,11 @@ def compute_line(method: str, runs: list[dict]) -> dict:
         "phases": {p: s / whole for p, s in phase_sums.items()},
         "cell_maps": _cell_maps(runs), "own_cells": len(_cell_maps(runs)),
         "encoders": sorted({r["encoder"] for r in runs}),
-        "setting": "; ".join(sorted({_setting(r) for r in runs})),
+        "setting": "; ".join(sorted({execution_setting(r) for r in runs})),
     }
 
 
-def _setting(row: dict) -> str:
+def execution_setting(row: dict) -> str:
     """How a run executed, as far as it moves its compute time: precision, runs sharing the device,
     and FlexCare's token layout when not padded (packed: 1.47x faster steps on the full track)."""
     tokens = {"packed": ", tokens packed", "varlen": ", tokens packed, varlen attention"}.get(row.get("token_layout"), "")

@@ -35,13 +35,6 @@ def _clock(seconds: float) -> str:
     return f"{minutes // 60}:{minutes % 60:02d}:{s:02d}" if minutes >= 60 else f"{minutes}:{s:02d}"
 
 
-def _execution(row: dict) -> str:
-    layout = {"padded": "", "packed": ", packed tokens", "varlen": ", varlen"}.get(row["token_layout"], "")
-    mode = "compiled" if row["compile"] == "on" else "eager"
-    shared = f", {row['packed_runs']} per device" if row["packed_runs"] > 1 else ""
-    return f"{row['precision'] or 'fp32'}, {mode}{layout}{shared}"
-
-
 def rows_of(folder: Path) -> list[dict]:
     """One row per finished run record under ``folder``, with its end time."""
     from benchmark.records import RecordStore
@@ -66,11 +59,13 @@ def grid_size(method: str, track: str, task: str) -> int | None:
 
 
 def cost_rows(folders: list[Path]) -> list[dict]:
+    from leaderboard.aggregate import execution_setting  # the compute tables' words for it
+
     groups = defaultdict(list)
     for folder in folders:
         for r in rows_of(folder):
             key = (os.path.normpath(folder / r["record_set"]), r["track"], r["task"], r["label"], r["hardware"],
-                   _execution(r))
+                   execution_setting(r))
             groups[key].append(r)
     out = []
     for (where, track, task, label, hardware, execution), runs in sorted(groups.items()):

@@ -92,7 +92,7 @@ def test_grid_costs_come_from_the_records_and_say_when_a_grid_is_incomplete(tmp_
     assert row["sum_s"] == 120.0 and row["median_s"] == 40.0 and row["max_s"] == 40.0
     assert row["wall_s"] == 70.0 + 40.0  # the first run started 70 s before its end at 1:00, the last ended at 1:40
     assert row["device_hours"] == 60.0 / 3600
-    assert f"| `{os.path.normpath(tmp_path)}` | quick | `syn-phe` | FlexCare (BCE) | CPU: Test CPU 2-core | fp32, eager, 2 per device | 3 of 30 | 1:50 | 2:00 |" \
+    assert f"| `{os.path.normpath(tmp_path)}` | quick | `syn-phe` | FlexCare (BCE) | CPU: Test CPU 2-core | fp32, 2 packed | 3 of 30 | 1:50 | 2:00 |" \
         in grid_costs.markdown([row])
 
 
