@@ -133,3 +133,40 @@ def test_the_generator_follows_the_cards_labels_and_refuses_one_it_does_not_mode
     monkeypatch.setattr(cards, "label_names", lambda kind: names[:-1])
     with pytest.raises(UsageError, match="leave out label 'Support Devices', which the synthetic generator models"):
         generator.cohort(SMOKE.task("syn-dia"))
+
+
+@pytest.mark.parametrize("spec", [QUICK.task("syn-phe"), dataclasses.replace(SMOKE.task("syn-dia"), n_total=400)],
+                         ids=lambda s: s.name)
+def test_a_large_split_discretised_in_worker_processes_equals_the_single_pass(spec, tmp_path, monkeypatch):
+    from benchmark.data import taskdata
+
+    generator.write(generator.generate(spec), spec, tmp_path)
+    raw = read_split(tmp_path, spec.layout, spec.task_dir, "train", label_names(spec.kind))
+    single = series_arrays(raw, spec, workers=1)
+    monkeypatch.setattr(taskdata, "PARALLEL_SERIES", 2)  # what the full tasks' splits get, on a split this small
+    monkeypatch.setattr(taskdata, "_CHUNK_SERIES", 1)
+    spawned, in_workers = [], taskdata._discretised_in_workers
+    monkeypatch.setattr(taskdata, "_discretised_in_workers", lambda *a: spawned.append(a[-1]) or in_workers(*a))
+    chunked = series_arrays(raw, spec, workers=3)
+    assert spawned == [3]
+    for a, b in zip(single, chunked):
+        np.testing.assert_array_equal(a, b)
+    assert single[0].dtype == chunked[0].dtype and single[1].dtype == chunked[1].dtype
+
+
+def test_a_bad_episode_file_in_a_workers_chunk_is_named_with_its_line(tmp_path, monkeypatch):
+    from benchmark.data import taskdata
+    from benchmark.errors import UsageError
+
+    spec = QUICK.task("syn-phe")
+    generator.write(generator.generate(spec), spec, tmp_path)
+    raw = read_split(tmp_path, spec.layout, spec.task_dir, "train", label_names(spec.kind))
+    last = [s for s in raw.series if s][-1]  # in the last worker's chunk
+    lines = open(last).read().splitlines()
+    lines[2] = lines[2] + ",1"  # one field too many on line 3
+    open(last, "w").write("\n".join(lines) + "\n")
+    monkeypatch.setattr(taskdata, "PARALLEL_SERIES", 2)
+    monkeypatch.setattr(taskdata, "_CHUNK_SERIES", 1)
+    with pytest.raises(UsageError) as e:
+        series_arrays(raw, spec, workers=2)
+    assert str(e.value).startswith(f"{last} line 3:")

@@ -116,27 +116,67 @@ def synthetic_files(spec: TaskSpec, cache: TensorCache) -> Path:
     return built_folder(cache.root, folder, lambda tmp: generator.write(generator.generate(spec), spec, tmp))
 
 
-def series_arrays(raw: RawSplit, spec: TaskSpec) -> tuple[np.ndarray, np.ndarray]:
-    """Discretised (not yet normalised) rows and offsets of every sample; length 0 = no series."""
+# Splits with at least this many series are discretised in worker processes, in contiguous chunks of samples:
+# each sample's bins depend on its own rows alone, so the concatenated chunks are the single pass's arrays.
+PARALLEL_SERIES = 8192
+_CHUNK_SERIES = 2048  # no worker gets fewer samples: below that a worker's start costs more than it saves
+
+
+def series_arrays(raw: RawSplit, spec: TaskSpec, workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Discretised (not yet normalised) rows and offsets of every sample; length 0 = no series.
+    ``workers`` processes share a large split (default: the cores this process may use, up to 16)."""
     n = len(raw.keys)
     with_series = np.array([i for i, s in enumerate(raw.series) if s], dtype=np.int64)
     lengths = np.zeros(n, dtype=np.int64)
     if not len(with_series):
         return np.zeros((0, timeseries.WIDTH), np.float32), np.zeros(n + 1, np.int64)
-    files, which = np.unique(np.array([raw.series[i] for i in with_series]), return_inverse=True)
-    table, origin = read_episodes(list(files), spec.layout)
+    paths = [raw.series[i] for i in with_series]
+    ends = np.asarray(raw.ends)[with_series]
+    workers = min(workers or _usable_cores(), 16, len(with_series) // _CHUNK_SERIES)
+    if len(with_series) < PARALLEL_SERIES or workers < 2:
+        flat, counts = discretised(paths, ends, spec.layout, spec.max_hours)
+    else:
+        flat, counts = _discretised_in_workers(paths, ends, spec.layout, spec.max_hours, workers)
+    lengths[with_series] = counts
+    return flat, np.concatenate([[0], np.cumsum(lengths)])
+
+
+def discretised(paths: list[str], ends: np.ndarray, layout: str, max_hours: int) -> tuple[np.ndarray, np.ndarray]:
+    """(flat rows, rows per sample) of the samples whose episode files are ``paths`` (one per sample; a
+    file shared by several samples, as on diagnosis, is read once and used once per sample)."""
+    files, which = np.unique(np.array(paths), return_inverse=True)
+    table, origin = read_episodes(list(files), layout)
     per_file = np.bincount(table["file"].to_numpy(), minlength=len(files))
     file_start = np.concatenate([[0], np.cumsum(per_file)[:-1]])
-    counts = per_file[which]  # a file shared by several samples (diagnosis) is used once per sample
+    counts = per_file[which]
     sample_start = np.concatenate([[0], np.cumsum(counts)[:-1]])
     rows = np.repeat(file_start[which] - sample_start, counts) + np.arange(counts.sum())
-    stay = np.repeat(np.arange(len(with_series)), counts)
+    stay = np.repeat(np.arange(len(paths)), counts)
     values = {ch: table[ch].to_numpy(object)[rows] for ch in timeseries.CHANNELS}
     sub_origin = timeseries.Origin(origin.files, origin.file_index[rows], origin.line[rows])
-    flat, offsets = timeseries.discretise(stay, table["Hours"].to_numpy()[rows], values, raw.ends[with_series],
-                                          spec.max_hours, sub_origin)
-    lengths[with_series] = np.diff(offsets)
-    return flat, np.concatenate([[0], np.cumsum(lengths)])
+    flat, offsets = timeseries.discretise(stay, table["Hours"].to_numpy()[rows], values, ends, max_hours, sub_origin)
+    return flat, np.diff(offsets)
+
+
+def _discretised_in_workers(paths, ends, layout, max_hours, workers):
+    """``discretised`` over ``workers`` contiguous chunks of the samples, in fresh processes (spawned: the
+    parent may hold CUDA and thread pools that a fork would copy); an input error of a chunk is raised
+    here as the single pass raises it, naming the file and line."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    bounds = np.linspace(0, len(paths), workers + 1).astype(int)
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        parts = [pool.submit(discretised, paths[a:b], ends[a:b], layout, max_hours) for a, b in zip(bounds, bounds[1:])]
+        done = [part.result() for part in parts]
+    return np.concatenate([f for f, _ in done]), np.concatenate([c for _, c in done])
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _normaliser(spec: TaskSpec, train_flat: np.ndarray) -> timeseries.Normaliser:
