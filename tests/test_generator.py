@@ -170,3 +170,4 @@ def test_a_bad_episode_file_in_a_workers_chunk_is_named_with_its_line(tmp_path, 
     with pytest.raises(UsageError) as e:
         series_arrays(raw, spec, workers=2)
     assert str(e.value).startswith(f"{last} line 3:")
+

@@ -21,7 +21,7 @@ import torch
 from ..cards import label_names
 from ..errors import UsageError
 from ..protocol import TaskSpec, task_dict
-from . import generator, notes, timeseries, vendored
+from . import generator, notes, parallel, timeseries, vendored
 from .cache import TensorCache, built_folder
 from .loaders import RawSplit, read_episodes, read_split
 from .split import Split
@@ -116,8 +116,8 @@ def synthetic_files(spec: TaskSpec, cache: TensorCache) -> Path:
     return built_folder(cache.root, folder, lambda tmp: generator.write(generator.generate(spec), spec, tmp))
 
 
-# Splits with at least this many series are discretised in worker processes, in contiguous chunks of samples:
-# each sample's bins depend on its own rows alone, so the concatenated chunks are the single pass's arrays.
+# Splits with at least this many series are discretised in worker processes (``parallel``): a sample's bins
+# depend on its own rows alone.
 PARALLEL_SERIES = 8192
 _CHUNK_SERIES = 2048  # no worker gets fewer samples: below that a worker's start costs more than it saves
 
@@ -132,7 +132,7 @@ def series_arrays(raw: RawSplit, spec: TaskSpec, workers: int | None = None) -> 
         return np.zeros((0, timeseries.WIDTH), np.float32), np.zeros(n + 1, np.int64)
     paths = [raw.series[i] for i in with_series]
     ends = np.asarray(raw.ends)[with_series]
-    workers = min(workers or _usable_cores(), 16, len(with_series) // _CHUNK_SERIES)
+    workers = parallel.workers_for(len(with_series), _CHUNK_SERIES, workers)
     if len(with_series) < PARALLEL_SERIES or workers < 2:
         flat, counts = discretised(paths, ends, spec.layout, spec.max_hours)
     else:
@@ -159,24 +159,10 @@ def discretised(paths: list[str], ends: np.ndarray, layout: str, max_hours: int)
 
 
 def _discretised_in_workers(paths, ends, layout, max_hours, workers):
-    """``discretised`` over ``workers`` contiguous chunks of the samples, in fresh processes (spawned: the
-    parent may hold CUDA and thread pools that a fork would copy); an input error of a chunk is raised
-    here as the single pass raises it, naming the file and line."""
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
-
-    bounds = np.linspace(0, len(paths), workers + 1).astype(int)
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        parts = [pool.submit(discretised, paths[a:b], ends[a:b], layout, max_hours) for a, b in zip(bounds, bounds[1:])]
-        done = [part.result() for part in parts]
+    """``discretised`` over ``workers`` contiguous chunks of the samples, in worker processes."""
+    done = parallel.map_chunks(discretised, [(paths[a:b], ends[a:b], layout, max_hours)
+                                             for a, b in parallel.bounds(len(paths), workers)])
     return np.concatenate([f for f, _ in done]), np.concatenate([c for _, c in done])
-
-
-def _usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def _normaliser(spec: TaskSpec, train_flat: np.ndarray) -> timeseries.Normaliser:
